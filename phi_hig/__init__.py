@@ -17,7 +17,7 @@ _LAZY = {
     'physics': ('.physics', None),
     'sip': ('.sip', None),
     'experiments': ('.experiments', None),
-    'train': ('.train', 'train'),
+    'train': ('.runner', 'train'),
     'sip_loss': ('.sip', 'sip_loss'),
     'sip_step': ('.sip', 'sip_step'),
 }
