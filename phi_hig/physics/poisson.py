@@ -1,0 +1,101 @@
+"""Poisson's equation `∇²y = x` as a SIP physics: forward solve by conjugate gradients, exact inverse by the Laplacian.
+
+All functions act on `CenteredGrid`s; batch dimensions are independent examples. The discrete Laplacian is
+PhiFlow's `field.laplace` (second-order 5-point stencil in 2D, physical cell sizes, boundary condition taken
+from the grid's extrapolation), so `field.laplace(forward(x)) == x` up to the solver tolerance and
+`x + inverse(x, forward(x_star)) == x_star` up to the same tolerance.
+
+Periodic grids: the Laplacian is singular there (constants are in its null space), so `forward` expects a
+zero-mean `x` and returns the zero-mean solution. `inverse_laplace_periodic` inverts the same discrete
+operator exactly by dividing by its Fourier symbol (PhiFlow's own `field.fourier_poisson` is broken in 3.4,
+and `math.fourier_poisson` uses the continuous symbol, ≈3 % off the discrete Laplacian).
+"""
+from phi import field
+from phi.field import Field
+from phiml import math
+from phiml.math import Solve
+
+from ._checks import require_grid, require_same_grid, require_periodic
+
+
+def default_solve(x: Field) -> Solve:
+    """CG with PhiML's precision-dependent default tolerances (1e-5 in float32, 1e-12 in float64), starting at 0."""
+    return Solve('CG', x0=x * 0, rank_deficiency=0 if _is_periodic(x) else None)
+
+
+def forward(x: Field, *, solve: Solve = None) -> Field:
+    """Solves `∇²y = x` for `y` with the boundary condition of `x` (conjugate gradients).
+
+    Args:
+        x: Source term, `CenteredGrid`. Its extrapolation is the boundary condition of `y` (zero Dirichlet for
+            `extrapolation.ZERO`). Periodic sources must have zero mean per example.
+        solve: Optional `Solve` configuration. Defaults to `default_solve(x)`. On periodic grids a
+            `rank_deficiency` of 0 is required for CG to converge (PhiFlow 3.4); `default_solve` sets it.
+
+    Returns:
+        `y`, a `CenteredGrid` like `x` with `field.laplace(y) == x` up to the solver tolerance.
+    """
+    require_grid('x', x, staggered=False)
+    if solve is None:
+        solve = default_solve(x)
+    return math.solve_linear(field.laplace, x, solve)
+
+
+def inverse(x: Field, y_target: Field, *, y: Field = None, solve: Solve = None) -> Field:
+    """Update `Δx = −∇²(y − y*)` of one step (η = 1) of the analytic inverse solver.
+
+    Because the Laplacian is exactly the operator that `forward` inverts, `x + Δx = ∇²y*`, i.e. the exact
+    source of the target, up to the tolerance of the forward solve.
+
+    Args:
+        x: Current estimate of the source, `CenteredGrid`.
+        y_target: Target solution `y*` on the same grid as `x`.
+        y: `forward(x)` if already computed; computed otherwise.
+        solve: Solver configuration for `forward` when `y` is not given.
+
+    Returns:
+        `Δx`, a `CenteredGrid` like `x`.
+    """
+    require_grid('x', x, staggered=False)
+    require_grid('y_target', y_target, staggered=False)
+    require_same_grid('x', x, 'y_target', y_target)
+    if y is None:
+        y = forward(x, solve=solve)
+    else:
+        require_grid('y', y, staggered=False)
+        require_same_grid('x', x, 'y', y)
+    return -field.laplace(y - y_target.with_extrapolation(y.extrapolation))
+
+
+def laplace_symbol(grid: Field) -> math.Tensor:
+    """Fourier symbol `λ_k = Σ_d (2cos(2πk_d) − 2)/Δx_d²` of the periodic second-order Laplacian of `grid`.
+
+    `k_d` are the frequencies of `math.fft` in cycles per cell. `λ_0 = 0`; all other entries are negative.
+    """
+    k = math.fftfreq(grid.resolution)  # cycles per cell
+    return math.sum((2 * math.cos(2 * math.PI * k) - 2) / grid.dx ** 2, 'vector')
+
+
+def inverse_laplace_periodic(x: Field) -> Field:
+    """Exact inverse of `field.laplace` on a periodic grid, computed in Fourier space.
+
+    Divides the FFT of `x` by the discrete symbol (`laplace_symbol`) and sets the mean mode to zero, so for any
+    periodic `x`, `field.laplace(inverse_laplace_periodic(x)) == x − mean(x)` to round-off, and the result has
+    zero mean.
+
+    Args:
+        x: Periodic `CenteredGrid`.
+
+    Returns:
+        Zero-mean periodic `CenteredGrid` `y` with `∇²y = x − mean(x)`.
+    """
+    require_grid('x', x, staggered=False)
+    require_periodic('x', x)
+    symbol = laplace_symbol(x)
+    safe = math.where(symbol == 0, 1, symbol)
+    y_k = math.where(symbol == 0, 0, math.fft(x.values) / safe)
+    return x.with_values(math.real(math.ifft(y_k)))
+
+
+def _is_periodic(x: Field) -> bool:
+    return x.extrapolation == math.extrapolation.PERIODIC
