@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 
 from .errors import (PhiHigError, InvalidInputError, JacobianTooLargeError, NonFiniteStepError,
                      HIGUsageError)
-from .hig import half_inverse, HIG, hig_step
+from .hig import half_inverse
+from .optimizer import HIG, hig_step
 from .jacobian import per_sample_jacobian, gram, physics_jacobian
 
 _LAZY = {
