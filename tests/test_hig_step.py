@@ -1,0 +1,149 @@
+"""hig_step and the HIG optimizer against a NumPy float64 SVD of a brute-force Jacobian."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import phi_hig
+from phi_hig import HIG, hig_step, HIGUsageError, NonFiniteStepError, InvalidInputError
+
+from test_half_inverse import reference
+from test_jacobian import brute_force_jacobian, mlp, nonlinear_physics
+
+
+def flat_params(net):
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).numpy().copy()
+
+
+def per_sample_loss(y, target):
+    return 0.5 * ((y - target) ** 2).sum(-1)
+
+
+def expected_update(net, x, target, simulate, kappa, beta, tau, lr):
+    J = brute_force_jacobian(net, x, simulate).numpy()
+    y = simulate(net(x)).detach().numpy()
+    g = ((y - target.numpy()) / x.shape[0]).reshape(-1)  # gradient of the batch-mean loss
+    return -lr * reference(J, g, kappa, beta, tau)
+
+
+@pytest.mark.parametrize('sizes,batch,method', [
+    ([3, 8, 6, 4], 4, 'gram'),    # |θ| = 114 > b·|y| = 12: Gram path, J never formed
+    ([3, 3, 4], 20, 'dual'),      # |θ| = 28 < b·|y| = 60: dual path
+    ([3, 8, 6, 4], 4, 'svd'),
+    ([3, 3, 4], 20, 'svd'),
+    ([3, 8, 6, 4], 4, 'auto'),
+    ([3, 3, 4], 20, 'auto'),
+])
+@pytest.mark.parametrize('kappa,beta', [(-0.5, 0.0), (-1.0, 0.0), (-0.5, -0.5), (1.0, 0.0)])
+def test_update_matches_reference(sizes, batch, method, kappa, beta):
+    net = mlp(sizes, nn.Tanh, seed=4)
+    torch.manual_seed(5)
+    x = torch.randn(batch, sizes[0], dtype=torch.float64)
+    target = torch.randn(batch, 3, dtype=torch.float64)
+    tau, lr = 1e-5, 0.7
+    before = flat_params(net)
+    expected = expected_update(net, x, target, nonlinear_physics, kappa, beta, tau, lr)
+    opt = HIG(net, learning_rate=lr, truncation=tau, kappa=kappa, beta=beta, method=method)
+    info = hig_step(net, opt, x, target, nonlinear_physics, per_sample_loss)
+    step = flat_params(net) - before
+    assert np.linalg.norm(step - expected) <= 1e-6 * np.linalg.norm(expected)
+    if method == 'gram' or (method == 'auto' and sizes[1] == 8):
+        assert info.path == 'gram+structured'
+    if method == 'dual' or (method == 'auto' and sizes[1] == 3):
+        assert info.path == 'gram-dual'
+    assert info.rank == len(info.singular_values) > 0
+    assert info.time_total >= info.time_linalg >= 0
+
+
+def test_float32_network_update_close_to_float64_reference():
+    net = mlp([2, 16, 16, 2], nn.Tanh, seed=6).float()
+    x = torch.randn(32, 2)
+    target = torch.randn(32, 2)
+    sim = lambda z: torch.stack([z[:, 0], 0.01 * z[:, 1]], -1)
+    net64 = mlp([2, 16, 16, 2], nn.Tanh, seed=6)
+    expected = expected_update(net64, x.double(), target.double(), sim, -0.5, 0, 1e-3, 1.0)
+    before = flat_params(net)
+    hig_step(net, HIG(net, 1.0, 1e-3), x, target, sim, per_sample_loss)
+    step = flat_params(net) - before
+    assert np.linalg.norm(step - expected) <= 1e-3 * np.linalg.norm(expected)
+
+
+def test_plain_step_raises_usage_error():
+    net = nn.Linear(2, 2)
+    opt = HIG(net)
+    net(torch.randn(3, 2)).sum().backward()
+    with pytest.raises(HIGUsageError, match='hig_step'):
+        opt.step()
+
+
+def test_state_dict_and_scheduler():
+    net = nn.Linear(2, 2)
+    opt = HIG(net, learning_rate=0.5, truncation=1e-5, kappa=-1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
+    sched.step()
+    assert opt.param_groups[0]['lr'] == pytest.approx(0.05)
+    state = opt.state_dict()
+    opt2 = HIG(net)
+    opt2.load_state_dict(state)
+    assert opt2.param_groups[0]['lr'] == pytest.approx(0.05)
+    assert opt2.settings['kappa'] == -1 and opt2.settings['truncation'] == 1e-5
+
+
+def test_invalid_settings():
+    net = nn.Linear(2, 2)
+    with pytest.raises(InvalidInputError, match='kappa'):
+        HIG(net, kappa=-2)
+    with pytest.raises(InvalidInputError, match='truncation'):
+        HIG(net, truncation=float('nan'))
+    with pytest.raises(InvalidInputError, match='learning_rate'):
+        HIG(net, learning_rate=-1)
+    with pytest.raises(InvalidInputError, match='method'):
+        HIG(net, method='fast')
+
+
+def test_non_finite_step_leaves_weights_untouched():
+    net = mlp([2, 5, 2], nn.Tanh, seed=7)
+    x = torch.randn(6, 2, dtype=torch.float64)
+    opt = HIG(net)
+    before = flat_params(net)
+    target = torch.randn(6, 2, dtype=torch.float64)
+    target[2, 1] = float('nan')
+    with pytest.raises(NonFiniteStepError, match='loss'):
+        hig_step(net, opt, x, target, None, per_sample_loss)
+    assert np.array_equal(flat_params(net), before)
+    with pytest.raises(NonFiniteStepError):
+        hig_step(net, opt, x, torch.zeros(6, 2, dtype=torch.float64), lambda z: z * float('inf'), per_sample_loss)
+    assert np.array_equal(flat_params(net), before)
+
+
+def test_loss_must_be_per_sample():
+    net = mlp([2, 5, 2], nn.Tanh)
+    with pytest.raises(InvalidInputError, match='one value per sample'):
+        hig_step(net, HIG(net), torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64), None,
+                 lambda y, t: ((y - t) ** 2).sum())
+
+
+def test_phiml_dense_net():
+    from phi.torch.nets import dense_net
+    net = dense_net(2, 3, [8, 8], activation='tanh')
+    assert isinstance(net, nn.Module)
+    x = torch.randn(10, 2)
+    target = torch.randn(10, 3)
+    opt = HIG(net, learning_rate=1.0, truncation=1e-6)
+    losses = [hig_step(net, opt, x, target, None, per_sample_loss).loss for _ in range(5)]
+    assert losses[-1] < losses[0]
+
+
+def test_hig_trains_ill_conditioned_toy():
+    """Toy of the HIG paper at γ = 0.01 (γ inside the physics): 500 HIG steps cut the loss by 5x."""
+    torch.manual_seed(0)
+    x = torch.rand(1024, 1) * 2 - 1
+    target = torch.cat([torch.sin(6 * x), torch.cos(9 * x)], 1)
+    sim = lambda z: torch.stack([z[:, 0], 0.01 * z[:, 1]], -1)
+    net = nn.Sequential(nn.Linear(1, 7), nn.Tanh(), nn.Linear(7, 2))
+    opt = HIG(net, 1.0, 1e-6)
+    first = per_sample_loss(sim(net(x)), target).mean().item()
+    for _ in range(500):
+        idx = torch.randint(0, 1024, (256,))
+        hig_step(net, opt, x[idx], target[idx], sim, per_sample_loss)
+    assert per_sample_loss(sim(net(x)), target).mean().item() < first / 5
