@@ -1,0 +1,112 @@
+"""What an experiment is: data, network, physics, loss, metrics and per-method defaults. No training loop.
+
+An `Experiment` is plain data for the runner (`phi_hig.train`). A method never knows which experiment it
+trains; an experiment never knows which method trains it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+
+__all__ = ['Experiment', 'DataStream']
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Experiment:
+    """A training problem through a physics simulation.
+
+    Attributes:
+        name: registry name.
+        make_net: builds a freshly initialized network (the runner seeds torch before calling it).
+        simulate: batched physics ``z -> y`` (samples independent), or None for the identity.
+        loss: ``loss(y, targets) -> (b,)`` per-sample loss.
+        methods: per method name, the default hyperparameters in the batch-mean convention of g
+            (``lr``, ``batch_size``, and for HIG/GN ``truncation``, ``kappa``, …).
+        train_set: the finite training set ``(inputs, targets)``, consumed in seeded epoch permutations;
+            or None when ``generate`` draws fresh examples.
+        generate: ``generate(rng, n) -> (inputs, targets)`` draws n fresh examples (infinite data).
+        test_set: held-out ``(inputs, targets)``.
+        metrics: optional ``metrics(net, inputs, targets) -> dict`` of extra evaluation values.
+        inverse: optional ``inverse(z, y, targets) -> Δz``, one inverse-physics step, enabling the 'sip' method.
+        eval_every: default evaluation cadence in steps.
+        settings: the experiment's own parameters (recorded in the summary).
+    """
+    name: str
+    make_net: Callable[[], nn.Module]
+    simulate: Optional[Callable]
+    loss: Callable
+    methods: Dict[str, dict]
+    test_set: Batch
+    train_set: Optional[Batch] = None
+    generate: Optional[Callable[[np.random.Generator, int], Batch]] = None
+    metrics: Optional[Callable] = None
+    inverse: Optional[Callable] = None
+    eval_every: int = 100
+    settings: dict = field(default_factory=dict)
+    description: str = ''
+
+    def __post_init__(self):
+        if (self.train_set is None) == (self.generate is None):
+            raise InvalidInputError(f"experiment {self.name!r} needs exactly one of train_set and generate")
+
+
+class DataStream:
+    """The ordered sequence of training examples for one seed, consumed at any batch size.
+
+    Example ``k`` of the stream is a fixed function of ``(seed, k)``: for a finite training set it is entry
+    ``perm_e[k mod N]`` with ``perm_e`` a seeded permutation of epoch ``e = k div N``; for generated data it is
+    entry ``k mod B`` of the block ``k div B`` drawn with a generator seeded by ``(seed, block)``. Methods with
+    different batch sizes therefore see the same examples in the same order, and a stream resumed at
+    ``position`` continues exactly as an uninterrupted one.
+    """
+
+    BLOCK = 4096
+
+    def __init__(self, experiment: Experiment, seed: int, position: int = 0):
+        self.experiment = experiment
+        self.seed = int(seed)
+        self.position = int(position)
+        self._cache = {}
+
+    def _chunk(self, index: int) -> Batch:
+        if index not in self._cache:
+            if len(self._cache) > 4:
+                self._cache.clear()
+            ex = self.experiment
+            if ex.train_set is not None:
+                inputs, targets = ex.train_set
+                perm = np.random.default_rng([self.seed, 1, index]).permutation(inputs.shape[0])
+                perm = torch.as_tensor(perm)
+                self._cache[index] = (inputs[perm], targets[perm])
+            else:
+                self._cache[index] = ex.generate(np.random.default_rng([self.seed, 2, index]), self.BLOCK)
+        return self._cache[index]
+
+    def _chunk_size(self) -> int:
+        ex = self.experiment
+        return ex.train_set[0].shape[0] if ex.train_set is not None else self.BLOCK
+
+    def next(self, n: int) -> Batch:
+        """The next ``n`` examples of the stream; advances `position` by n."""
+        size = self._chunk_size()
+        pieces_x, pieces_y = [], []
+        need = n
+        while need > 0:
+            chunk, offset = divmod(self.position, size)
+            x, y = self._chunk(chunk)
+            take = min(need, size - offset)
+            pieces_x.append(x[offset:offset + take])
+            pieces_y.append(y[offset:offset + take])
+            self.position += take
+            need -= take
+        if len(pieces_x) == 1:
+            return pieces_x[0], pieces_y[0]
+        return torch.cat(pieces_x), torch.cat(pieces_y)

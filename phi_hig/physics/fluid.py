@@ -1,0 +1,378 @@
+"""Incompressible Navier–Stokes marker transport as a SIP physics (seed 003, B.4), with a reverse-simulation inverse.
+
+Forward: a passive marker `m` and the velocity `v` (staggered MAC grid, periodic box) are advected with
+second-order MacCormack advection, `v` is made divergence-free by a CG pressure solve and rescaled to the
+kinetic energy of the previous step (inviscid; numerical diffusion only). Defaults: 64 × 64 cells of size 1,
+`t = 2` in 8 steps of `Δt = 0.25`. The unknown is the initial velocity `v0`; the observation is the last
+marker frame. All functions treat batch dims other than `time` as independent examples.
+
+Inverse (`inverse`): a reverse-simulation estimator of the low-dimensional part of `v0` — a uniform translation
+plus one Gaussian vortex of known radius (the prior of the data, `translation_vortex`). See its docstring
+for what it estimates and its limits. Data: `random_example` draws `(m0, v0)` like the paper's data set.
+"""
+from typing import NamedTuple, Tuple, Union
+
+import numpy as np
+from phi import field
+from phi.field import CenteredGrid, StaggeredGrid, Field
+from phi.geom import Box
+from phi.physics import advect, fluid as phi_fluid
+from phiml import math
+from phiml.math import Shape, Solve, Tensor, batch, spatial, channel, extrapolation
+
+from ._checks import require_grid, require_same_grid, require_number, require_batch_compatible
+from ..errors import InvalidInputError
+
+DT = 0.25
+STEPS = 8
+VORTEX_RADIUS = 8.
+
+
+# ------------------------------------------------------------------------------------------------- simulation
+
+def pressure_solve(velocity: Field) -> Solve:
+    """CG for the periodic pressure Poisson problem: `rank_deficiency=0` (needed in float32 and float64 in PhiFlow
+    3.4), tolerance 1e-8 in float64 and 1e-4 in float32, starting from zero pressure."""
+    tol = 1e-8 if velocity.values.dtype.precision == 64 else 1e-4
+    x0 = CenteredGrid(0, extrapolation.PERIODIC, velocity.bounds, velocity.resolution)
+    return Solve('CG', tol, tol, max_iterations=10 * velocity.resolution.volume, x0=x0, rank_deficiency=0)
+
+
+def kinetic_energy(velocity: Field) -> Tensor:
+    """`E = ∫ v² dx` per example (sum of squared staggered components times the cell volume)."""
+    return math.sum(velocity.values ** 2, spatial(velocity.values) & channel(velocity.values) & velocity.values.shape.only('~vector')) * math.prod(velocity.dx, 'vector')
+
+
+def to_staggered(v: Field) -> StaggeredGrid:
+    """`v` as a periodic staggered grid (centred values are interpolated to the faces)."""
+    if v.is_staggered:
+        return v
+    return field.resample(v, StaggeredGrid(0, extrapolation.PERIODIC, v.bounds, v.resolution))
+
+
+def step(v: Field, m: Field, dt: float = DT, solve: Solve = None) -> Tuple[Field, Field]:
+    """One time step: advect `m` and `v` (MacCormack), project `v`, rescale `v` to its energy before the step.
+
+    Guarantees: the returned velocity is divergence-free up to the pressure-solve tolerance and has the kinetic
+    energy of the input velocity (unless that is zero).
+    """
+    energy = kinetic_energy(v)
+    m = advect.mac_cormack(m, v, dt)
+    v = advect.mac_cormack(v, v, dt)
+    v, _ = phi_fluid.make_incompressible(v, (), solve or pressure_solve(v))
+    new_energy = kinetic_energy(v)
+    return v * math.where(new_energy > 0, math.sqrt(energy / math.where(new_energy > 0, new_energy, 1)), 1), m
+
+
+def simulate(v0: Field, m0: Field, *, dt: float = DT, steps: int = STEPS) -> Tuple[Field, Field]:
+    """Runs the forward simulation and returns the marker and velocity trajectories.
+
+    `v0` (centred or staggered, periodic) is first projected to be divergence-free; then `steps` calls of `step`.
+
+    Returns:
+        `(markers, velocities)`, each stacked along `batch('time')` with `steps + 1` frames; frame 0 holds `m0`
+        and the projected `v0`.
+    """
+    v0, m0 = _validated(v0, m0)
+    v, _ = phi_fluid.make_incompressible(to_staggered(v0), (), pressure_solve(v0))
+    m = m0
+    markers, velocities = [m], [v]
+    for _ in range(steps):
+        v, m = step(v, m, dt)
+        markers.append(m)
+        velocities.append(v)
+    return field.stack(markers, batch('time')), field.stack(velocities, batch('time'))
+
+
+def forward(v0: Field, m0: Field, *, dt: float = DT, steps: int = STEPS) -> Field:
+    """Marker trajectory (`steps + 1` frames along `batch('time')`) from initial velocity `v0` and marker `m0`.
+
+    The observation of the SIP task is its last frame, `forward(v0, m0).time[-1]`.
+    """
+    return simulate(v0, m0, dt=dt, steps=steps)[0]
+
+
+def loss(trajectory: Field, m_target: Field) -> Tensor:
+    """Per-example `½‖m_T − m*‖²` of the last frame (an L2 observation loss; the paper weights frequencies)."""
+    diff = trajectory.time[-1].values - m_target.values
+    return 0.5 * math.sum(diff ** 2, spatial)
+
+
+# ----------------------------------------------------------------------------------------------------- prior
+
+def translation_vortex(template: Field, translation: Tensor, strength: Tensor, centre: Tensor,
+                       radius: float = VORTEX_RADIUS) -> Field:
+    """Uniform velocity plus a Gaussian vortex, sampled like `template` (centred or staggered, periodic).
+
+    `v(r) = translation + strength · ẑ×d/radius · exp(−|d|²/(2 radius²))` with `d = r − centre` taken to the nearest
+    periodic image. The vortex speed peaks at `|d| = radius` with `strength·e^{−1/2}`; `strength > 0` is
+    counter-clockwise. It is divergence-free in the continuum and has zero mean, so `translation` is the mean.
+
+    Args:
+        template: Grid whose type, resolution and bounds the result takes.
+        translation: Vector `Tensor` (channel `vector`), optionally with batch dims.
+        strength: Scalar `Tensor` or number.
+        centre: Position `Tensor` (channel `vector`).
+        radius: Vortex radius in physical units.
+    """
+    size = template.bounds.size
+    lower = template.bounds.lower
+
+    def velocity(position):
+        d = (position - centre - lower + size / 2) % size - size / 2 + lower - lower
+        swirl = math.stack([-d.vector['y'], d.vector['x']], channel(vector='x,y'))
+        return translation + strength * swirl / radius * math.exp(-math.squared_norm(d) / (2 * radius ** 2))
+    if template.is_staggered:
+        return StaggeredGrid(velocity, extrapolation.PERIODIC, template.bounds, template.resolution)
+    return CenteredGrid(velocity, extrapolation.PERIODIC, template.bounds, template.resolution)
+
+
+class VortexFit(NamedTuple):
+    """Low-dimensional description of a velocity field: mean translation and the best-fitting vortex."""
+    translation: Tensor
+    strength: Tensor
+    centre: Tensor
+
+
+def fit_translation_vortex(v: Field, radius: float = VORTEX_RADIUS) -> VortexFit:
+    """Projects `v` onto the prior: translation = mean velocity; vortex centre = argmax of the matched filter.
+
+    The matched filter correlates `v − translation` with the unit vortex at every cell centre (by FFT, periodic),
+    picks the cell with the largest |correlation|, refines it to sub-cell accuracy with a parabola per axis, and
+    sets the strength to correlation / ‖unit vortex‖². Exact for `v = translation_vortex(...)` up to
+    discretization; other structure of `v` (small vortices) biases it only through its overlap with the vortex.
+    """
+    centred = field.resample(v, CenteredGrid(0, extrapolation.PERIODIC, v.bounds, v.resolution)) if v.is_staggered else v
+    dims = centred.resolution.names
+    values = centred.values.numpy([*batch(centred.values).names, *dims, 'vector'])
+    batch_shape = batch(centred.values)
+    values = values.reshape(batch_shape.volume, *centred.resolution.sizes, 2)
+    translation = values.mean(axis=(1, 2))
+    lower = centred.bounds.lower.numpy('vector')
+    dx = centred.dx.numpy('vector')
+    origin = CenteredGrid(0, extrapolation.PERIODIC, centred.bounds, centred.resolution)
+    unit = translation_vortex(origin, math.wrap([0., 0.], channel(vector='x,y')), 1., centred.bounds.lower + centred.dx / 2, radius)
+    kernel = unit.values.numpy([*dims, 'vector'])
+    norm2 = float((kernel ** 2).sum())
+    spectrum = np.conj(np.fft.fft2(kernel, axes=(0, 1)))
+    strengths, centres = [], []
+    for b in range(values.shape[0]):
+        residual = values[b] - translation[b]
+        corr = np.real(np.fft.ifft2(np.fft.fft2(residual, axes=(0, 1)) * spectrum, axes=(0, 1))).sum(-1)
+        i, j = np.unravel_index(np.argmax(np.abs(corr)), corr.shape)
+        offsets = [_parabola_peak(corr[(i - 1) % corr.shape[0], j], corr[i, j], corr[(i + 1) % corr.shape[0], j]),
+                   _parabola_peak(corr[i, (j - 1) % corr.shape[1]], corr[i, j], corr[i, (j + 1) % corr.shape[1]])]
+        centres.append(lower + (np.array([i, j]) + 0.5 + np.array(offsets)) * dx)
+        strengths.append(corr[i, j] / norm2)
+    vec = channel(vector='x,y')
+    return VortexFit(math.tensor(translation.reshape(*batch_shape.sizes, 2), batch_shape & vec),
+                     math.tensor(np.array(strengths).reshape(batch_shape.sizes), batch_shape),
+                     math.tensor(np.array(centres).reshape(*batch_shape.sizes, 2), batch_shape & vec))
+
+
+def _parabola_peak(left, centre, right) -> float:
+    curvature = left - 2 * centre + right
+    return 0. if curvature == 0 else float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+
+# --------------------------------------------------------------------------------------------------- inverse
+
+def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float = DT, steps: int = STEPS,
+            radius: float = VORTEX_RADIUS, max_centre_shift: float = None, max_relative_strength_change: float = 1.) -> Field:
+    """Correction `Δv0` of translation and vortex (strength, centre) from a forward and a reverse simulation.
+
+    Uses only the current estimate `v0`, the initial marker `m0` and the observed final marker `m_target`:
+
+    1. Fit the prior to `v0` (`fit_translation_vortex`): translation τ, vortex strength s and centre p.
+    2. Simulate forward from `(v0, m0)`: markers `m_k`, velocities `v_k`.
+    3. Simulate the marker in reverse from `m_target` through the same estimated flow (`Δt → −Δt`, using the
+       stored forward velocities `v_k`, i.e. the exact time reversal of the estimated flow): markers `m^rev_k`.
+       If `v0` were right, `m^rev_k ≈ m_k`; an error `δv` of the initial velocity displaces `m^rev_k` against
+       `m_k` by about `D = T·δv` (exact for translations, first order for the rotation of a vortex).
+    4. Translation, robustly for large errors: `δτ₀ = mean_k (com(m^rev_k) − com(m_k)) / T`.
+    5. Remove `δτ₀·T` from `m^rev_k` (Fourier shift) and fit the remaining differences to first order,
+       `m^rev_k − m_k ≈ −T·(δτ + δs·G_k + s·∂G_k/∂p·δp)·∇m̄_k`, by least squares over all steps and cells
+       (`G_k`: unit vortex at its position `p + τ·t_k` at step k, `m̄_k = ½(m_k + m^rev_k)`).
+    6. `Δv0 = translation_vortex(τ+δτ₀+δτ, s+δs, p+δp) − translation_vortex(τ, s, p)`, sampled like `v0`.
+
+    Limits: it corrects only the five prior parameters and never the small-scale structure of `v0`; the
+    vortex radius is assumed known (`radius`); the first-order fit is accurate for displacements that are
+    small compared to the marker's features (large strength or centre errors are corrected partially per step
+    and the step sizes are capped); the centres of mass assume the marker does not wrap around the periodic
+    boundary; the vortex centre is only observable where the marker has structure near the vortex.
+
+    Args:
+        v0: Current estimate of the initial velocity, centred (vector) or staggered periodic grid.
+        m_target: Observed marker at `t = steps·dt`, `CenteredGrid` like `m0`.
+        m0: Known initial marker, periodic `CenteredGrid`.
+        y: `forward(v0, m0)` if already computed (only its marker frames are reused).
+        dt, steps: Time stepping of the forward simulation.
+        radius: Vortex radius of the prior.
+        max_centre_shift: Cap of |δp| per step; default `radius`.
+        max_relative_strength_change: Cap of |δs| per step, relative to `max(|s|, e^{1/2}·|τ|... )` — see code.
+
+    Returns:
+        `Δv0`, a grid of the same kind, resolution and batch dims as `v0`.
+    """
+    v0, m0 = _validated(v0, m0)
+    require_grid('m_target', m_target, staggered=False)
+    require_same_grid('m0', m0, 'm_target', m_target)
+    require_batch_compatible('v0', v0, 'm_target', m_target)
+    fit = fit_translation_vortex(v0, radius)
+    markers, velocities = simulate(v0, m0, dt=dt, steps=steps)
+    reverse = [m_target]
+    for k in reversed(range(steps)):
+        reverse.insert(0, advect.mac_cormack(reverse[0], velocities.time[k], -dt))
+    reverse = field.stack(reverse, batch('time'))
+    total_time = dt * steps
+    shape = batch(markers.values).without('time') & batch(reverse.values).without('time') & batch(fit.strength)
+    dims = markers.resolution.names
+    order = ['time', *dims]
+    fwd = math.expand(markers.values, shape).numpy([*shape.names, *order]).reshape(shape.volume, steps + 1, *markers.resolution.sizes)
+    rev = math.expand(reverse.values, shape).numpy([*shape.names, *order]).reshape(shape.volume, steps + 1, *markers.resolution.sizes)
+    tau = math.expand(fit.translation, shape).numpy([*shape.names, 'vector']).reshape(-1, 2)
+    s = math.expand(fit.strength, shape).numpy(shape.names).reshape(-1)
+    p = math.expand(fit.centre, shape).numpy([*shape.names, 'vector']).reshape(-1, 2)
+    dx = markers.dx.numpy('vector')
+    lower, size = markers.bounds.lower.numpy('vector'), markers.bounds.size.numpy('vector')
+    times = dt * np.arange(steps + 1)
+    cap_p = radius if max_centre_shift is None else max_centre_shift
+    d_tau, d_s, d_p = np.zeros_like(tau), np.zeros_like(s), np.zeros_like(p)
+    for b in range(shape.volume):
+        d_tau[b], d_s[b], d_p[b] = _estimate(fwd[b], rev[b], tau[b], s[b], p[b], times, total_time, dx, lower, size, radius)
+        shift = np.linalg.norm(d_p[b])
+        if shift > cap_p:
+            d_p[b] *= cap_p / shift
+        cap_s = max_relative_strength_change * max(abs(s[b]), 1e-3)
+        d_s[b] = np.clip(d_s[b], -cap_s, cap_s) if abs(s[b]) > 1e-3 else d_s[b]
+    vec = channel(vector='x,y')
+    new_tau = math.tensor((tau + d_tau).reshape(*shape.sizes, 2), shape & vec)
+    new_s = math.tensor((s + d_s).reshape(shape.sizes), shape)
+    new_p = math.tensor((p + d_p).reshape(*shape.sizes, 2), shape & vec)
+    before = translation_vortex(v0, fit.translation, fit.strength, fit.centre, radius)
+    after = translation_vortex(v0, new_tau, new_s, new_p, radius)
+    return after - before
+
+
+def _estimate(fwd, rev, tau, s, p, times, total_time, dx, lower, size, radius):
+    """Steps 4–5 of `inverse` for one example on NumPy arrays `(time, x, y)`; returns (δτ, δs, δp)."""
+    coords = [lower[d] + (np.arange(fwd.shape[1 + d]) + 0.5) * dx[d] for d in range(2)]
+    X, Y = np.meshgrid(*coords, indexing='ij')
+    com_f = np.array([_centre_of_mass(f, X, Y) for f in fwd])
+    com_r = np.array([_centre_of_mass(r, X, Y) for r in rev])
+    d_tau0 = np.mean(com_r - com_f, axis=0) / total_time
+    rev = np.stack([_fourier_shift(r, -d_tau0 * total_time, dx) for r in rev])
+    columns, rhs = [], []
+    for k, t in enumerate(times):
+        mean = 0.5 * (fwd[k] + rev[k])
+        gx = (np.roll(mean, -1, 0) - np.roll(mean, 1, 0)) / (2 * dx[0])
+        gy = (np.roll(mean, -1, 1) - np.roll(mean, 1, 1)) / (2 * dx[1])
+        centre = p + (tau + d_tau0) * t
+        ddx = (X - centre[0] - lower[0] + size[0] / 2) % size[0] - size[0] / 2
+        ddy = (Y - centre[1] - lower[1] + size[1] / 2) % size[1] - size[1] / 2
+        g = np.exp(-(ddx ** 2 + ddy ** 2) / (2 * radius ** 2)) / radius
+        unit_u, unit_v = -ddy * g, ddx * g  # unit vortex velocity
+        # derivatives of s·G(r − p) w.r.t. p_x and p_y
+        dpx_u = s * (-ddy * g * ddx / radius ** 2)
+        dpx_v = s * (-g + ddx * g * ddx / radius ** 2)
+        dpy_u = s * (g + (-ddy) * g * ddy / radius ** 2)
+        dpy_v = s * (ddx * g * ddy / radius ** 2)
+        basis = [(np.ones_like(g), np.zeros_like(g)), (np.zeros_like(g), np.ones_like(g)),
+                 (unit_u, unit_v), (dpx_u, dpx_v), (dpy_u, dpy_v)]
+        columns.append(np.stack([total_time * (bu * gx + bv * gy) for bu, bv in basis], -1).reshape(-1, 5))
+        rhs.append(-(rev[k] - fwd[k]).reshape(-1))
+    a, r = np.concatenate(columns), np.concatenate(rhs)
+    scale = np.linalg.norm(a, axis=0)
+    active = scale > 1e-12 * max(scale.max(), 1e-300)
+    theta = np.zeros(5)
+    if active.any():
+        theta[active] = np.linalg.lstsq(a[:, active] / scale[active], r, rcond=1e-10)[0] / scale[active]
+    return d_tau0 + theta[:2], theta[2], theta[3:]
+
+
+def _centre_of_mass(m, X, Y):
+    total = m.sum()
+    return np.zeros(2) if total == 0 else np.array([(m * X).sum(), (m * Y).sum()]) / total
+
+
+def _fourier_shift(m, shift, dx):
+    kx = np.fft.fftfreq(m.shape[0], d=dx[0])[:, None]
+    ky = np.fft.fftfreq(m.shape[1], d=dx[1])[None, :]
+    phase = np.exp(-2j * np.pi * (kx * shift[0] + ky * shift[1]))
+    return np.real(np.fft.ifft2(np.fft.fft2(m) * phase))
+
+
+# ------------------------------------------------------------------------------------------------------- data
+
+class FluidExample(NamedTuple):
+    """A generated example: marker `m0`, centred velocity `v0` and the parameters of its large-scale part."""
+    m0: CenteredGrid
+    v0: CenteredGrid
+    translation: Tensor
+    strength: Tensor
+    centre: Tensor
+
+
+def random_example(resolution: Shape = spatial(x=64, y=64), batch_shape: Shape = batch(examples=1),
+                   seed: Union[int, np.random.Generator, None] = None, *, bounds: Box = None,
+                   time: float = DT * STEPS, radius: float = VORTEX_RADIUS, strength: Tuple[float, float] = (1., 4.),
+                   small_scale: float = 0.1, marker_smoothness: float = 3.) -> FluidExample:
+    """Draws `(m0, v0)` like the paper's Navier–Stokes data (seed 003, B.4; REFERENCE §4).
+
+    * `m0`: smooth random noise thresholded at 0 (values 0/1) inside a box of half the domain size per axis,
+      placed uniformly so that it lies inside the domain.
+    * `v0` (cell-centred, periodic): the uniform velocity `(domain centre − com(m0))/time`, plus a Gaussian vortex
+      (`translation_vortex`, radius `radius`) of strength uniform in `strength` with random sign, centred
+      uniformly inside the marker box, plus small random vortices: a divergence-free field from a random
+      stream function with spectrum ∝ `exp(−|k|/k₀)`, scaled to RMS speed `small_scale`·(vortex strength).
+
+    Deterministic for an integer `seed`.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    resolution = spatial(resolution)
+    nx, ny = resolution.sizes
+    bounds = bounds or Box(**dict(zip(resolution.names, resolution.sizes)))
+    grid = CenteredGrid(0, extrapolation.PERIODIC, bounds, resolution)
+    lower, size, dx = grid.bounds.lower.numpy('vector'), grid.bounds.size.numpy('vector'), grid.dx.numpy('vector')
+    n = batch_shape.volume
+    markers = np.zeros((n, nx, ny))
+    translations, strengths, centres, fine = np.zeros((n, 2)), np.zeros(n), np.zeros((n, 2)), np.zeros((n, nx, ny, 2))
+    kx, ky = np.fft.fftfreq(nx)[:, None], np.fft.fftfreq(ny)[None, :]
+    k = np.sqrt(kx ** 2 + ky ** 2)
+    for b in range(n):
+        bx, by = nx // 2, ny // 2
+        x0, y0 = rng.integers(0, nx - bx + 1), rng.integers(0, ny - by + 1)
+        noise = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(bx, by))) * np.exp(-(marker_smoothness * np.pi) ** 2 * (np.fft.fftfreq(bx)[:, None] ** 2 + np.fft.fftfreq(by)[None, :] ** 2))))
+        markers[b, x0:x0 + bx, y0:y0 + by] = noise > 0
+        X, Y = np.meshgrid(lower[0] + (np.arange(nx) + 0.5) * dx[0], lower[1] + (np.arange(ny) + 0.5) * dx[1], indexing='ij')
+        com = _centre_of_mass(markers[b], X, Y)
+        translations[b] = (lower + size / 2 - com) / time
+        strengths[b] = rng.uniform(*strength) * rng.choice([-1., 1.])
+        centres[b] = lower + (np.array([x0, y0]) + rng.random(2) * np.array([bx, by])) * dx
+        psi_hat = (rng.normal(size=(nx, ny)) + 1j * rng.normal(size=(nx, ny))) * np.exp(-k / 0.05) * (k > 0)
+        psi = np.real(np.fft.ifft2(psi_hat))
+        u = (np.roll(psi, -1, 1) - np.roll(psi, 1, 1)) / (2 * dx[1])
+        v = -(np.roll(psi, -1, 0) - np.roll(psi, 1, 0)) / (2 * dx[0])
+        rms = np.sqrt(np.mean(u ** 2 + v ** 2))
+        fine[b] = np.stack([u, v], -1) * (small_scale * abs(strengths[b]) / rms if rms > 0 else 0)
+    vec = channel(vector='x,y')
+    m0 = grid.with_values(math.tensor(markers.reshape(*batch_shape.sizes, nx, ny), batch_shape & resolution))
+    translation = math.tensor(translations.reshape(*batch_shape.sizes, 2), batch_shape & vec)
+    strength_t = math.tensor(strengths.reshape(batch_shape.sizes), batch_shape)
+    centre = math.tensor(centres.reshape(*batch_shape.sizes, 2), batch_shape & vec)
+    large = translation_vortex(grid, translation, strength_t, centre, radius)
+    v0 = large + large.with_values(math.tensor(fine.reshape(*batch_shape.sizes, nx, ny, 2), batch_shape & resolution & vec))
+    return FluidExample(m0, v0, translation, strength_t, centre)
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+
+def _validated(v0, m0) -> Tuple[Field, Field]:
+    require_grid('v0', v0)
+    require_grid('m0', m0, staggered=False)
+    if 'vector' not in v0.shape or v0.shape.get_size('vector') != v0.spatial_rank:
+        raise InvalidInputError(f"v0 must be a vector field with one component per spatial axis but has shape {v0.shape}")
+    if v0.extrapolation != extrapolation.PERIODIC or m0.extrapolation != extrapolation.PERIODIC:
+        raise InvalidInputError(f"v0 and m0 must have periodic boundaries but have {v0.extrapolation} and {m0.extrapolation}")
+    require_same_grid('v0', v0, 'm0', m0)
+    return v0, m0
