@@ -40,7 +40,7 @@ def pressure_solve(velocity: Field) -> Solve:
 
 def kinetic_energy(velocity: Field) -> Tensor:
     """`E = ∫ v² dx` per example (sum of squared staggered components times the cell volume)."""
-    return math.sum(velocity.values ** 2, spatial(velocity.values) & channel(velocity.values) & velocity.values.shape.only('~vector')) * math.prod(velocity.dx, 'vector')
+    return math.sum(velocity.values ** 2, math.non_batch(velocity.values)) * math.prod(velocity.dx, 'vector')
 
 
 def to_staggered(v: Field) -> StaggeredGrid:
@@ -116,10 +116,9 @@ def translation_vortex(template: Field, translation: Tensor, strength: Tensor, c
         radius: Vortex radius in physical units.
     """
     size = template.bounds.size
-    lower = template.bounds.lower
 
     def velocity(position):
-        d = (position - centre - lower + size / 2) % size - size / 2 + lower - lower
+        d = (position - centre + size / 2) % size - size / 2
         swirl = math.stack([-d.vector['y'], d.vector['x']], channel(vector='x,y'))
         return translation + strength * swirl / radius * math.exp(-math.squared_norm(d) / (2 * radius ** 2))
     if template.is_staggered:
@@ -209,7 +208,7 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float
         dt, steps: Time stepping of the forward simulation.
         radius: Vortex radius of the prior.
         max_centre_shift: Cap of |δp| per step; default `radius`.
-        max_relative_strength_change: Cap of |δs| per step, relative to `max(|s|, e^{1/2}·|τ|... )` — see code.
+        max_relative_strength_change: Cap of |δs| per step relative to |s| (not applied while |s| ≤ 1e-3).
 
     Returns:
         `Δv0`, a grid of the same kind, resolution and batch dims as `v0`.

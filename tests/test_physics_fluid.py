@@ -1,0 +1,118 @@
+"""Navier–Stokes physics: projection, transport, and the reverse-simulation inverse of translation + vortex."""
+import numpy as np
+import pytest
+from phi import field, math
+from phi.field import CenteredGrid, StaggeredGrid
+from phi.geom import Box
+from phiml.math import batch, spatial, channel, extrapolation
+
+from phi_hig.errors import InvalidInputError
+from phi_hig.physics import fluid
+
+VEC = channel(vector='x,y')
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    math.set_global_precision(64)
+    yield
+    math.set_global_precision(32)
+
+
+def _blob(resolution=spatial(x=64, y=64), centre=(24., 30.), width=5.):
+    def f(p):
+        return math.exp(-((p.vector['x'] - centre[0]) ** 2 + (p.vector['y'] - centre[1]) ** 2) / (2 * width ** 2))
+    return CenteredGrid(f, extrapolation.PERIODIC, x=resolution.get_size('x'), y=resolution.get_size('y'),
+                        bounds=Box(x=resolution.get_size('x'), y=resolution.get_size('y')))
+
+
+def _centre_of_mass(m):
+    values = m.values.numpy([*batch(m.values).names, 'x', 'y'])
+    x = (np.arange(values.shape[-2]) + 0.5)[:, None] * float(m.dx.vector['x'])
+    y = (np.arange(values.shape[-1]) + 0.5)[None, :] * float(m.dx.vector['y'])
+    total = values.sum(axis=(-2, -1))
+    return np.stack([(values * x).sum(axis=(-2, -1)) / total, (values * y).sum(axis=(-2, -1)) / total], -1)
+
+
+def test_projected_velocity_is_divergence_free_after_every_step_and_energy_is_kept():
+    example = fluid.random_example(spatial(x=32, y=32), batch(examples=2), seed=0, radius=4.)
+    markers, velocities = fluid.simulate(example.v0, example.m0, steps=4)
+    assert markers.shape.get_size('time') == velocities.shape.get_size('time') == 5
+    divergence = field.divergence(velocities).values
+    assert float(math.max(abs(divergence), divergence.shape).numpy()) <= 1e-4
+    energy = fluid.kinetic_energy(velocities).numpy('time,examples')
+    assert np.allclose(energy[1:], energy[:1], rtol=1e-10)  # renormalized to the previous step's energy
+
+
+def test_pressure_solve_works_in_float32():
+    math.set_global_precision(32)
+    example = fluid.random_example(spatial(x=32, y=32), batch(examples=2), seed=1, radius=4.)
+    v0 = example.v0.with_values(math.to_float(example.v0.values))
+    markers, velocities = fluid.simulate(v0, example.m0, steps=2)
+    assert velocities.values.dtype.precision == 32
+    assert np.all(np.isfinite(markers.values.numpy(markers.values.shape.names)))
+
+
+def test_uniform_velocity_carries_the_centre_of_mass_by_v_times_t():
+    m0 = _blob()
+    v0 = CenteredGrid(math.wrap([3., -2.], VEC), extrapolation.PERIODIC, m0.bounds, m0.resolution)
+    trajectory = fluid.forward(v0, m0)  # t = 2 in 8 steps of 0.25
+    shift = _centre_of_mass(trajectory.time[-1]) - _centre_of_mass(m0)
+    assert np.all(np.abs(shift - np.array([6., -4.])) <= 0.1), shift
+
+
+def test_fit_recovers_translation_and_vortex_parameters():
+    grid = CenteredGrid(0, extrapolation.PERIODIC, Box(x=64, y=64), spatial(x=64, y=64))
+    v = fluid.translation_vortex(grid, math.wrap([1., -0.5], VEC), -2.5, math.wrap([30.3, 20.6], VEC))
+    fit = fluid.fit_translation_vortex(v)
+    assert np.allclose(fit.translation.numpy('vector'), [1., -0.5], atol=1e-3)
+    assert abs(float(fit.strength) + 2.5) <= 0.05
+    assert np.allclose(fit.centre.numpy('vector'), [30.3, 20.6], atol=0.15)
+
+
+def test_inverse_corrects_vortex_strength_and_centre_in_the_right_direction():
+    example = fluid.random_example(spatial(x=64, y=64), batch(examples=2), seed=3)
+    truth = fluid.translation_vortex(example.v0, example.translation, example.strength, example.centre)
+    m_target = fluid.forward(truth, example.m0).time[-1]
+    cases = batch(case='strong,weak,shifted')
+    strength = math.stack([example.strength * 1.5, example.strength * 0.5, example.strength], cases)
+    centre = math.stack([example.centre, example.centre, example.centre + math.wrap([3., 0.], VEC)], cases)
+    estimate = fluid.translation_vortex(example.v0, example.translation, strength, centre)
+    correction = fluid.inverse(estimate, m_target, example.m0)
+    assert type(correction) is type(estimate) and correction.shape == estimate.shape
+    error_before = math.sqrt(math.sum((estimate - truth).values ** 2, math.non_batch)).numpy('case,examples')
+    error_after = math.sqrt(math.sum((estimate + correction - truth).values ** 2, math.non_batch)).numpy('case,examples')
+    assert np.all(error_after < error_before), error_after / error_before
+    before, after = fluid.fit_translation_vortex(estimate), fluid.fit_translation_vortex(estimate + correction)
+    change = (after.strength - before.strength).numpy('case,examples')
+    sign = np.sign(example.strength.numpy('examples'))
+    assert np.all(change[0] * sign < 0) and np.all(change[1] * sign > 0)  # too strong → weaker, too weak → stronger
+    assert np.all((after.centre - before.centre).vector['x'].case['shifted'].numpy('examples') < 0)
+
+
+def test_inverse_of_staggered_estimate_is_staggered_and_reduces_translation_error():
+    example = fluid.random_example(spatial(x=32, y=32), batch(examples=1), seed=4, radius=4., strength=(0.5, 1.))
+    truth = fluid.translation_vortex(example.v0, example.translation, example.strength, example.centre, radius=4.)
+    m_target = fluid.forward(truth, example.m0, steps=4).time[-1]
+    template = StaggeredGrid(0, extrapolation.PERIODIC, example.v0.bounds, example.v0.resolution)
+    wrong = fluid.translation_vortex(template, example.translation + math.wrap([1., -1.], VEC), example.strength, example.centre, radius=4.)
+    correction = fluid.inverse(wrong, m_target, example.m0, steps=4, radius=4.)
+    assert correction.is_staggered
+    translation_error_before = np.linalg.norm([1., -1.])
+    after = fluid.fit_translation_vortex(wrong + correction, radius=4.).translation - example.translation
+    assert np.linalg.norm(after.numpy('examples,vector')) < 0.5 * translation_error_before
+
+
+def test_bad_inputs_raise_naming_the_argument():
+    example = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=5, radius=2.)
+    with pytest.raises(InvalidInputError, match='m_target.*resolution'):
+        fluid.inverse(example.v0, _blob(spatial(x=16, y=8)), example.m0)
+    other = fluid.random_example(spatial(x=16, y=16), batch(examples=3), seed=5, radius=2.)
+    with pytest.raises(InvalidInputError, match='examples'):
+        fluid.inverse(example.v0, other.m0, example.m0)
+    with pytest.raises(InvalidInputError, match='v0 contains non-finite'):
+        fluid.forward(example.v0 * float('nan'), example.m0)
+    with pytest.raises(InvalidInputError, match='m0.*resolution'):
+        fluid.forward(example.v0, _blob(spatial(x=8, y=16)))
+    with pytest.raises(InvalidInputError, match='periodic'):
+        fluid.forward(example.v0.with_extrapolation(extrapolation.ZERO), example.m0)
