@@ -137,7 +137,8 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
           steps: Optional[int] = None, seconds: Optional[float] = None, seed: int = 0,
           eval_every: Optional[int] = None, overrides: Optional[Dict[str, dict]] = None,
           device: Union[str, torch.device] = 'cpu', progress: bool = True, out: Optional[str] = None,
-          checkpoint_every: Optional[int] = None, resume: bool = False) -> RunResult:
+          checkpoint_every: Optional[int] = None, resume: bool = False,
+          threads: Optional[int] = None) -> RunResult:
     """Train each method on ``experiment`` from the same initial weights and the same data stream.
 
     Args:
@@ -153,6 +154,8 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
         out: if given, write checkpoints there (with ``checkpoint_every``) and read them with ``resume``.
         checkpoint_every: checkpoint cadence in steps.
         resume: continue from checkpoints in ``out`` where they exist.
+        threads: torch intra-op threads while training (default: the experiment's recommendation, else
+            torch's current setting); restored afterwards.
     """
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(',') if m.strip()]
@@ -175,14 +178,22 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
     torch.manual_seed(seed)
     net0 = experiment.make_net()
     records, statuses, nets, hypers = [], {}, {}, {}
-    for name in methods:
-        net = copy.deepcopy(net0).to(device)
-        recs, status, method = _run_method(experiment, name, net, seed, steps, seconds, eval_every,
-                                           overrides.get(name), device, progress, out, checkpoint_every, resume)
-        records += recs
-        statuses[name], nets[name] = status, net
-        hypers[name] = {k: v for k, v in method.hyper.items()}
+    previous_threads = torch.get_num_threads()
+    threads = threads or experiment.threads or previous_threads
+    torch.set_num_threads(threads)
+    try:
+        for name in methods:
+            net = copy.deepcopy(net0).to(device)
+            recs, status, method = _run_method(experiment, name, net, seed, steps, seconds, eval_every,
+                                               overrides.get(name), device, progress, out, checkpoint_every,
+                                               resume)
+            records += recs
+            statuses[name], nets[name] = status, net
+            hypers[name] = {k: v for k, v in method.hyper.items()}
+    finally:
+        torch.set_num_threads(previous_threads)
     summary = _summary(experiment, methods, records, statuses, hypers, seed, steps, seconds, device)
+    summary['torch_threads'] = threads
     return RunResult(records, summary, nets)
 
 

@@ -38,6 +38,8 @@ class Experiment:
         inverse: optional ``inverse(z, y, targets) -> Δz``, one inverse-physics step, enabling the 'sip' method.
         eval_every: default evaluation cadence in steps.
         settings: the experiment's own parameters (recorded in the summary).
+        threads: torch intra-op threads to train with (None: leave torch's setting). Tiny problems run
+            fastest on one thread, and much slower with several threads on a loaded machine.
     """
     name: str
     make_net: Callable[[], nn.Module]
@@ -52,6 +54,7 @@ class Experiment:
     eval_every: int = 100
     settings: dict = field(default_factory=dict)
     description: str = ''
+    threads: Optional[int] = None
 
     def __post_init__(self):
         if (self.train_set is None) == (self.generate is None):

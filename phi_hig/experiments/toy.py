@@ -66,6 +66,6 @@ def toy(gamma: float = 0.01, n_points: int = 1024, batch_size: int = 256, hidden
     return Experiment(
         name='toy', make_net=make_net, simulate=simulate, loss=loss, methods=methods,
         train_set=(x_train, _targets(x_train)), test_set=(x_test, _targets(x_test)), metrics=metrics,
-        eval_every=50, settings=dict(gamma=gamma, n_points=n_points, batch_size=batch_size, hidden=hidden,
+        eval_every=50, threads=1, settings=dict(gamma=gamma, n_points=n_points, batch_size=batch_size, hidden=hidden,
                                      preset=preset),
         description="HIG paper toy: y = (z1, γ z2) fitted to (sin 6x, cos 9x)")
