@@ -217,3 +217,32 @@ def test_bad_inputs_raise_naming_the_argument():
         sip.sip_loss(torch.zeros(2, 2), np.zeros((2, 2)))
     with pytest.raises(InvalidInputError, match='physics must be'):
         sip.sip_step(torch.nn.Linear(1, 1), None, torch.zeros(1, 1), torch.zeros(1, 1), object())
+
+
+def test_sip_step_runs_the_fluid_physics_end_to_end_in_float32():
+    """Smoke test of the Field path with conditions (fluid: `m0`) and the module's own observation loss."""
+    from phi.torch import TORCH
+    from phi_hig.physics import fluid
+    math.set_global_precision(32)
+    torch.set_default_dtype(torch.float32)
+    torch.manual_seed(3)
+    example = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=0, radius=2.)
+    conv = torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode='circular')
+
+    def predict(m0, m_target):
+        stacked = torch.tensor(math.stack([m0.values, m_target.values], channel('c')).numpy('examples,c,x,y'), dtype=torch.float32)
+        values = math.tensor(conv(stacked), batch('examples'), channel(vector='x,y'), spatial('x,y'))
+        return CenteredGrid(values, extrapolation.PERIODIC, m0.bounds, m0.resolution)
+    with TORCH:
+        m_target = fluid.forward(example.v0, example.m0, steps=2).time[-1]
+        before = [p.detach().clone() for p in conv.parameters()]
+        result = sip.sip_step(predict, torch.optim.SGD(conv.parameters(), lr=1e-3), (example.m0, m_target), m_target,
+                              lambda_pair(fluid), dict(m0=example.m0), loss=fluid.loss)
+    assert np.all(np.isfinite(result.physics_loss.numpy('examples'))) and np.all(np.isfinite(result.proxy_loss.numpy('examples')))
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, conv.parameters()))
+
+
+def lambda_pair(module):
+    """The fluid module with two simulation steps, as a (forward, inverse) pair."""
+    return (lambda v0, m0: module.forward(v0, m0, steps=2),
+            lambda v0, m_target, *, y=None, m0: module.inverse(v0, m_target, m0, steps=2))
