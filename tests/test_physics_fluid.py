@@ -116,3 +116,17 @@ def test_bad_inputs_raise_naming_the_argument():
         fluid.forward(example.v0, _blob(spatial(x=8, y=16)))
     with pytest.raises(InvalidInputError, match='periodic'):
         fluid.forward(example.v0.with_extrapolation(extrapolation.ZERO), example.m0)
+
+
+def test_inverse_from_zero_velocity_places_a_vortex_of_the_right_sign():
+    """With no vortex in the estimate the centre is searched; one correction must get the sense of rotation right."""
+    example = fluid.random_example(spatial(x=32, y=32), batch(examples=4), seed=5, radius=4.)
+    truth = fluid.translation_vortex(example.v0, example.translation, example.strength, example.centre, radius=4.)
+    m_target = fluid.forward(truth, example.m0).time[-1]
+    estimate = example.v0 * 0
+    correction = fluid.inverse(estimate, m_target, example.m0, radius=4.)
+    error_before = math.sqrt(math.sum((estimate - truth).values ** 2, math.non_batch)).numpy('examples')
+    error_after = math.sqrt(math.sum((estimate + correction - truth).values ** 2, math.non_batch)).numpy('examples')
+    assert np.all(error_after < 0.5 * error_before), error_after / error_before
+    fitted = fluid.fit_translation_vortex(estimate + correction, radius=4.)
+    assert np.all(np.sign(fitted.strength.numpy('examples')) == np.sign(example.strength.numpy('examples')))

@@ -177,7 +177,8 @@ def _parabola_peak(left, centre, right) -> float:
 # --------------------------------------------------------------------------------------------------- inverse
 
 def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float = DT, steps: int = STEPS,
-            radius: float = VORTEX_RADIUS, max_centre_shift: float = None, max_relative_strength_change: float = 1.) -> Field:
+            radius: float = VORTEX_RADIUS, max_centre_shift: float = None, max_relative_strength_change: float = 1.,
+            search_below: float = 0.25) -> Field:
     """Correction `Δv0` of translation and vortex (strength, centre) from a forward and a reverse simulation.
 
     Uses only the current estimate `v0`, the initial marker `m0` and the observed final marker `m_target`:
@@ -192,6 +193,9 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float
     5. Remove `δτ₀·T` from `m^rev_k` (Fourier shift) and fit the remaining differences to first order,
        `m^rev_k − m_k ≈ −T·(δτ + δs·G_k + s·∂G_k/∂p·δp)·∇m̄_k`, by least squares over all steps and cells
        (`G_k`: unit vortex at its position `p + τ·t_k` at step k, `m̄_k = ½(m_k + m^rev_k)`).
+       If the estimate has (almost) no vortex, `|s| < search_below`, there is no centre to linearize about:
+       the vortex is then placed at the candidate centre (a grid of spacing `radius/2`) whose fit of
+       `(δτ, δs)` leaves the smallest residual.
     6. `Δv0 = translation_vortex(τ+δτ₀+δτ, s+δs, p+δp) − translation_vortex(τ, s, p)`, sampled like `v0`.
 
     Limits: it corrects only the five prior parameters and never the small-scale structure of `v0`; the
@@ -204,11 +208,13 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float
         v0: Current estimate of the initial velocity, centred (vector) or staggered periodic grid.
         m_target: Observed marker at `t = steps·dt`, `CenteredGrid` like `m0`.
         m0: Known initial marker, periodic `CenteredGrid`.
-        y: `forward(v0, m0)` if already computed (only its marker frames are reused).
+        y: Accepted for the common `inverse` interface and ignored: the estimator needs the velocity trajectory,
+            which `forward` does not return, so the forward simulation is run again (`simulate`).
         dt, steps: Time stepping of the forward simulation.
         radius: Vortex radius of the prior.
         max_centre_shift: Cap of |δp| per step; default `radius`.
-        max_relative_strength_change: Cap of |δs| per step relative to |s| (not applied while |s| ≤ 1e-3).
+        max_relative_strength_change: Cap of |δs| per step relative to |s|.
+        search_below: Below this |s| the vortex centre is searched instead of linearized (caps not applied).
 
     Returns:
         `Δv0`, a grid of the same kind, resolution and batch dims as `v0`.
@@ -238,12 +244,13 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float
     cap_p = radius if max_centre_shift is None else max_centre_shift
     d_tau, d_s, d_p = np.zeros_like(tau), np.zeros_like(s), np.zeros_like(p)
     for b in range(shape.volume):
-        d_tau[b], d_s[b], d_p[b] = _estimate(fwd[b], rev[b], tau[b], s[b], p[b], times, total_time, dx, lower, size, radius)
-        shift = np.linalg.norm(d_p[b])
-        if shift > cap_p:
-            d_p[b] *= cap_p / shift
-        cap_s = max_relative_strength_change * max(abs(s[b]), 1e-3)
-        d_s[b] = np.clip(d_s[b], -cap_s, cap_s) if abs(s[b]) > 1e-3 else d_s[b]
+        d_tau[b], d_s[b], d_p[b] = _estimate(fwd[b], rev[b], tau[b], s[b], p[b], times, total_time, dx, lower, size, radius, search_below)
+        if abs(s[b]) >= search_below:  # caps of the linearized step (a searched centre is not a step)
+            shift = np.linalg.norm(d_p[b])
+            if shift > cap_p:
+                d_p[b] *= cap_p / shift
+            cap_s = max_relative_strength_change * abs(s[b])
+            d_s[b] = np.clip(d_s[b], -cap_s, cap_s)
     vec = channel(vector='x,y')
     new_tau = math.tensor((tau + d_tau).reshape(*shape.sizes, 2), shape & vec)
     new_s = math.tensor((s + d_s).reshape(shape.sizes), shape)
@@ -253,7 +260,7 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float
     return after - before
 
 
-def _estimate(fwd, rev, tau, s, p, times, total_time, dx, lower, size, radius):
+def _estimate(fwd, rev, tau, s, p, times, total_time, dx, lower, size, radius, search_below):
     """Steps 4–5 of `inverse` for one example on NumPy arrays `(time, x, y)`; returns (δτ, δs, δp)."""
     coords = [lower[d] + (np.arange(fwd.shape[1 + d]) + 0.5) * dx[d] for d in range(2)]
     X, Y = np.meshgrid(*coords, indexing='ij')
@@ -261,32 +268,48 @@ def _estimate(fwd, rev, tau, s, p, times, total_time, dx, lower, size, radius):
     com_r = np.array([_centre_of_mass(r, X, Y) for r in rev])
     d_tau0 = np.mean(com_r - com_f, axis=0) / total_time
     rev = np.stack([_fourier_shift(r, -d_tau0 * total_time, dx) for r in rev])
-    columns, rhs = [], []
-    for k, t in enumerate(times):
-        mean = 0.5 * (fwd[k] + rev[k])
-        gx = (np.roll(mean, -1, 0) - np.roll(mean, 1, 0)) / (2 * dx[0])
-        gy = (np.roll(mean, -1, 1) - np.roll(mean, 1, 1)) / (2 * dx[1])
-        centre = p + (tau + d_tau0) * t
-        ddx = (X - centre[0] - lower[0] + size[0] / 2) % size[0] - size[0] / 2
-        ddy = (Y - centre[1] - lower[1] + size[1] / 2) % size[1] - size[1] / 2
+    mean = 0.5 * (fwd + rev)
+    grad = [(np.roll(mean, -1, 1 + d) - np.roll(mean, 1, 1 + d)) / (2 * dx[d]) for d in range(2)]
+    rhs = -(rev - fwd).reshape(-1)
+    drift = (tau + d_tau0)[:, None] * times[None, :]  # vortex centre moves with the translation
+
+    def columns(centre, with_centre):
+        ddx = (X[None] - centre[0] - drift[0][:, None, None] + size[0] / 2) % size[0] - size[0] / 2
+        ddy = (Y[None] - centre[1] - drift[1][:, None, None] + size[1] / 2) % size[1] - size[1] / 2
         g = np.exp(-(ddx ** 2 + ddy ** 2) / (2 * radius ** 2)) / radius
-        unit_u, unit_v = -ddy * g, ddx * g  # unit vortex velocity
-        # derivatives of s·G(r − p) w.r.t. p_x and p_y
-        dpx_u = s * (-ddy * g * ddx / radius ** 2)
-        dpx_v = s * (-g + ddx * g * ddx / radius ** 2)
-        dpy_u = s * (g + (-ddy) * g * ddy / radius ** 2)
-        dpy_v = s * (ddx * g * ddy / radius ** 2)
-        basis = [(np.ones_like(g), np.zeros_like(g)), (np.zeros_like(g), np.ones_like(g)),
-                 (unit_u, unit_v), (dpx_u, dpx_v), (dpy_u, dpy_v)]
-        columns.append(np.stack([total_time * (bu * gx + bv * gy) for bu, bv in basis], -1).reshape(-1, 5))
-        rhs.append(-(rev[k] - fwd[k]).reshape(-1))
-    a, r = np.concatenate(columns), np.concatenate(rhs)
+        basis = [(1., 0.), (0., 1.), (-ddy * g, ddx * g)]  # translation x, y; unit vortex
+        if with_centre:  # ∂/∂p_x and ∂/∂p_y of s·G(r − p)
+            basis += [(s * (-ddy * g * ddx / radius ** 2), s * (-g + ddx ** 2 * g / radius ** 2)),
+                      (s * (g - ddy ** 2 * g / radius ** 2), s * (ddx * g * ddy / radius ** 2))]
+        return np.stack([(total_time * (bu * grad[0] + bv * grad[1])).reshape(-1) for bu, bv in basis], -1)
+
+    if abs(s) < search_below:  # no vortex to linearize about: place it where it explains the data best
+        candidates = [lower + np.array([i, j]) * radius / 2 for i in np.arange(0, size[0] / (radius / 2)) for j in np.arange(0, size[1] / (radius / 2))]
+        translation_cols = columns(p, False)[:, :2]
+        q, _ = np.linalg.qr(translation_cols)
+        r_perp = rhs - q @ (q.T @ rhs)
+        best, best_gain = candidates[0], -1.
+        for c in candidates:  # residual of the 3-column fit = ‖r⊥‖² − (v⊥·r⊥)²/‖v⊥‖², v⊥ ⊥ translation columns
+            v = columns(c, False)[:, 2]
+            v_perp = v - q @ (q.T @ v)
+            norm2 = np.sum(v_perp * v_perp)  # elementwise, not BLAS dot: avoids thread contention with torch
+            gain = np.sum(v_perp * r_perp) ** 2 / norm2 if norm2 > 0 else 0.
+            if gain > best_gain:
+                best, best_gain = c, gain
+        theta, _ = _least_squares(columns(best, False), rhs)
+        return d_tau0 + theta[:2], theta[2], best - p
+    theta, _ = _least_squares(columns(p, True), rhs)
+    return d_tau0 + theta[:2], theta[2], theta[3:]
+
+
+def _least_squares(a, r):
+    """Column-scaled least squares `argmin ‖aθ − r‖`; columns without signal get θ = 0. Returns (θ, residual)."""
     scale = np.linalg.norm(a, axis=0)
     active = scale > 1e-12 * max(scale.max(), 1e-300)
-    theta = np.zeros(5)
+    theta = np.zeros(a.shape[1])
     if active.any():
         theta[active] = np.linalg.lstsq(a[:, active] / scale[active], r, rcond=1e-10)[0] / scale[active]
-    return d_tau0 + theta[:2], theta[2], theta[3:]
+    return theta, float(np.linalg.norm(a @ theta - r))
 
 
 def _centre_of_mass(m, X, Y):
