@@ -217,51 +217,66 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float
         search_below: Below this |s| the vortex centre is searched instead of linearized (caps not applied).
 
     Returns:
-        `Δv0`, a grid of the same kind, resolution and batch dims as `v0`.
+        `Δv0`, a grid of the same kind, resolution, batch dims, backend and dtype as `v0`. It is computed in
+        NumPy float64 (the estimator is not differentiated), whatever the backend of the inputs.
     """
     v0, m0 = _validated(v0, m0)
     require_grid('m_target', m_target, staggered=False)
     require_same_grid('m0', m0, 'm_target', m_target)
     require_batch_compatible('v0', v0, 'm_target', m_target)
-    fit = fit_translation_vortex(v0, radius)
-    markers, velocities = simulate(v0, m0, dt=dt, steps=steps)
-    reverse = [m_target]
+    backend, dtype = v0.values.backend, v0.values.dtype
+    with math.NUMPY, math.precision(64):  # no gradient is needed: NumPy/SciPy is faster and float64 safer
+        v0, m0, m_target = (_numpy64(f) for f in (v0, m0, m_target))
+        fit = fit_translation_vortex(v0, radius)
+        markers, velocities = simulate(v0, m0, dt=dt, steps=steps)
+        reverse = reverse_markers(m_target, velocities, dt)
+        caps = (radius if max_centre_shift is None else max_centre_shift, max_relative_strength_change, search_below)
+        new = _corrected_prior(markers, reverse, fit, dt, radius, *caps)
+        correction = translation_vortex(v0, *new, radius) - translation_vortex(v0, *fit, radius)
+    return correction.with_values(math.cast(math.convert(correction.values, backend), dtype))
+
+
+def reverse_markers(m_target: Field, velocities: Field, dt: float = DT) -> Field:
+    """Marker trajectory run backwards from `m_target` through the stored velocities (`Δt → −Δt`).
+
+    Frame `k` (of `velocities.time.size`) is the marker advected from the last frame back to step `k` with the
+    velocities `v_{N−1}, …, v_k` that the forward simulation used; the last frame is `m_target` itself.
+    """
+    steps = velocities.shape.get_size('time') - 1
+    frames = [m_target]
     for k in reversed(range(steps)):
-        reverse.insert(0, advect.mac_cormack(reverse[0], velocities.time[k], -dt))
-    reverse = field.stack(reverse, batch('time'))
-    total_time = dt * steps
+        frames.insert(0, advect.mac_cormack(frames[0], velocities.time[k], -dt))
+    return field.stack(frames, batch('time'))
+
+
+def _corrected_prior(markers, reverse, fit: VortexFit, dt, radius, max_shift, max_relative_change, search_below) -> VortexFit:
+    """Steps 4–5 of `inverse` for every example: the prior parameters after one correction."""
+    steps = markers.shape.get_size('time') - 1
     shape = batch(markers.values).without('time') & batch(reverse.values).without('time') & batch(fit.strength)
-    dims = markers.resolution.names
-    order = ['time', *dims]
-    fwd = math.expand(markers.values, shape).numpy([*shape.names, *order]).reshape(shape.volume, steps + 1, *markers.resolution.sizes)
-    rev = math.expand(reverse.values, shape).numpy([*shape.names, *order]).reshape(shape.volume, steps + 1, *markers.resolution.sizes)
+    order = [*shape.names, 'time', *markers.resolution.names]
+    fwd = math.expand(markers.values, shape).numpy(order).reshape(shape.volume, steps + 1, *markers.resolution.sizes)
+    rev = math.expand(reverse.values, shape).numpy(order).reshape(shape.volume, steps + 1, *markers.resolution.sizes)
     tau = math.expand(fit.translation, shape).numpy([*shape.names, 'vector']).reshape(-1, 2)
     s = math.expand(fit.strength, shape).numpy(shape.names).reshape(-1)
     p = math.expand(fit.centre, shape).numpy([*shape.names, 'vector']).reshape(-1, 2)
-    dx = markers.dx.numpy('vector')
-    lower, size = markers.bounds.lower.numpy('vector'), markers.bounds.size.numpy('vector')
+    grid = (markers.dx.numpy('vector'), markers.bounds.lower.numpy('vector'), markers.bounds.size.numpy('vector'))
     times = dt * np.arange(steps + 1)
-    cap_p = radius if max_centre_shift is None else max_centre_shift
     d_tau, d_s, d_p = np.zeros_like(tau), np.zeros_like(s), np.zeros_like(p)
     for b in range(shape.volume):
-        d_tau[b], d_s[b], d_p[b] = _estimate(fwd[b], rev[b], tau[b], s[b], p[b], times, total_time, dx, lower, size, radius, search_below)
+        d_tau[b], d_s[b], d_p[b] = _estimate(fwd[b], rev[b], tau[b], s[b], p[b], times, dt * steps, *grid, radius, search_below)
         if abs(s[b]) >= search_below:  # caps of the linearized step (a searched centre is not a step)
             shift = np.linalg.norm(d_p[b])
-            if shift > cap_p:
-                d_p[b] *= cap_p / shift
-            cap_s = max_relative_strength_change * abs(s[b])
-            d_s[b] = np.clip(d_s[b], -cap_s, cap_s)
+            if shift > max_shift:
+                d_p[b] *= max_shift / shift
+            d_s[b] = np.clip(d_s[b], -max_relative_change * abs(s[b]), max_relative_change * abs(s[b]))
     vec = channel(vector='x,y')
-    new_tau = math.tensor((tau + d_tau).reshape(*shape.sizes, 2), shape & vec)
-    new_s = math.tensor((s + d_s).reshape(shape.sizes), shape)
-    new_p = math.tensor((p + d_p).reshape(*shape.sizes, 2), shape & vec)
-    before = translation_vortex(v0, fit.translation, fit.strength, fit.centre, radius)
-    after = translation_vortex(v0, new_tau, new_s, new_p, radius)
-    return after - before
+    return VortexFit(math.tensor((tau + d_tau).reshape(*shape.sizes, 2), shape & vec),
+                     math.tensor((s + d_s).reshape(shape.sizes), shape),
+                     math.tensor((p + d_p).reshape(*shape.sizes, 2), shape & vec))
 
 
 def _estimate(fwd, rev, tau, s, p, times, total_time, dx, lower, size, radius, search_below):
-    """Steps 4–5 of `inverse` for one example on NumPy arrays `(time, x, y)`; returns (δτ, δs, δp)."""
+    """Steps 4–5 of `inverse` for one example on NumPy arrays `(time, x, y)`; returns (δτ, δs, δp) uncapped."""
     coords = [lower[d] + (np.arange(fwd.shape[1 + d]) + 0.5) * dx[d] for d in range(2)]
     X, Y = np.meshgrid(*coords, indexing='ij')
     com_f = np.array([_centre_of_mass(f, X, Y) for f in fwd])
@@ -388,6 +403,10 @@ def random_example(resolution: Shape = spatial(x=64, y=64), batch_shape: Shape =
 
 
 # ---------------------------------------------------------------------------------------------------- checks
+
+def _numpy64(f: Field) -> Field:
+    return f.with_values(math.cast(math.convert(math.stop_gradient(f.values), math.NUMPY), math.DType(float, 64)))
+
 
 def _validated(v0, m0) -> Tuple[Field, Field]:
     require_grid('v0', v0)
