@@ -20,7 +20,7 @@ from phi.physics import advect, fluid as phi_fluid
 from phiml import math
 from phiml.math import Shape, Solve, Tensor, batch, spatial, channel, extrapolation
 
-from ._checks import require_grid, require_same_grid, require_number, require_batch_compatible
+from ._checks import require_grid, require_same_grid, require_batch_compatible
 from ..errors import InvalidInputError
 
 DT = 0.25
@@ -143,7 +143,7 @@ def fit_translation_vortex(v: Field, radius: float = VORTEX_RADIUS) -> VortexFit
     """
     centred = field.resample(v, CenteredGrid(0, extrapolation.PERIODIC, v.bounds, v.resolution)) if v.is_staggered else v
     dims = centred.resolution.names
-    values = centred.values.numpy([*batch(centred.values).names, *dims, 'vector'])
+    values = math.stop_gradient(centred.values).numpy([*batch(centred.values).names, *dims, 'vector'])
     batch_shape = batch(centred.values)
     values = values.reshape(batch_shape.volume, *centred.resolution.sizes, 2)
     translation = values.mean(axis=(1, 2))
@@ -411,6 +411,8 @@ def _numpy64(f: Field) -> Field:
 def _validated(v0, m0) -> Tuple[Field, Field]:
     require_grid('v0', v0)
     require_grid('m0', m0, staggered=False)
+    if m0.spatial_rank != 2:
+        raise InvalidInputError(f"m0 must be a 2D grid (the fluid physics is two-dimensional) but has resolution {m0.resolution}")
     if 'vector' not in v0.shape or v0.shape.get_size('vector') != v0.spatial_rank:
         raise InvalidInputError(f"v0 must be a vector field with one component per spatial axis but has shape {v0.shape}")
     if v0.extrapolation != extrapolation.PERIODIC or m0.extrapolation != extrapolation.PERIODIC:

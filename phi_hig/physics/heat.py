@@ -33,8 +33,9 @@ def forward(x: Field, diffusivity: Union[float, Tensor], dt: Union[float, Tensor
     """Diffuses the periodic field `x` for time `dt`, exactly in Fourier space and in physical units.
 
     Guarantees `FFT(y)_k = FFT(x)_k · exp(−ν·dt·(2π)²|k|²)` with `k` in cycles per unit length, so the mean is
-    preserved and the result is correct for any cell size, including anisotropic cells. Differentiable (it is
-    built from PhiML ops on the backend of `x`).
+    preserved and the result is correct for any cell size, including anisotropic cells. Equals PhiFlow's
+    `diffuse.fourier(x, diffusivity, dt)` only for Δx = 1: `diffuse.fourier` measures `k` in cycles per cell,
+    i.e. ignores the cell size. Differentiable (PhiML ops on the backend of `x`).
 
     Args:
         x: Periodic `CenteredGrid`, initial temperature.
