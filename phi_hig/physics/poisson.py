@@ -5,8 +5,8 @@ PhiFlow's `field.laplace` (second-order 5-point stencil in 2D, physical cell siz
 from the grid's extrapolation), so `field.laplace(forward(x)) == x` up to the solver tolerance and
 `x + inverse(x, forward(x_star)) == x_star` up to the same tolerance.
 
-Periodic grids: the Laplacian is singular there (constants are in its null space), so `forward` expects a
-zero-mean `x` and returns the zero-mean solution. `inverse_laplace_periodic` inverts the same discrete
+Periodic grids: the Laplacian is singular there (constants are in its null space), so `forward` solves for
+the zero-mean part of `x` and returns the zero-mean solution. `inverse_laplace_periodic` inverts the same discrete
 operator exactly by dividing by its Fourier symbol (PhiFlow's own `field.fourier_poisson` is broken in 3.4,
 and `math.fourier_poisson` uses the continuous symbol, ≈3 % off the discrete Laplacian).
 """
@@ -28,14 +28,18 @@ def forward(x: Field, *, solve: Solve = None) -> Field:
 
     Args:
         x: Source term, `CenteredGrid`. Its extrapolation is the boundary condition of `y` (zero Dirichlet for
-            `extrapolation.ZERO`). Periodic sources must have zero mean per example.
+            `extrapolation.ZERO`). On periodic grids the mean of `x` (per example) is removed first: it is not in
+            the range of the Laplacian.
         solve: Optional `Solve` configuration. Defaults to `default_solve(x)`. On periodic grids a
             `rank_deficiency` of 0 is required for CG to converge (PhiFlow 3.4); `default_solve` sets it.
 
     Returns:
-        `y`, a `CenteredGrid` like `x` with `field.laplace(y) == x` up to the solver tolerance.
+        `y`, a `CenteredGrid` like `x` with `field.laplace(y) == x` (periodic: `x − mean(x)`, and `y` has zero
+        mean) up to the solver tolerance.
     """
     require_grid('x', x, staggered=False)
+    if _is_periodic(x):
+        x = x - field.mean(x)
     if solve is None:
         solve = default_solve(x)
     return math.solve_linear(field.laplace, x, solve)
