@@ -22,7 +22,7 @@ from torch import nn
 
 from .errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .hig import _half_inverse_torch, _gram_keeps_resolved, spectral_apply, validate_hig_settings
-from .jacobian import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_BYTES, _forward, check_size, jacobian_factors
+from .jacobian import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_BYTES, _forward, check_size, eigh64, jacobian_factors
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
@@ -49,11 +49,15 @@ class HIG(torch.optim.Optimizer):
             'gram', 'dual' or 'svd' to force one.
         max_bytes: refuse any single J / Gram allocation above this size (`JacobianTooLargeError`).
         chunk_rows: replicated rows per backward pass when computing Jacobians.
+        structured: None (default): hold the Jacobian columns of Linear / Conv layers as layer factors and
+            never form J on the 'gram' and 'dual' paths; False: form J per sample (the reference path);
+            True: require the factored form for every parameter.
     """
 
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
                  beta: float = 0.0, relative: bool = True, method: str = 'auto',
-                 max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS):
+                 max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 structured: Optional[bool] = None):
         validate_hig_settings(kappa, beta, truncation, relative, 'auto')
         if method not in PATHS:
             raise InvalidInputError(f"method must be one of {PATHS}, got {method!r}")
@@ -65,6 +69,9 @@ class HIG(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.max_bytes = max_bytes
         self.chunk_rows = chunk_rows
+        if structured not in (None, True, False):
+            raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
+        self.structured = structured
 
     def step(self, closure=None):
         """Not available: a summed scalar loss cannot give per-sample Jacobians.
@@ -197,7 +204,8 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs: torch.Tensor, targets, simu
     elif path == 'gram':
         check_size("The Gram matrix J Jᵀ (float64)", (R, R), 8, optimizer.max_bytes)
     factors = jacobian_factors(net, inputs, simulate, params=params, chunk_rows=optimizer.chunk_rows,
-                               max_bytes=optimizer.max_bytes, forward=(z, y))
+                               max_bytes=optimizer.max_bytes, forward=(z, y),
+                               structured=getattr(optimizer, 'structured', None))
     kappa, beta, tau, rel = s['kappa'], s['beta'], s['truncation'], s['relative']
     floor_dim = max(R, n_params)
     if path == 'gram':
@@ -205,20 +213,21 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs: torch.Tensor, targets, simu
         _sync(device)
         t1 = time.perf_counter()
         _check_finite("the Gram matrix J Jᵀ", G)
-        eig = torch.linalg.eigh(G)
+        eig = eigh64(G, overwrite=True)  # G is not needed afterwards
+        del G
         if s['method'] == 'auto' and not _gram_keeps_resolved(eig[0], tau, rel, floor_dim):
             path = 'svd'
         else:
-            c, info = spectral_apply(G, g.to(torch.float64), kappa, beta, tau, rel, floor_dim, eig)
+            c, info = spectral_apply(None, g.to(torch.float64), kappa, beta, tau, rel, floor_dim, eig)
             d = factors.vjp(c)
-            info.path = 'gram+structured' if factors.structured else 'gram'
+            info.path = 'gram+structured' if factors.structured else ('gram+mixed' if factors.mixed else 'gram')
+        del eig
     if path == 'dual':
         H = factors.gram_dual()
         _sync(device)
         t1 = time.perf_counter()
         _check_finite("the Jacobian J", H)
-        J = factors.matrix()
-        d, info = spectral_apply(H, J.to(torch.float64).T @ g.to(torch.float64), kappa, beta, tau, rel, floor_dim)
+        d, info = spectral_apply(None, factors.vjp(g), kappa, beta, tau, rel, floor_dim, eigh64(H, overwrite=True))
         info.path = 'gram-dual'
     if path == 'svd':
         J = factors.matrix()
