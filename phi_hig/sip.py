@@ -10,7 +10,7 @@ low-dimensional problems given as a batched torch function `forward(x) -> y` (`x
 independent examples) this module builds generic ones: `newton`, `saddle_free_newton`, `gauss_newton` and
 `iterative`. All minimize the per-example loss `L(x) = ½‖forward(x) − y*‖²` (or a given `loss`).
 """
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import Callable, NamedTuple, Tuple
 
 import torch
 from phi.field import Field
