@@ -69,9 +69,13 @@ class Method:
             self.last_info = hig_step(self.net, self.optimizer, inputs, targets, self.simulate, self.loss)
             return self.last_info.loss
         if self.name == 'sip':
-            from .sip import sip_update
-            physics_loss, _ = sip_update(self.net, self.optimizer, inputs, targets, self.simulate, self.inverse,
-                                         self.loss)
+            from .sip import sip_step
+            result = sip_step(self.net, self.optimizer, inputs, targets, (self.simulate, self.inverse),
+                              loss=self.loss)
+            physics_loss = float(result.physics_loss.mean())
+            if physics_loss != physics_loss or abs(physics_loss) == float('inf'):
+                from .errors import NonFiniteStepError
+                raise NonFiniteStepError("sip: the physics loss is not finite")
             return physics_loss
         self.optimizer.zero_grad(set_to_none=True)
         z = self.net(inputs)

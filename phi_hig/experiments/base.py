@@ -35,7 +35,8 @@ class Experiment:
         generate: ``generate(rng, n) -> (inputs, targets)`` draws n fresh examples (infinite data).
         test_set: held-out ``(inputs, targets)``.
         metrics: optional ``metrics(net, inputs, targets) -> dict`` of extra evaluation values.
-        inverse: optional ``inverse(z, y, targets) -> Δz``, one inverse-physics step, enabling the 'sip' method.
+        inverse: optional ``inverse(z, y_target, *, y=None) -> Δz``, one inverse-physics step from the network
+            output z (the `phi_hig.sip` contract), enabling the 'sip' method.
         eval_every: default evaluation cadence in steps.
         settings: the experiment's own parameters (recorded in the summary).
         threads: torch intra-op threads to train with (None: leave torch's setting). Tiny problems run
