@@ -14,9 +14,10 @@ VEC = channel(vector='x,y')
 
 @pytest.fixture(autouse=True)
 def float64():
+    previous_precision = math.get_precision()
     math.set_global_precision(64)
     yield
-    math.set_global_precision(32)
+    math.set_global_precision(previous_precision)
 
 
 def _blob(resolution=spatial(x=64, y=64), centre=(24., 30.), width=5.):

@@ -13,9 +13,10 @@ from phi_hig.physics import heat
 
 @pytest.fixture(autouse=True)
 def float64():
+    previous_precision = math.get_precision()
     math.set_global_precision(64)
     yield
-    math.set_global_precision(32)
+    math.set_global_precision(previous_precision)
 
 
 def _np(grid):

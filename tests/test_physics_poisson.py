@@ -12,9 +12,10 @@ from phi_hig.physics import poisson
 
 @pytest.fixture(autouse=True)
 def float64():
+    previous_precision = math.get_precision()
     math.set_global_precision(64)
     yield
-    math.set_global_precision(32)
+    math.set_global_precision(previous_precision)
 
 
 def _relative(a, b):

@@ -16,12 +16,13 @@ from phi_hig.physics import heat
 
 @pytest.fixture(autouse=True)
 def float64():
+    previous_precision = math.get_precision()
     math.set_global_precision(64)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
-    math.set_global_precision(32)
+    math.set_global_precision(previous_precision)
 
 
 def rotated_sine(xi, phi):
