@@ -8,7 +8,7 @@ square cells. The paper's case (seed 003, B.3) is 64 × 64 cells of size 1 with 
 
 The inverse (`inverse`) amplifies each Fourier mode of the residual by `exp(ℓ_k·a_k)` with an action
 `a_k ∈ [−1, 1]` chosen from the Bayesian probability that the mode is signal rather than noise (REFERENCE
-§4): modes whose amplification stays below roughly `1/noise` are inverted exactly, noisy modes get the
+§4): modes whose amplification stays below roughly `1/(noise·rms(r))` are inverted exactly, noisy modes get the
 gradient-descent damping `exp(−ℓ_k)`, undecided ones pass through unchanged. It is always computed in float64.
 """
 from typing import Tuple, Union
@@ -77,9 +77,14 @@ def inverse(x: Field, y_target: Field, diffusivity: Union[float, Tensor], dt: Un
     non-zero mode is inverted exactly (up to `max_exponent`). Everything is computed in float64; the result
     has the precision and backend of `x` and carries no gradient.
 
+    A mode is judged signal where `e_k > σ`, i.e. where its amplification `exp(ℓ_k)` stays below about
+    `signal_amplitude/(noise·‖r‖)` (≈ `1/(noise·rms(r))` with the default amplitude).
+
     Note on noisy targets: `noise` is the assumed *relative* noise level `‖n‖/‖r‖`. With the default 1e-6,
-    noise in `y*` much larger than that is treated as signal in every mode whose amplification is below
-    ~1e6, and those noise modes are amplified into the correction; set `noise` to the actual level instead.
+    real noise in `y*` is treated as signal in every mode whose amplification is below ~1e6 and is amplified
+    into the correction: on the paper's case (64², ν·dt = 8, hot rectangles) with 1 % Gaussian noise per cell,
+    one correction from the mean field multiplies the L1 error by ~5,000 (median) instead of dividing it by
+    ~3 as with `noise` set to the actual level (`tests/test_physics_heat.py`).
 
     Args:
         x: Current estimate, periodic `CenteredGrid`.
