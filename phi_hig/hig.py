@@ -237,5 +237,5 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         d = d.numpy()
     if phiml_cols is not None:
         from phiml import math as _m
-        d = _m.reshaped_tensor(d, [phiml_cols])
+        d = _m.reshaped_tensor(d, [phiml_cols], convert=False)  # keep the dtype
     return (d, info) if return_info else d
