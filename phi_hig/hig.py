@@ -207,10 +207,8 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     """
     validate_hig_settings(kappa, beta, truncation, relative, method)
     phiml_cols = None
-    try:
-        from phiml.math import Tensor as _PhiTensor
-    except ImportError:  # pragma: no cover
-        _PhiTensor = ()
+    from phiml import math as _m
+    from phiml.math import Tensor as _PhiTensor
     if isinstance(J, _PhiTensor) or isinstance(g, _PhiTensor):
         if not (isinstance(J, _PhiTensor) and isinstance(g, _PhiTensor)):
             raise InvalidInputError("J and g must both be PhiML tensors when one of them is")
@@ -222,7 +220,9 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         phiml_cols = J.shape.without(g.shape)
         if not phiml_cols:
             raise InvalidInputError(f"J {J.shape} has no column dims besides g's dims {g.shape}")
-        J, g = J.native([g.shape, phiml_cols]), g.native([g.shape])
+        # PhiML's native() converts to the context precision: read J and g at their own precision
+        with _m.precision(J.dtype.precision):
+            J, g = J.native([g.shape, phiml_cols]), g.native([g.shape])
     is_numpy = isinstance(J, np.ndarray)
     Jt, gt = _to_torch('J', J), _to_torch('g', g)
     if Jt.ndim != 2:
@@ -236,6 +236,6 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     if is_numpy:
         d = d.numpy()
     if phiml_cols is not None:
-        from phiml import math as _m
-        d = _m.reshaped_tensor(d, [phiml_cols], convert=False)  # keep the dtype
+        with _m.precision(8 * d.dtype.itemsize if is_numpy else 8 * d.element_size()):
+            d = _m.reshaped_tensor(d, [phiml_cols], convert=False)
     return (d, info) if return_info else d
