@@ -203,7 +203,7 @@ def test_phiml_tensor_input():
     assert d.dtype.precision == 64
     with math.precision(64):  # PhiML converts natives to the context precision
         np.testing.assert_allclose(d.numpy('params'), ref, rtol=1e-9)
-    with pytest.raises(InvalidInputError, match='rows'):
+    with pytest.raises(InvalidInputError, match='row dims'):
         half_inverse(J, math.tensor(rng.standard_normal(4), batch('b')) * math.ones(channel(y=2)))
 
 
