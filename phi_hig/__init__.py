@@ -19,6 +19,7 @@ _LAZY = {
     'sip': ('.sip', None),
     'experiments': ('.experiments', None),
     'train': ('.runner', 'train'),
+    'RunControl': ('.runner', 'RunControl'),
     'sip_loss': ('.sip', 'sip_loss'),
     'sip_step': ('.sip', 'sip_step'),
 }
@@ -38,4 +39,4 @@ def __getattr__(name):
 __all__ = ['__version__', 'half_inverse', 'HIG', 'hig_step', 'per_sample_jacobian', 'gram',
            'physics_jacobian', 'PhiHigError', 'InvalidInputError', 'JacobianTooLargeError',
            'NonFiniteStepError', 'HIGUsageError', 'physics', 'sip', 'sip_loss', 'sip_step',
-           'experiments', 'train']
+           'experiments', 'train', 'RunControl']

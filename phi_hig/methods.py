@@ -72,7 +72,7 @@ class Method:
             from .sip import sip_step
             result = sip_step(self.net, self.optimizer, inputs, targets, (self.simulate, self.inverse),
                               loss=self.loss)
-            physics_loss = float(result.physics_loss.mean())
+            physics_loss = _mean_value(result.physics_loss)
             if physics_loss != physics_loss or abs(physics_loss) == float('inf'):
                 from .errors import NonFiniteStepError
                 raise NonFiniteStepError("sip: the physics loss is not finite")
@@ -87,6 +87,14 @@ class Method:
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
+
+
+def _mean_value(per_example) -> float:
+    """Mean of a per-example loss given as a torch tensor or a PhiML tensor."""
+    if isinstance(per_example, torch.Tensor):
+        return float(per_example.mean())
+    from phiml import math
+    return float(math.mean(per_example, per_example.shape))
 
 
 def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict] = None) -> Method:

@@ -11,9 +11,10 @@ import copy
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -22,7 +23,39 @@ from .errors import InvalidInputError, NonFiniteStepError
 from .experiments.base import DataStream, Experiment
 from .methods import make_method
 
-__all__ = ['train', 'RunResult', 'evaluate']
+__all__ = ['train', 'RunResult', 'RunControl', 'evaluate']
+
+
+class RunControl:
+    """Pause, resume and stop a running `train` from another thread (e.g. a GUI). Thread-safe."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._go = threading.Event()
+        self._go.set()
+
+    def pause(self) -> None:
+        self._go.clear()
+
+    def resume(self) -> None:
+        self._go.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._go.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._go.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def proceed(self) -> bool:
+        """Block while paused; False once a stop was requested."""
+        self._go.wait()
+        return not self._stop.is_set()
 
 
 @dataclass
@@ -72,7 +105,7 @@ def _checkpoint_path(out: str, method: str) -> str:
 
 
 def _run_method(experiment, name, net, seed, steps, seconds, eval_every, overrides, device, progress, out,
-                checkpoint_every, resume) -> tuple:
+                checkpoint_every, resume, on_record=None, control=None) -> tuple:
     method = make_method(name, net, experiment, overrides)
     batch_size = int(method.hyper['batch_size'])
     stream = DataStream(experiment, seed)
@@ -89,12 +122,17 @@ def _run_method(experiment, name, net, seed, steps, seconds, eval_every, overrid
     else:
         records.append(dict(experiment=experiment.name, method=name, step=0, wall_time=0.0,
                             train_loss=float('nan'), **evaluate(experiment, net)))
+        if on_record:
+            on_record(records[-1], method)
     last_print = time.perf_counter()
 
     def done():
         return (steps is not None and step >= steps) or (seconds is not None and train_time >= seconds)
 
     while not done():
+        if control is not None and not control.proceed():
+            status = f'stopped at step {step}'
+            break
         x, t = stream.next(batch_size)
         x, t = x.to(device), t.to(device)
         t0 = time.perf_counter()
@@ -114,6 +152,8 @@ def _run_method(experiment, name, net, seed, steps, seconds, eval_every, overrid
         if step % eval_every == 0 or done():
             record.update(evaluate(experiment, net))
         records.append(record)
+        if on_record:
+            on_record(record, method)
         if ckpt and checkpoint_every and step % checkpoint_every == 0:
             save_checkpoint(ckpt, net, method, stream, step, train_time, records)
         if progress and (time.perf_counter() - last_print > 2.0 or done()):
@@ -121,7 +161,7 @@ def _run_method(experiment, name, net, seed, steps, seconds, eval_every, overrid
             test = [r['test_loss'] for r in records if not _isnan(r.get('test_loss'))][-1]
             print(f"[{experiment.name}/{name}] step {step:6d}  train {train_time:7.1f}s  "
                   f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
-    if records and _isnan(records[-1].get('test_loss')) and status == 'ok':
+    if records and _isnan(records[-1].get('test_loss')) and not status.startswith('diverged'):
         records[-1].update(evaluate(experiment, net))
     return records, status, method
 
@@ -138,7 +178,8 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
           eval_every: Optional[int] = None, overrides: Optional[Dict[str, dict]] = None,
           device: Union[str, torch.device] = 'cpu', progress: bool = True, out: Optional[str] = None,
           checkpoint_every: Optional[int] = None, resume: bool = False,
-          threads: Optional[int] = None) -> RunResult:
+          threads: Optional[int] = None, on_record: Optional[Callable] = None,
+          control: Optional[RunControl] = None) -> RunResult:
     """Train each method on ``experiment`` from the same initial weights and the same data stream.
 
     Args:
@@ -156,6 +197,9 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
         resume: continue from checkpoints in ``out`` where they exist.
         threads: torch intra-op threads while training (default: the experiment's recommendation, else
             torch's current setting); restored afterwards.
+        on_record: called as ``on_record(record, method)`` after every record (live views; ``method.net``
+            and ``method.last_info`` give the network and the last HIG diagnostics).
+        control: a `RunControl` to pause or stop the run from another thread.
     """
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(',') if m.strip()]
@@ -186,12 +230,15 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
             net = copy.deepcopy(net0).to(device)
             recs, status, method = _run_method(experiment, name, net, seed, steps, seconds, eval_every,
                                                overrides.get(name), device, progress, out, checkpoint_every,
-                                               resume)
+                                               resume, on_record, control)
             records += recs
             statuses[name], nets[name] = status, net
             hypers[name] = {k: v for k, v in method.hyper.items()}
+            if control is not None and control.stopped:
+                break
     finally:
         torch.set_num_threads(previous_threads)
+    methods = [m for m in methods if m in statuses]  # a stopped run skips the methods after it
     summary = _summary(experiment, methods, records, statuses, hypers, seed, steps, seconds, device)
     summary['torch_threads'] = threads
     return RunResult(records, summary, nets)
