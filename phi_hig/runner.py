@@ -179,7 +179,7 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
           device: Union[str, torch.device] = 'cpu', progress: bool = True, out: Optional[str] = None,
           checkpoint_every: Optional[int] = None, resume: bool = False,
           threads: Optional[int] = None, on_record: Optional[Callable] = None,
-          control: Optional[RunControl] = None) -> RunResult:
+          control: Optional[RunControl] = None, initial_state: Optional[dict] = None) -> RunResult:
     """Train each method on ``experiment`` from the same initial weights and the same data stream.
 
     Args:
@@ -200,6 +200,8 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
         on_record: called as ``on_record(record, method)`` after every record (live views; ``method.net``
             and ``method.last_info`` give the network and the last HIG diagnostics).
         control: a `RunControl` to pause or stop the run from another thread.
+        initial_state: a ``state_dict`` to start every method from (e.g. a network pre-trained by another
+            method) instead of the seeded initialization.
     """
     if isinstance(methods, str):
         methods = [m.strip() for m in methods.split(',') if m.strip()]
@@ -221,6 +223,8 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
     eval_every = int(eval_every or experiment.eval_every)
     torch.manual_seed(seed)
     net0 = experiment.make_net()
+    if initial_state is not None:
+        net0.load_state_dict(initial_state)
     records, statuses, nets, hypers = [], {}, {}, {}
     previous_threads = torch.get_num_threads()
     threads = threads or experiment.threads or previous_threads
