@@ -27,7 +27,9 @@ def factory(name: str):
         if err.name == f'{__name__}.{name}':
             raise InvalidInputError(f"experiment {name!r} is registered but not implemented yet") from err
         raise
-    return getattr(module, name)
+    fn = getattr(module, name)
+    globals()[name] = fn  # the package attribute is the factory, not the submodule of the same name
+    return fn
 
 
 def available() -> list:
