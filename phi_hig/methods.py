@@ -27,6 +27,8 @@ METHODS = tuple(FIRST_ORDER) + tuple(SECOND_ORDER) + ('sip',)
 """All method names the runner knows."""
 
 _RUNNER_KEYS = {'batch_size'}
+_VARIANT_KEYS = {'base', 'inverse', 'clip'}
+"""Keys of a method variant (see `make_method`): never passed to the optimizer."""
 _HIG_KEYS = {'lr', 'truncation', 'kappa', 'beta', 'relative', 'method'}
 
 
@@ -40,11 +42,16 @@ class Method:
         last_info: diagnostics of the last step (a `HIGStepInfo` for hig/gn, else None).
     """
 
-    def __init__(self, name: str, net: nn.Module, simulate, loss, hyper: dict, inverse=None):
+    def __init__(self, name: str, net: nn.Module, simulate, loss, hyper: dict, inverse=None, base: str = None):
         self.name, self.net, self.simulate, self.loss, self.hyper = name, net, simulate, loss, dict(hyper)
         self.inverse = inverse
         self.last_info = None
-        opt_args = {k: v for k, v in hyper.items() if k not in _RUNNER_KEYS}
+        self.clip = hyper.get('clip')
+        name = self.base = base or hyper.get('base') or name
+        opt_args = {k: v for k, v in hyper.items() if k not in _RUNNER_KEYS and k not in _VARIANT_KEYS}
+        if self.clip is not None and (name in SECOND_ORDER or not self.clip > 0):
+            raise InvalidInputError(f"{self.name}: clip (max gradient norm) must be > 0 and needs a first-order "
+                                    f"method or sip, got clip={self.clip!r} with {name!r}")
         if name in FIRST_ORDER or name == 'sip':
             if opt_args.get('lr', 1) < 0:
                 raise InvalidInputError(f"{name}: learning rate must be >= 0, got {opt_args['lr']}")
@@ -68,9 +75,10 @@ class Method:
         if isinstance(self.optimizer, HIG):
             self.last_info = hig_step(self.net, self.optimizer, inputs, targets, self.simulate, self.loss)
             return self.last_info.loss
-        if self.name == 'sip':
+        if self.base == 'sip':
             from .sip import sip_step
-            result = sip_step(self.net, self.optimizer, inputs, targets, (self.simulate, self.inverse),
+            optimizer = self.optimizer if self.clip is None else _Clipped(self.optimizer, self.net, self.clip)
+            result = sip_step(self.net, optimizer, inputs, targets, (self.simulate, self.inverse),
                               loss=self.loss)
             physics_loss = _mean_value(result.physics_loss)
             if physics_loss != physics_loss or abs(physics_loss) == float('inf'):
@@ -85,8 +93,24 @@ class Method:
             from .errors import NonFiniteStepError
             raise NonFiniteStepError(f"{self.name}: the loss is not finite; the weights were left untouched")
         loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip)
         self.optimizer.step()
         return float(loss.detach())
+
+
+class _Clipped:
+    """An optimizer whose `step` first clips the global gradient norm of `net` to `max_norm`."""
+
+    def __init__(self, optimizer, net, max_norm):
+        self.optimizer, self.net, self.max_norm = optimizer, net, max_norm
+
+    def zero_grad(self, *args, **kwargs):
+        self.optimizer.zero_grad(*args, **kwargs)
+
+    def step(self):
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.max_norm)
+        self.optimizer.step()
 
 
 def _mean_value(per_example) -> float:
@@ -98,10 +122,31 @@ def _mean_value(per_example) -> float:
 
 
 def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict] = None) -> Method:
-    """The method ``name`` with the experiment's default hyperparameters, updated by ``overrides``."""
+    """The method ``name`` with the experiment's default hyperparameters, updated by ``overrides``.
+
+    An experiment may define *variants* of the base methods as data, under any name, with three extra keys:
+
+    * ``base``: the base method (one of `METHODS`; default: the name itself), e.g.
+      ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', lr=1e-3, batch_size=128)``;
+    * ``inverse``: for SIP, the key of the inverse solver in ``experiment.inverses`` (default: ``experiment.inverse``).
+      Supervised training is SIP with an inverse that returns ``x_label − z`` (proxy loss ``½‖z − x_label‖²``);
+    * ``clip``: for first-order methods and SIP, the maximum global norm of the network gradient (clipped
+      before each optimizer step).
+    """
     if name not in experiment.methods:
         raise InvalidInputError(f"experiment {experiment.name!r} does not define method {name!r}; "
                                 f"it supports {', '.join(experiment.methods)}")
     hyper = dict(experiment.methods[name])
     hyper.update(overrides or {})
-    return Method(name, net, experiment.simulate, experiment.loss, hyper, inverse=experiment.inverse)
+    base = hyper.get('base', name)
+    if base not in METHODS:
+        raise InvalidInputError(f"method {name!r} of experiment {experiment.name!r} has base {base!r}; "
+                                f"known: {', '.join(METHODS)}")
+    inverse = experiment.inverse
+    if hyper.get('inverse') is not None:
+        inverses = getattr(experiment, 'inverses', None) or {}
+        if hyper['inverse'] not in inverses:
+            raise InvalidInputError(f"method {name!r}: experiment {experiment.name!r} has no inverse "
+                                    f"{hyper['inverse']!r}; it has {', '.join(inverses) or 'none'}")
+        inverse = inverses[hyper['inverse']]
+    return Method(name, net, experiment.simulate, experiment.loss, hyper, inverse=inverse, base=base)
