@@ -37,6 +37,8 @@ class Experiment:
         metrics: optional ``metrics(net, inputs, targets) -> dict`` of extra evaluation values.
         inverse: optional ``inverse(z, y_target, *, y=None) -> Δz``, one inverse-physics step from the network
             output z (the `phi_hig.sip` contract), enabling the 'sip' method.
+        inverses: further named inverse solvers with the same contract, chosen by a method variant's
+            ``inverse`` key (e.g. ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', …)``, see `make_method`).
         eval_every: default evaluation cadence in steps.
         settings: the experiment's own parameters (recorded in the summary).
         threads: torch intra-op threads to train with (None: leave torch's setting). Tiny problems run
@@ -52,6 +54,7 @@ class Experiment:
     generate: Optional[Callable[[np.random.Generator, int], Batch]] = None
     metrics: Optional[Callable] = None
     inverse: Optional[Callable] = None
+    inverses: Dict[str, Callable] = field(default_factory=dict)
     eval_every: int = 100
     settings: dict = field(default_factory=dict)
     description: str = ''
