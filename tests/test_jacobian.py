@@ -71,13 +71,6 @@ def poisson_solve_physics(n=4):
     return simulate
 
 
-@pytest.fixture
-def float64():
-    from phiml import math
-    with math.precision(64):
-        yield
-
-
 CASES = {
     'tanh-mlp+nonlinear': (lambda: mlp([3, 7, 5, 4], nn.Tanh), nonlinear_physics, 3),
     'relu-mlp+nonlinear': (lambda: mlp([3, 9, 6, 4], nn.ReLU), nonlinear_physics, 3),

@@ -12,12 +12,7 @@ from phi_hig.physics import fluid
 VEC = channel(vector='x,y')
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous_precision = math.get_precision()
-    math.set_global_precision(64)
-    yield
-    math.set_global_precision(previous_precision)
+pytestmark = pytest.mark.usefixtures('float64')  # conftest.py: PhiML precision 64 for every test
 
 
 def _blob(resolution=spatial(x=64, y=64), centre=(24., 30.), width=5.):

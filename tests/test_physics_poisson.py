@@ -10,12 +10,7 @@ from phi_hig.errors import InvalidInputError
 from phi_hig.physics import poisson
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous_precision = math.get_precision()
-    math.set_global_precision(64)
-    yield
-    math.set_global_precision(previous_precision)
+pytestmark = pytest.mark.usefixtures('float64')  # conftest.py: PhiML precision 64 for every test
 
 
 def _relative(a, b):
