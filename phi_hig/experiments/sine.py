@@ -1,0 +1,163 @@
+"""Single-parameter optimization (seed 003 §3.1, B.1): `P_a(x) = sin(a/x)`, y* = −1, a ∈ [0.1, 10.1).
+
+The network `NN(a) = x` (1 → 10 → 20 → 10 → 1, ReLU, 461 parameters) must find, for every a, an x with
+`sin(a/x) = −1`; the minima `x_n = a/(3π/2 + 2πn)` accumulate at 0, so the problem is multimodal and its
+gradients grow without bound as x → 0. Adam 0.002, batch 1000. Metric: mean of `sin(a/x) + 1` (0 at a minimum).
+
+Tensors: inputs `(b, 1)` = a; targets `(b, 2)` = (y* = −1, a). The network is wrapped so that its output
+carries the condition: `z = (x, a)` (`WithCondition`; the a column has no parameters and receives a zero
+update), and `simulate(z) = sin(a/x)`.
+
+Methods (variants as data, see `phi_hig.methods.make_method`):
+
+* 'supervised': SIP with the 'supervised' inverse — the labels are the minima closest to the fixed initial
+  guess x₀ = 1 (what an optimizer started at x₀ finds), proxy loss ½‖x − x_label‖².
+* 'adam': Adam through the physics with the physics gradient ∂P/∂x clipped to [−1, 1] (the paper's
+  remedy for its unbounded growth; `simulate` has a custom backward).
+* 'sip_newton': SIP with the analytic Newton step on P, `Δx = −P′/|P″|` (flipped towards minima where
+  P″ < 0), clipped to [−1, 1].
+* 'sip_inverse_gradient': SIP with `Δx = (y* − P)/P′` (the inverse gradient), clipped to [−1, 1].
+* 'sip': SIP with the analytic inverse — the minimum closest to the current x (`closest_minimum`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import Experiment
+from ..nets import dense
+
+__all__ = ['sine', 'closest_minimum', 'newton_update', 'inverse_gradient_update', 'WithCondition']
+
+TWO_PI = 2 * math.pi
+
+
+class WithCondition(nn.Module):
+    """`z = (net(inputs), inputs[:, columns])`: the network output with known conditions appended (no parameters)."""
+
+    def __init__(self, net: nn.Module, columns=(0,)):
+        super().__init__()
+        self.net, self.columns = net, list(columns)
+
+    def forward(self, inputs):
+        return torch.cat([self.net(inputs), inputs[:, self.columns]], dim=1)
+
+
+def closest_minimum(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The minimum `x* = a/(3π/2 + 2πn)` of `sin(a/x)` closest to `x`, on the same side of 0 as `x`.
+
+    Candidates are the two phases `3π/2 + 2πn` bracketing `a/x` (`n = ⌊a/(2πx) − 3/4⌋` and n + 1); positive x only
+    reaches phases with n ≥ 0 (the largest positive minimum is a/(3π/2)), negative x only n ≤ −1 — the special
+    cases n = 0 and n = −1 of the reference formula `n = round(a/(2πx) − 3/4)`.
+    """
+    x = torch.where(x == 0, torch.full_like(x, 1e-12), x)
+    t = a / (TWO_PI * x) - 0.75
+    n0 = torch.floor(t)
+    best, best_dist = None, None
+    for n in (n0, n0 + 1):
+        n = torch.where(x > 0, n.clamp_min(0), n.clamp_max(-1))
+        candidate = a / (1.5 * math.pi + TWO_PI * n)
+        dist = (candidate - x).abs()
+        best = candidate if best is None else torch.where(dist < best_dist, candidate, best)
+        best_dist = dist if best_dist is None else torch.minimum(dist, best_dist)
+    return best
+
+
+def newton_update(a, x, clip: float = 1.):
+    """Newton step on `P = sin(a/x)`: `Δx = −P′/|P″| = x²cos(a/x)/|2x·cos(a/x) − a·sin(a/x)|·sign(x)…`, clipped.
+
+    Computed as `−P′/|P″|`: where `P″ < 0` (near maxima) plain Newton would climb, so the step is flipped to
+    descend. Clipped to `[−clip, clip]`.
+    """
+    u = a / x
+    d1 = -a * torch.cos(u) / x ** 2
+    d2 = -a ** 2 * torch.sin(u) / x ** 4 + 2 * a * torch.cos(u) / x ** 3
+    return (-d1 / d2.abs().clamp_min(1e-30)).clamp(-clip, clip)
+
+
+def inverse_gradient_update(a, x, clip: float = 1., y_target: float = -1.):
+    """Inverse-gradient step `Δx = (y* − P)/P′ = x²(sin(a/x) + 1)/(a·cos(a/x))` (for y* = −1), clipped."""
+    u = a / x
+    d1 = -a * torch.cos(u) / x ** 2
+    d1 = torch.where(d1.abs() < 1e-30, torch.full_like(d1, 1e-30), d1)
+    return ((y_target - torch.sin(u)) / d1).clamp(-clip, clip)
+
+
+class _ClippedSine(torch.autograd.Function):
+    """`sin(a/x)` whose backward uses `∂P/∂x` clipped to `[−1, 1]` (∂P/∂a is not needed)."""
+
+    @staticmethod
+    def forward(ctx, x, a):
+        ctx.save_for_backward(x, a)
+        return torch.sin(a / x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, a = ctx.saved_tensors
+        d1 = (-a * torch.cos(a / x) / x ** 2).clamp(-1, 1)
+        return grad * d1, None
+
+
+def sine(preset: str = 'paper', batch_size: int = 1000, n_test: int = 1000, x0: float = 1., clip: float = 1.,
+         lr: float = 0.002) -> Experiment:
+    """Build the single-parameter experiment.
+
+    Args:
+        preset: 'paper' or 'test' (batch 16, 32 test examples).
+        batch_size: batch of every method (paper: 1000).
+        n_test: held-out a values (uniform in [0.1, 10.1)).
+        x0: fixed initial guess defining the supervised labels.
+        clip: clipping of the physics gradient (Adam) and of the Newton / inverse-gradient steps.
+        lr: Adam learning rate of every method (paper: 0.002).
+    """
+    if preset == 'test':
+        batch_size, n_test = 16, 32
+
+    def x_and_a(z):
+        return z[:, :1], z[:, 1:2]
+
+    def simulate(z):
+        x, a = x_and_a(z)
+        return _ClippedSine.apply(x, a)
+
+    def loss(y, targets):
+        return 0.5 * ((y - targets[:, :1]) ** 2).sum(1)
+
+    def update(step):
+        def inverse(z, targets, *, y=None):
+            x, a = x_and_a(z)
+            return torch.cat([step(a, x), torch.zeros_like(a)], 1)
+        return inverse
+
+    inverses = {
+        'closest': update(lambda a, x: closest_minimum(a, x) - x),
+        'newton': update(lambda a, x: newton_update(a, x, clip)),
+        'inverse_gradient': update(lambda a, x: inverse_gradient_update(a, x, clip)),
+        'supervised': update(lambda a, x: closest_minimum(a, torch.full_like(x, x0)) - x),
+    }
+
+    def generate(rng, n):
+        a = torch.as_tensor(rng.uniform(0.1, 10.1, size=(n, 1)), dtype=torch.float32)
+        return a, torch.cat([-torch.ones_like(a), a], 1)
+
+    def metrics(net, inputs, targets):
+        x, a = x_and_a(net(inputs))
+        value = torch.sin(a / x) + 1
+        return {'sin_plus_one': float(value.mean()), 'sin_plus_one_median': float(value.median())}
+
+    methods = {
+        'supervised': dict(base='sip', inverse='supervised', lr=lr, batch_size=batch_size),
+        'adam': dict(lr=lr, batch_size=batch_size),
+        'sip_newton': dict(base='sip', inverse='newton', lr=lr, batch_size=batch_size),
+        'sip_inverse_gradient': dict(base='sip', inverse='inverse_gradient', lr=lr, batch_size=batch_size),
+        'sip': dict(base='sip', inverse='closest', lr=lr, batch_size=batch_size),
+    }
+    return Experiment(
+        name='sine', make_net=lambda: WithCondition(dense([1, 10, 20, 10, 1])), simulate=simulate, loss=loss,
+        methods=methods, generate=generate, test_set=generate(np.random.default_rng(987654), n_test),
+        metrics=metrics, inverse=inverses['closest'], inverses=inverses, eval_every=100, threads=1,
+        settings=dict(preset=preset, batch_size=batch_size, n_test=n_test, x0=x0, clip=clip, lr=lr),
+        description="sin(a/x) = −1: supervised, Adam (clipped ∂P/∂x), SIP with Newton, inverse gradient, closest minimum")
