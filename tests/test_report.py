@@ -1,0 +1,86 @@
+"""Run directories and reports: write_run -> read_run round trip, the summary table, `python -m phi_hig report`."""
+import json
+import math
+import os
+
+import pytest
+
+from phi_hig.errors import InvalidInputError
+from phi_hig.report import main, read_run, summary_rows, write_report, write_run
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+    from phi_hig import train
+    from phi_hig.experiments import get
+    result = train(get('toy', preset='test'), ['adam', 'hig'], steps=20, eval_every=10, progress=False)
+    out = str(tmp_path_factory.mktemp('runs') / 'toy')
+    write_run(result, out)
+    return out, result
+
+
+def test_read_run_round_trip(run_dir):
+    path, result = run_dir
+    records, summary = read_run(path)
+    assert len(records) == len(result.records)
+    for r, ref in zip(records, result.records):
+        assert r['method'] == ref['method'] and r['step'] == ref['step'] and isinstance(r['step'], int)
+        for key in ('wall_time', 'train_loss', 'test_loss'):
+            a, b = r[key], ref[key]
+            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-12)
+    assert summary['methods'] == ['adam', 'hig']
+
+
+def test_summary_rows_ratios(run_dir):
+    path, result = run_dir
+    records, summary = read_run(path)
+    rows = {r['method']: r for r in summary_rows(records, summary)}
+    assert rows['adam']['ratio'] == 1.0 and rows['adam']['baseline'] == 'adam'
+    for m in ('adam', 'hig'):
+        f = summary['final'][m]
+        assert rows[m]['final'] == pytest.approx(f['test_loss'])
+        assert rows[m]['steps'] == 20 and rows[m]['seconds_per_step'] == pytest.approx(f['seconds_per_step'])
+    assert rows['hig']['ratio'] == pytest.approx(summary['final']['hig']['test_loss'] /
+                                                 summary['final']['adam']['test_loss'])
+    assert rows['hig']['time_ratio'] == pytest.approx(summary['final']['hig']['seconds_per_step'] /
+                                                      summary['final']['adam']['seconds_per_step'])
+    rows = {r['method']: r for r in summary_rows(records, summary, baseline='hig')}
+    assert rows['hig']['ratio'] == 1.0
+    # without summary.json the table comes from the rows alone, baseline = the first method if no adam
+    no_adam = [r for r in records if r['method'] == 'hig']
+    (row,) = summary_rows(no_adam, {})
+    assert row['baseline'] == 'hig' and row['steps'] == 20 and row['final'] == pytest.approx(
+        summary['final']['hig']['test_loss'])
+
+
+def test_write_report_files_and_table(run_dir, tmp_path):
+    path, _ = run_dir
+    md = write_report(path, out=str(tmp_path))
+    text = open(md).read()
+    assert '| adam | ok | 20 |' in text and '| hig | ok | 20 |' in text
+    assert 'ratios to `adam`' in text
+    for f in ('report_loss.png', 'report_final.png', 'report_metrics.png', 'report_trajectory.png'):
+        assert os.path.getsize(tmp_path / f) > 5000, f
+        assert f'({f})' in text
+    with pytest.raises(InvalidInputError, match='baseline'):
+        write_report(path, out=str(tmp_path), baseline='sgd')
+    with pytest.raises(FileNotFoundError, match='metrics.csv'):
+        write_report(str(tmp_path))
+
+
+def test_cli(run_dir, tmp_path, capsys):
+    path, _ = run_dir
+    assert main([path, '--out', str(tmp_path / 'one')]) == 0
+    assert 'ratio' in capsys.readouterr().out and (tmp_path / 'one' / 'report.md').exists()
+    # a folder of runs: one report each and an index
+    parent = tmp_path / 'many'
+    for name in ('a', 'b'):
+        os.makedirs(parent / name)
+        for f in ('metrics.csv', 'summary.json'):
+            with open(os.path.join(path, f)) as src, open(parent / name / f, 'w') as dst:
+                dst.write(src.read())
+    assert main([str(parent)]) == 0
+    index = open(parent / 'index.md').read()
+    assert '[a](a/report.md)' in index and (parent / 'b' / 'report_loss.png').exists()
+    assert main([str(tmp_path / 'missing')]) == 2
+    assert 'not a run directory' in capsys.readouterr().err
