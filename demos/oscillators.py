@@ -1,0 +1,137 @@
+"""Nonlinear oscillators (HIG paper Figure 2): a network learns the control u(t) that returns two coupled
+nonlinear oscillators to their initial state after 96 RK4 steps.
+
+    python demos/oscillators.py                          # Adam vs GN vs HIG, 60 s each (Fig. 2b), runs/oscillators/
+    python demos/oscillators.py --methods all            # the seven optimizers of Table 2
+    python demos/oscillators.py --study batch            # Fig. 2c: Adam b=256/512/1024, GN and HIG b=32/64/128
+    python demos/oscillators.py --study kappa-beta       # appendix C: HIG with κ ∈ {1, 0.5, 0, −0.5, −1}, β ∈ {0, −0.5}
+    python demos/oscillators.py --gui                    # the live dashboard instead
+
+Every method starts from the same weights and sees the same batches (``phi_hig.train``); the budget is
+training wall time per method (evaluation excluded). Writes ``metrics_<study>_seed<K>.csv``, the figures
+and ``table_<study>.txt``.
+"""
+import os
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # SciPy's eigh in HIG: one BLAS thread is fastest for these
+os.environ.setdefault('OMP_NUM_THREADS', '1')       # sizes on a small, shared CPU (set before NumPy loads)
+import argparse
+import statistics
+
+import torch
+
+import phi_hig
+from phi_hig.experiments import oscillators
+from phi_hig.experiments.oscillators import rk4
+from phi_hig.report import write_metrics_csv, _pyplot
+
+TABLE2 = ['adam', 'gn', 'hig', 'sgd', 'adagrad', 'adadelta', 'rmsprop']
+
+
+def runs_for(study, methods):
+    """``[(label, method, overrides)]`` of one study."""
+    if study == 'methods':
+        return [(m, m, None) for m in methods]
+    if study == 'batch':
+        return ([(f'adam b={b}', 'adam', dict(batch_size=b)) for b in (256, 512, 1024)] +
+                [(f'gn b={b}', 'gn', dict(batch_size=b)) for b in (32, 64, 128)] +
+                [(f'hig b={b}', 'hig', dict(batch_size=b)) for b in (32, 64, 128)])
+    if study == 'kappa-beta':
+        return [(f'κ={k:g} β={b:g}', 'hig', dict(kappa=k, beta=b))
+                for k in (1.0, 0.5, 0.0, -0.5, -1.0) for b in (0.0, -0.5)]
+    raise ValueError(study)
+
+
+def run_study(experiment, study, methods, seconds, seed, quiet):
+    """Train every run of the study; returns ``{label: records}``."""
+    curves = {}
+    for label, method, overrides in runs_for(study, methods):
+        result = phi_hig.train(experiment, [method], seconds=seconds, seed=seed, progress=not quiet,
+                               overrides={method: overrides} if overrides else None)
+        records = [dict(r, method=label) for r in result.records]
+        curves[label] = (records, result.summary['final'][method], result.nets[method])
+    return curves
+
+
+def trajectory(experiment, net, sample):
+    """States of one held-out sample over time under the network's control, and the control itself."""
+    steps, dt = experiment.settings['steps'], experiment.settings['dt']
+    from phi_hig.experiments.oscillators import chain_rhs
+    f = chain_rhs(experiment.settings['cubic'], experiment.settings['control'])
+    s = experiment.test_set[0][sample:sample + 1]
+    with torch.no_grad():
+        u = net.controls(s)
+        states = [s]
+        for t in range(steps):
+            states.append(rk4(f, states[-1], u[:, t], dt))
+    return torch.cat(states).numpy(), u[0].numpy()
+
+
+def figure(experiment, curves, path, title):
+    plt = _pyplot()
+    fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
+    for i, (label, (records, final, net)) in enumerate(curves.items()):
+        ev = [r for r in records if r['test_loss'] == r['test_loss']]
+        ax[0].plot([r['wall_time'] for r in ev], [r['test_loss'] for r in ev], label=label, color=f'C{i % 10}',
+                   ls='-' if i < 10 else '--')
+    ax[0].set(yscale='log', xlabel='training wall time [s]', ylabel='test loss (Σ squared error, mean)', title=title)
+    ax[0].grid(alpha=0.3, which='both')
+    ax[0].legend(fontsize=7)
+    best = min(curves, key=lambda k: curves[k][1]['test_loss'] if curves[k][1]['test_loss'] == curves[k][1]['test_loss'] else 1e9)
+    states, u = trajectory(experiment, curves[best][2], 0)
+    dt = experiment.settings['dt']
+    t = [k * dt for k in range(len(states))]
+    n = states.shape[1] // 2
+    for j in range(n):
+        ax[1].plot(t, states[:, j], label=f'x{j + 1}')
+    ax[1].plot([k * dt for k in range(len(u))], u, color='tab:blue', alpha=0.3, lw=3, label='control u')
+    ax[1].plot([t[-1]] * n, states[0, :n], 'k*', ms=10, label='target')
+    ax[1].set(xlabel='t', title=f'one held-out sample controlled by {best}')
+    ax[1].grid(alpha=0.3)
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--seconds', type=float, default=60.0, help='training wall-clock budget per run')
+    parser.add_argument('--seeds', type=int, default=1, help='number of seeds (0 … seeds-1)')
+    parser.add_argument('--methods', default='adam,gn,hig', help="comma-separated methods, or 'all' (Table 2)")
+    parser.add_argument('--study', default='methods', choices=['methods', 'batch', 'kappa-beta'])
+    parser.add_argument('--alpha', type=float, default=None, help="paper text's α (cubic coefficient 4α); default: the authors' code, coefficient 1")
+    parser.add_argument('--preset', default='paper', choices=['paper', 'test'])
+    parser.add_argument('--out', default='runs/oscillators', help='output folder')
+    parser.add_argument('--quiet', action='store_true')
+    parser.add_argument('--gui', action='store_true', help='open the live dashboard instead')
+    args = parser.parse_args(argv)
+    if args.gui:
+        from phi_hig.gui import launch
+        return launch('oscillators')
+    os.makedirs(args.out, exist_ok=True)
+    methods = TABLE2 if args.methods == 'all' else [m.strip() for m in args.methods.split(',')]
+    experiment = oscillators(preset=args.preset, alpha=args.alpha)
+    print(experiment.description)
+    table = {}
+    for seed in range(args.seeds):
+        curves = run_study(experiment, args.study, methods, args.seconds, seed, args.quiet)
+        write_metrics_csv([r for c in curves.values() for r in c[0]],
+                          os.path.join(args.out, f'metrics_{args.study}_seed{seed}.csv'))
+        if seed == 0:
+            figure(experiment, curves, os.path.join(args.out, f'fig_{args.study}.png'),
+                   f'oscillators: {args.study}, {args.seconds:g} s per run')
+        for label, (_, final, _) in curves.items():
+            table.setdefault(label, []).append((final['test_loss'], final['steps'], final['status']))
+    lines = [f"oscillators, study {args.study}: {args.seconds:g} s per run, {args.seeds} seed(s)",
+             f"{'run':>16} {'median test':>12} {'min':>10} {'max':>10} {'steps':>7}  status"]
+    for label, rows in table.items():
+        losses = [r[0] for r in rows]
+        lines.append(f"{label:>16} {statistics.median(losses):12.3e} {min(losses):10.3e} {max(losses):10.3e} "
+                     f"{int(statistics.median(r[1] for r in rows)):7d}  {rows[0][2]}")
+    print('\n'.join(lines))
+    with open(os.path.join(args.out, f'table_{args.study}.txt'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+    main()
