@@ -22,7 +22,7 @@ from torch import nn
 
 from .errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .hig import _half_inverse_torch, _gram_keeps_resolved, spectral_apply, validate_hig_settings
-from .jacobian import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_BYTES, _forward, check_size, eigh64, jacobian_factors
+from .jacobian import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_BYTES, _physics_pass, check_size, eigh64, jacobian_factors
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
@@ -182,7 +182,11 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs: torch.Tensor, targets, simu
     device = params[0].device
     t0 = time.perf_counter()
     with torch.no_grad():
-        z, y = _forward(net, inputs, simulate)
+        z = net(inputs)
+    # y and the physics Jacobian P from one replicated pass (|y| known from the previous step; else a forward)
+    y, P = _physics_pass(simulate, z, None, getattr(optimizer, '_n_out', None), optimizer.chunk_rows,
+                         optimizer.max_bytes)
+    optimizer._n_out = P.shape[1]
     y_var = y.detach().clone().requires_grad_(True)
     b, ny = y.shape[0], y[0].numel()
     with torch.enable_grad():
@@ -204,7 +208,7 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs: torch.Tensor, targets, simu
     elif path == 'gram':
         check_size("The Gram matrix J Jᵀ (float64)", (R, R), 8, optimizer.max_bytes)
     factors = jacobian_factors(net, inputs, simulate, params=params, chunk_rows=optimizer.chunk_rows,
-                               max_bytes=optimizer.max_bytes, forward=(z, y),
+                               max_bytes=optimizer.max_bytes, forward=(z, y), physics=P,
                                structured=getattr(optimizer, 'structured', None))
     kappa, beta, tau, rel = s['kappa'], s['beta'], s['truncation'], s['relative']
     floor_dim = max(R, n_params)

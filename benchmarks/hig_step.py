@@ -1,0 +1,329 @@
+"""Time and memory of one HIG step: the authors' formulation against our SVD, Gram and structured paths.
+
+One command runs everything (see benchmarks/README.md)::
+
+    python -m benchmarks.hig_step                 # all cases, writes benchmarks/results/hig_step_cpu.md
+    python -m benchmarks.hig_step --quick         # no (a) and no SVD path: minutes instead of ~half an hour
+
+Each (case, path) runs in a fresh subprocess (``--worker``) because the peak RSS of a process never
+decreases: the peak-memory column is the growth of ``ru_maxrss`` across the first step over its value
+right before it (after imports, problem set-up and a small warm-up of the libraries). Paths:
+
+* ``authors`` (a): J materialized per sample (float32), float32 thin SVD, the explicit ``V Λ^κ Uᵀ``
+  matrix (|θ| × b|y|), a matrix–vector product: the authors' TensorFlow formulation in PyTorch.
+* ``svd`` (b): ``phi_hig.hig_step`` with ``method='svd'``: J materialized, float64 SVD.
+* ``gram-dense`` (c): ``method='gram', structured=False``: J materialized per sample with ``torch.func``,
+  float64 ``J Jᵀ`` in row blocks, float64 eigh, ``Jᵀc``.
+* ``structured`` (d): ``phi_hig.HIG`` defaults: float64 Gram matrix from layer factors, J never formed.
+* ``reference``: float64 SVD of J materialized in float64 from the layer factors (the same float32 network
+  state, products formed in float64), untimed; the error column is ``‖d − d_ref‖ / ‖d_ref‖``.
+* ``adam``: forward, loss, backward and ``torch.optim.Adam.step`` of the same problem.
+
+The "largest tensor" column is the largest storage any PyTorch op returned during the first step
+(recorded with a ``TorchDispatchMode``); LAPACK workspaces and NumPy/SciPy arrays are not included
+(``eigh64`` holds one extra n×n float64 array, the size of G).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+PATHS = ('reference', 'authors', 'svd', 'gram-dense', 'structured', 'adam')
+LABELS = {'authors': '(a) authors: float32 J, float32 SVD, explicit matrix', 'svd': '(b) ours: SVD path (float64)',
+          'gram-dense': '(c) ours: Gram path, materialized J', 'structured': '(d) ours: structured Gram (default)',
+          'adam': 'Adam step'}
+DEFAULT_CASES = ('poisson41k', 'poisson25k', 'oscillators', 'qdipole')
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+
+class LargestTensor(TorchDispatchMode):
+    """Largest storage (bytes) returned by any aten op inside the context; views are not new storage."""
+    def __init__(self):
+        super().__init__()
+        self.bytes, self.what = 0, ''
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {a.untyped_storage().data_ptr() for a in list(args) + list((kwargs or {}).values())
+                  if isinstance(a, torch.Tensor)}
+        for t in (out if isinstance(out, (tuple, list)) else [out]):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                n = t.untyped_storage().nbytes()
+                if n > self.bytes:
+                    self.bytes, self.what = n, f"{func.__name__} {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
+        return out
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- the step of each path
+
+def _g_of(problem, y):
+    """Gradient of the batch-mean loss with respect to the flattened outputs (as in ``hig_step``)."""
+    yv = y.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        g, = torch.autograd.grad(problem.loss(yv, problem.targets).mean(), yv)
+    return g.reshape(-1)
+
+
+def authors_step(problem, net, kappa=-0.5):
+    """(a): per-sample J (float32), float32 thin SVD, explicit half-inverse matrix, matrix–vector product."""
+    from phi_hig import per_sample_jacobian
+    with torch.no_grad():
+        y = problem.simulate(net(problem.inputs))
+    g = _g_of(problem, y)
+    J = per_sample_jacobian(net, problem.inputs, problem.simulate)            # (b|y|, |θ|) float32
+    u, s, vh = torch.linalg.svd(J, full_matrices=False)
+    keep = s > problem.truncation * s[0]
+    half_inverse = vh[keep].T @ torch.diag(s[keep] ** kappa) @ u[:, keep].T  # (|θ|, b|y|) float32
+    d = half_inverse @ g
+    with torch.no_grad():                                                    # learning rate 0: same weights
+        offset = 0
+        for p in net.parameters():
+            p.sub_(0.0 * d[offset:offset + p.numel()].view_as(p))
+            offset += p.numel()
+    return d.to(torch.float64)
+
+
+def make_step(path, problem, net):
+    """A zero-argument function doing one step of ``path``; it returns the direction d (float64) or None."""
+    import phi_hig
+    if path == 'authors':
+        return lambda: authors_step(problem, net)
+    if path == 'adam':
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+        def adam():
+            opt.zero_grad()
+            problem.loss(problem.simulate(net(problem.inputs)), problem.targets).mean().backward()
+            opt.step()
+        return adam
+    if path == 'reference':
+        def reference():
+            from phi_hig.jacobian import jacobian_factors
+            factors = jacobian_factors(net, problem.inputs, problem.simulate)
+            J64 = factors.rows(0, factors.n_samples, torch.float64)
+            g = _g_of(problem, factors.y).to(torch.float64)
+            return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, method='svd')
+        return reference
+
+    class Recording(phi_hig.HIG):
+        def apply_direction(self, direction):
+            self.last = direction.detach().to(torch.float64).clone()
+            super().apply_direction(direction)
+    settings = {'svd': dict(method='svd'), 'gram-dense': dict(method='gram', structured=False),
+                'structured': dict(method='auto')}[path]
+    opt = Recording(net, learning_rate=0.0, truncation=problem.truncation, **settings)  # lr 0: same weights
+
+    def hig():
+        info = phi_hig.hig_step(net, opt, problem.inputs, problem.targets, problem.simulate, problem.loss)
+        hig.info = info
+        return opt.last
+    return hig
+
+
+# ---------------------------------------------------------------- one (case, path) in this process
+
+def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: int = 0) -> dict:
+    from benchmarks.problems import CASES
+    if threads:
+        torch.set_num_threads(threads)
+    problem = CASES[case]()
+    dev = torch.device(device)
+    problem.net.to(dev)
+    problem.inputs, problem.targets = problem.inputs.to(dev), problem.targets.to(dev)
+    net = problem.net
+    # warm up the libraries (autograd, BLAS/LAPACK threads) on tiny problems, not the step itself
+    w = torch.randn(64, 64, dtype=torch.float64, device=dev)
+    torch.linalg.eigh(w @ w.T), torch.linalg.svd(w), torch.linalg.svd(w.float())
+    problem.loss(problem.simulate(net(problem.inputs[:2])), problem.targets[:2]).sum().backward()
+    net.zero_grad(set_to_none=True)
+    step = make_step(path, problem, net)
+    if dev.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        gpu0 = torch.cuda.max_memory_allocated()
+    rss0 = _maxrss_mb()
+    probe = LargestTensor()
+    _sync(dev)
+    t0 = time.perf_counter()
+    with probe:
+        d = step()
+    _sync(dev)
+    first = time.perf_counter() - t0
+    rss_growth = _maxrss_mb() - rss0
+    gpu_growth = (torch.cuda.max_memory_allocated() - gpu0) / 2 ** 20 if dev.type == 'cuda' else None
+    times = []
+    n_more = 0 if path == 'reference' else (reps if first < 5 else (2 if first < 60 else 0))
+    for _ in range(n_more):
+        _sync(dev)
+        t0 = time.perf_counter()
+        step()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    result = dict(case=case, path=path, device=str(dev), n_params=problem.n_params, batch=problem.inputs.shape[0],
+                  n_out=int(problem.simulate(net(problem.inputs[:1])).numel()), first_s=first,
+                  median_s=statistics.median(times) if times else first, n_timed=max(1, len(times)),
+                  rss_before_mb=rss0, rss_growth_mb=rss_growth, gpu_growth_mb=gpu_growth,
+                  largest_mb=probe.bytes / 2 ** 20, largest_what=probe.what, threads=torch.get_num_threads(),
+                  step_path=getattr(getattr(step, 'info', None), 'path', path))
+    if d is not None:
+        np.save(os.path.join(out_dir, f'{case}_{path}.npy'), d.detach().cpu().numpy())
+    return result
+
+
+# ---------------------------------------------------------------- the driver
+
+def _run_worker(case, path, args, out_dir) -> dict:
+    cmd = [sys.executable, '-m', 'benchmarks.hig_step', '--worker', '--case', case, '--path', path,
+           '--device', args.device, '--reps', str(args.reps), '--out-dir', out_dir]
+    if args.threads:
+        cmd += ['--threads', str(args.threads)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get('PYTHONPATH', '')]))
+    env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # idle OpenMP threads sleep: robust on shared cores
+    print(f"  {case:12s} {path:11s} ...", end='', flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=_ROOT)
+    if proc.returncode != 0:
+        print(f" failed ({proc.returncode})")
+        print(proc.stderr[-3000:])
+        return dict(case=case, path=path, error=proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed')
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f" {result['median_s']:.3f} s (n={result['n_timed']}), +{result['rss_growth_mb']:.0f} MB RSS "
+          f"[{time.perf_counter() - t0:.0f} s wall]", flush=True)
+    return result
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _fmt_time(s):
+    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def table(results: list, header: str) -> str:
+    by = {(r['case'], r['path']): r for r in results}
+    lines = [header, '',
+             '| case | b × \\|y\\| | \\|θ\\| | path | time per step (median, n) | × Adam (same b) | speed-up vs (a) '
+             '| peak-RSS growth | largest tensor | rel. error of update |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for r in results:
+        if r['path'] == 'reference':
+            continue
+        case = r['case']
+        if 'error' in r:
+            lines.append(f"| {case} | | | {LABELS.get(r['path'], r['path'])} | failed: {r['error']} | | | | | |")
+            continue
+        adam = by.get((case, 'adam'))
+        authors = by.get((case, 'authors'))
+        ratio = f"{r['median_s'] / adam['median_s']:.1f}×" if adam and 'error' not in adam and r['path'] != 'adam' else ''
+        speed = (f"{authors['median_s'] / r['median_s']:.1f}×" if authors and 'error' not in authors
+                 and r['path'] not in ('adam', 'authors') else '')
+        err = f"{r['error_rel']:.1e}" if r.get('error_rel') is not None else ''
+        mem = f"{r['rss_growth_mb']:.0f} MB" + (f" (GPU {r['gpu_growth_mb']:.0f} MB)" if r.get('gpu_growth_mb') is not None else '')
+        label = LABELS.get(r['path'], r['path']) + (f" [{r['step_path']}]" if r['path'] in ('svd', 'gram-dense', 'structured') else '')
+        lines.append(f"| {case} | {r['batch']} × {r['n_out']} | {r['n_params']:,} | {label} | "
+                     f"{_fmt_time(r['median_s'])} (n={r['n_timed']}) | {ratio} | {speed} | {mem} | "
+                     f"{r['largest_mb']:.1f} MB: {r['largest_what']} | {err} |")
+    return '\n'.join(lines)
+
+
+def driver(args) -> str:
+    cases = args.cases or list(DEFAULT_CASES)
+    paths = [p for p in PATHS if not (args.quick and p in ('authors', 'svd'))
+             and not (args.skip_authors and p == 'authors') and p not in (args.skip or [])]
+    load_before = os.getloadavg()
+    started = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    results = []
+    with tempfile.TemporaryDirectory() as out_dir:
+        for case in cases:
+            print(f"{case}:")
+            for path in paths:
+                results.append(_run_worker(case, path, args, out_dir))
+            ref_file = os.path.join(out_dir, f'{case}_reference.npy')
+            if os.path.exists(ref_file):
+                ref = np.load(ref_file)
+                for r in results:
+                    f = os.path.join(out_dir, f"{case}_{r['path']}.npy")
+                    if r['case'] == case and r['path'] not in ('reference', 'adam') and os.path.exists(f):
+                        r['error_rel'] = float(np.linalg.norm(np.load(f) - ref) / np.linalg.norm(ref))
+        if 'oscillators' in cases and 'adam' in paths and 'oscillators512' not in cases:
+            print("oscillators512:")
+            results.append(_run_worker('oscillators512', 'adam', args, out_dir))
+    load_after = os.getloadavg()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    header = (f"# HIG step benchmark ({args.device})\n\n"
+              f"Command: `python -m benchmarks.hig_step {' '.join(args.argv)}`  \n"
+              f"Started {started}; machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+              f"({args.threads or torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+              f"{os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}); load average (1/5/15 min) before "
+              f"{'/'.join(f'{x:.2f}' for x in load_before)}, after {'/'.join(f'{x:.2f}' for x in load_after)} "
+              f"(other engineers' jobs share these cores).\n\n"
+              f"Time: median over the repeated steps after the first (n = 1: the first and only step). "
+              f"Peak-RSS growth: `ru_maxrss` after the first step minus before it, fresh process per row. "
+              f"Largest tensor: largest storage returned by a PyTorch op during the first step. Error: "
+              f"‖d − d_ref‖/‖d_ref‖ with d_ref from a float64 SVD of J formed in float64 from the same "
+              f"network state. HIG: κ = −1/2, τ relative as in the authors' code.")
+    text = table(results, header)
+    os.makedirs(RESULTS, exist_ok=True)
+    out = args.output or os.path.join(RESULTS, f"hig_step_{'cpu' if args.device == 'cpu' else 'gpu'}.md")
+    with open(out, 'w') as f:
+        f.write(text + '\n')
+    with open(os.path.splitext(out)[0] + '.json', 'w') as f:
+        json.dump(dict(started=started, load_before=load_before, load_after=load_after, results=results), f, indent=1)
+    print()
+    print(text)
+    print(f"\nwritten to {out}")
+    return text
+
+
+def main(argv=None) -> int:
+    """Command-line entry point (``python -m benchmarks.hig_step [options]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog='python -m benchmarks.hig_step', description=__doc__.split('\n')[0])
+    parser.add_argument('--cases', nargs='*', help=f"cases (default: {' '.join(DEFAULT_CASES)})")
+    parser.add_argument('--quick', action='store_true', help="skip (a) and (b), the slow SVD paths")
+    parser.add_argument('--skip-authors', action='store_true', help="skip (a), the authors' formulation")
+    parser.add_argument('--skip', nargs='*', choices=PATHS, help="paths to skip")
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--reps', type=int, default=5, help="timed repetitions after the first step (fast paths)")
+    parser.add_argument('--threads', type=int, default=0, help="torch threads per worker (default: torch's default)")
+    parser.add_argument('--output', help="Markdown file to write (default benchmarks/results/hig_step_<device>.md)")
+    parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--case', help=argparse.SUPPRESS)
+    parser.add_argument('--path', choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument('--out-dir', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    if args.worker:
+        print(json.dumps(worker(args.case, args.path, args.device, args.reps, args.out_dir, args.threads)))
+        return 0
+    driver(args)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
