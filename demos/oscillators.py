@@ -20,7 +20,7 @@ import statistics
 import torch
 
 import phi_hig
-from phi_hig.experiments import oscillators
+from phi_hig.experiments.oscillators import oscillators
 from phi_hig.experiments.oscillators import rk4
 from phi_hig.report import write_metrics_csv, _pyplot
 
@@ -41,10 +41,11 @@ def runs_for(study, methods):
     raise ValueError(study)
 
 
-def run_study(experiment, study, methods, seconds, seed, quiet):
-    """Train every run of the study; returns ``{label: records}``."""
+def run_study(experiment, study, methods, seconds, seed, quiet, extra=None):
+    """Train every run of the study; returns ``{label: (records, final values, trained net)}``."""
     curves = {}
     for label, method, overrides in runs_for(study, methods):
+        overrides = dict((extra or {}).get(method, {}), **(overrides or {}))
         result = phi_hig.train(experiment, [method], seconds=seconds, seed=seed, progress=not quiet,
                                overrides={method: overrides} if overrides else None)
         records = [dict(r, method=label) for r in result.records]
@@ -100,6 +101,8 @@ def main(argv=None):
     parser.add_argument('--methods', default='adam,gn,hig', help="comma-separated methods, or 'all' (Table 2)")
     parser.add_argument('--study', default='methods', choices=['methods', 'batch', 'kappa-beta'])
     parser.add_argument('--alpha', type=float, default=None, help="paper text's α (cubic coefficient 4α); default: the authors' code, coefficient 1")
+    parser.add_argument('--gn-truncation', type=float, default=None,
+                        help='τ of every GN run (Table 2: 1e-6, which diverges at once in our float64 implementation)')
     parser.add_argument('--preset', default='paper', choices=['paper', 'test'])
     parser.add_argument('--out', default='runs/oscillators', help='output folder')
     parser.add_argument('--quiet', action='store_true')
@@ -114,7 +117,8 @@ def main(argv=None):
     print(experiment.description)
     table = {}
     for seed in range(args.seeds):
-        curves = run_study(experiment, args.study, methods, args.seconds, seed, args.quiet)
+        extra = {'gn': dict(truncation=args.gn_truncation)} if args.gn_truncation else None
+        curves = run_study(experiment, args.study, methods, args.seconds, seed, args.quiet, extra)
         write_metrics_csv([r for c in curves.values() for r in c[0]],
                           os.path.join(args.out, f'metrics_{args.study}_seed{seed}.csv'))
         if seed == 0:
