@@ -138,6 +138,10 @@ def test_example_view_modes():
     assert [t for t, _ in panels('p', np.zeros((2, 8, 8)))] == ['p [0]', 'p [1]']
     assert panels('velocity', np.zeros((2, 8, 8)))[0][1].shape == (2, 8, 8)
     assert panels('p', np.zeros(10))[0][1].shape == (10,)
+    assert panels('p', np.zeros(16))[0][1].shape == (16,)  # too small to be a grid
+    assert [a.shape for _, a in panels('p', np.zeros((2, 64)))] == [(8, 8), (8, 8)]
+    img = panels('p', np.arange(20.).reshape(5, 4))[0][1]  # (x, y) -> image indexed (y, x), drawn y up
+    assert img.shape == (4, 5) and img[0].tolist() == [0, 4, 8, 12, 16] and img[-1].tolist() == [3, 7, 11, 15, 19]
     assert [a.shape for _, a in panels('p', np.zeros((20, 2)))] == [(20,), (20,)]
 
 
@@ -146,14 +150,18 @@ def test_example_view_phiml_grid_and_hook():
     from phi_hig.gui.views import to_example_arrays
     t = math.random_normal(math.batch(b=3), math.spatial(x=6, y=5), math.channel(vector='x,y'))
     (suffix, arr), = to_example_arrays(t)
-    assert suffix == 'velocity' and arr.shape == (2, 5, 6)
-    # row 0 of the image is the top (largest y)
-    assert arr[0, 0, 0] == pytest.approx(float(t.b[0].vector['x'].y[4].x[0]))
+    assert suffix == 'velocity' and arr.shape == (2, 6, 5)
+    (title, field), = panels('prediction velocity', arr)
+    assert field.shape == (2, 5, 6)  # (component, y, x)
+    assert field[0, 4, 0] == pytest.approx(float(t.b[0].vector['x'].y[4].x[0]))
+    assert field[1, 0, 5] == pytest.approx(float(t.b[0].vector['y'].y[0].x[5]))
 
     g = grid8('test')
-    g.visualize = lambda net, x, t: {'truth': {'marker': np.ones((4, 4))}, 'prediction': [('marker', np.zeros((4, 4)))]}
+    g.visualize = lambda net, x, t: {'truth': {'marker': np.ones((5, 4))},
+                                     'prediction': [('marker', np.zeros((5, 4))), ('velocity', np.zeros((2, 5, 4)))]}
     v = example_view(g, g.make_net())
-    assert v['truth'][0][0] == 'marker' and v['prediction'][0][1].shape == (4, 4)
+    assert v['mode'] == 'field' and v['truth'][0][0] == 'marker' and v['truth'][0][1].shape == (4, 5)
+    assert [a.shape for _, a in v['prediction']] == [(4, 5), (2, 4, 5)]
 
 
 def test_figures_from_snapshot():

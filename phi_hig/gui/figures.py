@@ -19,16 +19,17 @@ def _color(methods: List[str], m: str) -> str:
 
 @lru_cache(maxsize=None)
 def _colorscale(name: str):
-    """PhiFlow's colormaps (ORANGE_WHITE_BLUE for signed data, its extended viridis otherwise) as plotly
-    colorscales; plotly's own RdBu / Viridis when PhiFlow's table cannot be loaded."""
+    """PhiFlow's look: its ORANGE_WHITE_BLUE map (the old dash GUI's diverging map) for signed data, viridis
+    (PhiFlow's matplotlib default) otherwise. Falls back to plotly's RdBu when PhiFlow's table cannot be loaded."""
+    if name != 'signed':
+        return 'Viridis'
     try:
         from ..report import _pyplot
         _pyplot()  # phi.vis._dash.colormaps imports pyplot: make sure it is headless first
-        from phi.vis._dash.colormaps import ORANGE_WHITE_BLUE, VIRIDIS_EXTENDED
-        table = ORANGE_WHITE_BLUE if name == 'signed' else VIRIDIS_EXTENDED
-        return [[float(p), f'rgb({int(r)},{int(g)},{int(b)})'] for p, r, g, b in table]
+        from phi.vis._dash.colormaps import ORANGE_WHITE_BLUE
+        return [[float(p), f'rgb({int(r)},{int(g)},{int(b)})'] for p, r, g, b in ORANGE_WHITE_BLUE]
     except Exception:
-        return 'RdBu_r' if name == 'signed' else 'Viridis'
+        return 'RdBu_r'
 
 
 def _empty(message: str, height: int = 320):
@@ -123,9 +124,8 @@ def spectrum_figure(snapshot: dict):
     return fig
 
 
-def _quiver(u: np.ndarray, v: np.ndarray, max_arrows: int = 16):
-    """Line segments (x, y with None separators) of a subsampled vector field in image coordinates (row 0 at
-    the top, v pointing up)."""
+def _quiver(u: np.ndarray, v: np.ndarray, max_arrows: int = 10):
+    """Line segments (x, y with None separators) of a subsampled vector field given as (y, x) arrays."""
     h, w = u.shape
     step = max(1, int(math.ceil(max(h, w) / max_arrows)))
     ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step]
@@ -134,7 +134,7 @@ def _quiver(u: np.ndarray, v: np.ndarray, max_arrows: int = 16):
     px, py = [], []
     for x0, y0, du, dv in zip(xs.ravel(), ys.ravel(), uu.ravel(), vv.ravel()):
         px += [x0, x0 + du * scale, None]
-        py += [y0, y0 - dv * scale, None]
+        py += [y0, y0 + dv * scale, None]
     return px, py
 
 
@@ -175,13 +175,18 @@ def example_figure(snapshot: dict):
     for label, items in rows:
         titles += [f'{label}: {t}' if label not in ('ground truth', '') else t for t, _ in items] + \
             [''] * (ncols - len(items))
-    images = [a for _, items in rows for _, a in items if a.ndim == 2]
-    signed = any(np.nanmin(a) < 0 < np.nanmax(a) for a in images) if images else False
-    truth_images = [a for _, a in first['truth'] if a.ndim == 2] or images
-    lim = max([float(np.nanmax(np.abs(a))) for a in truth_images] + [1e-30])  # one colour scale for all
-    low = min([float(np.nanmin(a)) for a in truth_images] + [0.0])
-    shown_bar = False
-    fig = make_subplots(rows=len(rows), cols=ncols, subplot_titles=titles, horizontal_spacing=0.06,
+    # one colour scale per column (the same quantity in every row), from the ground truth where there is one
+    scale = {}
+    for c in range(ncols):
+        column = [items[c][1] for _, items in rows if c < len(items) and items[c][1].ndim == 2]
+        ref = [column[0]] if rows[0][1] and c < len(rows[0][1]) and rows[0][1][c][1].ndim == 2 else column
+        if ref:
+            low, high = min(float(np.nanmin(a)) for a in ref), max(float(np.nanmax(a)) for a in ref)
+            lim = max(abs(low), abs(high)) or 1.
+            scale[c + 1] = dict(zmin=-lim, zmax=lim, colorscale=_colorscale('signed')) if low < 0 < high else \
+                dict(zmin=low, zmax=high if high > low else low + 1, colorscale=_colorscale('positive'))
+    bars = set()
+    fig = make_subplots(rows=len(rows), cols=ncols, subplot_titles=titles, horizontal_spacing=0.12,
                         vertical_spacing=0.12 if len(rows) > 1 else 0.1)
     for r, (label, items) in enumerate(rows, start=1):
         for c, (title, a) in enumerate(items, start=1):
@@ -193,16 +198,17 @@ def example_figure(snapshot: dict):
                 fig.add_trace(go.Scatter(x=px, y=py, mode='lines', line=dict(color='white', width=1),
                                          showlegend=False, hoverinfo='skip'), row=r, col=c)
                 k = (r - 1) * ncols + c
-                fig.update_yaxes(autorange='reversed', scaleanchor='x' if k == 1 else f'x{k}', constrain='domain',
+                fig.update_yaxes(scaleanchor='x' if k == 1 else f'x{k}', constrain='domain',
                                  row=r, col=c)
             elif a.ndim == 2:
-                kw = dict(zmin=-lim, zmax=lim, colorscale=_colorscale('signed')) if signed else \
-                    dict(zmin=low, zmax=lim, colorscale=_colorscale('positive'))
-                fig.add_trace(go.Heatmap(z=_list(a), showscale=not shown_bar, name=f'{label} {title}'.strip(),
-                                         colorbar=dict(thickness=10, len=0.8), **kw), row=r, col=c)
-                shown_bar = True
+                kw = scale.get(c, dict(colorscale=_colorscale('positive')))
                 k = (r - 1) * ncols + c
-                fig.update_yaxes(autorange='reversed', scaleanchor='x' if k == 1 else f'x{k}', constrain='domain',
+                domain = fig.layout['xaxis' if k == 1 else f'xaxis{k}'].domain
+                fig.add_trace(go.Heatmap(z=_list(a), showscale=c not in bars, name=f'{label} {title}'.strip(),
+                                         colorbar=dict(thickness=8, len=0.9, x=domain[1] + 0.005, xanchor='left',
+                                                       tickfont=dict(size=9)), **kw), row=r, col=c)
+                bars.add(c)
+                fig.update_yaxes(scaleanchor='x' if k == 1 else f'x{k}', constrain='domain',
                                  row=r, col=c)
                 fig.update_xaxes(constrain='domain', row=r, col=c)
             else:
