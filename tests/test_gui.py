@@ -180,7 +180,8 @@ def test_figures_from_snapshot():
 
 
 # --- browser ----------------------------------------------------------------------------------------------
-CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
+CHROMIUM = os.environ.get('PHI_HIG_CHROMIUM', '/usr/bin/chromium')
+CHROMEDRIVER = os.environ.get('PHI_HIG_CHROMEDRIVER', '/usr/bin/chromedriver')
 
 
 def _browser_or_skip():
@@ -317,6 +318,15 @@ def test_browser_dashboard():
         steps = server.dashboard.run.steps_done()
         time.sleep(0.5)
         assert server.dashboard.run.steps_done() == steps
+        # a second tab sees the same run: its status, its settings and its curves
+        first_tab = driver.current_window_handle
+        driver.switch_to.new_window('tab')
+        driver.get(server.url)
+        _wait(lambda: _status(driver)[0] == 'paused', 20, 'status paused in a second tab')
+        assert driver.find_element(By.ID, 'steps').get_attribute('value') == '1000'
+        _wait(lambda: (_points(driver, 'loss-graph') or {}).get('hig train', 0) >= 3, 10, 'curves in the second tab')
+        driver.close()
+        driver.switch_to.window(first_tab)
         driver.find_element(By.ID, 'stop').click()
         _wait(lambda: _status(driver)[0] == 'stopped', 15, 'status stopped')
         status, steps = _status(driver)
@@ -355,3 +365,16 @@ def test_browser_dashboard():
         finally:
             server.close()
             shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_main_reports_bad_arguments(capsys):
+    pytest.importorskip('dash')
+    from phi_hig.gui import main
+    assert main(['nope']) == 2
+    assert 'unknown experiment' in capsys.readouterr().err
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        s.listen()
+        assert main(['toy', '--port', str(s.getsockname()[1])]) == 2
+    assert 'in use' in capsys.readouterr().err
