@@ -122,6 +122,16 @@ def test_live_run_records_views_spectra_and_stops():
     assert run2.status == 'stopped' and run2.steps_done()['hig'] == 0
 
 
+def test_dashboard_writes_finished_runs(tmp_path):
+    from phi_hig.report import read_run
+    d = Dashboard(experiments={'grid8': grid8}, out=str(tmp_path))
+    run = d.start('grid8', ['adam'], steps='5', preset='test')
+    assert run.wait(60) and run.status == 'finished'
+    records, summary = read_run(run.saved)
+    assert run.saved.startswith(str(tmp_path)) and summary['final']['adam']['steps'] == 5
+    assert run.snapshot()['saved'] == run.saved
+
+
 # --- example views ------------------------------------------------------------------------------------------
 def test_example_view_modes():
     from phi_hig.experiments import get

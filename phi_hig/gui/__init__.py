@@ -1,6 +1,6 @@
 """Live training dashboard in the browser (plotly Dash, optional extra: ``pip install 'phi_hig[gui]'``).
 
-    python -m phi_hig gui [EXPERIMENT] [--port N] [--preset test] [--steps N] [--methods adam,hig]
+    python -m phi_hig gui [EXPERIMENT] [--port N] [--preset test] [--steps N] [--methods adam,hig] [--out runs/gui]
 
 starts a local web server bound to 127.0.0.1 and prints its address. In the page one picks an experiment,
 the methods to compare and their main hyperparameters, starts, pauses and stops training, and watches the
@@ -99,8 +99,8 @@ class Server:
 
 def serve(experiment: Optional[str] = None, port: Optional[int] = None, *, background: bool = False,
           experiments: Optional[dict] = None, preset: Optional[str] = None, steps: Optional[int] = None,
-          seconds: Optional[float] = None, methods: Optional[Sequence[str]] = None, quiet: bool = False,
-          interval_ms: int = 600) -> Server:
+          seconds: Optional[float] = None, methods: Optional[Sequence[str]] = None, out: Optional[str] = None,
+          quiet: bool = False, interval_ms: int = 600) -> Server:
     """Start the dashboard on 127.0.0.1.
 
     Args:
@@ -113,6 +113,7 @@ def serve(experiment: Optional[str] = None, port: Optional[int] = None, *, backg
         steps: step budget preselected in the page.
         seconds: wall-clock budget preselected in the page.
         methods: methods preselected in the page (default adam and hig where defined).
+        out: write every run that ends to ``out/EXPERIMENT-TIME`` (metrics.csv, summary.json, curves.png).
         quiet: do not print the address.
         interval_ms: page refresh interval.
     """
@@ -125,7 +126,7 @@ def serve(experiment: Optional[str] = None, port: Optional[int] = None, *, backg
                                       methods=list(methods) if methods else None).items() if v is not None}
     if seconds is not None and steps is None:
         defaults['steps'] = None
-    dashboard = Dashboard(experiments=experiments, default=name, defaults=defaults)
+    dashboard = Dashboard(experiments=experiments, default=name, defaults=defaults, out=out)
     server = Server(dashboard, port=port, interval_ms=interval_ms)
     if not quiet:
         print(f"phi_hig dashboard: {server.url}  (Ctrl-C to stop)", flush=True)
@@ -155,11 +156,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--steps', type=int, help='step budget per method preselected (default 2000)')
     p.add_argument('--seconds', type=float, help='wall-clock budget per method preselected')
     p.add_argument('--methods', help='comma-separated methods preselected (default adam,hig)')
+    p.add_argument('--out', help='write each run that ends to OUT/EXPERIMENT-TIME (then: python -m phi_hig report)')
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     from ..errors import InvalidInputError
     try:
         serve(args.experiment, port=args.port, preset=args.preset, steps=args.steps, seconds=args.seconds,
-              methods=[m.strip() for m in args.methods.split(',')] if args.methods else None)
+              methods=[m.strip() for m in args.methods.split(',')] if args.methods else None, out=args.out)
     except ImportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -195,6 +195,8 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
                      else ''))
         if snap['error']:
             status += f"  |  {snap['error']}"
+        if snap.get('saved'):
+            status += f"  |  saved to {snap['saved']}"
         return (figures.loss_figure(snap), figures.example_figure(snap), figures.spectrum_figure(snap),
                 html.Span(status, id='status-text', **{'data-status': snap['status'],
                                                       'data-steps': json.dumps(done)}), key)

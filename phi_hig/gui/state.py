@@ -7,6 +7,7 @@ that runs continue with no page open and every tab sees the same state.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import traceback
@@ -105,7 +106,7 @@ class LiveRun:
 
     VIEW_INTERVAL = 0.4  # seconds between example-view refreshes (the view costs one forward pass)
 
-    def __init__(self, config: RunConfig, experiment, view_fn: Optional[Callable] = None):
+    def __init__(self, config: RunConfig, experiment, view_fn: Optional[Callable] = None, out: Optional[str] = None):
         from ..runner import RunControl
         self.config, self.experiment = config, experiment
         self.control = RunControl()
@@ -121,6 +122,8 @@ class LiveRun:
         self.started = time.time()
         self.result = None
         self._view_fn = view_fn
+        self.out = out  # where the finished run is written (`phi_hig.report.write_run`), if anywhere
+        self.saved: Optional[str] = None
         self._last_view: Dict[str, float] = {}
         self._last_version_bump = 0.0
         self.thread = threading.Thread(target=self._run, name='phi_hig-gui-train', daemon=True)
@@ -174,6 +177,11 @@ class LiveRun:
             self.result = train(self.experiment, c.methods, steps=c.steps, seconds=c.seconds, seed=c.seed,
                                 overrides=c.overrides, progress=False, on_record=self._on_record,
                                 control=self.control)
+            if self.out:
+                from ..report import write_run
+                path = os.path.join(self.out, f"{self.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+                write_run(self.result, path)
+                self.saved = path
             with self.lock:
                 self.status = 'stopped' if self.control.stopped else 'finished'
                 for m, final in self.result.summary.get('final', {}).items():
@@ -235,7 +243,8 @@ class LiveRun:
                         history={m: {k: list(v) for k, v in h.items()} for m, h in self.history.items()},
                         spectra={m: s.copy() for m, s in self.spectra.items()},
                         ranks={m: list(r) for m, r in self.ranks.items()},
-                        views=dict(self.views), started=self.started, elapsed=time.time() - self.started)
+                        views=dict(self.views), started=self.started, elapsed=time.time() - self.started,
+                        saved=self.saved)
 
     def steps_done(self) -> Dict[str, int]:
         """Steps made so far per method."""
@@ -263,10 +272,13 @@ class Dashboard:
         default: experiment preselected in the page.
         view_fn: ``view_fn(experiment, net) -> view`` computing the example view (default
             `phi_hig.gui.views.example_view`).
+        defaults: initial values of the page (preset, steps, seconds, methods).
+        out: if given, every run that ends (finished or stopped) is written to ``out/EXPERIMENT-TIME`` with
+            `phi_hig.report.write_run` (then ``python -m phi_hig report`` makes its figures).
     """
 
     def __init__(self, experiments: Optional[dict] = None, default: Optional[str] = None,
-                 view_fn: Optional[Callable] = None, defaults: Optional[dict] = None):
+                 view_fn: Optional[Callable] = None, defaults: Optional[dict] = None, out: Optional[str] = None):
         from ..experiments import available
         self.extra = dict(experiments or {})
         self.names: List[str] = list(self.extra) + [n for n in available() if n not in self.extra]
@@ -280,6 +292,7 @@ class Dashboard:
             from .views import example_view
             view_fn = example_view
         self.view_fn = view_fn
+        self.out = out
         self.run: Optional[LiveRun] = None
         self._lock = threading.Lock()
         self._cache: Dict[tuple, object] = {}
@@ -345,7 +358,7 @@ class Dashboard:
             if self.run is not None and self.run.active:
                 raise InvalidInputError("a run is in progress: stop it first")
             config = RunConfig(experiment, methods, overrides, steps=steps, seconds=seconds, preset=preset, seed=seed)
-            self.run = LiveRun(config, exp, view_fn=self.view_fn).start()
+            self.run = LiveRun(config, exp, view_fn=self.view_fn, out=self.out).start()
             return self.run
 
     def stop(self, wait: float = 0) -> None:
