@@ -6,7 +6,6 @@ with the reason, only where dash / selenium / Chromium are not installed (script
 exports PHI_HIG_CHROMIUM_REASON when it could not).
 """
 import json
-import math
 import os
 import shutil
 import tempfile

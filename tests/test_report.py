@@ -1,5 +1,4 @@
 """Run directories and reports: write_run -> read_run round trip, the summary table, `python -m phi_hig report`."""
-import json
 import math
 import os
 

@@ -155,15 +155,15 @@ def example_figure(snapshot: dict):
         fig = go.Figure()
         x = first['x']
         for i, (title, t) in enumerate(first['truth']):
-            fig.add_trace(go.Scatter(x=_list(x), y=_list(t), mode='lines', line=dict(color='black', dash='dash', width=1.5),
-                                     name=title))
+            fig.add_trace(go.Scatter(x=_list(x), y=_list(t), mode='lines', name=title,
+                                     line=dict(color='black' if i == 0 else '#888', dash='dash', width=1.5)))
         for m, v in views.items():
             for i, (title, y) in enumerate(v['prediction']):
                 fig.add_trace(go.Scatter(x=_list(v['x']), y=_list(y), mode='lines', line=dict(color=_color(methods, m), width=2,
                                                                                dash=None if i == 0 else 'dot'),
                                          name=f'{m}: {title}'))
         fig.update_layout(height=320, margin=dict(l=50, r=20, t=30, b=40), font=_FONT, uirevision=_revision(snapshot),
-                          title=dict(text='held-out set: prediction (solid/dotted) vs target (dashed)', font=_FONT),
+                          title=dict(text='held-out set: prediction (solid: y1, dotted: y2) vs target (dashed)', font=_FONT),
                           xaxis_title='input x', plot_bgcolor='white')
         return fig
     rows = [('ground truth', first['truth'])] + [(m, v['prediction']) for m, v in views.items()]

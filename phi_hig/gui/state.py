@@ -296,10 +296,16 @@ class Dashboard:
         self.run: Optional[LiveRun] = None
         self._lock = threading.Lock()
         self._cache: Dict[tuple, object] = {}
+        self._build_lock = threading.Lock()
 
     def experiment(self, name: str, preset: str = 'paper'):
         """Build (and cache) experiment ``name`` with ``preset``."""
         key = (name, preset)
+        with self._build_lock:  # tabs asking at once build it once
+            return self._build(key)
+
+    def _build(self, key):
+        name, preset = key
         if key not in self._cache:
             if name in self.extra:
                 spec = self.extra[name]

@@ -64,10 +64,6 @@ def take(v, index: int = 0, n: int = 1):
     return v
 
 
-def _names(items) -> list:
-    return list(items.names) if hasattr(items, 'names') else list(items)
-
-
 def to_example_arrays(v) -> List[Tuple[str, np.ndarray]]:
     """The first example of a batched value as NumPy arrays without the batch dimension.
 
@@ -228,9 +224,13 @@ def example_view(experiment, net, index: int = 0) -> dict:
             order = np.argsort(xs)
             ys = y.reshape(y.shape[0], -1).double().cpu().numpy()[order]
             ts = targets[:CURVE_POINTS].reshape(x.shape[0], -1).double().cpu().numpy()[order]
+            prediction = [(f'y{i + 1}', ys[:, i]) for i in range(ys.shape[1])]
+            zs = z.reshape(z.shape[0], -1).double().cpu().numpy()[order]
+            if simulate is not None and ts.shape[1] == ys.shape[1] + zs.shape[1]:
+                # targets packed as (y*, x*): show the network output next to x*
+                prediction += [(f'network output z{i + 1}', zs[:, i]) for i in range(zs.shape[1])]
             return {'mode': 'curve', 'x': xs[order],
-                    'truth': [(f'target y{i + 1}', ts[:, i]) for i in range(ts.shape[1])],
-                    'prediction': [(f'y{i + 1}', ys[:, i]) for i in range(ys.shape[1])]}
+                    'truth': [(f'target y{i + 1}', ts[:, i]) for i in range(ts.shape[1])], 'prediction': prediction}
         z, _ = forward(net, inputs, index)
         y = simulate(z) if simulate is not None else z
         truth = _field_panels('target', take(targets, index))
