@@ -179,7 +179,9 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
     def _draw(_n, _count, drawn):
         run = d.run
         if run is None:
-            return no_update, no_update, no_update, 'status: idle — no run yet', -1
+            if drawn == 'idle':
+                return no_update, no_update, no_update, no_update, no_update
+            return no_update, no_update, no_update, 'status: idle — no run yet', 'idle'
         key = f'{id(run)}:{run.version}'
         if key == drawn:
             return no_update, no_update, no_update, no_update, no_update
