@@ -291,7 +291,7 @@ def test_browser_dashboard():
     from phi_hig.gui import serve
     out_dir = os.environ.get('PHI_HIG_SCREENSHOT_DIR', os.path.join(tempfile.gettempdir(), 'phi_hig_gui'))
     os.makedirs(out_dir, exist_ok=True)
-    server = serve('toy', port=0, background=True, experiments={'grid8': grid8}, preset='test', steps=1000,
+    server = serve('toy', port=0, background=True, experiments={'grid8': grid8}, preset='test', steps=2000,
                    methods=['adam', 'hig'], quiet=True, interval_ms=300)
     try:
         driver.get(server.url)
@@ -313,6 +313,14 @@ def test_browser_dashboard():
         start.click()
         _wait(lambda: error.text == '' and server.dashboard.run is not None, 10, 'the run to start')
         t0 = time.time()
+        # the run goes on with no page open; a page opened later shows it
+        _wait(lambda: (_points(driver, 'loss-graph') or {}).get('adam train', 0) >= 3, 20, 'the first adam points')
+        driver.get('about:blank')
+        before = sum(server.dashboard.run.steps_done().values())
+        time.sleep(1.0)
+        assert sum(server.dashboard.run.steps_done().values()) > before, 'training stopped without a page'
+        driver.get(server.url)
+        _wait(lambda: _status(driver)[0] == 'running', 20, 'the running status on a reopened page')
         _wait(lambda: (_points(driver, 'loss-graph') or {}).get('hig train', 0) >= 3
               and _points(driver, 'loss-graph').get('adam test', 0) >= 2, 40, 'loss points of adam and hig')
         pts = _points(driver, 'loss-graph')
@@ -332,14 +340,14 @@ def test_browser_dashboard():
         driver.switch_to.new_window('tab')
         driver.get(server.url)
         _wait(lambda: _status(driver)[0] == 'paused', 20, 'status paused in a second tab')
-        assert driver.find_element(By.ID, 'steps').get_attribute('value') == '1000'
+        assert driver.find_element(By.ID, 'steps').get_attribute('value') == '2000'
         _wait(lambda: (_points(driver, 'loss-graph') or {}).get('hig train', 0) >= 3, 10, 'curves in the second tab')
         driver.close()
         driver.switch_to.window(first_tab)
         driver.find_element(By.ID, 'stop').click()
         _wait(lambda: _status(driver)[0] == 'stopped', 15, 'status stopped')
         status, steps = _status(driver)
-        assert 0 < steps['hig'] < 1000 and steps['adam'] == 1000, steps
+        assert 0 < steps['hig'] < 2000 and steps['adam'] == 2000, steps
         time.sleep(0.4)  # let the last redraw land
         shot = os.path.join(out_dir, 'dashboard_toy.png')
         driver.save_screenshot(shot)
