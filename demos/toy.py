@@ -2,6 +2,7 @@
 
     python demos/toy.py                       # 10 s per method, γ = 1 and 0.01, figures in runs/toy/
     python demos/toy.py --seconds 60 --seeds 5 # the closing-note study: median and range over 5 seeds
+    python demos/toy.py --gui                 # the same experiment in the live browser dashboard
 
 For each γ it writes ``fig1_gamma_<γ>.png`` with the paper's three panels (loss against wall time, mean ±
 std of the hidden activations over the data set, the y-space trajectory of one sample), the loss curves as
@@ -56,7 +57,11 @@ def main(argv=None):
     parser.add_argument('--gammas', default='1,0.01', help='comma-separated γ values')
     parser.add_argument('--out', default='runs/toy', help='output folder')
     parser.add_argument('--quiet', action='store_true', help='no progress lines')
+    parser.add_argument('--gui', action='store_true', help='open the live dashboard on this experiment instead')
     args = parser.parse_args(argv)
+    if args.gui:
+        from phi_hig.gui import launch
+        return launch('toy')
     os.makedirs(args.out, exist_ok=True)
     table = {}
     for gamma in [float(g) for g in args.gammas.split(',')]:
