@@ -17,7 +17,7 @@ Methods (variants as data, see `phi_hig.methods.make_method`):
 * 'sip_newton': SIP with the analytic Newton step on P, `Δx = −P′/|P″|` (flipped towards minima where
   P″ < 0), clipped to [−1, 1].
 * 'sip_inverse_gradient': SIP with `Δx = (y* − P)/P′` (the inverse gradient), clipped to [−1, 1].
-* 'sip': SIP with the analytic inverse — the minimum closest to the current x (`closest_minimum`).
+* 'sip': SIP with the analytic inverse — the positive minimum closest to the current x (`closest_minimum`).
 """
 from __future__ import annotations
 
@@ -47,19 +47,22 @@ class WithCondition(nn.Module):
 
 
 def closest_minimum(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The minimum `x* = a/(3π/2 + 2πn)` of `sin(a/x)` closest to `x`, on the same side of 0 as `x`.
+    """The positive minimum `x* = a/(3π/2 + 2πn)`, n ≥ 0, of `sin(a/x)` closest to `x`.
 
-    Candidates are the two phases `3π/2 + 2πn` bracketing `a/x` (`n = ⌊a/(2πx) − 3/4⌋` and n + 1); positive x only
-    reaches phases with n ≥ 0 (the largest positive minimum is a/(3π/2)), negative x only n ≤ −1 — the special
-    cases n = 0 and n = −1 of the reference formula `n = round(a/(2πx) − 3/4)`.
+    Candidates are the two phases `3π/2 + 2πn` bracketing `a/x` (`n = ⌊a/(2πx) − 3/4⌋` and n + 1), with n clamped
+    to ≥ 0: the special cases n = 0 and n = −1 of the reference formula `n = round(a/(2πx) − 3/4)` (x beyond the
+    largest minimum a/(3π/2), or x ≤ 0) map to the largest minimum a/(3π/2) (for x ≤ 0 the nearest positive
+    minima would be the ones accumulating at 0+). Allowing negative solutions made network outputs that cross
+    0 jump between the two accumulation branches and collapse onto x ≈ 0, where every x is close to some
+    minimum; with positive solutions only this still happens from some initializations (see the closing note
+    of issue 6).
     """
-    x = torch.where(x == 0, torch.full_like(x, 1e-12), x)
-    t = a / (TWO_PI * x) - 0.75
+    safe = torch.where(x > 0, x, torch.full_like(x, float('inf')))
+    t = a / (TWO_PI * safe) - 0.75
     n0 = torch.floor(t)
     best, best_dist = None, None
     for n in (n0, n0 + 1):
-        n = torch.where(x > 0, n.clamp_min(0), n.clamp_max(-1))
-        candidate = a / (1.5 * math.pi + TWO_PI * n)
+        candidate = a / (1.5 * math.pi + TWO_PI * n.clamp_min(0))
         dist = (candidate - x).abs()
         best = candidate if best is None else torch.where(dist < best_dist, candidate, best)
         best_dist = dist if best_dist is None else torch.minimum(dist, best_dist)
