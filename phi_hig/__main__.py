@@ -79,7 +79,7 @@ def cmd_run(args) -> int:
     from . import train
     from .report import write_run
     experiment = _experiment(args)
-    methods = [m.strip() for m in args.methods.split(',') if m.strip()]
+    methods = [m.strip() for m in (args.methods or ','.join(experiment.methods)).split(',') if m.strip()]
     overrides = {m: {} for m in methods}
     for m in methods:
         if args.lr is not None:
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
     sub.add_parser('list', help='experiments and the methods each supports')
     run = sub.add_parser('run', help='train methods on an experiment and compare them')
     run.add_argument('experiment')
-    run.add_argument('--methods', default='adam,hig', help='comma-separated methods (default adam,hig)')
+    run.add_argument('--methods', help="comma-separated methods (default: all of the experiment's methods)")
     _budget_args(run)
     run.add_argument('--lr', type=float, help='learning rate for every method')
     run.add_argument('--batch-size', type=int, help='batch size for every method')

@@ -83,9 +83,20 @@ def _isnan(v) -> bool:
 
 
 def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) -> dict:
-    """Held-out loss (batch mean over the whole test set) and the experiment's metrics, without gradients."""
+    """Held-out loss (batch mean over the whole test set) and the experiment's metrics, without gradients,
+    with the network in eval mode (restored afterwards)."""
     inputs, targets = experiment.test_set
     device = next(net.parameters()).device
+    total, n = 0.0, 0
+    was_training = net.training
+    net.eval()  # batch norm: use the running statistics and leave them untouched
+    try:
+        return _evaluate(experiment, net, inputs, targets, device, chunk)
+    finally:
+        net.train(was_training)
+
+
+def _evaluate(experiment, net, inputs, targets, device, chunk) -> dict:
     total, n = 0.0, 0
     with torch.no_grad():
         for start in range(0, inputs.shape[0], chunk):

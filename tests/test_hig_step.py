@@ -143,7 +143,12 @@ def test_hig_trains_ill_conditioned_toy():
     net = nn.Sequential(nn.Linear(1, 7), nn.Tanh(), nn.Linear(7, 2))
     opt = HIG(net, 1.0, 1e-6)
     first = per_sample_loss(sim(net(x)), target).mean().item()
-    for _ in range(500):
-        idx = torch.randint(0, 1024, (256,))
-        hig_step(net, opt, x[idx], target[idx], sim, per_sample_loss)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, several are slow on a loaded machine
+    try:
+        for _ in range(500):
+            idx = torch.randint(0, 1024, (256,))
+            hig_step(net, opt, x[idx], target[idx], sim, per_sample_loss)
+    finally:
+        torch.set_num_threads(threads)
     assert per_sample_loss(sim(net(x)), target).mean().item() < first / 5

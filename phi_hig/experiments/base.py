@@ -41,6 +41,7 @@ class Experiment:
             ``inverse`` key (e.g. ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', …)``, see `make_method`).
         eval_every: default evaluation cadence in steps.
         settings: the experiment's own parameters (recorded in the summary).
+        block: number of examples ``generate`` draws at a time (lower it when generating is expensive).
         threads: torch intra-op threads to train with (None: leave torch's setting). Tiny problems run
             fastest on one thread, and much slower with several threads on a loaded machine.
     """
@@ -59,6 +60,7 @@ class Experiment:
     settings: dict = field(default_factory=dict)
     description: str = ''
     threads: Optional[int] = None
+    block: int = 4096
 
     def __post_init__(self):
         if (self.train_set is None) == (self.generate is None):
@@ -70,12 +72,10 @@ class DataStream:
 
     Example ``k`` of the stream is a fixed function of ``(seed, k)``: for a finite training set it is entry
     ``perm_e[k mod N]`` with ``perm_e`` a seeded permutation of epoch ``e = k div N``; for generated data it is
-    entry ``k mod B`` of the block ``k div B`` drawn with a generator seeded by ``(seed, block)``. Methods with
-    different batch sizes therefore see the same examples in the same order, and a stream resumed at
-    ``position`` continues exactly as an uninterrupted one.
+    entry ``k mod B`` of the block ``k div B`` (B = ``experiment.block``) drawn with a generator seeded by
+    ``(seed, block)``. Methods with different batch sizes therefore see the same examples in the same order,
+    and a stream resumed at ``position`` continues exactly as an uninterrupted one.
     """
-
-    BLOCK = 4096
 
     def __init__(self, experiment: Experiment, seed: int, position: int = 0):
         self.experiment = experiment
@@ -94,12 +94,12 @@ class DataStream:
                 perm = torch.as_tensor(perm)
                 self._cache[index] = (inputs[perm], targets[perm])
             else:
-                self._cache[index] = ex.generate(np.random.default_rng([self.seed, 2, index]), self.BLOCK)
+                self._cache[index] = ex.generate(np.random.default_rng([self.seed, 2, index]), ex.block)
         return self._cache[index]
 
     def _chunk_size(self) -> int:
         ex = self.experiment
-        return ex.train_set[0].shape[0] if ex.train_set is not None else self.BLOCK
+        return ex.train_set[0].shape[0] if ex.train_set is not None else self.experiment.block
 
     def next(self, n: int) -> Batch:
         """The next ``n`` examples of the stream; advances `position` by n."""
