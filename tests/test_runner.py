@@ -135,3 +135,15 @@ def test_import_has_no_side_effects():
             "print(repr(out.getvalue()), default_backend().name, 'phi.torch.flow' in sys.modules, 'dash' in sys.modules)")
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["''", 'numpy', 'False', 'False']
+
+
+def test_evaluation_leaves_batch_norm_statistics_alone():
+    ex = toy(preset='test')
+    ex.make_net = lambda: torch.nn.Sequential(torch.nn.Linear(1, 7), torch.nn.BatchNorm1d(7), torch.nn.Tanh(),
+                                              torch.nn.Linear(7, 2))
+    net = ex.make_net()
+    before = net[1].running_mean.clone()
+    from phi_hig.runner import evaluate
+    out = evaluate(ex, net)
+    assert torch.equal(net[1].running_mean, before) and net.training
+    assert out['test_loss'] > 0
