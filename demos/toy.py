@@ -36,7 +36,7 @@ def figure(result, experiment, path, gamma):
                        yerr=[last[f'h{j}_std'] for j in range(n_hidden)], fmt='o', color=f'C{i}', capsize=3,
                        label=f"{m} (mean |h| = {last['saturation']:.2f})")
         ax[2].plot([r['sample_y1'] for r in ev], [r['sample_y2'] for r in ev], '.-', ms=2, color=f'C{i}', label=m)
-    ax[2].plot(float(target[0]), gamma * 0 + float(target[1]), 'k*', ms=14, label='target')
+    ax[2].plot(float(target[0]), float(target[1]), 'k*', ms=14, label='target')
     ax[0].set(xscale='linear', yscale='log', xlabel='training wall time [s]', ylabel='held-out loss',
               title=f'loss, γ = {gamma}')
     ax[1].set(xlabel='hidden neuron', ylabel='activation (mean ± std over the data)', ylim=(-1.1, 1.1),
