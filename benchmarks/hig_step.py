@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-PATHS = ('reference', 'authors', 'svd', 'gram-dense', 'structured', 'adam')
+PATHS = ('structured', 'adam', 'gram-dense', 'svd', 'authors', 'reference')
 LABELS = {'authors': '(a) authors: float32 J, float32 SVD, explicit matrix', 'svd': '(b) ours: SVD path (float64)',
           'gram-dense': '(c) ours: Gram path, materialized J', 'structured': '(d) ours: structured Gram (default)',
           'adam': 'Adam step'}
@@ -187,6 +187,8 @@ def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: 
                   step_path=getattr(getattr(step, 'info', None), 'path', path))
     if d is not None:
         np.save(os.path.join(out_dir, f'{case}_{path}.npy'), d.detach().cpu().numpy())
+    with open(os.path.join(out_dir, f'{case}_{path}.json'), 'w') as f:  # kept if the driver is interrupted
+        json.dump(result, f)
     return result
 
 
