@@ -23,6 +23,7 @@ import phi_hig
 from phi_hig.experiments.oscillators import oscillators
 from phi_hig.experiments.oscillators import rk4
 from phi_hig.report import write_metrics_csv, _pyplot
+from phi_hig.runner import train_variants
 
 TABLE2 = ['adam', 'gn', 'hig', 'sgd', 'adagrad', 'adadelta', 'rmsprop']
 
@@ -43,14 +44,11 @@ def runs_for(study, methods):
 
 def run_study(experiment, study, methods, seconds, seed, quiet, extra=None):
     """Train every run of the study; returns ``{label: (records, final values, trained net)}``."""
-    curves = {}
-    for label, method, overrides in runs_for(study, methods):
-        overrides = dict((extra or {}).get(method, {}), **(overrides or {}))
-        result = phi_hig.train(experiment, [method], seconds=seconds, seed=seed, progress=not quiet,
-                               overrides={method: overrides} if overrides else None)
-        records = [dict(r, method=label) for r in result.records]
-        curves[label] = (records, result.summary['final'][method], result.nets[method])
-    return curves
+    variants = [(label, method, dict((extra or {}).get(method, {}), **(overrides or {})))
+                for label, method, overrides in runs_for(study, methods)]
+    results = train_variants(experiment, variants, seconds=seconds, seed=seed, progress=not quiet)
+    return {label: (r.records, r.summary['final'][method], r.nets[method])
+            for (label, method, _), r in zip(variants, results.values())}
 
 
 def trajectory(experiment, net, sample):

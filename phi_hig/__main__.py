@@ -122,13 +122,15 @@ def cmd_sweep(args) -> int:
     taus = _floats(args.truncation, 'truncation') if args.truncation else [defaults.get('truncation', 1e-6)]
     if args.steps is None and args.seconds is None:
         raise InvalidInputError("give a budget: --steps N or --seconds S")
+    from .runner import train_variants
+    grid = list(itertools.product(kappas, betas, taus))
+    variants = [(f'kappa={k:g} beta={b:g} truncation={t:g}', args.method, dict(kappa=k, beta=b, truncation=t))
+                for k, b, t in grid]
+    results = train_variants(experiment, variants, steps=args.steps, seconds=args.seconds, seed=args.seed,
+                             eval_every=args.eval_every, device=args.device, progress=not args.quiet,
+                             threads=args.threads)
     rows, records = [], []
-    for kappa, beta, tau in itertools.product(kappas, betas, taus):
-        print(f"[sweep] kappa={kappa:g} beta={beta:g} truncation={tau:g}", file=sys.stderr, flush=True)
-        over = {args.method: dict(kappa=kappa, beta=beta, truncation=tau)}
-        result = train(experiment, [args.method], steps=args.steps, seconds=args.seconds, seed=args.seed,
-                       eval_every=args.eval_every, overrides=over, device=args.device, progress=not args.quiet,
-                       threads=args.threads)
+    for (kappa, beta, tau), result in zip(grid, results.values()):
         final = result.summary['final'][args.method]
         rows.append(dict(experiment=experiment.name, method=args.method, step=final['steps'],
                          wall_time=final['train_seconds'], train_loss=float('nan'),

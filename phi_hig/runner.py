@@ -23,7 +23,7 @@ from .errors import InvalidInputError, NonFiniteStepError
 from .experiments.base import DataStream, Experiment
 from .methods import make_method
 
-__all__ = ['train', 'RunResult', 'RunControl', 'evaluate']
+__all__ = ['train', 'train_variants', 'RunResult', 'RunControl', 'evaluate']
 
 
 class RunControl:
@@ -279,3 +279,18 @@ def _summary(experiment, methods, records, statuses, hypers, seed, steps, second
                 versions=dict(phi_hig=__version__, torch=torch.__version__, phiml=phiml.__version__,
                               phiflow=phi.__version__, numpy=np.__version__, python=sys.version.split()[0]),
                 final=final)
+
+
+def train_variants(experiment: Experiment, variants: Sequence[tuple], **train_args) -> Dict[str, RunResult]:
+    """Train labelled variants ``[(label, method, overrides), ...]`` (a batch-size study, a κ–β sweep, …).
+
+    Each variant is one `train` of ``method`` with its ``overrides`` and the same other arguments, so all start
+    from the same initial weights and consume the same data stream. In each result the records carry the
+    label as their ``method``; ``summary['final']`` stays keyed by the method name.
+    """
+    results = {}
+    for label, method, overrides in variants:
+        result = train(experiment, [method], overrides={method: overrides} if overrides else None, **train_args)
+        result.records = [dict(r, method=label) for r in result.records]
+        results[label] = result
+    return results
