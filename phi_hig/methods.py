@@ -29,7 +29,7 @@ METHODS = tuple(FIRST_ORDER) + tuple(SECOND_ORDER) + ('sip',)
 _RUNNER_KEYS = {'batch_size'}
 _VARIANT_KEYS = {'base', 'inverse', 'clip'}
 """Keys of a method variant (see `make_method`): never passed to the optimizer."""
-_HIG_KEYS = {'lr', 'truncation', 'kappa', 'beta', 'relative', 'method'}
+_HIG_KEYS = {'lr', 'truncation', 'kappa', 'beta', 'relative', 'method', 'structured'}
 
 
 class Method:
