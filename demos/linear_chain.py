@@ -15,7 +15,7 @@ import statistics
 
 import phi_hig
 from phi_hig.experiments.linear_chain import linear_chain
-from phi_hig.report import plot_curves, write_metrics_csv
+from phi_hig.report import print_table, plot_curves, write_metrics_csv
 
 METHODS = ['adam', 'sip', 'hig']
 
@@ -53,9 +53,7 @@ def main(argv=None):
         losses = [r[0] for r in rows]
         lines.append(f"{m:>6} {statistics.median(losses):10.3e} {min(losses):10.3e} {max(losses):10.3e} "
                      f"{int(statistics.median(r[1] for r in rows)):7d}")
-    print('\n'.join(lines))
-    with open(os.path.join(args.out, 'table.txt'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    print_table(lines, os.path.join(args.out, 'table.txt'))
 
 
 if __name__ == '__main__':

@@ -22,7 +22,7 @@ import torch
 import phi_hig
 from phi_hig.experiments.oscillators import oscillators
 from phi_hig.experiments.oscillators import rk4
-from phi_hig.report import write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, _pyplot
 from phi_hig.runner import train_variants
 
 TABLE2 = ['adam', 'gn', 'hig', 'sgd', 'adagrad', 'adadelta', 'rmsprop']
@@ -130,9 +130,7 @@ def main(argv=None):
         losses = [r[0] for r in rows]
         lines.append(f"{label:>16} {statistics.median(losses):12.3e} {min(losses):10.3e} {max(losses):10.3e} "
                      f"{int(statistics.median(r[1] for r in rows)):7d}  {rows[0][2]}")
-    print('\n'.join(lines))
-    with open(os.path.join(args.out, f'table_{args.study}.txt'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    print_table(lines, os.path.join(args.out, f'table_{args.study}.txt'))
 
 
 if __name__ == '__main__':

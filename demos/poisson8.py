@@ -26,7 +26,7 @@ import dataclasses
 
 import phi_hig
 from phi_hig.experiments.poisson8 import poisson8
-from phi_hig.report import write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, _pyplot
 
 
 def from_network(experiment, net):
@@ -116,9 +116,7 @@ def main(argv=None):
         h = [r['test_loss'] for r in evaluated(hig.records) if r['step'] == k]
         if a and h:
             lines.append(f"after {k:3d} updates: adam {a[0]:.4e}  hig {h[0]:.4e}")
-    print('\n'.join(lines))
-    with open(os.path.join(args.out, f'table_{args.network}.txt'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    print_table(lines, os.path.join(args.out, f'table_{args.network}.txt'))
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import torch
 
 import phi_hig
 from phi_hig.experiments.quantum_dipole import quantum_dipole, crank_nicolson, eigenstate
-from phi_hig.report import write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, _pyplot
 
 
 def figure(experiment, result, methods, path):
@@ -83,9 +83,7 @@ def main(argv=None):
             f = result.summary['final'][m]
             lines.append(f"{seed:4d} {m:>6} {f['test_loss']:10.3e} {f['low_energy_loss']:10.3e} "
                          f"{f['high_energy_loss']:10.3e} {f['steps']:6d}")
-    print('\n'.join(lines))
-    with open(os.path.join(args.out, f'table_{args.network}.txt'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    print_table(lines, os.path.join(args.out, f'table_{args.network}.txt'))
 
 
 if __name__ == '__main__':

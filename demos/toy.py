@@ -16,7 +16,7 @@ import statistics
 
 import phi_hig
 from phi_hig.experiments import toy
-from phi_hig.report import write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, _pyplot
 
 METHODS = ['adam', 'gn', 'hig']
 
@@ -80,9 +80,7 @@ def main(argv=None):
         losses = [r[0] for r in rows]
         lines.append(f"{gamma:6g} {m:>6} {statistics.median(losses):10.3e} {min(losses):10.3e} {max(losses):10.3e} "
                      f"{statistics.median(r[1] for r in rows):8.3f} {statistics.median(r[2] for r in rows):8.0f}")
-    print('\n'.join(lines))
-    with open(os.path.join(args.out, 'table.txt'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    print_table(lines, os.path.join(args.out, 'table.txt'))
     with open(os.path.join(args.out, 'table.json'), 'w') as f:
         json.dump({f'{g:g}/{m}': rows for (g, m), rows in table.items()}, f, indent=1)
     print(f"figures and CSV files in {args.out}/")

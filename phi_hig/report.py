@@ -11,7 +11,7 @@ import math
 import os
 from typing import Iterable, List
 
-__all__ = ['write_run', 'write_metrics_csv', 'plot_curves', 'read_run', 'summary_rows', 'write_report', 'main']
+__all__ = ['print_table', 'write_run', 'write_metrics_csv', 'plot_curves', 'read_run', 'summary_rows', 'write_report', 'main']
 
 BASE_COLUMNS = ['experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss']
 
@@ -451,3 +451,11 @@ def main(argv=None) -> int:
 
 if __name__ == '__main__':
     sys.exit(main())
+
+
+def print_table(lines: List[str], path: str) -> None:
+    """Print the lines of a plain-text results table and write them to ``path``."""
+    text = '\n'.join(lines)
+    print(text)
+    with open(path, 'w') as f:
+        f.write(text + '\n')
