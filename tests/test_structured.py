@@ -81,13 +81,6 @@ CASES = {  # name: (network factory, simulate, input size, batch)
 }
 
 
-@pytest.fixture
-def float64():
-    from phiml import math
-    with math.precision(64):
-        yield
-
-
 def relerr(a, b):
     return float((a - b).norm() / b.norm())
 
