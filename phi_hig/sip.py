@@ -125,7 +125,12 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
         dx = inverse(x0, targets, y=y, **conditions, **(inverse_options or {}))
         physics_loss = loss(y, targets)
     proxy = sip_loss(prediction, x0 + dx)
-    _mean(proxy).backward()
+    mean_proxy = _mean(proxy)
+    if not bool(torch.isfinite(torch.as_tensor(mean_proxy)).all()):
+        from .errors import NonFiniteStepError
+        raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse "
+                                 "update); the weights were left untouched")
+    mean_proxy.backward()
     optimizer.step()
     return SIPStepResult(_detach(physics_loss), _detach(proxy))
 

@@ -247,3 +247,17 @@ def lambda_pair(module):
     """The fluid module with two simulation steps, as a (forward, inverse) pair."""
     return (lambda v0, m0: module.forward(v0, m0, steps=2),
             lambda v0, m_target, *, y=None, m0: module.inverse(v0, m_target, m0, steps=2))
+
+
+def test_sip_step_with_non_finite_inverse_leaves_weights_untouched():
+    from phi_hig import NonFiniteStepError
+    from phi_hig.sip import sip_step
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    forward = lambda x: x
+    inverse = lambda x, y_target, *, y=None: x * float('nan')
+    with pytest.raises(NonFiniteStepError):
+        sip_step(net, opt, torch.randn(4, 2), torch.randn(4, 2), (forward, inverse))
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
