@@ -70,9 +70,17 @@ def validate_hig_settings(kappa: float, beta: float, truncation: float, relative
 
 
 def _keep_threshold(scale_max: float, truncation: float, relative: bool, floor_ratio: float) -> float:
-    """Threshold on σ (or μ, when called with squared quantities): values ≤ it are discarded."""
+    """Threshold on the singular values σ of the SVD path: values ≤ it are discarded."""
     user = truncation * scale_max if relative else truncation
     return max(user, floor_ratio * scale_max)
+
+
+def _gram_keep(mu: torch.Tensor, truncation: float, relative: bool, floor_dim: int) -> torch.Tensor:
+    """Mask of the Gram eigenvalues μ = σ² that are kept: ``μ > max((τ·σ_max)², max(m, n)·ε₆₄·μ_max)``
+    (τ² instead of (τ·σ_max)² when not relative). Call only with μ_max > 0."""
+    mu_max = float(mu[-1])
+    user = (truncation * _pymath.sqrt(mu_max)) ** 2 if relative else truncation ** 2
+    return mu > max(user, floor_dim * EPS64 * mu_max)
 
 
 def spectral_apply(gram: torch.Tensor, rhs: torch.Tensor, kappa: float, beta: float, truncation: float,
@@ -95,9 +103,7 @@ def spectral_apply(gram: torch.Tensor, rhs: torch.Tensor, kappa: float, beta: fl
     if mu_max <= 0.0:
         return torch.zeros_like(rhs), SpectralInfo(np.zeros(0), 0.0, 0, 'gram')
     sigma_max = _pymath.sqrt(mu_max)
-    user = (truncation * sigma_max) ** 2 if relative else truncation ** 2
-    threshold = max(user, floor_dim * EPS64 * mu_max)
-    keep = mu > threshold
+    keep = _gram_keep(mu, truncation, relative, floor_dim)
     mu_k, w_k = mu[keep], w[:, keep]
     scale = sigma_max ** beta if beta != 0 else 1.0
     coefficients = mu_k ** ((kappa - 1.0) / 2.0)
@@ -113,9 +119,7 @@ def _gram_keeps_resolved(mu: torch.Tensor, truncation: float, relative: bool, fl
     mu_max = float(mu[-1]) if mu.numel() else 0.0
     if mu_max <= 0:
         return True
-    user = (truncation ** 2) * mu_max if relative else truncation ** 2
-    threshold = max(user, floor_dim * EPS64 * mu_max)
-    kept = mu[mu > threshold]
+    kept = mu[_gram_keep(mu, truncation, relative, floor_dim)]
     return kept.numel() == 0 or float(kept[0]) >= AUTO_GRAM_MIN_RATIO * mu_max
 
 
