@@ -115,11 +115,10 @@ def _physics_pass(simulate, z, y, n_out, chunk_rows, max_bytes):
         ny = int(n_out)
     check_size("The physics Jacobian", (b, ny, nz), z.element_size(), max_bytes)
     P = torch.empty(b, ny, nz, dtype=z.dtype, device=z.device)
-    per_chunk = max(1, chunk_rows // max(ny, 1))
     eye = None
     y_rows = []
-    for start in range(0, b, per_chunk):
-        zc = z[start:start + per_chunk]
+    for chunk in _sample_chunks(b, ny, chunk_rows):
+        zc = z[chunk]
         n = zc.shape[0]
         zr = zc.repeat_interleave(ny, dim=0).requires_grad_(True)
         with torch.enable_grad(), _torch_backend():
@@ -131,12 +130,18 @@ def _physics_pass(simulate, z, y, n_out, chunk_rows, max_bytes):
             if eye is None:
                 eye = torch.eye(ny, dtype=yrf.dtype, device=z.device)
             grad, = torch.autograd.grad(yrf, zr, eye.repeat(n, 1), allow_unused=True)
-        P[start:start + n] = 0 if grad is None else grad.reshape(n, ny, nz)
+        P[chunk] = 0 if grad is None else grad.reshape(n, ny, nz)
         if from_replicas:
             y_rows.append(yr.detach()[::ny])
     if from_replicas:
         y = torch.cat(y_rows)
     return y.detach(), P
+
+
+def _sample_chunks(b: int, ny: int, chunk_rows: int):
+    """Slices of samples whose replicated rows (samples × |y|) stay within ``chunk_rows`` (at least one sample)."""
+    step = max(1, chunk_rows // max(ny, 1))
+    return [slice(start, min(start + step, b)) for start in range(0, b, step)]
 
 
 def _forward(net: nn.Module, inputs: torch.Tensor, simulate: Callable):
@@ -485,11 +490,10 @@ def _structured_factors(net, inputs, P, layers: dict, chunk_rows: int) -> list:
     valid = dict(layers)
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
-        per_chunk = max(1, chunk_rows // max(ny, 1))
         deltas = {m: [] for m in layers}
         inputs_a = {m: [] for m in layers}
-        for start in range(0, b, per_chunk):
-            xc = inputs[start:start + per_chunk]
+        for chunk in _sample_chunks(b, ny, chunk_rows):
+            xc = inputs[chunk]
             n = xc.shape[0]
             calls.clear()
             captured.clear()
@@ -502,7 +506,7 @@ def _structured_factors(net, inputs, P, layers: dict, chunk_rows: int) -> list:
                     return []
                 outs = [captured[m][1] for m in valid]
                 grads = torch.autograd.grad(_flat_batch(zr, 'net(inputs)'), outs,
-                                            P[start:start + n].reshape(n * ny, nz), allow_unused=True)
+                                            P[chunk].reshape(n * ny, nz), allow_unused=True)
             for m, gr in zip(valid, grads):
                 with torch.no_grad():
                     inputs_a[m].append(_layer_input(m, captured[m][0].detach()[::ny]))
@@ -534,10 +538,8 @@ def _generic_matrix(net, params, inputs, P, chunk_rows, max_bytes) -> torch.Tens
         return torch.cat([r.reshape(ny, -1) for r in rows], dim=1)
 
     J = torch.empty(b * ny, n_params, dtype=params[0].dtype, device=params[0].device)
-    per_chunk = max(1, chunk_rows // max(ny, 1))
-    for start in range(0, b, per_chunk):
-        xc, Pc = inputs[start:start + per_chunk], P[start:start + per_chunk]
-        J[start * ny:(start + xc.shape[0]) * ny] = vmap(rows_of_sample)(xc, Pc).reshape(-1, n_params)
+    for chunk in _sample_chunks(b, ny, chunk_rows):
+        J[chunk.start * ny:chunk.stop * ny] = vmap(rows_of_sample)(inputs[chunk], P[chunk]).reshape(-1, n_params)
     return J
 
 
