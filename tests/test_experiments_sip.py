@@ -15,6 +15,7 @@ import importlib
 # the modules (the package's attribute of the same name is the factory function)
 poisson_module = importlib.import_module('phi_hig.experiments.poisson')
 sine_module = importlib.import_module('phi_hig.experiments.sine')
+fluid_module = importlib.import_module('phi_hig.experiments.fluid')
 from phi_hig.physics import heat as heat_physics, fluid as fluid_physics
 from phiml.math import batch, spatial
 
@@ -85,6 +86,28 @@ def test_fluid_marker_fill_fraction():
     assert set(np.unique(m0)) <= {0., 1.}
     fill = m0.mean(axis=(1, 2))  # the marker box covers 1/4 of the domain, about half of it is marked
     assert 0.05 < fill.mean() < 0.2 and fill.min() > 0
+
+
+def test_fluid_timing_table_stops_the_solver_at_the_network_mae_of_v0(built):
+    ex = built['fluid']
+    inputs, targets = ex.test_set
+    net = ex.make_net()
+    table = fluid_module.timing_table(ex, net, n_examples=2, max_iterations=3, repeats=2)
+    assert net.training  # the table times the network in eval mode and restores its mode
+    with torch.no_grad():
+        net.eval()
+        net_mae = (net(inputs)[:, :2] - targets[:, 2:4]).abs().mean((1, 2, 3))
+    for i, row in enumerate(table['examples']):
+        assert row['network_v_error'] == pytest.approx(float(net_mae[i]), rel=1e-5)
+        # replay the solver independently: v = 0, then inverse updates, MAE against the ground truth
+        z = torch.cat([torch.zeros_like(inputs[i:i + 1]), inputs[i:i + 1, :1]], 1)
+        for _ in range(row['iterations']):
+            z = z + ex.inverse(z, targets[i:i + 1])
+        mae = float((z[0, :2] - targets[i, 2:4]).abs().mean())
+        assert row['v_error'] == pytest.approx(mae, rel=1e-5)
+        assert row['reached'] == (mae <= row['network_v_error'])
+        assert row['reached'] or row['iterations'] == 3
+    assert table['ratio'] == pytest.approx(table['solver_seconds_per_example'] / table['network_seconds_per_example'])
 
 
 # ------------------------------------------------------------------------------------------ physics / inverses
@@ -188,3 +211,21 @@ def test_exp_sip_and_synthetic_sip_solve_single_problems():
     for _ in range(30):
         z = z + ex.inverse(z, t)
     assert float((ex.simulate(z) - t[:, :2]).abs().max()) < 1e-3
+
+
+def test_fluid_inverse_after_simulate_reuses_the_trajectory_without_changing_the_update(built, monkeypatch):
+    ex = built['fluid']
+    inputs, targets = ex.test_set
+    z = torch.cat([0.3 * torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(1)), inputs[:, :1]], 1)
+    other = z.clone()
+    other[0, 0, 0, 0] += 1.
+    ex.simulate(other)  # the memo now holds a different z: the inverse must simulate itself
+    fresh = ex.inverse(z, targets)
+    calls = []
+    original = fluid_physics.simulate
+    monkeypatch.setattr(fluid_physics, 'simulate', lambda *a, **k: calls.append(1) or original(*a, **k))
+    ex.simulate(z)
+    calls.clear()
+    reused = ex.inverse(z, targets)
+    assert calls == []  # no second simulation of the same z
+    torch.testing.assert_close(reused, fresh, rtol=0, atol=0)

@@ -126,3 +126,18 @@ def test_inverse_from_zero_velocity_places_a_vortex_of_the_right_sign():
     assert np.all(error_after < 0.5 * error_before), error_after / error_before
     fitted = fluid.fit_translation_vortex(estimate + correction, radius=4.)
     assert np.all(np.sign(fitted.strength.numpy('examples')) == np.sign(example.strength.numpy('examples')))
+
+
+def test_inverse_with_the_callers_trajectory_equals_inverse_that_simulates_itself():
+    example = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=6, radius=2.)
+    estimate = example.v0 * 0.5
+    m_target = fluid.forward(example.v0, example.m0, steps=3).time[-1]
+    with math.precision(64):
+        trajectory = fluid.simulate(estimate, example.m0, steps=3)
+    own = fluid.inverse(estimate, m_target, example.m0, steps=3, radius=2.)
+    reused = fluid.inverse(estimate, m_target, example.m0, steps=3, radius=2., trajectory=trajectory)
+    assert math.max(abs(own.values - reused.values), math.non_batch(own.values) & batch(own.values)) < 1e-12
+    with pytest.raises(InvalidInputError, match='trajectory markers.*4 frames'):
+        fluid.inverse(estimate, m_target, example.m0, steps=3, trajectory=(trajectory[0].time[:2], trajectory[1]))
+    with pytest.raises(InvalidInputError, match='trajectory must be the pair'):
+        fluid.inverse(estimate, m_target, example.m0, steps=3, trajectory=trajectory[0])

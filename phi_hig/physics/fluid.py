@@ -176,9 +176,9 @@ def _parabola_peak(left, centre, right) -> float:
 
 # --------------------------------------------------------------------------------------------------- inverse
 
-def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float = DT, steps: int = STEPS,
-            radius: float = VORTEX_RADIUS, max_centre_shift: float = None, max_relative_strength_change: float = 1.,
-            search_below: float = 0.25) -> Field:
+def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, trajectory: Tuple[Field, Field] = None,
+            dt: float = DT, steps: int = STEPS, radius: float = VORTEX_RADIUS, max_centre_shift: float = None,
+            max_relative_strength_change: float = 1., search_below: float = 0.25) -> Field:
     """Correction `Δv0` of translation and vortex (strength, centre) from a forward and a reverse simulation.
 
     Uses only the current estimate `v0`, the initial marker `m0` and the observed final marker `m_target`:
@@ -209,7 +209,11 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float
         m_target: Observed marker at `t = steps·dt`, `CenteredGrid` like `m0`.
         m0: Known initial marker, periodic `CenteredGrid`.
         y: Accepted for the common `inverse` interface and ignored: the estimator needs the velocity trajectory,
-            which `forward` does not return, so the forward simulation is run again (`simulate`).
+            which `forward` does not return, so the forward simulation is run again (`simulate`) unless
+            `trajectory` is given.
+        trajectory: `(markers, velocities)` as returned by `simulate(v0, m0, dt=dt, steps=steps)`, to skip that
+            simulation when the caller has already run it (the result is then the same). Checked for its number
+            of frames and its grid, not for having come from `v0`.
         dt, steps: Time stepping of the forward simulation.
         radius: Vortex radius of the prior.
         max_centre_shift: Cap of |δp| per step; default `radius`.
@@ -228,7 +232,10 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, dt: float
     with math.NUMPY, math.precision(64):  # no gradient is needed: NumPy/SciPy is faster and float64 safer
         v0, m0, m_target = (_numpy64(f) for f in (v0, m0, m_target))
         fit = fit_translation_vortex(v0, radius)
-        markers, velocities = simulate(v0, m0, dt=dt, steps=steps)
+        if trajectory is None:
+            markers, velocities = simulate(v0, m0, dt=dt, steps=steps)
+        else:
+            markers, velocities = _validated_trajectory(trajectory, m0, steps)
         reverse = reverse_markers(m_target, velocities, dt)
         caps = (radius if max_centre_shift is None else max_centre_shift, max_relative_strength_change, search_below)
         new = _corrected_prior(markers, reverse, fit, dt, radius, *caps)
@@ -406,6 +413,19 @@ def random_example(resolution: Shape = spatial(x=64, y=64), batch_shape: Shape =
 
 def _numpy64(f: Field) -> Field:
     return f.with_values(math.cast(math.convert(math.stop_gradient(f.values), math.NUMPY), math.DType(float, 64)))
+
+
+def _validated_trajectory(trajectory, m0: Field, steps: int) -> Tuple[Field, Field]:
+    if not isinstance(trajectory, (tuple, list)) or len(trajectory) != 2:
+        raise InvalidInputError(f"trajectory must be the pair (markers, velocities) returned by simulate() but got {type(trajectory).__name__}")
+    markers, velocities = trajectory
+    for name, f in (('trajectory markers', markers), ('trajectory velocities', velocities)):
+        if not isinstance(f, Field) or f.shape.get_size('time') != steps + 1:
+            raise InvalidInputError(f"{name} must be a grid with {steps + 1} frames along 'time' (steps={steps}) but got "
+                                    f"{getattr(f, 'shape', type(f).__name__)}")
+        if f.resolution != m0.resolution:
+            raise InvalidInputError(f"{name} must have the resolution of m0, {m0.resolution}, but has {f.resolution}")
+    return _numpy64(markers), _numpy64(velocities)
 
 
 def _validated(v0, m0) -> Tuple[Field, Field]:
