@@ -5,13 +5,13 @@
 
 Writes metrics.csv, summary.json, curves.png and fig2.png (predicted vs true x per method) to runs/exp/.
 """
-import argparse
 import os
 
 import torch
 
 import phi_hig
 from phi_hig import experiments, report
+from phi_hig.demo import demo_parser
 
 
 def figure2(result, experiment, path):
@@ -32,17 +32,9 @@ def figure2(result, experiment, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--steps', type=int, default=3000)
-    parser.add_argument('--seconds', type=float, default=None)
-    parser.add_argument('--methods', default='sgd,adam,sip,rescaled')
+    parser = demo_parser(__doc__, 'exp', steps=3000, seconds=None, methods='sgd,adam,sip,rescaled')
     parser.add_argument('--network-input', default='log', help="'log' (log y*) or 'y'")
-    parser.add_argument('--out', default='runs/exp')
-    parser.add_argument('--gui', action='store_true')
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch('exp')
     experiment = experiments.get('exp', network_input=args.network_input)
     result = phi_hig.train(experiment, args.methods, steps=args.steps, seconds=args.seconds, progress=False,
                            eval_every=max(1, args.steps // 30))

@@ -11,7 +11,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from poisson import main  # noqa: E402  (same command line and figures)
+import poisson  # noqa: E402  (same command line and figures)
+
+
+def main(argv=None):
+    return poisson.main(argv, name='heat', default_methods='adam,sgd,sip,sip_lbfgs', doc=__doc__)
+
 
 if __name__ == '__main__':
-    main(name='heat', default_methods='adam,sgd,sip,sip_lbfgs')
+    main()

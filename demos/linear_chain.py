@@ -10,10 +10,10 @@ same batches (``phi_hig.train``). Writes ``linear_chain_seed<K>.csv``, ``loss.pn
 import os
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # one BLAS thread for SciPy's eigh (small problems, shared CPU)
 os.environ.setdefault('OMP_NUM_THREADS', '1')
-import argparse
 import statistics
 
 import phi_hig
+from phi_hig.demo import demo_parser
 from phi_hig.experiments.linear_chain import linear_chain
 from phi_hig.report import print_table, plot_curves, write_metrics_csv
 
@@ -21,18 +21,9 @@ METHODS = ['adam', 'sip', 'hig']
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--seconds', type=float, default=100.0, help='training wall-clock budget per method')
-    parser.add_argument('--seeds', type=int, default=1)
-    parser.add_argument('--methods', default=','.join(METHODS))
-    parser.add_argument('--preset', default='paper', choices=['paper', 'test'])
-    parser.add_argument('--out', default='runs/linear_chain')
-    parser.add_argument('--quiet', action='store_true')
-    parser.add_argument('--gui', action='store_true', help='open the live dashboard instead')
+    parser = demo_parser(__doc__, 'linear_chain', seconds=100.0, seeds=1, methods=','.join(METHODS), preset='paper',
+                         quiet=True)
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch('linear_chain')
     os.makedirs(args.out, exist_ok=True)
     experiment = linear_chain(preset=args.preset)
     print(experiment.description)

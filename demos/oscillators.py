@@ -14,12 +14,12 @@ and ``table_<study>.txt``.
 import os
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # SciPy's eigh in HIG: one BLAS thread is fastest for these
 os.environ.setdefault('OMP_NUM_THREADS', '1')       # sizes on a small, shared CPU (set before NumPy loads)
-import argparse
 import statistics
 
 import torch
 
 import phi_hig
+from phi_hig.demo import demo_parser
 from phi_hig.experiments.oscillators import oscillators
 from phi_hig.experiments.oscillators import rk4
 from phi_hig.report import print_table, write_metrics_csv, _pyplot
@@ -93,22 +93,14 @@ def figure(experiment, curves, path, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = demo_parser(__doc__, 'oscillators', seeds=1, preset='paper', quiet=True)
     parser.add_argument('--seconds', type=float, default=60.0, help='training wall-clock budget per run')
-    parser.add_argument('--seeds', type=int, default=1, help='number of seeds (0 … seeds-1)')
     parser.add_argument('--methods', default='adam,gn,hig', help="comma-separated methods, or 'all' (Table 2)")
     parser.add_argument('--study', default='methods', choices=['methods', 'batch', 'kappa-beta'])
     parser.add_argument('--alpha', type=float, default=None, help="paper text's α (cubic coefficient 4α); default: the authors' code, coefficient 1")
     parser.add_argument('--gn-truncation', type=float, default=None,
                         help='τ of every GN run (Table 2: 1e-6, which diverges at once in our float64 implementation)')
-    parser.add_argument('--preset', default='paper', choices=['paper', 'test'])
-    parser.add_argument('--out', default='runs/oscillators', help='output folder')
-    parser.add_argument('--quiet', action='store_true')
-    parser.add_argument('--gui', action='store_true', help='open the live dashboard instead')
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch('oscillators')
     os.makedirs(args.out, exist_ok=True)
     methods = TABLE2 if args.methods == 'all' else [m.strip() for m in args.methods.split(',')]
     experiment = oscillators(preset=args.preset, alpha=args.alpha)

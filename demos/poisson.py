@@ -7,11 +7,11 @@
 Writes metrics.csv, summary.json, curves.png (held-out loss), x_error.png (Σ|x − x*| per example against
 iterations and wall time) and examples.png (y*, x of each method, x*) to runs/poisson/.
 """
-import argparse
 import os
 
 import phi_hig
 from phi_hig import experiments, report
+from phi_hig.demo import demo_parser
 
 
 def examples(result, experiment, path, n=2):
@@ -31,22 +31,14 @@ def examples(result, experiment, path, n=2):
     plt.close(fig)
 
 
-def main(argv=None, name='poisson', default_methods='adam,sgd,sip'):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--steps', type=int, default=None, help='training steps per method')
-    parser.add_argument('--seconds', type=float, default=None, help='training wall-clock budget per method')
+def main(argv=None, name='poisson', default_methods='adam,sgd,sip', doc=__doc__):
+    """Also the heat demo's: ``name='heat'`` (demos/heat.py)."""
+    parser = demo_parser(doc, name, steps=None, seconds=None, methods=default_methods, seed=0)
     parser.add_argument('--resolution', type=int, default=64, help='cells per side (divisible by 8)')
     parser.add_argument('--batch', type=int, default=128, help='batch size')
-    parser.add_argument('--methods', default=default_methods)
     parser.add_argument('--solver', default=None, help="Poisson only: 'cg' (paper) or 'dst' (exact, fast)")
     parser.add_argument('--eval-every', type=int, default=20)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--out', default=f'runs/{name}')
-    parser.add_argument('--gui', action='store_true', help='open the live dashboard instead')
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch(name)
     settings = dict(resolution=(args.resolution, args.resolution), batch_size=args.batch, n_test=32)
     if args.solver:
         settings['solver'] = args.solver

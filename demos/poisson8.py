@@ -14,17 +14,20 @@
 A HIG step at the paper size (b = 64, |y| = 64: a 4096 × 4096 float64 eigendecomposition) takes about a minute
 on a loaded 2-core CPU, against ~0.05 s for Adam, so the step budgets are small by default.
 
+Writes ``poisson8_<network>.csv`` (every part's records), ``fig_poisson8_<network>.png`` (the three parts) and
+``table_<network>.txt``.
+
 Starting from a trained network uses the runner unchanged: the experiment is copied with a ``make_net`` that
 returns the trained weights (`from_network`), so every part still goes through ``phi_hig.train``.
 """
 import os
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # SciPy's eigh: one BLAS thread on a shared 2-core CPU
 os.environ.setdefault('OMP_NUM_THREADS', '1')
-import argparse
 import copy
 import dataclasses
 
 import phi_hig
+from phi_hig.demo import demo_parser
 from phi_hig.experiments.poisson8 import poisson8
 from phi_hig.report import print_table, write_metrics_csv, _pyplot
 
@@ -39,19 +42,11 @@ def evaluated(records, method=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = demo_parser(__doc__, 'poisson8', seed=0, preset='paper', quiet=True)
     parser.add_argument('--adam-steps', type=int, default=2000)
     parser.add_argument('--hig-steps', type=int, default=4)
     parser.add_argument('--network', default='paper', choices=['paper', 'code'])
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--preset', default='paper', choices=['paper', 'test'])
-    parser.add_argument('--out', default='runs/poisson8')
-    parser.add_argument('--quiet', action='store_true')
-    parser.add_argument('--gui', action='store_true', help='open the live dashboard instead')
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch('poisson8')
     os.makedirs(args.out, exist_ok=True)
     experiment = poisson8(preset=args.preset, network=args.network)
     print(experiment.description)

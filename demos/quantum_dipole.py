@@ -5,18 +5,18 @@ well from the ground state to a random superposition of the first two excited st
     python demos/quantum_dipole.py --network cnn       # the CNN variant (21,984 parameters)
     python demos/quantum_dipole.py --gui
 
-Figures: ``fig4.png`` with (a) |Ψ(t, x)|² of one held-out sample under the best network's control, (b) the
-loss against wall time, (c) the low- and high-energy losses (the paper: Adam plateaus at 0.5, fitting the
-low-energy component first; HIG lowers both together). CSV: ``quantum_dipole_seed<K>.csv``.
+Figures: ``fig4_<network>.png`` with (a) |Ψ(t, x)|² of one held-out sample under the best network's control,
+(b) the loss against wall time, (c) the low- and high-energy losses (the paper: Adam plateaus at 0.5, fitting the
+low-energy component first; HIG lowers both together). Also ``quantum_dipole_<network>_seed<K>.csv`` and
+``table_<network>.txt``.
 """
 import os
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # one BLAS thread for SciPy's eigh (small problems, shared CPU)
 os.environ.setdefault('OMP_NUM_THREADS', '1')
-import argparse
-
 import torch
 
 import phi_hig
+from phi_hig.demo import demo_parser
 from phi_hig.experiments.quantum_dipole import quantum_dipole, crank_nicolson, eigenstate
 from phi_hig.report import print_table, write_metrics_csv, _pyplot
 
@@ -55,19 +55,10 @@ def figure(experiment, result, methods, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--seconds', type=float, default=120.0, help='training wall-clock budget per method')
-    parser.add_argument('--seeds', type=int, default=1)
-    parser.add_argument('--methods', default='adam,hig')
+    parser = demo_parser(__doc__, 'quantum_dipole', seconds=120.0, seeds=1, methods='adam,hig', preset='paper',
+                         quiet=True)
     parser.add_argument('--network', default='mlp', choices=['mlp', 'cnn'])
-    parser.add_argument('--preset', default='paper', choices=['paper', 'test'])
-    parser.add_argument('--out', default='runs/quantum_dipole')
-    parser.add_argument('--quiet', action='store_true')
-    parser.add_argument('--gui', action='store_true', help='open the live dashboard instead')
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch('quantum_dipole')
     os.makedirs(args.out, exist_ok=True)
     experiment = quantum_dipole(preset=args.preset, network=args.network)
     print(experiment.description)

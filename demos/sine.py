@@ -5,28 +5,21 @@ gradient, SIP with clipped Newton, SIP with the inverse gradient, SIP with the a
     python demos/sine.py --steps 20000 --seeds 4
     python demos/sine.py --gui
 
-Writes metrics.csv, summary.json and sine.png (mean sin(a/x) + 1 on the held-out set, log scale) to runs/sine/.
+Writes metrics.csv, summary.json, curves.png and sine.png (mean sin(a/x) + 1 on the held-out set, log scale) to
+runs/sine/seed<K>/.
 """
-import argparse
 import os
 
 import phi_hig
 from phi_hig import experiments, report
+from phi_hig.demo import demo_parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--steps', type=int, default=5000)
-    parser.add_argument('--seconds', type=float, default=None)
+    parser = demo_parser(__doc__, 'sine', steps=5000, seconds=None, seeds=1,
+                         methods='supervised,adam,sip_newton,sip_inverse_gradient,sip')
     parser.add_argument('--batch', type=int, default=1000)
-    parser.add_argument('--seeds', type=int, default=1)
-    parser.add_argument('--methods', default='supervised,adam,sip_newton,sip_inverse_gradient,sip')
-    parser.add_argument('--out', default='runs/sine')
-    parser.add_argument('--gui', action='store_true')
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch('sine')
     os.makedirs(args.out, exist_ok=True)
     experiment = experiments.get('sine', batch_size=args.batch)
     for seed in range(args.seeds):

@@ -7,30 +7,22 @@ SIP (saddle-free Newton) over the conditioning ξ (φ = 0) and the coupling φ (
 
 Writes sweep.csv and fig5de.png (final ‖P(x) − y*‖ and ‖x − x*‖ against ξ and φ) to runs/synthetic2d/.
 """
-import argparse
 import csv
 import os
 
 import phi_hig
 from phi_hig import experiments, report
+from phi_hig.demo import demo_parser
 
 METHODS = 'sgd,adam,adagrad,adadelta,rmsprop,sip'
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--seconds', type=float, default=20.)
-    parser.add_argument('--steps', type=int, default=None)
+    parser = demo_parser(__doc__, 'synthetic2d', seconds=20., steps=None, methods=METHODS)
     parser.add_argument('--xis', default='1,2,4,8,16,32')
     parser.add_argument('--phis', default='0,10,20,30,40,45')
     parser.add_argument('--variant', default='paper', help="'paper' or 'code'")
-    parser.add_argument('--methods', default=METHODS)
-    parser.add_argument('--out', default='runs/synthetic2d')
-    parser.add_argument('--gui', action='store_true')
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch('synthetic2d')
     os.makedirs(args.out, exist_ok=True)
     rows = []
     points = [('xi', float(v), dict(xi=float(v), phi=0.)) for v in args.xis.split(',')]

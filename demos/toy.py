@@ -9,12 +9,12 @@ std of the hidden activations over the data set, the y-space trajectory of one s
 ``toy_gamma_<γ>_seed<K>.csv``, and prints a table of final held-out losses. Every method starts from the
 same weights and sees the same batches (``phi_hig.train``).
 """
-import argparse
 import json
 import os
 import statistics
 
 import phi_hig
+from phi_hig.demo import demo_parser
 from phi_hig.experiments import toy
 from phi_hig.report import print_table, write_metrics_csv, _pyplot
 
@@ -51,17 +51,9 @@ def figure(result, experiment, path, gamma):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--seconds', type=float, default=10.0, help='training wall-clock budget per method')
-    parser.add_argument('--seeds', type=int, default=1, help='number of seeds (0 … seeds-1)')
+    parser = demo_parser(__doc__, 'toy', seconds=10.0, seeds=1, quiet=True)  # and --out, --gui: phi_hig/demo.py
     parser.add_argument('--gammas', default='1,0.01', help='comma-separated γ values')
-    parser.add_argument('--out', default='runs/toy', help='output folder')
-    parser.add_argument('--quiet', action='store_true', help='no progress lines')
-    parser.add_argument('--gui', action='store_true', help='open the live dashboard on this experiment instead')
     args = parser.parse_args(argv)
-    if args.gui:
-        from phi_hig.gui import launch
-        return launch('toy')
     os.makedirs(args.out, exist_ok=True)
     table = {}
     for gamma in [float(g) for g in args.gammas.split(',')]:

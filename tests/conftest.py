@@ -8,6 +8,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (tiny problems on a shared CPU), restored afterwards."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def float64():
     """Run a test with PhiML's global precision at 64 bit, restored afterwards."""
     from phiml import math

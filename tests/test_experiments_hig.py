@@ -18,12 +18,7 @@ from phi_hig.experiments.poisson8 import laplace_flat, noise_sources
 HIG_FAMILY = ['oscillators', 'poisson8', 'quantum_dipole', 'linear_chain']
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: one torch thread
 
 
 # ------------------------------------------------------------------------------------------------ oscillators

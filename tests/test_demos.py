@@ -1,0 +1,87 @@
+"""Every script in demos/ runs end to end at its smallest budget and writes the files its docstring promises.
+
+demos/fluid.py is not run here; the fluid experiment has its own tests (test_experiments_sip.py,
+test_physics_fluid.py). The demos are scripts, not a package, so each is loaded from its file.
+"""
+import csv
+import importlib.util
+import json
+import os
+
+import pytest
+
+DEMOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'demos')
+UNTESTED = {'fluid'}
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: one torch thread
+
+# name: (command line without --out, files promised under --out, the methods of the CSV file named first)
+CASES = {
+    'toy': (['--seconds', '0.2', '--gammas', '1', '--quiet'],
+            ['toy_gamma_1_seed0.csv', 'fig1_gamma_1.png', 'table.txt', 'table.json'], {'adam', 'gn', 'hig'}),
+    'oscillators': (['--preset', 'test', '--seconds', '0.3', '--quiet'],
+                    ['metrics_methods_seed0.csv', 'fig_methods.png', 'table_methods.txt'], {'adam', 'gn', 'hig'}),
+    'linear_chain': (['--preset', 'test', '--seconds', '0.3', '--quiet'],
+                     ['linear_chain_seed0.csv', 'loss.png', 'table.txt'], {'adam', 'sip', 'hig'}),
+    'poisson8': (['--preset', 'test', '--adam-steps', '2', '--hig-steps', '1', '--quiet'],
+                 ['poisson8_paper.csv', 'fig_poisson8_paper.png', 'table_paper.txt'],
+                 {'adam', 'hig', 'hig after adam', 'adam after adam', 'adam after hig'}),
+    'quantum_dipole': (['--preset', 'test', '--seconds', '0.3', '--quiet'],
+                       ['quantum_dipole_mlp_seed0.csv', 'fig4_mlp.png', 'table_mlp.txt'], {'adam', 'hig'}),
+    'poisson': (['--resolution', '16', '--batch', '4', '--steps', '2', '--solver', 'dst'],
+                ['metrics.csv', 'summary.json', 'curves.png', 'x_error.png', 'examples.png'], {'adam', 'sgd', 'sip'}),
+    'heat': (['--resolution', '16', '--batch', '4', '--steps', '2'],
+             ['metrics.csv', 'summary.json', 'curves.png', 'x_error.png', 'examples.png'],
+             {'adam', 'sgd', 'sip', 'sip_lbfgs'}),
+    'sine': (['--steps', '2', '--batch', '16'],
+             ['seed0/metrics.csv', 'seed0/summary.json', 'seed0/curves.png', 'seed0/sine.png'],
+             {'supervised', 'adam', 'sip_newton', 'sip_inverse_gradient', 'sip'}),
+    'exp': (['--steps', '2'], ['metrics.csv', 'summary.json', 'curves.png', 'fig2.png'],
+            {'sgd', 'adam', 'sip', 'rescaled'}),
+    'synthetic2d': (['--steps', '2', '--xis', '1', '--phis', '0'], ['sweep.csv', 'fig5de.png'],
+                    {'sgd', 'adam', 'adagrad', 'adadelta', 'rmsprop', 'sip'}),
+}
+
+
+def load(name):
+    """The demo script ``demos/<name>.py`` as a module (its ``__main__`` block does not run)."""
+    spec = importlib.util.spec_from_file_location(f'demo_{name}', os.path.join(DEMOS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_demo_has_a_case():
+    scripts = {f[:-3] for f in os.listdir(DEMOS) if f.endswith('.py') and not f.startswith('_')}
+    assert scripts - UNTESTED == set(CASES)
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_demo_runs_and_writes_its_files(name, tmp_path):
+    argv, files, methods = CASES[name]
+    out = tmp_path / name
+    load(name).main(argv + ['--out', str(out)])
+    for file in files:
+        path = out / file
+        assert path.is_file(), f"{name} did not write {file}"
+        assert path.stat().st_size > 0, f"{name} wrote an empty {file}"
+        if file.endswith('.csv'):
+            with open(path, newline='') as f:
+                rows = list(csv.DictReader(f))
+            assert rows, f"{file} has a header but no rows"
+            if file == files[0]:
+                assert {r['method'] for r in rows} == methods
+        if file.endswith('.json'):
+            with open(path) as f:
+                assert json.load(f)
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_gui_opens_the_dashboard_on_the_demo_experiment(name, monkeypatch):
+    import phi_hig.gui
+    opened = []
+    monkeypatch.setattr(phi_hig.gui, 'launch', opened.append)
+    with pytest.raises(SystemExit) as exit_:
+        load(name).main(['--gui'])
+    assert exit_.value.code == 0
+    assert opened == [name]
