@@ -1,7 +1,6 @@
 """Every script in demos/ runs end to end at its smallest budget and writes the files its docstring promises.
 
-demos/fluid.py is not run here; the fluid experiment has its own tests (test_experiments_sip.py,
-test_physics_fluid.py). The demos are scripts, not a package, so each is loaded from its file.
+The demos are scripts, not a package, so each is loaded from its file.
 """
 import csv
 import importlib.util
@@ -11,7 +10,7 @@ import os
 import pytest
 
 DEMOS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'demos')
-UNTESTED = {'fluid'}
+UNTESTED = set()
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: one torch thread
 
@@ -38,6 +37,8 @@ CASES = {
              {'supervised', 'adam', 'sip_newton', 'sip_inverse_gradient', 'sip'}),
     'exp': (['--steps', '2'], ['metrics.csv', 'summary.json', 'curves.png', 'fig2.png'],
             {'sgd', 'adam', 'sip', 'rescaled'}),
+    'fluid': (['--preset', 'test', '--steps', '2', '--eval-every', '1', '--table-examples', '1'],
+              ['metrics.csv', 'summary.json', 'curves.png', 'v_error.png', 'table1.json'], {'adam', 'sip'}),
     'synthetic2d': (['--steps', '2', '--xis', '1', '--phis', '0'], ['sweep.csv', 'fig5de.png'],
                     {'sgd', 'adam', 'adagrad', 'adadelta', 'rmsprop', 'sip'}),
 }
@@ -85,3 +86,18 @@ def test_gui_opens_the_dashboard_on_the_demo_experiment(name, monkeypatch):
         load(name).main(['--gui'])
     assert exit_.value.code == 0
     assert opened == [name]
+
+
+def test_fluid_table_from_a_runner_checkpoint(tmp_path):
+    """`--table-from` measures table 1 for the network saved by the runner, without training."""
+    import phi_hig
+    from phi_hig import experiments
+    run = tmp_path / 'run'
+    phi_hig.train(experiments.get('fluid', preset='test'), 'sip', steps=1, out=str(run), checkpoint_every=1,
+                  progress=False)
+    out = tmp_path / 'table'
+    table = load('fluid').main(['--preset', 'test', '--table-examples', '2', '--out', str(out),
+                                '--table-from', str(run / 'checkpoint_sip.pt')])
+    with open(out / 'table1.json') as f:
+        assert json.load(f) == json.loads(json.dumps(table))
+    assert len(table['examples']) == 2 and table['metric'].startswith('MAE of v0')
