@@ -59,8 +59,9 @@ def _table(experiment, net, args) -> dict:
         json.dump(table, f, indent=2)
     print(f"table 1 (equal MAE of v0, {len(table['examples'])} examples): network "
           f"{table['network_seconds_per_example'] * 1e3:.2f} ms/example, iterative solver "
-          f"{table['solver_seconds_per_example']:.2f} s/example in {table['mean_iterations']:.1f} iterations "
-          f"(×{table['ratio']:.0f}; all reached: {table['all_reached']})")
+          f"{table['solver_seconds_per_example']:.2f} s/example (median {table['solver_seconds_median']:.2f} s) in "
+          f"{table['mean_iterations']:.1f} iterations (×{table['ratio']:.0f}, median ×{table['ratio_median']:.0f}; "
+          f"reached by {sum(r['reached'] for r in table['examples'])} of {len(table['examples'])})")
     return table
 
 

@@ -108,6 +108,7 @@ def test_fluid_timing_table_stops_the_solver_at_the_network_mae_of_v0(built):
         assert row['reached'] == (mae <= row['network_v_error'])
         assert row['reached'] or row['iterations'] == 3
     assert table['ratio'] == pytest.approx(table['solver_seconds_per_example'] / table['network_seconds_per_example'])
+    assert table['solver_seconds_median'] == pytest.approx(float(np.median([r['seconds'] for r in table['examples']])))
 
 
 # ------------------------------------------------------------------------------------------ physics / inverses

@@ -190,7 +190,8 @@ def timing_table(experiment: Experiment, net, n_examples: int = 4, max_iteration
     repeatedly, per example, until its MAE is at most the network's MAE on that example or `max_iterations`
     updates were made (then `reached` is False and its time is a lower bound). The check reads the ground truth
     and is not timed. Network inference is timed in eval mode as the best of `repeats` batched calls (a loaded
-    machine inflates single timings). Returns per-example rows and the means; `ratio` = solver / network time.
+    machine inflates single timings). Returns per-example rows, the mean and median solver time per example and
+    `ratio` (`ratio_median`) = mean (median) solver time / network time per example.
     """
     if n_examples < 1 or repeats < 1 or max_iterations < 1:
         raise ValueError(f"n_examples, repeats and max_iterations must be positive, got {n_examples}, {repeats}, {max_iterations}")
@@ -229,7 +230,9 @@ def timing_table(experiment: Experiment, net, n_examples: int = 4, max_iteration
         rows.append(dict(seconds=seconds, iterations=iterations, v_error=error, network_v_error=goal,
                          reached=error <= goal))
     solver = float(np.mean([r['seconds'] for r in rows]))
+    median = float(np.median([r['seconds'] for r in rows]))
     return dict(metric='MAE of v0 (x space)', network_seconds_per_example=t_net, solver_seconds_per_example=solver,
-                ratio=solver / t_net if t_net > 0 else float('inf'),
+                ratio=solver / t_net if t_net > 0 else float('inf'), solver_seconds_median=median,
+                ratio_median=median / t_net if t_net > 0 else float('inf'),
                 mean_iterations=float(np.mean([r['iterations'] for r in rows])),
                 all_reached=all(r['reached'] for r in rows), examples=rows)
