@@ -122,7 +122,9 @@ def make_step(path, problem, net):
             from phi_hig.jacobian import jacobian_factors
             factors = jacobian_factors(net, problem.inputs, problem.simulate)
             J64 = factors.rows(0, factors.n_samples, torch.float64)
-            g = _g_of(problem, factors.y).to(torch.float64)
+            with torch.no_grad():  # y in simulate's own shape for the loss (factors.y is flattened to (b, |y|))
+                y = problem.simulate(net(problem.inputs))
+            g = _g_of(problem, y).to(torch.float64)
             return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, method='svd')
         return reference
 

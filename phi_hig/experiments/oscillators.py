@@ -99,7 +99,7 @@ def chain_rhs(cubic: float, control: Sequence[float], linear: float = 0.0):
     def f(s, u):
         n = s.shape[-1] // 2
         x, p = s[..., :n], s[..., n:]
-        force = -x - c.to(s.dtype) * u.unsqueeze(-1)
+        force = -x - c.to(device=s.device, dtype=s.dtype) * u.unsqueeze(-1)
         if n > 1 and (cubic or linear):
             d = x[..., 1:] - x[..., :-1]                  # bond i: x_{i+1} − x_i
             bond = cubic * d ** 3 + linear * d             # force of bond i on its left mass
@@ -122,7 +122,7 @@ def hamiltonian(s: torch.Tensor, cubic: float, u: float = 0.0, control=(0., 3.))
     n = s.shape[-1] // 2
     x, p = s[..., :n], s[..., n:]
     h = 0.5 * (x ** 2 + p ** 2).sum(-1) + cubic / 4 * ((x[..., 1:] - x[..., :-1]) ** 4).sum(-1)
-    return h + u * (x * torch.tensor(control, dtype=s.dtype)).sum(-1)
+    return h + u * (x * torch.tensor(control, dtype=s.dtype, device=s.device)).sum(-1)
 
 
 def sum_squares(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

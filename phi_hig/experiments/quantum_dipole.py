@@ -57,10 +57,10 @@ def eigen_energy(n: int, points: int = 14, dx: float = 2 / 15) -> float:
 
 def hamiltonian_matrix(u: torch.Tensor, points: int = 14, dx: float = 2 / 15) -> torch.Tensor:
     """``H = −Δ + u·x̂`` for a batch of controls ``u`` (``(b,)``): ``(b, points, points)`` in u's dtype."""
-    dtype = u.dtype
-    lap = (2 * torch.eye(points, dtype=dtype) - torch.diag(torch.ones(points - 1, dtype=dtype), 1)
-           - torch.diag(torch.ones(points - 1, dtype=dtype), -1)) / dx ** 2
-    x = torch.arange(1, points + 1, dtype=dtype) * dx
+    kw = dict(dtype=u.dtype, device=u.device)
+    lap = (2 * torch.eye(points, **kw) - torch.diag(torch.ones(points - 1, **kw), 1)
+           - torch.diag(torch.ones(points - 1, **kw), -1)) / dx ** 2
+    x = torch.arange(1, points + 1, **kw) * dx
     return lap + u[:, None, None] * torch.diag(x)
 
 
@@ -107,17 +107,18 @@ def crank_nicolson(psi0: torch.Tensor, u: torch.Tensor, dt: float = 0.05, dx: fl
     b, points = psi0.shape
     real = u.dtype
     cdtype = torch.complex128 if real == torch.float64 else torch.complex64
-    x = (torch.arange(1, points + 1, dtype=real) * dx).to(cdtype)
+    kw, ckw = dict(dtype=real, device=u.device), dict(dtype=cdtype, device=u.device)
+    x = (torch.arange(1, points + 1, **kw) * dx).to(cdtype)
     half = 0.5j * dt
     off = -half / dx ** 2                                # iΔt/2 · (−1/Δx²): off-diagonals of 1 + iΔt/2·H
     diag0 = 1 + 2 * half / dx ** 2
     psi = psi0.to(cdtype)
     states = [psi] if return_all else None
     if solver == 'dense':
-        lap = ((2 * torch.eye(points, dtype=real) - torch.diag(torch.ones(points - 1, dtype=real), 1)
-                - torch.diag(torch.ones(points - 1, dtype=real), -1)) / dx ** 2).to(cdtype)
-        a_base = torch.eye(points, dtype=cdtype) + half * lap
-    offs = torch.full((b, points), off, dtype=cdtype)
+        lap = ((2 * torch.eye(points, **kw) - torch.diag(torch.ones(points - 1, **kw), 1)
+                - torch.diag(torch.ones(points - 1, **kw), -1)) / dx ** 2).to(cdtype)
+        a_base = torch.eye(points, **ckw) + half * lap
+    offs = torch.full((b, points), off, **ckw)
     for n in range(u.shape[1]):
         pot = (half * u[:, n:n + 1].to(cdtype)) * x      # (b, points): iΔt/2·u·x_j
         zero = torch.zeros_like(psi[:, :1])
@@ -217,7 +218,7 @@ def quantum_dipole(preset: str = 'paper', network: str = 'mlp', steps: int = 384
         return keras_dense([2 * points, 20, 20, 20, steps], 'tanh')
 
     def simulate(z):
-        psi0 = ground.to(z.dtype).expand(z.shape[0], points)
+        psi0 = ground.to(device=z.device, dtype=z.dtype).expand(z.shape[0], points)
         return to_real(crank_nicolson(psi0, z, dt, dx))
 
     def metrics(net, inputs, y_target):
@@ -226,7 +227,7 @@ def quantum_dipole(preset: str = 'paper', network: str = 'mlp', steps: int = 384
         a, b = to_complex(y_target), to_complex(y)
         out = {}
         for name, state in (('low_energy_loss', e1), ('high_energy_loss', e2)):
-            s = state.to(a.dtype)
+            s = state.to(device=a.device, dtype=a.dtype)
             out[name] = float(((overlap(a, s).abs() - overlap(s, b).abs()) ** 2).mean())
         return out
 
