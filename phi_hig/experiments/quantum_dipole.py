@@ -55,13 +55,17 @@ def eigen_energy(n: int, points: int = 14, dx: float = 2 / 15) -> float:
     return 4 / dx ** 2 * math.sin(math.pi * n / (2 * (points + 1))) ** 2
 
 
+def _minus_laplacian(points: int, dx: float, **kw) -> torch.Tensor:
+    """``−Δ`` (3-point, Dirichlet walls) as a dense ``(points, points)`` matrix; ``kw``: dtype and device."""
+    return (2 * torch.eye(points, **kw) - torch.diag(torch.ones(points - 1, **kw), 1)
+            - torch.diag(torch.ones(points - 1, **kw), -1)) / dx ** 2
+
+
 def hamiltonian_matrix(u: torch.Tensor, points: int = 14, dx: float = 2 / 15) -> torch.Tensor:
     """``H = −Δ + u·x̂`` for a batch of controls ``u`` (``(b,)``): ``(b, points, points)`` in u's dtype."""
     kw = dict(dtype=u.dtype, device=u.device)
-    lap = (2 * torch.eye(points, **kw) - torch.diag(torch.ones(points - 1, **kw), 1)
-           - torch.diag(torch.ones(points - 1, **kw), -1)) / dx ** 2
     x = torch.arange(1, points + 1, **kw) * dx
-    return lap + u[:, None, None] * torch.diag(x)
+    return _minus_laplacian(points, dx, **kw) + u[:, None, None] * torch.diag(x)
 
 
 def tridiagonal_solve(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -115,9 +119,7 @@ def crank_nicolson(psi0: torch.Tensor, u: torch.Tensor, dt: float = 0.05, dx: fl
     psi = psi0.to(cdtype)
     states = [psi] if return_all else None
     if solver == 'dense':
-        lap = ((2 * torch.eye(points, **kw) - torch.diag(torch.ones(points - 1, **kw), 1)
-                - torch.diag(torch.ones(points - 1, **kw), -1)) / dx ** 2).to(cdtype)
-        a_base = torch.eye(points, **ckw) + half * lap
+        a_base = torch.eye(points, **ckw) + half * _minus_laplacian(points, dx, **kw).to(cdtype)
     offs = torch.full((b, points), off, **ckw)
     for n in range(u.shape[1]):
         pot = (half * u[:, n:n + 1].to(cdtype)) * x      # (b, points): iΔt/2·u·x_j
