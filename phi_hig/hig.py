@@ -1,41 +1,144 @@
-"""The half-inverse of a Jacobian applied to a gradient: the linear algebra of HIG, Gauss–Newton and GD.
+"""The spectral core of HIG, Gauss–Newton and GD: a truncated, exponentiated pseudo-inverse applied to a gradient.
 
-For ``J = U Λ Vᵀ`` (thin SVD, ``J`` of shape ``(m, n)``) and a vector ``g`` of length ``m``,
-``half_inverse`` computes ``d = max(σ)^β · V Λ^κ Uᵀ g`` over the kept singular values, so that a
-training step is ``θ ← θ − η·d``. κ = −1/2 is HIG, κ = −1 Gauss–Newton (the truncated pseudo-inverse),
-κ = +1 gradient descent (``Jᵀg``).
+For the stacked per-sample Jacobian ``J = U Λ Vᵀ`` (thin SVD, ``m × n``) and a vector ``g`` of length ``m``, the
+core computes ``d = max(σ)^β · V Λ^κ Uᵀ g`` over the kept singular values, so that a training step is
+``θ ← θ − η·d`` (Schnell, Holl & Thuerey 2022, eqs. 5–7; β: appendix C, eq. 21). κ = −1/2 is HIG, κ = −1
+Gauss–Newton (the truncated pseudo-inverse), κ = +1 gradient descent (``Jᵀg``).
 
-Two exact paths compute it:
+Two objects split the work, in the roles PhiML's ``Solve`` and a linear operator play for ``solve_linear``:
 
-* **SVD path** (``method='svd'``): a thin SVD of ``J`` in float64. Accurate to about
-  ``1e-15·σ_max/σ_min,kept`` relative; it resolves singular values down to the round-off floor
-  ``max(m, n)·ε₆₄·σ_max``. Cost ``O(m·n·min(m, n))``.
-* **Gram path** (``method='gram'``): ``eigh(J Jᵀ)`` (or ``eigh(JᵀJ)`` when ``n < m``) in float64, and
-  ``d = Jᵀ U Λ^(κ−1) Uᵀ g`` (dual: ``V Λ^(κ−1) Vᵀ Jᵀg``). The Gram matrix, its eigendecomposition and the
-  coefficient vector are float64 whatever the input dtype. Squaring the singular values squares the
-  condition number: the error is about ``2e-17·(σ_max/σ_min,kept)²`` relative, and eigenvalues below the
-  Gram round-off floor ``max(m, n)·ε₆₄·μ_max`` (that is σ ≲ ``√(max(m, n)·ε₆₄)·σ_max``) are discarded.
-  Much cheaper when ``min(m, n)`` is small against ``max(m, n)``, and the only path that works from a
-  Gram matrix assembled without forming ``J`` (see ``phi_hig.jacobian``).
-* ``method='auto'`` takes the Gram path whenever every kept eigenvalue satisfies ``μ ≥ 1e-12·μ_max``
-  (kept σ ≥ 1e-6·σ_max, which covers relative truncations τ ≥ 1e-6) and the SVD path otherwise.
+* `HalfInverse`: the frozen, validated settings (κ, β, τ, relative, method);
+* a *Jacobian operator* (`JacobianOperator`): anything with ``n_rows``, ``n_params``, ``gram()``,
+  ``gram_dual()``, ``vjp(c)`` and ``matrix()``. `DenseJacobian` adapts a given matrix;
+  `phi_hig.jacobian.JacobianFactors` holds J as per-layer factors without forming it.
+
+`apply_half_inverse(settings, operator, g)` is the one function that applies the settings to an operator: the
+choice of path, the size checks, the cut-off and the fallbacks live there only. Paths, all exact and float64:
+
+* **Gram** (``'gram'``): ``eigh(J Jᵀ)`` and ``d = Jᵀ U Λ^(κ−1) Uᵀ g``, or, when ``n < m``, the dual
+  ``eigh(JᵀJ)`` and ``d = V Λ^(κ−1) Vᵀ Jᵀg`` (``'dual'`` forces the dual). Squaring σ squares the condition
+  number: error ≈ ``2e-17·(σ_max/σ_min,kept)²`` relative; Gram eigenvalues below ``max(m, n)·ε₆₄·μ_max`` are
+  discarded.
+* **SVD** (``'svd'``): a thin float64 SVD of J: error ≈ ``1e-15·σ_max/σ_min,kept``.
+* ``'auto'``: the Gram path; the SVD path instead when a kept Gram eigenvalue lies below ``1e-12·μ_max`` (kept
+  σ < 1e-6·σ_max, beyond the Gram path's resolution) or when the float64 Gram matrix under- or overflows (J
+  beyond about 2^±400 in scale). The SVD path normalizes J by an exact power of two first, so a finite J of any
+  scale gives the same answer as at unit scale.
+
+The truncation always *discards* (never clamps): σ ≤ τ·σ_max (σ ≤ τ when not relative) and the round-off floor
+σ ≤ max(m, n)·ε₆₄·σ_max contribute exactly zero.
 """
 from __future__ import annotations
 
 import math as _pymath
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
+from . import checks
+from .errors import InvalidInputError, NonFiniteStepError
 
-__all__ = ['half_inverse', 'SpectralInfo', 'spectral_apply', 'validate_hig_settings']
+__all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
+           'batched_half_inverse', 'half_inverse', 'eigh64', 'PATHS', 'DEFAULT_MAX_BYTES']
 
+PATHS = ('auto', 'gram', 'dual', 'svd')
 EPS64 = float(np.finfo(np.float64).eps)
 AUTO_GRAM_MIN_RATIO = 1e-12
-"""'auto' uses the Gram path when every kept Gram eigenvalue is at least this fraction of the largest."""
+"""'auto' keeps the Gram path only while every kept Gram eigenvalue is at least this fraction of the largest."""
+GRAM_SAFE_EXPONENT = 800
+"""The Gram path is trusted while its largest diagonal entry lies in [2^-800, 2^800] (else under/overflow)."""
+DEFAULT_MAX_BYTES = 4 * 1024 ** 3
+"""Default limit (4 GiB) on any single Jacobian or Gram matrix a HIG step allocates."""
+
+
+@dataclass(frozen=True)
+class HalfInverse:
+    """Settings of a truncated half-inverse ``max(σ)^β · V Λ^κ Uᵀ``, validated once when built.
+
+    Attributes:
+        kappa: κ ∈ [−1, 1]: −1/2 HIG, −1 Gauss–Newton, +1 gradient descent.
+        beta: β, any finite number; the direction is scaled by ``σ_max^β`` (β = −1−κ rescales σ_max to 1).
+        truncation: τ ≥ 0: singular values ``σ ≤ τ·σ_max`` (``σ ≤ τ`` when not relative) are discarded; a
+            relative τ must be < 1 (τ ≥ 1 would discard everything).
+        relative: threshold relative to σ_max (as the authors' code) or absolute.
+        method: 'auto', 'gram' (J Jᵀ, or JᵀJ when |θ| < rows), 'dual' (JᵀJ) or 'svd' (module docstring).
+
+    Raises:
+        InvalidInputError: naming the setting and its allowed values (booleans are not numbers).
+    """
+    kappa: float = -0.5
+    beta: float = 0.0
+    truncation: float = 1e-6
+    relative: bool = True
+    method: str = 'auto'
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, 'kappa', checks.number('kappa', self.kappa, minimum=-1, maximum=1,
+                                          hint='-0.5 HIG, -1 Gauss-Newton, 1 gradient descent'))
+        set_(self, 'beta', checks.number('beta', self.beta))
+        set_(self, 'relative', checks.flag('relative', self.relative))
+        if self.relative:
+            tau = checks.number('truncation', self.truncation, minimum=0, maximum=1, max_open=True,
+                                hint='relative to the largest singular value')
+        else:
+            tau = checks.number('truncation', self.truncation, minimum=0, hint='absolute')
+        set_(self, 'truncation', tau)
+        set_(self, 'method', checks.choice('method', self.method, PATHS))
+
+
+@runtime_checkable
+class JacobianOperator(Protocol):
+    """The stacked Jacobian ``J`` (``n_rows × n_params``) as the core consumes it.
+
+    Implementations: `DenseJacobian` (a given matrix), `phi_hig.jacobian.JacobianFactors` (per-layer factors of
+    network + physics, J never formed) and, across ``torch.distributed`` ranks, an operator whose ``gram()``
+    gathers the rows of every rank. Contract: ``gram()`` returns ``J Jᵀ`` and ``gram_dual()`` returns ``JᵀJ`` as
+    float64 tensors accumulated in float64; ``vjp(c)`` returns ``Jᵀc`` as a float64 ``(n_params,)`` tensor for a
+    vector ``c`` of length ``n_rows``; ``matrix()`` returns J (any floating dtype). Each may raise
+    `phi_hig.errors.JacobianTooLargeError` before allocating. The core calls ``gram()`` or ``gram_dual()`` at most
+    once and then ``vjp`` at most twice.
+    """
+    n_rows: int
+    n_params: int
+
+    def gram(self) -> torch.Tensor: ...
+
+    def gram_dual(self) -> torch.Tensor: ...
+
+    def vjp(self, c: torch.Tensor) -> torch.Tensor: ...
+
+    def matrix(self) -> torch.Tensor: ...
+
+
+class DenseJacobian:
+    """`JacobianOperator` of a given matrix ``J`` (``m × n``, any float dtype and device)."""
+
+    def __init__(self, J: torch.Tensor, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
+        self.J, self.max_bytes = J, max_bytes
+        self.n_rows, self.n_params = int(J.shape[0]), int(J.shape[1])
+        self._J64 = None
+
+    def _64(self) -> torch.Tensor:
+        if self._J64 is None:
+            self._J64 = self.J.to(torch.float64)
+        return self._J64
+
+    def gram(self) -> torch.Tensor:
+        J = self._64()
+        return J @ J.T
+
+    def gram_dual(self) -> torch.Tensor:
+        J = self._64()
+        return J.T @ J
+
+    def vjp(self, c: torch.Tensor) -> torch.Tensor:
+        return self._64().T @ c.to(device=self.J.device, dtype=torch.float64)
+
+    def matrix(self) -> torch.Tensor:
+        return self.J
 
 
 @dataclass
@@ -46,170 +149,226 @@ class SpectralInfo:
         singular_values: kept singular values σ, descending, float64 NumPy array.
         sigma_max: the largest singular value of J (kept or not).
         rank: number of kept singular values.
-        path: 'svd', 'gram' or 'gram-dual'.
+        path: 'gram', 'gram-dual' or 'svd'.
+        fallback: why 'auto' took the SVD path instead of the Gram path ('' when it did not).
     """
     singular_values: np.ndarray
     sigma_max: float
     rank: int
     path: str
+    fallback: str = ''
 
 
-def validate_hig_settings(kappa: float, beta: float, truncation: float, relative: bool = True,
-                          method: str = 'auto') -> None:
-    """Raise `InvalidInputError` naming the problem if a HIG hyperparameter is invalid."""
-    if not isinstance(kappa, (int, float)) or not (-1.0 <= float(kappa) <= 1.0):
-        raise InvalidInputError(f"kappa must be a number in [-1, 1] (-0.5 HIG, -1 Gauss-Newton, 1 GD), got {kappa!r}")
-    if not isinstance(beta, (int, float)) or not _pymath.isfinite(beta):
-        raise InvalidInputError(f"beta must be a finite number, got {beta!r}")
-    if not isinstance(truncation, (int, float)) or _pymath.isnan(truncation) or truncation < 0 or _pymath.isinf(truncation):
-        raise InvalidInputError(f"truncation must be a finite number >= 0, got {truncation!r}")
-    if not isinstance(relative, bool):
-        raise InvalidInputError(f"relative must be True or False, got {relative!r}")
-    if method not in ('auto', 'svd', 'gram'):
-        raise InvalidInputError(f"method must be 'auto', 'svd' or 'gram', got {method!r}")
+def eigh64(G: torch.Tensor) -> tuple:
+    """Eigendecomposition ``(μ ascending, W)`` of a symmetric float64 matrix; only its lower triangle is read.
+
+    ``torch.linalg.eigh``: LAPACK ``syevd`` through torch's BLAS on the CPU (it follows ``torch.set_num_threads``;
+    SciPy's OpenBLAS does not, and with its own threads on shared cores it was 2–3× slower here), cuSOLVER on
+    CUDA.
+    """
+    return torch.linalg.eigh(G)
 
 
-def _keep_threshold(scale_max: float, truncation: float, relative: bool, floor_ratio: float) -> float:
-    """Threshold on the singular values σ of the SVD path: values ≤ it are discarded."""
-    user = truncation * scale_max if relative else truncation
-    return max(user, floor_ratio * scale_max)
+# ------------------------------------------------------------------------------------------- the cut-off
+
+def _svd_keep(s: torch.Tensor, s_max: torch.Tensor, settings: HalfInverse, floor_dim: int) -> torch.Tensor:
+    """Mask of the singular values that are kept: ``σ > max(τ·σ_max or τ, max(m, n)·ε₆₄·σ_max)`` and σ_max > 0.
+
+    Works batched: ``s`` (…, k), ``s_max`` broadcastable to it."""
+    user = settings.truncation * s_max if settings.relative else torch.full_like(s_max, settings.truncation)
+    return (s > torch.maximum(user, floor_dim * EPS64 * s_max)) & (s_max > 0)
 
 
-def _gram_keep(mu: torch.Tensor, truncation: float, relative: bool, floor_dim: int) -> torch.Tensor:
-    """Mask of the Gram eigenvalues μ = σ² that are kept: ``μ > max((τ·σ_max)², max(m, n)·ε₆₄·μ_max)``
-    (τ² instead of (τ·σ_max)² when not relative). Call only with μ_max > 0."""
+def _gram_keep(mu: torch.Tensor, settings: HalfInverse, floor_dim: int) -> torch.Tensor:
+    """The same rule on Gram eigenvalues μ = σ² (ascending; μ_max > 0): ``μ > max((τσ_max)², floor·μ_max)``."""
     mu_max = float(mu[-1])
-    user = (truncation * _pymath.sqrt(mu_max)) ** 2 if relative else truncation ** 2
+    user = (settings.truncation * _pymath.sqrt(mu_max)) ** 2 if settings.relative else settings.truncation ** 2
     return mu > max(user, floor_dim * EPS64 * mu_max)
 
 
-def spectral_apply(gram: torch.Tensor, rhs: torch.Tensor, kappa: float, beta: float, truncation: float,
-                   relative: bool, floor_dim: int, eig: Optional[tuple] = None) -> tuple[torch.Tensor, SpectralInfo]:
-    """``max(σ)^β · W diag(μ^((κ−1)/2)) Wᵀ rhs`` over the kept eigenpairs (μ, W) of a float64 Gram matrix.
+def _gram_in_range(G: torch.Tensor) -> bool:
+    top = float(torch.diagonal(G).max()) if G.numel() else 0.0
+    return _pymath.isfinite(top) and (top == 0.0 or 2.0 ** -GRAM_SAFE_EXPONENT <= top <= 2.0 ** GRAM_SAFE_EXPONENT) \
+        and bool(torch.isfinite(G).all())
 
-    With ``gram = J Jᵀ`` and ``rhs = g`` this is the coefficient vector ``c`` with ``d = Jᵀc``; with
-    ``gram = JᵀJ`` and ``rhs = Jᵀg`` it is ``d`` itself. Eigenvalues μ = σ² are kept when
-    ``μ > max((τ·σ_max)², max(m, n)·ε₆₄·μ_max)`` (τ² instead of (τ·σ_max)² when not relative).
-    Discarded eigenvalues contribute zero. Invariant: the result is finite for any finite input.
 
-    Args:
-        gram: symmetric positive semi-definite float64 matrix (k, k).
-        rhs: float64 vector (k,).
-        floor_dim: ``max(m, n)`` of J, for the round-off floor.
-        eig: optionally a precomputed ``torch.linalg.eigh(gram)``.
-    """
-    mu, w = torch.linalg.eigh(gram) if eig is None else eig
+def _spectral(mu: torch.Tensor, w: torch.Tensor, rhs: torch.Tensor, settings: HalfInverse, floor_dim: int,
+              path: str):
+    """``σ_max^β · W diag(μ^((κ−1)/2)) Wᵀ rhs`` over the kept eigenpairs, or None when 'auto' must use the SVD."""
     mu_max = float(mu[-1]) if mu.numel() else 0.0
     if mu_max <= 0.0:
-        return torch.zeros_like(rhs), SpectralInfo(np.zeros(0), 0.0, 0, 'gram')
-    sigma_max = _pymath.sqrt(mu_max)
-    keep = _gram_keep(mu, truncation, relative, floor_dim)
+        return torch.zeros_like(rhs), SpectralInfo(np.zeros(0), 0.0, 0, path)
+    keep = _gram_keep(mu, settings, floor_dim)
     mu_k, w_k = mu[keep], w[:, keep]
-    scale = sigma_max ** beta if beta != 0 else 1.0
-    coefficients = mu_k ** ((kappa - 1.0) / 2.0)
-    out = w_k @ (coefficients * (w_k.T @ rhs))
-    if scale != 1.0:
-        out = out * scale
-    sv = torch.sqrt(mu_k).flip(0).cpu().numpy()
-    return out, SpectralInfo(sv, sigma_max, int(keep.sum()), 'gram')
+    if settings.method == 'auto' and mu_k.numel() and float(mu_k[0]) < AUTO_GRAM_MIN_RATIO * mu_max:
+        return None
+    sigma_max = _pymath.sqrt(mu_max)
+    out = w_k @ (mu_k ** ((settings.kappa - 1.0) / 2.0) * (w_k.T @ rhs))
+    if settings.beta != 0:
+        out = out * sigma_max ** settings.beta
+    return out, SpectralInfo(torch.sqrt(mu_k).flip(0).cpu().numpy(), sigma_max, int(mu_k.numel()), path)
 
 
-def _gram_keeps_resolved(mu: torch.Tensor, truncation: float, relative: bool, floor_dim: int) -> bool:
-    """True when every eigenvalue the Gram path would keep is ≥ 1e-12·μ_max ('auto' rule)."""
-    mu_max = float(mu[-1]) if mu.numel() else 0.0
-    if mu_max <= 0:
-        return True
-    kept = mu[_gram_keep(mu, truncation, relative, floor_dim)]
-    return kept.numel() == 0 or float(kept[0]) >= AUTO_GRAM_MIN_RATIO * mu_max
-
-
-def _svd_apply(J64: torch.Tensor, g64: torch.Tensor, kappa: float, beta: float, truncation: float,
-               relative: bool) -> tuple[torch.Tensor, SpectralInfo]:
-    m, n = J64.shape
-    u, s, vh = torch.linalg.svd(J64, full_matrices=False)
-    sigma_max = float(s[0]) if s.numel() else 0.0
-    if sigma_max <= 0:
-        return torch.zeros(n, dtype=J64.dtype, device=J64.device), SpectralInfo(np.zeros(0), 0.0, 0, 'svd')
-    threshold = _keep_threshold(sigma_max, truncation, relative, max(m, n) * EPS64)
-    keep = s > threshold
-    s_k = s[keep]
-    d = vh[keep].T @ (s_k ** kappa * (u[:, keep].T @ g64))
-    if beta != 0:
-        d = d * sigma_max ** beta
-    return d, SpectralInfo(s_k.cpu().numpy(), sigma_max, int(keep.sum()), 'svd')
-
-
-def _half_inverse_torch(J: torch.Tensor, g: torch.Tensor, kappa: float, beta: float, truncation: float,
-                        relative: bool, method: str) -> tuple[torch.Tensor, SpectralInfo]:
-    """Core on torch tensors (validated). Returns the direction in float64 and the spectrum."""
-    m, n = J.shape
+def _svd_apply(J: torch.Tensor, g64: torch.Tensor, settings: HalfInverse, path: str = 'svd'):
+    """The SVD path on the matrix J, normalized by an exact power of two: ``d(2^k J') = 2^(k(κ+β)) d(J')``."""
+    if not bool(torch.isfinite(J).all()):
+        raise NonFiniteStepError("the Jacobian J is not finite (NaN or Inf); the weights were left untouched")
     J64 = J.to(torch.float64)
-    g64 = g.to(device=J.device, dtype=torch.float64)
-    if method == 'svd':
-        return _svd_apply(J64, g64, kappa, beta, truncation, relative)
-    dual = n < m
-    gram = J64.T @ J64 if dual else J64 @ J64.T
-    eig = torch.linalg.eigh(gram)
-    if method == 'auto' and not _gram_keeps_resolved(eig[0], truncation, relative, max(m, n)):
-        return _svd_apply(J64, g64, kappa, beta, truncation, relative)
-    if dual:
-        d, info = spectral_apply(gram, J64.T @ g64, kappa, beta, truncation, relative, max(m, n), eig)
-        info.path = 'gram-dual'
-    else:
-        c, info = spectral_apply(gram, g64, kappa, beta, truncation, relative, max(m, n), eig)
-        d = J64.T @ c
+    m, n = J64.shape
+    top = float(J64.abs().max()) if J64.numel() else 0.0
+    if top == 0.0:
+        return torch.zeros(n, dtype=torch.float64, device=J.device), SpectralInfo(np.zeros(0), 0.0, 0, path)
+    k = _pymath.frexp(top)[1]
+    J64 = torch.ldexp(J64, torch.tensor(-k, device=J.device)) if k else J64
+    scaled = HalfInverse(settings.kappa, settings.beta, settings.truncation * (1.0 if settings.relative else 2.0 ** -k),
+                         settings.relative, 'svd') if (k and not settings.relative) else settings
+    u, s, vh = torch.linalg.svd(J64, full_matrices=False)
+    s_max = s[:1]
+    keep = _svd_keep(s, s_max, scaled, max(m, n))
+    s_k = s[keep]
+    d = vh[keep].T @ (s_k ** settings.kappa * (u[:, keep].T @ g64))
+    if settings.beta != 0:
+        d = d * float(s_max) ** settings.beta
+    if k:
+        d = d * 2.0 ** (k * (settings.kappa + settings.beta))
+    sigma = (s_k * 2.0 ** k).cpu().numpy()
+    return d, SpectralInfo(sigma, float(s_max) * 2.0 ** k, int(keep.sum()), path)
+
+
+# ------------------------------------------------------------------------------------------- the one function
+
+def gram_path(settings: HalfInverse, n_rows: int, n_params: int, max_bytes: Optional[float] = DEFAULT_MAX_BYTES) -> str:
+    """The path `apply_half_inverse` starts on ('gram', 'dual' or 'svd') for a J of this shape; raises
+    `phi_hig.errors.JacobianTooLargeError` when its Gram matrix would exceed ``max_bytes`` (callers may ask
+    before computing the Jacobian, so that a refused size costs nothing)."""
+    path = settings.method
+    if path in ('auto', 'gram'):
+        path = 'dual' if n_params < n_rows else 'gram'
+    if path == 'dual':
+        checks.check_size("The dual Gram matrix JᵀJ (float64)", (n_params, n_params), 8, max_bytes)
+    elif path == 'gram':
+        checks.check_size("The Gram matrix J Jᵀ (float64)", (n_rows, n_rows), 8, max_bytes)
+    return path
+
+
+def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: torch.Tensor, *,
+                       max_bytes: Optional[float] = DEFAULT_MAX_BYTES) -> tuple:
+    """``d = max(σ)^β · V Λ^κ Uᵀ g`` of the operator's J over the kept singular values, in float64.
+
+    Invariants: the path, the cut-off and the fallbacks are those of the module docstring; the result is finite
+    for finite inputs unless its true value overflows float64 (then `NonFiniteStepError`); nothing of size
+    ``n_rows²`` (``n_params²`` on the dual path) is allocated above ``max_bytes``.
+
+    Args:
+        settings: a `HalfInverse`.
+        operator: a `JacobianOperator`.
+        g: the gradient of the loss with respect to the stacked outputs, ``(n_rows,)``.
+        max_bytes: limit for the Gram matrices (`phi_hig.errors.JacobianTooLargeError` above it).
+
+    Returns:
+        ``(d, info)``: ``d`` of shape ``(n_params,)``, float64, on g's device; a `SpectralInfo`.
+    """
+    m, n = int(operator.n_rows), int(operator.n_params)
+    floor_dim = max(m, n)
+    g64 = g.reshape(-1).to(torch.float64)
+    path = gram_path(settings, m, n, max_bytes)
+    reason = ''
+    if path in ('gram', 'dual'):
+        dual = path == 'dual'
+        G = operator.gram_dual() if dual else operator.gram()
+        rhs = operator.vjp(g64) if dual else g64
+        if _gram_in_range(G) and bool(torch.isfinite(rhs).all()):
+            mu, w = eigh64(G)
+            del G
+            done = _spectral(mu, w, rhs, settings, floor_dim, 'gram-dual' if dual else 'gram')
+            if done is not None:
+                out, info = done
+                d = out if dual else operator.vjp(out)
+                return _finite_result(d, info)
+            reason = 'kept spectrum below the Gram resolution'
+        elif settings.method == 'auto':
+            reason = 'Gram matrix under- or overflows'
+        else:
+            raise NonFiniteStepError(
+                f"method={settings.method!r}: the float64 {'JᵀJ' if dual else 'J Jᵀ'} under- or overflows at this "
+                f"scale of J (largest diagonal entry {float(torch.diagonal(G).max()):.3g}); use method='auto' or "
+                f"'svd', which normalize J")
+    J = operator.matrix()
+    d, info = _svd_apply(J, g64.to(J.device), settings)
+    info.fallback = reason
+    return _finite_result(d, info)
+
+
+def _finite_result(d: torch.Tensor, info: SpectralInfo):
+    if not bool(torch.isfinite(d).all()):
+        raise NonFiniteStepError("the half-inverse direction overflows float64 (its true value is out of range); "
+                                 "the weights were left untouched")
     return d, info
 
 
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    if not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise InvalidInputError(f"{name} contains {bad} non-finite value(s) (NaN or Inf)")
+def batched_half_inverse(settings: HalfInverse, J: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Per example ``b``: ``max(σ_b)^β · V_b Λ_b^κ U_bᵀ g_b`` for ``J: (B, m, n)``, ``g: (B, m)``, float64 SVD path.
+
+    The same cut-off as `apply_half_inverse` (the batch of small dense Jacobians of a per-example inverse, e.g.
+    the Gauss–Newton SIP inverse). Returns ``(B, n)`` float64.
+    """
+    J64 = J.to(torch.float64)
+    u, s, vh = torch.linalg.svd(J64, full_matrices=False)
+    s_max = s[:, :1]
+    keep = _svd_keep(s, s_max, settings, max(J.shape[1], J.shape[2]))
+    power = torch.where(keep, torch.where(keep, s, torch.ones_like(s)) ** settings.kappa, torch.zeros_like(s))
+    d = torch.einsum('bkn,bk->bn', vh, power * torch.einsum('bmk,bm->bk', u, g.to(torch.float64)))
+    if settings.beta != 0:
+        d = d * torch.where(s_max > 0, s_max, torch.ones_like(s_max)) ** settings.beta
+    return d
 
 
-def _to_torch(name: str, value: Any) -> torch.Tensor:
+# ------------------------------------------------------------------------------------------- dense front end
+
+def _to_torch(name: str, value) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         t = value
     elif isinstance(value, np.ndarray):
         t = torch.from_numpy(value)
     else:
-        raise InvalidInputError(f"{name} must be a NumPy array, a torch tensor or a PhiML tensor, got {type(value).__name__}")
-    if not (t.dtype.is_floating_point):
+        raise InvalidInputError(f"{name} must be a NumPy array, a torch tensor or a PhiML tensor, got "
+                                f"{type(value).__name__}")
+    if not t.dtype.is_floating_point:
         raise InvalidInputError(f"{name} must have a real floating-point dtype, got {t.dtype}")
+    if not bool(torch.isfinite(t).all()):
+        raise InvalidInputError(f"{name} contains {int((~torch.isfinite(t)).sum())} non-finite value(s) (NaN or Inf)")
     return t
 
 
 def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float = 1e-6, relative: bool = True,
-                 method: str = 'auto', *, return_info: bool = False):
-    """Apply the truncated, exponentiated pseudo-inverse ``max(σ)^β · V Λ^κ Uᵀ`` of ``J`` to ``g``.
+                 method: str = 'auto', *, return_info: bool = False, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
+    """Apply the truncated, exponentiated pseudo-inverse ``max(σ)^β · V Λ^κ Uᵀ`` of a given ``J`` to ``g``.
 
     A step ``θ ← θ − η·d`` with the returned ``d`` is HIG for κ = −1/2, Gauss–Newton for κ = −1 and gradient
-    descent for κ = +1 (HIG paper eq. 21/22). See the module docstring for the accuracy of each path.
+    descent for κ = +1 (Schnell, Holl & Thuerey 2022, eqs. 5–7). A thin adapter: `HalfInverse` settings,
+    `DenseJacobian` and `apply_half_inverse`; see the module docstring for paths and accuracy.
 
-    Invariants: singular values ``σ ≤ truncation·σ_max`` (``σ ≤ truncation`` when ``relative=False``) and
-    round-off values ``σ ≤ max(m, n)·ε₆₄·σ_max`` contribute exactly zero (truncation, never clamping), so
-    ``truncation=0`` gives the pseudo-inverse and a zero or rank-deficient J gives a finite result that is
-    zero in its null directions.
+    Invariants: discarded singular values contribute exactly zero, so ``truncation=0`` gives the pseudo-inverse
+    and a zero or rank-deficient J gives a finite result that is zero in its null directions; a finite full-rank
+    J gives the same direction at any scale (up to the factor ``s^(κ+β)`` of a scale s).
 
     Args:
-        J: the stacked Jacobian, shape ``(m, n)``: a NumPy array, a torch tensor (CPU or CUDA) or a PhiML
-            tensor. For a PhiML tensor, the rows are the dims of ``g`` (flattened in ``g``'s order) and the
-            columns are all other dims of ``J``; the result carries those column dims.
-        g: the gradient of the loss with respect to the stacked outputs, shape ``(m,)``, same kind as J.
-        kappa: exponent κ ∈ [−1, 1] of the singular values.
-        beta: exponent β of the largest singular value (β = −1−κ rescales σ_max to 1).
-        truncation: τ ≥ 0, the truncation threshold.
-        relative: threshold relative to σ_max (the authors' code) or absolute.
-        method: 'auto', 'svd' or 'gram'.
-        return_info: also return a `SpectralInfo` with the kept singular values.
+        J: the stacked Jacobian ``(m, n)``: a NumPy array, a torch tensor (CPU or CUDA) or a PhiML tensor. For a
+            PhiML tensor, the rows are the dims of ``g`` (flattened in ``g``'s order) and the columns all other
+            dims of ``J``; the result carries those column dims.
+        g: the gradient of the loss with respect to the stacked outputs ``(m,)``, same kind as J.
+        kappa, beta, truncation, relative, method: the `HalfInverse` settings.
+        return_info: also return a `SpectralInfo`.
+        max_bytes: limit for the Gram matrices.
 
     Returns:
         ``d`` of shape ``(n,)`` with J's kind, device and dtype (and the `SpectralInfo` if asked).
 
     Raises:
-        InvalidInputError: (a ValueError) on non-finite entries, mismatched shapes or invalid hyperparameters.
+        InvalidInputError: non-finite entries, mismatched shapes or invalid settings.
+        NonFiniteStepError: the result overflows J's dtype (e.g. float32), never an inf result.
     """
-    validate_hig_settings(kappa, beta, truncation, relative, method)
+    settings = HalfInverse(kappa, beta, truncation, relative, method)
     phiml_cols = None
     from phiml import math as _m
     from phiml.math import Tensor as _PhiTensor
@@ -224,8 +383,7 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         phiml_cols = J.shape.without(g.shape)
         if not phiml_cols:
             raise InvalidInputError(f"J {J.shape} has no column dims besides g's dims {g.shape}")
-        # PhiML's native() converts to the context precision: read J and g at their own precision
-        with _m.precision(J.dtype.precision):
+        with _m.precision(J.dtype.precision):  # PhiML's native() converts to the context precision
             J, g = J.native([g.shape, phiml_cols]), g.native([g.shape])
     is_numpy = isinstance(J, np.ndarray)
     Jt, gt = _to_torch('J', J), _to_torch('g', g)
@@ -233,10 +391,11 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         raise InvalidInputError(f"J must be 2-D (m, n), got shape {tuple(Jt.shape)}")
     if gt.ndim != 1 or gt.shape[0] != Jt.shape[0]:
         raise InvalidInputError(f"g must have shape ({Jt.shape[0]},) to match J {tuple(Jt.shape)}, got {tuple(gt.shape)}")
-    _check_finite('J', Jt)
-    _check_finite('g', gt)
-    d, info = _half_inverse_torch(Jt, gt, float(kappa), float(beta), float(truncation), relative, method)
+    d, info = apply_half_inverse(settings, DenseJacobian(Jt, max_bytes), gt.to(Jt.device), max_bytes=max_bytes)
     d = d.to(Jt.dtype)
+    if not bool(torch.isfinite(d).all()):
+        raise NonFiniteStepError(f"the half-inverse direction overflows {Jt.dtype} (largest float64 entry "
+                                 f"exceeds its range); pass J in float64")
     if is_numpy:
         d = d.numpy()
     if phiml_cols is not None:

@@ -2,68 +2,43 @@
 
 The stacked per-sample Jacobian of ``y_i = simulate(net(x_i))`` is ``J = [∂y_1/∂θ; …; ∂y_b/∂θ]`` of shape
 ``(b·|y|, |θ|)`` with sample-major rows (row ``i·|y| + k`` is output ``k`` of sample ``i``). Because the
-physics acts on each sample alone, ``∂y/∂z`` is block-diagonal and ``J = P_blk · J_net``:
+physics acts on each sample alone, ``∂y/∂z`` is block-diagonal and ``J = P_blk · J_net``.
 
-1. ``P`` (``b × |y| × |z|``) comes from one backward pass of the physics on a batch that repeats every
-   sample |y| times, with the k-th unit cotangent on the k-th copy. This works for any physics written
-   with PyTorch or PhiML/PhiFlow operations, including a Dirichlet ``field.laplace`` and ``solve_linear``
-   that ``torch.func.vmap`` cannot trace, and needs no Python loop over samples.
-2. The columns of ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` layers (``groups == 1``; any stride,
-   dilation, padding and padding mode; any elementwise activations between layers) are held as factors: the
-   per-sample layer input ``a`` (unfolded patches for convolutions) and the back-propagated signal ``δ`` at
-   the layer output for every (sample, output) row, all from one forward and one backward pass of the
-   network on the repeated batch with cotangents ``P``. A row of the weight block is ``Σ_p δ_p ⊗ a_p`` over
-   the layer's positions p. For a dense layer (one position) the Gram matrix is
-   ``G_l = (D Dᵀ) ∘ ((A Aᵀ + 1) ⊗ 1_{|y|×|y|})``; for convolutions the sum over positions couples, and
-   ``J_l J_lᵀ`` is accumulated from the layer's per-row weight gradients formed in row blocks of at most
-   ``chunk_bytes``. Everything is accumulated in float64 and nothing of size ``|θ| × b·|y|`` exists.
-3. The columns of all other parameters (layers of unknown type, shared weights) use ``torch.func``: per
-   sample, the vector–Jacobian products of the network with the |y| rows of ``P_i``, vectorized over
-   samples with ``vmap`` and chunked. Only these columns are ever formed as a matrix.
+`jacobian_factors` gets everything from **one** forward and one backward pass of network + physics on a batch
+that repeats every sample |y| times, with the k-th unit cotangent on the k-th copy (chunked to ``chunk_rows``
+rows): the outputs ``y``, the physics Jacobian ``P`` (``b × |y| × |z|``, the gradient at the network output) and,
+for every ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` layer (``groups == 1``; any stride, dilation, padding and
+padding mode; any elementwise activations between layers) called once per forward pass on batch-first inputs,
+the per-sample layer input ``a`` and the back-propagated signal ``δ`` at the layer output for every (sample,
+output) row. This works for any physics written with PyTorch or PhiML/PhiFlow operations, including a Dirichlet
+``field.laplace`` and ``solve_linear`` that ``torch.func.vmap`` cannot trace, and needs no Python loop over
+samples. The result is a `phi_hig.factors.JacobianFactors`, the Jacobian operator the HIG core applies; the
+columns of all other parameters (layers of unknown type, shared weights) are formed per sample with
+``torch.func`` from ``P`` (vectorized over samples with ``vmap``, chunked) — only these columns are ever formed
+as a matrix.
 
-Every allocation of ``J``, ``G`` or ``JᵀJ`` is estimated first and refused above ``max_bytes`` with a
+Every allocation of ``J``, ``G``, ``JᵀJ`` or ``P`` is estimated first and refused above ``max_bytes`` with a
 `JacobianTooLargeError` that names the size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field as _field
+import weakref
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-from .errors import InvalidInputError, JacobianTooLargeError
+from .backend import torch_backend
+from .checks import check_size
+from .errors import InvalidInputError
+from .factors import DEFAULT_CHUNK_BYTES, JacobianFactors, LayerFactor
+from .hig import DEFAULT_MAX_BYTES
 
-__all__ = ['physics_jacobian', 'per_sample_jacobian', 'gram', 'jacobian_factors', 'JacobianFactors', 'eigh64',
-           'DEFAULT_MAX_BYTES', 'DEFAULT_CHUNK_BYTES', 'check_size']
+__all__ = ['physics_jacobian', 'per_sample_jacobian', 'gram', 'jacobian_factors', 'JacobianFactors',
+           'DEFAULT_MAX_BYTES', 'DEFAULT_CHUNK_BYTES', 'DEFAULT_CHUNK_ROWS']
 
-DEFAULT_MAX_BYTES = 4 * 1024 ** 3
-"""Default limit (4 GiB) on any single Jacobian or Gram matrix allocated by this module."""
 DEFAULT_CHUNK_ROWS = 16384
 """Default number of replicated rows (samples × outputs) processed in one backward pass."""
-DEFAULT_CHUNK_BYTES = 64 * 1024 ** 2
-"""Default bound (64 MiB) on the row blocks formed while assembling Gram matrices and ``Jᵀc``."""
-
-
-def _human(nbytes: float) -> str:
-    for unit in ['B', 'kB', 'MB', 'GB', 'TB', 'PB']:
-        if nbytes < 1000 or unit == 'PB':
-            return f"{nbytes:.3g} {unit}"
-        nbytes /= 1000
-    return ''  # pragma: no cover
-
-
-def check_size(what: str, shape: Sequence[int], itemsize: int, max_bytes: Optional[float]) -> None:
-    """Raise `JacobianTooLargeError` if an array of ``shape`` and ``itemsize`` would exceed ``max_bytes``."""
-    n = 1
-    for s in shape:
-        n *= int(s)
-    nbytes = n * itemsize
-    if max_bytes is not None and nbytes > max_bytes:
-        dims = ' x '.join(str(int(s)) for s in shape)
-        raise JacobianTooLargeError(
-            f"{what} of shape {dims} would need {_human(nbytes)}, above the limit of {_human(max_bytes)} "
-            f"(max_bytes). Use a smaller batch or output, or raise max_bytes if the memory is there.")
 
 
 def _flat_batch(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -75,8 +50,12 @@ def _flat_batch(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def physics_jacobian(simulate: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
-                     y: Optional[torch.Tensor] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
+                     y: Optional[torch.Tensor] = None, n_out: Optional[int] = None,
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
     """The block-diagonal Jacobian of a batched simulation: ``P[i, k, j] = ∂y_(i,k)/∂z_(i,j)``.
+
+    One backward pass on a batch that repeats every sample |y| times with the k-th unit cotangent on the k-th
+    copy (chunked to ``chunk_rows`` rows), under PhiML's torch backend (`phi_hig.backend.torch_backend`).
 
     Args:
         simulate: ``z -> y``, batch first, treating batch entries independently (entry i of the output may
@@ -84,6 +63,8 @@ def physics_jacobian(simulate: Callable[[torch.Tensor], torch.Tensor], z: torch.
             accept any batch size.
         z: the simulation input, ``(b, *z_shape)``.
         y: ``simulate(z)``, if already computed.
+        n_out: |y| of an earlier call, if known: then y is read off the replicated pass instead of a separate
+            forward pass (a wrong value is detected from the replicated output's shape and the pass redone).
         chunk_rows: at most this many replicated rows (samples × outputs) per backward pass.
         max_bytes: refuse to allocate P above this size.
 
@@ -91,20 +72,12 @@ def physics_jacobian(simulate: Callable[[torch.Tensor], torch.Tensor], z: torch.
         ``(y, P)``: ``y = simulate(z)`` detached and flattened to ``(b, |y|)``, and ``P`` of shape
         ``(b, |y|, |z|)`` in z's dtype.
     """
-    y, P = _physics_pass(simulate, z, y, None, chunk_rows, max_bytes)
-    return _flat_batch(y, 'simulate(z)'), P
-
-
-def _physics_pass(simulate, z, y, n_out, chunk_rows, max_bytes):
-    """``(y in simulate's own shape, P)``. With ``y`` None and a hint ``n_out`` (= |y| of an earlier call),
-    y is read off the replicated pass instead of a separate forward; a wrong hint is detected from the
-    shape of the replicated output and the pass redone."""
     z = z.detach()
     b = z.shape[0]
     nz = z[0].numel()
     from_replicas = y is None and n_out is not None
     if y is None and not from_replicas:
-        with torch.no_grad(), _torch_backend():
+        with torch.no_grad(), torch_backend():
             y = simulate(z)
     if y is not None:
         yf = _flat_batch(y, 'simulate(z)')
@@ -121,11 +94,11 @@ def _physics_pass(simulate, z, y, n_out, chunk_rows, max_bytes):
         zc = z[chunk]
         n = zc.shape[0]
         zr = zc.repeat_interleave(ny, dim=0).requires_grad_(True)
-        with torch.enable_grad(), _torch_backend():
+        with torch.enable_grad(), torch_backend():
             yr = simulate(zr)
             if from_replicas and (not isinstance(yr, torch.Tensor) or yr.ndim == 0 or yr.shape[0] != n * ny
                                   or yr[0].numel() != ny):
-                return _physics_pass(simulate, z, None, None, chunk_rows, max_bytes)  # the hint was wrong
+                return physics_jacobian(simulate, z, chunk_rows=chunk_rows, max_bytes=max_bytes)  # wrong hint
             yrf = _flat_batch(yr, 'simulate(z)')
             if eye is None:
                 eye = torch.eye(ny, dtype=yrf.dtype, device=z.device)
@@ -135,33 +108,13 @@ def _physics_pass(simulate, z, y, n_out, chunk_rows, max_bytes):
             y_rows.append(yr.detach()[::ny])
     if from_replicas:
         y = torch.cat(y_rows)
-    return y.detach(), P
+    return _flat_batch(y, 'simulate(z)').detach(), P
 
 
 def _sample_chunks(b: int, ny: int, chunk_rows: int):
     """Slices of samples whose replicated rows (samples × |y|) stay within ``chunk_rows`` (at least one sample)."""
     step = max(1, chunk_rows // max(ny, 1))
     return [slice(start, min(start + step, b)) for start in range(0, b, step)]
-
-
-def _forward(net: nn.Module, inputs: torch.Tensor, simulate: Callable):
-    """``(z, y)`` with ``z = net(inputs)`` and ``y = simulate(z)`` (batch first, in simulate's own shape)."""
-    z = net(inputs)
-    with _torch_backend():
-        y = simulate(z)
-    _flat_batch(y, 'simulate(net(inputs))')
-    return z, y
-
-
-def _torch_backend():
-    """PhiML's torch backend as context: PhiML traces solve matrices (e.g. in ``solve_linear``) with the
-    context backend, and their backward pass needs torch tensors."""
-    try:
-        from phiml.backend.torch import TORCH
-    except ImportError:  # pragma: no cover
-        import contextlib
-        return contextlib.nullcontext()
-    return TORCH
 
 
 def _trainable(net: nn.Module, params: Optional[Sequence[torch.Tensor]]) -> list:
@@ -185,242 +138,17 @@ _STRUCTURED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 """Layer types whose columns of J are held as factors (convolutions with ``groups == 1`` only)."""
 
 
-@dataclass
-class _LayerFactor:
-    """The columns of J that belong to one Linear / Conv layer, as per-sample inputs and per-row signals.
-
-    With sample ``s = r // |y|`` of row r, row r of the weight block is ``Σ_p δ[r, :, p] ⊗ a[s, :, p]`` (sum
-    over the layer's positions p: the unfolded patches of a convolution, the leading dims of a Linear layer
-    applied to ``(batch, ..., features)``), flattened like the weight; the bias block is ``Σ_p δ[r, :, p]``.
-    A *dense* factor (``a`` of shape ``(b, F)``, ``delta`` of shape ``(R, out)``) has a single position; then
-    ``J_l J_lᵀ = (D Dᵀ) ∘ ((A Aᵀ + 1) ⊗ 1_{|y|×|y|})`` costs no more than the two small Gram matrices.
-    """
-    a: torch.Tensor                      # (b, F) or (b, F, L)
-    delta: torch.Tensor                  # (R, out) or (R, out, L)
-    weight_col: Optional[int] = None     # position of the weight among the trainable params, if trainable
-    bias_col: Optional[int] = None
-
-    @property
-    def dense(self) -> bool:
-        return self.a.ndim == 2
-
-    @property
-    def n_cols(self) -> int:
-        out, feat = self.delta.shape[1], self.a.shape[1]
-        return out * feat * (self.weight_col is not None) + out * (self.bias_col is not None)
-
-    def rows(self, s0: int, s1: int, ny: int, dtype) -> dict:
-        """``{param column index: rows of J for samples s0..s1}`` in ``dtype``, shapes ``((s1−s0)·|y|, numel)``."""
-        n = s1 - s0
-        d = self.delta[s0 * ny:s1 * ny].to(dtype)
-        a = self.a[s0:s1].to(dtype)
-        out = d.shape[1]
-        blocks = {}
-        if self.weight_col is not None:
-            if self.dense:
-                blocks[self.weight_col] = (d.view(n, ny, out, 1) * a.view(n, 1, 1, -1)).reshape(n * ny, -1)
-            else:
-                blocks[self.weight_col] = torch.bmm(d.reshape(n, ny * out, -1), a.transpose(1, 2)).reshape(n * ny, -1)
-        if self.bias_col is not None:
-            blocks[self.bias_col] = d if self.dense else d.sum(-1)
-        return blocks
-
-
-@dataclass
-class JacobianFactors:
-    """The stacked per-sample Jacobian J (``b·|y| × |θ|``, sample-major rows) of network + physics.
-
-    Columns follow the order of ``params`` (each parameter flattened row-major). The columns of Linear and
-    Conv layers are held as per-layer factors (`_LayerFactor`); the columns of all other parameters
-    ("unknown" layers, shared weights) as a dense block ``(b·|y|, |θ_other|)`` computed per sample with
-    ``torch.func``. Invariant: `gram`, `gram_dual` and `vjp` never allocate anything of size
-    ``|θ| × b·|y|`` beyond that dense block; their temporaries are row blocks of at most ``chunk_bytes``
-    (or one sample's rows, if larger), and their results are float64, accumulated in float64.
-
-    Attributes:
-        y: the simulation output ``(b, |y|)``, detached.
-        params: the trainable parameters, in column order.
-        layers: the factors of the structured layers.
-        dense_cols: indices (into ``params``) of the parameters held in ``dense_block``.
-        dense_block: their columns of J, or None.
-        structured: True when no parameter needs the dense block (nothing of size |θ| × b·|y| exists).
-    """
-    y: torch.Tensor
-    params: list
-    layers: list = _field(default_factory=list)
-    dense_cols: list = _field(default_factory=list)
-    dense_block: Optional[torch.Tensor] = None
-    max_bytes: Optional[float] = DEFAULT_MAX_BYTES
-    chunk_bytes: float = DEFAULT_CHUNK_BYTES
-
-    @property
-    def n_samples(self) -> int:
-        return self.y.shape[0]
-
-    @property
-    def n_out(self) -> int:
-        return self.y.shape[1]
-
-    @property
-    def n_rows(self) -> int:
-        return self.y.shape[0] * self.y.shape[1]
-
-    @property
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.params)
-
-    @property
-    def structured(self) -> bool:
-        return self.dense_block is None
-
-    @property
-    def mixed(self) -> bool:
-        """True when some parameters are held as layer factors and others in the dense block."""
-        return self.dense_block is not None and bool(self.layers)
-
-    def _samples_per_block(self, n_cols: int) -> int:
-        return max(1, int(self.chunk_bytes // max(1, self.n_out * n_cols * 8)))
-
-    def rows(self, s0: int, s1: int, dtype=torch.float64) -> torch.Tensor:
-        """Rows of J for samples ``s0 … s1−1`` (``(s1−s0)·|y|`` rows, all columns) in ``dtype``."""
-        ny = self.n_out
-        blocks = [None] * len(self.params)
-        for f in self.layers:
-            for col, blk in f.rows(s0, s1, ny, dtype).items():
-                blocks[col] = blk
-        if self.dense_block is not None:
-            sub = self.dense_block[s0 * ny:s1 * ny].to(dtype)
-            offset = 0
-            for col in self.dense_cols:
-                n = self.params[col].numel()
-                blocks[col] = sub[:, offset:offset + n]
-                offset += n
-        return torch.cat(blocks, dim=1)
-
-    def matrix(self) -> torch.Tensor:
-        """J as a dense ``(b·|y|, |θ|)`` tensor in the parameters' dtype (refused above ``max_bytes``)."""
-        if self.dense_block is not None and not self.layers:
-            return self.dense_block
-        check_size("The Jacobian J", (self.n_rows, self.n_params), self.params[0].element_size(), self.max_bytes)
-        return self.rows(0, self.n_samples, self.params[0].dtype)
-
-    def gram(self) -> torch.Tensor:
-        """``G = J Jᵀ`` as a float64 ``(b·|y|, b·|y|)`` tensor, accumulated in float64 layer by layer.
-
-        Dense layers use ``(D Dᵀ) ∘ ((A Aᵀ + 1) ⊗ 1)`` in row blocks; convolutions (and Linear layers on
-        more than one position) form their per-row weight gradients in row blocks of at most
-        ``chunk_bytes`` and accumulate ``J_l J_lᵀ``; the dense block likewise.
-        """
-        R, b, ny = self.n_rows, self.n_samples, self.n_out
-        check_size("The Gram matrix J Jᵀ (float64)", (R, R), 8, self.max_bytes)
-        G = torch.zeros(R, R, dtype=torch.float64, device=self.y.device)
-        for f in self.layers:
-            if f.dense:
-                self._add_dense_layer_gram(G, f)
-            else:
-                self._add_block_gram(G, lambda s0, s1, f=f: torch.cat(list(f.rows(s0, s1, ny, torch.float64).values()), 1), f.n_cols)
-        if self.dense_block is not None:
-            blk = self.dense_block
-            self._add_block_gram(G, lambda s0, s1: blk[s0 * ny:s1 * ny].to(torch.float64), blk.shape[1])
-        return G
-
-    def _add_dense_layer_gram(self, G: torch.Tensor, f: _LayerFactor) -> None:
-        b, ny, R = self.n_samples, self.n_out, self.n_rows
-        d64 = f.delta.to(torch.float64)
-        if f.weight_col is not None:
-            a64 = f.a.to(torch.float64)
-            ka = a64 @ a64.T
-        else:
-            ka = torch.zeros(b, b, dtype=torch.float64, device=G.device)
-        if f.bias_col is not None:
-            ka += 1.0
-        step = self._samples_per_block(R)
-        for s0 in range(0, b, step):
-            s1 = min(b, s0 + step)
-            rows = slice(s0 * ny, s1 * ny)
-            tmp = d64[rows] @ d64.T
-            tmp.view(s1 - s0, ny, b, ny).mul_(ka[s0:s1, None, :, None])
-            G[rows] += tmp
-
-    def _add_block_gram(self, G: torch.Tensor, rows_fn: Callable, n_cols: int) -> None:
-        """``G += B Bᵀ`` for a column block B of J given by ``rows_fn(s0, s1)`` (float64 row blocks)."""
-        b, ny = self.n_samples, self.n_out
-        step = self._samples_per_block(n_cols)
-        if step >= b:
-            B = rows_fn(0, b)
-            G.addmm_(B, B.T)
-            return
-        starts = list(range(0, b, step))
-        for i, si in enumerate(starts):
-            ri = slice(si * ny, min(b, si + step) * ny)
-            Bi = rows_fn(si, min(b, si + step))
-            for sj in starts[:i + 1]:
-                rj = slice(sj * ny, min(b, sj + step) * ny)
-                Bj = Bi if sj == si else rows_fn(sj, min(b, sj + step))
-                tmp = Bi @ Bj.T
-                G[ri, rj] += tmp
-                if sj != si:
-                    G[rj, ri] += tmp.T
-
-    def gram_dual(self) -> torch.Tensor:
-        """``JᵀJ`` as a float64 ``(|θ|, |θ|)`` tensor, accumulated over row blocks of J (never all of J)."""
-        n = self.n_params
-        check_size("The dual Gram matrix JᵀJ (float64)", (n, n), 8, self.max_bytes)
-        H = torch.zeros(n, n, dtype=torch.float64, device=self.y.device)
-        step = self._samples_per_block(n)
-        for s0 in range(0, self.n_samples, step):
-            B = self.rows(s0, min(self.n_samples, s0 + step))
-            H.addmm_(B.T, B)
-        return H
-
-    def vjp(self, c: torch.Tensor) -> torch.Tensor:
-        """``Jᵀc`` for a vector ``c`` of length ``b·|y|``, in float64, as a flat ``(|θ|,)`` tensor.
-
-        Computed from the factors in float64 (a float32 backward pass would lose ``ε₃₂·σ_max/σ_min`` of the
-        HIG direction, because c is dominated by the small singular values)."""
-        c64 = c.to(torch.float64).reshape(-1)
-        b, ny = self.n_samples, self.n_out
-        pieces = [None] * len(self.params)
-        for f in self.layers:
-            if f.dense:
-                dc = f.delta.to(torch.float64) * c64[:, None]              # (R, out)
-                if f.weight_col is not None:
-                    per_sample = dc.view(b, ny, -1).sum(1)                  # (b, out)
-                    pieces[f.weight_col] = (per_sample.T @ f.a.to(torch.float64)).reshape(-1)
-                if f.bias_col is not None:
-                    pieces[f.bias_col] = dc.sum(0)
-                continue
-            out, feat = f.delta.shape[1], f.a.shape[1]
-            gw = torch.zeros(out, feat, dtype=torch.float64, device=c64.device)
-            gb = torch.zeros(out, dtype=torch.float64, device=c64.device)
-            step = self._samples_per_block(f.delta[0].numel())
-            for s0 in range(0, b, step):
-                s1 = min(b, s0 + step)
-                d = f.delta[s0 * ny:s1 * ny].to(torch.float64).view(s1 - s0, ny, out, -1)
-                w = torch.einsum('skol,sk->sol', d, c64[s0 * ny:s1 * ny].view(s1 - s0, ny))
-                gw += torch.einsum('sol,sfl->of', w, f.a[s0:s1].to(torch.float64))
-                gb += w.sum((0, 2))
-            if f.weight_col is not None:
-                pieces[f.weight_col] = gw.reshape(-1)
-            if f.bias_col is not None:
-                pieces[f.bias_col] = gb
-        if self.dense_block is not None:
-            acc = torch.zeros(self.dense_block.shape[1], dtype=torch.float64, device=c64.device)
-            step = self._samples_per_block(self.dense_block.shape[1])
-            for s0 in range(0, b, step):
-                rows = slice(s0 * ny, min(b, s0 + step) * ny)
-                acc += self.dense_block[rows].to(torch.float64).T @ c64[rows]
-            offset = 0
-            for col in self.dense_cols:
-                n = self.params[col].numel()
-                pieces[col] = acc[offset:offset + n]
-                offset += n
-        return torch.cat(pieces)
+_LAYER_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _candidate_layers(net: nn.Module, params: list) -> dict:
     """``{module: (weight column, bias column)}`` for the Linear / Conv layers (groups = 1) that own
-    trainable parameters, each owned by exactly one module; the other parameters go to the dense block."""
+    trainable parameters, each owned by exactly one module; the other parameters go to the dense block.
+    Cached per network for the same parameter list and module tree."""
+    key = (tuple(id(p) for p in params), tuple(id(m) for m in net.modules()))
+    hit = _LAYER_CACHE.get(net)
+    if hit is not None and hit[0] == key:
+        return hit[1]
     col = {id(p): i for i, p in enumerate(params)}
     owners = {}
     for m in net.modules():
@@ -435,6 +163,7 @@ def _candidate_layers(net: nn.Module, params: list) -> dict:
         if not own or any(len(owners[id(p)]) != 1 for p in own):
             continue
         layers[m] = (col.get(id(m.weight)), col.get(id(m.bias)) if m.bias is not None else None)
+    _LAYER_CACHE[net] = (key, layers)
     return layers
 
 
@@ -474,13 +203,13 @@ def _layer_delta(m: nn.Module, grad: torch.Tensor) -> torch.Tensor:
     return grad.reshape(R, grad.shape[1], -1)
 
 
-def _structured_factors(net, inputs, P, layers: dict, chunk_rows: int) -> list:
-    """Layer inputs and back-propagated signals for all (sample, output) rows of the layers in ``layers``.
+def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: int, max_bytes):
+    """One forward and one backward pass of ``simulate(net(·))`` on every sample repeated ``ny`` times.
 
-    One forward pass of the network on a batch repeating each sample |y| times and one backward pass with
-    the rows of P as cotangents, per chunk of samples. Layers not called exactly once per forward pass on
-    batch-first inputs are dropped (their parameters go to the dense block)."""
-    b, ny, nz = P.shape
+    Returns ``(y (b, |y|), P (b, |y|, |z|), factors)``, or None when ``ny`` is not |y| (then the caller learns
+    |y| and calls again). Layers not called exactly once per forward pass on batch-first inputs are dropped from
+    the factors (their parameters go to the dense block)."""
+    b = inputs.shape[0]
     captured, calls = {}, {}
 
     def hook(module, args, output):
@@ -489,32 +218,41 @@ def _structured_factors(net, inputs, P, layers: dict, chunk_rows: int) -> list:
 
     valid = dict(layers)
     handles = [m.register_forward_hook(hook) for m in layers]
+    deltas, inputs_a, ys, P = {m: [] for m in layers}, {m: [] for m in layers}, [], None
+    eye = None
     try:
-        deltas = {m: [] for m in layers}
-        inputs_a = {m: [] for m in layers}
         for chunk in _sample_chunks(b, ny, chunk_rows):
             xc = inputs[chunk]
             n = xc.shape[0]
             calls.clear()
             captured.clear()
-            with torch.enable_grad():
+            with torch.enable_grad(), torch_backend():
                 zr = net(xc.repeat_interleave(ny, dim=0))
+                yr = simulate(zr)
+                if not isinstance(yr, torch.Tensor) or yr.ndim == 0 or yr.shape[0] != n * ny or yr[0].numel() != ny:
+                    return None
+                yrf = yr.reshape(n * ny, ny)
+                if P is None:
+                    nz = zr[0].numel()
+                    check_size("The physics Jacobian", (b, ny, nz), zr.element_size(), max_bytes)
+                    P = torch.empty(b, ny, nz, dtype=zr.dtype, device=zr.device)
+                    eye = torch.eye(ny, dtype=yrf.dtype, device=yrf.device)
                 for m in list(valid):
                     if calls.get(m, 0) != 1 or not _input_ok(m, *captured[m], n * ny):
                         del valid[m]
-                if not valid:
-                    return []
                 outs = [captured[m][1] for m in valid]
-                grads = torch.autograd.grad(_flat_batch(zr, 'net(inputs)'), outs,
-                                            P[chunk].reshape(n * ny, nz), allow_unused=True)
-            for m, gr in zip(valid, grads):
+                grads = torch.autograd.grad(yrf, [zr, *outs], eye.repeat(n, 1), allow_unused=True)
+            P[chunk] = 0 if grads[0] is None else grads[0].reshape(n, ny, -1)
+            ys.append(yrf.detach()[::ny])
+            for m, gr in zip(valid, grads[1:]):
                 with torch.no_grad():
                     inputs_a[m].append(_layer_input(m, captured[m][0].detach()[::ny]))
                     deltas[m].append(_layer_delta(m, torch.zeros_like(captured[m][1]) if gr is None else gr.detach()))
     finally:
         for h in handles:
             h.remove()
-    return [_LayerFactor(torch.cat(inputs_a[m]), torch.cat(deltas[m]), *valid[m]) for m in valid]
+    factors = [LayerFactor(torch.cat(inputs_a[m]), torch.cat(deltas[m]), *valid[m]) for m in valid]
+    return torch.cat(ys), P, factors
 
 
 def _generic_matrix(net, params, inputs, P, chunk_rows, max_bytes) -> torch.Tensor:
@@ -546,8 +284,8 @@ def _generic_matrix(net, params, inputs, P, chunk_rows, max_bytes) -> torch.Tens
 def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *, params=None,
                      structured: Optional[bool] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                      max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_bytes: float = DEFAULT_CHUNK_BYTES,
-                     forward=None, physics: Optional[torch.Tensor] = None) -> JacobianFactors:
-    """Compute the stacked per-sample Jacobian of ``simulate(net(inputs))`` in factored form.
+                     n_out: Optional[int] = None) -> JacobianFactors:
+    """The stacked per-sample Jacobian of ``simulate(net(inputs))`` as a Jacobian operator, in factored form.
 
     Parameters of ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` layers (``groups == 1``, any padding mode,
     stride and dilation) that are called once per forward pass on batch-first inputs are held as layer
@@ -565,51 +303,29 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *
         chunk_rows: replicated rows per backward pass (bounds the memory of the passes).
         max_bytes: refuse any single J / G / P allocation above this size.
         chunk_bytes: bound on the row blocks that `JacobianFactors.gram` / `gram_dual` / `vjp` form.
-        forward: optionally ``(z, y)`` = ``(net(inputs), simulate(z))``, if already computed.
-        physics: optionally the physics Jacobian ``P`` of `physics_jacobian` at that z, if already computed.
+        n_out: |y|, if known (e.g. from the previous step); else a forward pass of one sample finds it.
     """
     params = _trainable(net, params)
-    if forward is None:
-        with torch.no_grad():
-            forward = _forward(net, inputs, simulate)
-    z, y = forward
-    if physics is None:
-        y, Pm = physics_jacobian(simulate, z, y=y, chunk_rows=chunk_rows, max_bytes=max_bytes)
-    else:
-        y, Pm = _flat_batch(y, 'simulate(z)').detach(), physics
-    factors = []
-    if structured is not False:
-        layers = _candidate_layers(net, params)
-        if layers:
-            factors = _structured_factors(net, inputs, Pm, layers, chunk_rows)
+    if inputs.shape[0] == 0:
+        raise InvalidInputError("inputs must hold at least one example, got an empty batch")
+    layers = _candidate_layers(net, params) if structured is not False else {}
+    result = _replicated_pass(net, inputs, simulate, int(n_out), layers, chunk_rows, max_bytes) if n_out else None
+    if result is None:
+        with torch.no_grad(), torch_backend():
+            n_out = _flat_batch(simulate(net(inputs[:1])), 'simulate(net(inputs))').shape[1]
+        result = _replicated_pass(net, inputs, simulate, n_out, layers, chunk_rows, max_bytes)
+        if result is None:
+            raise InvalidInputError("simulate(z) must return one row per input row with the same number of values "
+                                    "for every batch size (examples must be independent)")
+    y, P, factors = result
     covered = {c for f in factors for c in (f.weight_col, f.bias_col) if c is not None}
     rest = [i for i in range(len(params)) if i not in covered]
     if structured and rest:
         raise InvalidInputError("structured=True needs every trainable parameter in an nn.Linear / nn.Conv1d / "
                                 "nn.Conv2d (groups=1) layer applied once per forward pass to batch-first inputs")
-    block = None
-    if rest:
-        block = _generic_matrix(net, [params[i] for i in rest], inputs, Pm, chunk_rows, max_bytes)
-    return JacobianFactors(y, params, factors, rest, block, max_bytes=max_bytes, chunk_bytes=chunk_bytes)
-
-
-def eigh64(G: torch.Tensor, overwrite: bool = False, lean: bool = False) -> tuple:
-    """Eigendecomposition ``(μ ascending, W)`` of a symmetric float64 matrix; only its lower triangle is read.
-
-    By default ``torch.linalg.eigh`` (LAPACK ``syevd`` through MKL on CPU, cuSOLVER on CUDA), which holds a
-    copy of G plus a 2n² workspace besides G. With ``lean=True`` on CPU it calls ``dsyevr`` through SciPy on
-    G's own storage when ``overwrite`` (G is destroyed): one extra n×n array and O(n) workspace, but SciPy's
-    LAPACK (OpenBLAS) ran the n = 4096 Poisson Gram matrix about 2.5× slower than MKL on the 2-core CPU here.
-    """
-    if not lean or G.device.type != 'cpu' or G.dtype != torch.float64:
-        return torch.linalg.eigh(G)
-    try:
-        import scipy.linalg
-    except ImportError:  # pragma: no cover
-        return torch.linalg.eigh(G)
-    a = G.detach().numpy().T  # Fortran-ordered view of the same (symmetric) matrix: no copy
-    mu, w = scipy.linalg.eigh(a, lower=False, overwrite_a=overwrite, check_finite=False, driver='evr')
-    return torch.from_numpy(mu), torch.from_numpy(w)
+    block = _generic_matrix(net, [params[i] for i in rest], inputs, P, chunk_rows, max_bytes) if rest else None
+    return JacobianFactors(y, params, factors, rest, block, max_bytes=max_bytes, chunk_bytes=chunk_bytes,
+                           physics=P)
 
 
 def per_sample_jacobian(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwargs) -> torch.Tensor:
@@ -624,10 +340,11 @@ def per_sample_jacobian(net: nn.Module, inputs: torch.Tensor, simulate: Callable
 
 def gram(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwargs) -> torch.Tensor:
     """The float64 Gram matrix ``J Jᵀ`` (``b·|y| × b·|y|``) of `per_sample_jacobian`, without forming J when
-    the network's parameters all sit in Linear layers. Raises `JacobianTooLargeError` before allocating
+    the network's parameters all sit in Linear / Conv layers. Raises `JacobianTooLargeError` before allocating
     above ``max_bytes``."""
     simulate = simulate or (lambda z: z)
-    with torch.no_grad():
-        z, y = _forward(net, inputs, simulate)
-    check_size("The Gram matrix J Jᵀ (float64)", (y.numel(), y.numel()), 8, kwargs.get('max_bytes', DEFAULT_MAX_BYTES))
-    return jacobian_factors(net, inputs, simulate, forward=(z, y), **kwargs).gram()
+    with torch.no_grad(), torch_backend():
+        n_out = _flat_batch(simulate(net(inputs[:1])), 'simulate(net(inputs))').shape[1]
+    check_size("The Gram matrix J Jᵀ (float64)", (inputs.shape[0] * n_out,) * 2, 8,
+               kwargs.get('max_bytes', DEFAULT_MAX_BYTES))
+    return jacobian_factors(net, inputs, simulate, n_out=n_out, **kwargs).gram()

@@ -1,14 +1,19 @@
 """The HIG optimizer (a ``torch.optim.Optimizer`` holding the settings) and its training step.
 
-Usage::
+Usage, with torch tensors, PhiML tensors or PhiFlow Fields alike::
 
     opt = phi_hig.HIG(net, learning_rate=1., truncation=1e-6)       # κ = -1/2: HIG; κ = -1: Gauss–Newton
     info = phi_hig.hig_step(net, opt, inputs, targets, simulate, loss)
+    print(info.loss)
 
-**Scale of g.** ``g`` is the gradient of the **batch-mean** loss ``(1/b)·Σ_i loss_i`` with respect to the
-simulation outputs. The update is linear in g, so this normalization decides what η means: it matches the
-authors' oscillator and quantum-dipole code (η = 1). A "full" Gauss–Newton step ``Δθ = J⁺r`` (the paper's
-GN without learning rate) is ``learning_rate = b`` with ``kappa = -1`` in this convention.
+**Scale of g and how to pick η.** ``g`` is the gradient of the **batch-mean** loss ``(1/b)·Σ_i loss_i`` with
+respect to the simulation outputs. The update is linear in g, so this normalization decides what η means: it
+matches the authors' oscillator and quantum-dipole code (η = 1; Schnell, Holl & Thuerey 2022, appendix B). A
+"full" Gauss–Newton step ``Δθ = J⁺r`` (the paper's GN without learning rate) is ``learning_rate = b`` with
+``kappa = -1``. For a new problem start at η = 1 with τ = 1e-6 … 1e-4 and watch the first ten steps: a loss
+that grows (often by orders of magnitude within a few steps) means η is too large for the problem's scale —
+divide it by 10 until the loss falls. The papers' values in this convention: toy 1, oscillators 1, quantum
+dipole 0.5, 8×8 Poisson 0.64.
 """
 from __future__ import annotations
 
@@ -20,58 +25,56 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import checks
+from .backend import torch_backend
 from .errors import HIGUsageError, InvalidInputError, NonFiniteStepError
-from .hig import _half_inverse_torch, _gram_keeps_resolved, spectral_apply, validate_hig_settings
-from .jacobian import DEFAULT_CHUNK_ROWS, DEFAULT_MAX_BYTES, _physics_pass, check_size, eigh64, jacobian_factors
+from .hig import DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
+from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors
+from .native import BatchLayout, NetworkCall
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
-PATHS = ('auto', 'gram', 'dual', 'svd')
+_SETTING_KEYS = ('truncation', 'kappa', 'beta', 'relative', 'method')
 
 
 class HIG(torch.optim.Optimizer):
     """Half-inverse gradients (κ = −1/2), Gauss–Newton (κ = −1) or GD (κ = +1) as a torch optimizer.
 
-    The optimizer holds the settings and the parameters; an update needs per-sample Jacobians, so it is
-    made by `hig_step`, not by ``loss.backward(); opt.step()``. The learning rate lives in
-    ``param_groups[i]['lr']``, so torch learning-rate schedulers and ``state_dict`` round trips work.
+    The optimizer holds the settings and the parameters; an update needs per-sample Jacobians, so it is made by
+    `hig_step`, not by ``loss.backward(); opt.step()``. The learning rate lives in ``param_groups[i]['lr']``, so
+    torch learning-rate schedulers and ``state_dict`` round trips work; it is validated at every step.
 
     Args:
         net: a ``torch.nn.Module`` (e.g. ``phiml.nn.dense_net(...)`` on the torch backend) or an iterable of
             parameters / parameter groups.
-        learning_rate: η; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring).
-        truncation: τ; singular values ``σ ≤ τ·σ_max`` are discarded (``σ ≤ τ`` if not ``relative``).
-        kappa: κ ∈ [−1, 1].
-        beta: β; the direction is scaled by ``σ_max^β``.
-        relative: truncation relative to σ_max (default, as the authors' code) or absolute.
-        method: 'auto' (fastest exact path: the dual ``eigh(JᵀJ)`` when |θ| < b·|y|, else the float64 Gram
-            matrix, with a float64 SVD of J when the kept spectrum is below the Gram path's resolution),
-            'gram', 'dual' or 'svd' to force one.
+        learning_rate: η ≥ 0; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring).
+        truncation, kappa, beta, relative, method: the `phi_hig.hig.HalfInverse` settings: τ (relative to
+            σ_max unless ``relative=False``), κ ∈ [−1, 1], β, and the path 'auto' (the float64 Gram matrix, its
+            dual when |θ| < b·|y|, a float64 SVD of J when the kept spectrum is below the Gram resolution or the
+            Gram matrix under/overflows), 'gram', 'dual' or 'svd'.
         max_bytes: refuse any single J / Gram allocation above this size (`JacobianTooLargeError`).
         chunk_rows: replicated rows per backward pass when computing Jacobians.
         structured: None (default): hold the Jacobian columns of Linear / Conv layers as layer factors and
-            never form J on the 'gram' and 'dual' paths; False: form J per sample (the reference path);
-            True: require the factored form for every parameter.
+            never form J on the Gram paths; False: form J per sample (the reference path); True: require the
+            factored form for every parameter.
     """
 
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
                  beta: float = 0.0, relative: bool = True, method: str = 'auto',
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  structured: Optional[bool] = None):
-        validate_hig_settings(kappa, beta, truncation, relative, 'auto')
-        if method not in PATHS:
-            raise InvalidInputError(f"method must be one of {PATHS}, got {method!r}")
-        if not isinstance(learning_rate, (int, float)) or not np.isfinite(learning_rate) or learning_rate < 0:
-            raise InvalidInputError(f"learning_rate must be a finite number >= 0, got {learning_rate!r}")
-        params = net.parameters() if isinstance(net, nn.Module) else net
-        defaults = dict(lr=float(learning_rate), truncation=float(truncation), kappa=float(kappa),
-                        beta=float(beta), relative=relative, method=method)
-        super().__init__(params, defaults)
-        self.max_bytes = max_bytes
-        self.chunk_rows = chunk_rows
+        settings = HalfInverse(kappa, beta, truncation, relative, method)
+        lr = checks.number('learning_rate', learning_rate, minimum=0)
+        if max_bytes is not None:
+            max_bytes = checks.number('max_bytes', max_bytes, minimum=0, min_open=True)
+        chunk_rows = checks.integer('chunk_rows', chunk_rows, minimum=1)
         if structured not in (None, True, False):
             raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
-        self.structured = structured
+        params = net.parameters() if isinstance(net, nn.Module) else net
+        defaults = dict(lr=lr, **{k: getattr(settings, k) for k in _SETTING_KEYS})
+        super().__init__(params, defaults)
+        self.max_bytes, self.chunk_rows, self.structured = max_bytes, chunk_rows, structured
+        self._n_out = None  # |y| of the last step: lets the next step read y off the replicated physics pass
 
     def step(self, closure=None):
         """Not available: a summed scalar loss cannot give per-sample Jacobians.
@@ -84,16 +87,14 @@ class HIG(torch.optim.Optimizer):
                             "targets, simulate, loss), where loss(y, targets) returns the loss per sample.")
 
     @property
-    def settings(self) -> dict:
-        """κ, β, τ, relative and method, shared by all parameter groups (the spectrum is global)."""
-        keys = ('truncation', 'kappa', 'beta', 'relative', 'method')
-        first = {k: self.param_groups[0][k] for k in keys}
+    def settings(self) -> HalfInverse:
+        """The validated `HalfInverse` settings, shared by all parameter groups (the spectrum is global)."""
+        first = {k: self.param_groups[0][k] for k in _SETTING_KEYS}
         for group in self.param_groups[1:]:
-            if any(group[k] != first[k] for k in keys):
+            if any(group[k] != first[k] for k in _SETTING_KEYS):
                 raise InvalidInputError("all parameter groups of HIG must share truncation, kappa, beta, "
                                         "relative and method (only lr may differ per group)")
-        validate_hig_settings(first['kappa'], first['beta'], first['truncation'], first['relative'], 'auto')
-        return first
+        return HalfInverse(**first)
 
     def params(self) -> list:
         """The trainable parameters, in the column order of the Jacobian."""
@@ -101,20 +102,35 @@ class HIG(torch.optim.Optimizer):
 
     @torch.no_grad()
     def apply_direction(self, direction: torch.Tensor) -> None:
-        """``θ ← θ − lr·d`` for a flat direction over `params` (in that order), all or nothing."""
-        offset = 0
-        updates = []
-        for group in self.param_groups:
+        """``θ ← θ − lr·d`` for a flat direction over `params` (in that order), all or nothing.
+
+        Invariant: every group's lr is checked (a finite number ≥ 0, whoever set it: a scheduler,
+        ``load_state_dict`` or user code) and every ``lr·d`` is checked to be finite *after* the cast to its
+        parameter's dtype, before any weight changes.
+
+        Raises:
+            InvalidInputError: an invalid learning rate or a direction of the wrong length.
+            NonFiniteStepError: an update that is not finite in its parameter's dtype.
+        """
+        updates, offset = [], 0
+        for i, group in enumerate(self.param_groups):
+            lr = checks.number(f"param_groups[{i}]['lr']", group['lr'], minimum=0)
             for p in group['params']:
                 if not p.requires_grad:
                     continue
                 n = p.numel()
-                updates.append((p, group['lr'], direction[offset:offset + n].view_as(p).to(p.dtype)))
+                if offset + n > direction.numel():
+                    offset += n
+                    continue
+                updates.append((p, (lr * direction[offset:offset + n]).view_as(p).to(p.dtype)))
                 offset += n
         if offset != direction.numel():
             raise InvalidInputError(f"direction has {direction.numel()} entries for {offset} parameters")
-        for p, lr, d in updates:
-            p.sub_(lr * d)
+        if not all(bool(torch.isfinite(u).all()) for _, u in updates):
+            raise NonFiniteStepError("the update lr·d is not finite in the parameters' dtype (it overflows); the "
+                                     "weights were left untouched")
+        for p, u in updates:
+            p.sub_(u)
 
 
 @dataclass
@@ -127,8 +143,8 @@ class HIGStepInfo:
         rank: number of kept singular values.
         sigma_max: largest singular value of J.
         path: linear-algebra path taken ('gram', 'gram-dual' or 'svd'), '+structured' if J was not formed.
-        time_jacobian: seconds for the Jacobian / Gram matrix.
-        time_linalg: seconds for the eigendecomposition / SVD and the update direction.
+        time_jacobian: seconds for the Jacobian factors (network and physics passes).
+        time_linalg: seconds for the Gram matrix, its eigendecomposition and the update.
         time_total: seconds for the whole step.
     """
     loss: float
@@ -141,9 +157,19 @@ class HIGStepInfo:
     time_total: float
 
 
-def _check_finite(what: str, t: torch.Tensor) -> None:
-    if not bool(torch.isfinite(t).all()):
-        raise NonFiniteStepError(f"{what} is not finite (NaN or Inf); the weights were left untouched")
+def _loss_gradient(loss: Callable, layout: BatchLayout, y_flat: torch.Tensor, targets) -> tuple:
+    """``(mean loss, g)``: g = ∂(mean_i loss_i)/∂y as ``(b·|y|,)``, with y given to ``loss`` in its own form."""
+    y_var = y_flat.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), torch_backend():
+        per_example = layout.per_example(loss(layout.unflatten(y_var), targets))
+        mean = per_example.mean()
+        g, = torch.autograd.grad(mean, y_var, allow_unused=True)
+    if not bool(torch.isfinite(per_example.detach()).all()):
+        raise NonFiniteStepError("the loss is not finite (NaN or Inf); the weights were left untouched")
+    g = torch.zeros_like(y_var) if g is None else g
+    if not bool(torch.isfinite(g).all()):
+        raise NonFiniteStepError("the loss gradient g is not finite (NaN or Inf); the weights were left untouched")
+    return float(mean.detach()), g.reshape(-1)
 
 
 def _sync(device) -> None:
@@ -151,98 +177,69 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def hig_step(net: nn.Module, optimizer: HIG, inputs: torch.Tensor, targets, simulate: Optional[Callable],
+def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional[Callable],
              loss: Callable) -> HIGStepInfo:
     """One HIG (or Gauss–Newton, κ = −1) update of ``net``'s parameters held by ``optimizer``.
 
-    Computes ``y = simulate(net(inputs))``, the per-sample losses ``loss(y, targets)`` (shape ``(b,)``), the
-    gradient ``g`` of their mean with respect to y, the stacked per-sample Jacobian of network + physics,
-    and applies ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` (truncated). Invariant: either the whole update is applied
-    or, on error, none of it.
+    Computes ``y = simulate(net(inputs))``, the per-example losses ``loss(y, targets)``, the gradient ``g`` of their
+    mean with respect to y, the stacked per-sample Jacobian of network + physics as a Jacobian operator, and
+    applies ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` (truncated; `phi_hig.hig.apply_half_inverse`). Invariant: either the
+    whole update is applied or, on error, none of it.
 
     Args:
-        net: the network (``torch.nn.Module``), on the device of ``inputs``.
+        net: a ``torch.nn.Module``. It is called like PhiFlow calls networks: ``field.native_call(net, inputs)``
+            for a Field, ``math.native_call(net, inputs)`` for a PhiML tensor, ``net(inputs)`` for a torch tensor.
         optimizer: a `HIG` built on ``net``'s parameters.
-        inputs: network inputs, batch first.
+        inputs: the network inputs: a batch-first torch tensor, a PhiML tensor or a PhiFlow Field (batch dims =
+            examples), on the torch or NumPy backend.
         targets: whatever ``loss`` needs besides y (passed through).
-        simulate: batched physics ``z -> y`` treating samples independently (PyTorch / PhiML operations);
-            None for the identity.
-        loss: ``loss(y, targets) -> (b,)`` per-sample loss, differentiable in y.
+        simulate: the physics ``z -> y`` in the form of the network output (Field → Field, e.g.
+            ``field.laplace``; Tensor → Tensor; torch → torch), treating examples independently and accepting
+            any batch size; None for the identity.
+        loss: ``loss(y, targets)`` per example: a PhiML tensor with exactly the batch dims of y, or a torch
+            tensor of shape ``(b,)``; differentiable in y.
 
     Raises:
         NonFiniteStepError: non-finite loss, gradient, Jacobian or update (weights untouched).
         JacobianTooLargeError: the Jacobian or Gram matrix would exceed ``optimizer.max_bytes``.
-        InvalidInputError: a wrong loss shape, invalid settings or batch norm in training mode.
+        InvalidInputError: unsupported kinds (the message says what is supported), a wrong loss shape, invalid
+            settings or learning rates, an empty batch or batch norm in training mode.
     """
     if not isinstance(optimizer, HIG):
         raise InvalidInputError(f"optimizer must be a phi_hig.HIG, got {type(optimizer).__name__}")
-    s = optimizer.settings
-    simulate = simulate or (lambda z: z)
+    settings = optimizer.settings
+    for i, group in enumerate(optimizer.param_groups):
+        checks.number(f"param_groups[{i}]['lr']", group['lr'], minimum=0)
+    call = NetworkCall(net, inputs)
+    x = call.native_inputs
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise InvalidInputError(f"inputs must hold at least one example, got a batch of shape {tuple(x.shape)}")
     params = optimizer.params()
-    device = params[0].device
+    device = params[0].device if params else x.device
+    if optimizer._n_out:  # |y| known from the last step: refuse a too large Gram matrix before any pass
+        gram_path(settings, x.shape[0] * optimizer._n_out, sum(p.numel() for p in params), optimizer.max_bytes)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        z = net(inputs)
-    # y and the physics Jacobian P from one replicated pass (|y| known from the previous step; else a forward)
-    y, P = _physics_pass(simulate, z, None, getattr(optimizer, '_n_out', None), optimizer.chunk_rows,
-                         optimizer.max_bytes)
-    optimizer._n_out = P.shape[1]
-    y_var = y.detach().clone().requires_grad_(True)
-    b, ny = y.shape[0], y[0].numel()
-    with torch.enable_grad():
-        per_sample = loss(y_var, targets)
-        if per_sample.shape != (b,):
-            raise InvalidInputError(f"loss(y, targets) must return one value per sample, shape ({b},), "
-                                    f"got {tuple(per_sample.shape)}")
-        mean_loss = per_sample.mean()
-        g, = torch.autograd.grad(mean_loss, y_var)
-    _check_finite("the loss", per_sample.detach())
-    _check_finite("the loss gradient g", g)
-    g = g.reshape(-1)
-    R, n_params = b * ny, sum(p.numel() for p in params)
-    path = s['method']
-    if path == 'auto':
-        path = 'dual' if n_params < R else 'gram'
-    if path == 'dual':
-        check_size("The dual Gram matrix JᵀJ (float64)", (n_params, n_params), 8, optimizer.max_bytes)
-    elif path == 'gram':
-        check_size("The Gram matrix J Jᵀ (float64)", (R, R), 8, optimizer.max_bytes)
-    factors = jacobian_factors(net, inputs, simulate, params=params, chunk_rows=optimizer.chunk_rows,
-                               max_bytes=optimizer.max_bytes, forward=(z, y), physics=P,
-                               structured=getattr(optimizer, 'structured', None))
-    kappa, beta, tau, rel = s['kappa'], s['beta'], s['truncation'], s['relative']
-    floor_dim = max(R, n_params)
-    if path == 'gram':
-        G = factors.gram()
-        _sync(device)
-        t1 = time.perf_counter()
-        _check_finite("the Gram matrix J Jᵀ", G)
-        eig = eigh64(G, overwrite=True)  # G is not needed afterwards
-        del G
-        if s['method'] == 'auto' and not _gram_keeps_resolved(eig[0], tau, rel, floor_dim):
-            path = 'svd'
-        else:
-            c, info = spectral_apply(None, g.to(torch.float64), kappa, beta, tau, rel, floor_dim, eig)
-            d = factors.vjp(c)
-            info.path = 'gram+structured' if factors.structured else ('gram+mixed' if factors.mixed else 'gram')
-        del eig
-    if path == 'dual':
-        H = factors.gram_dual()
-        _sync(device)
-        t1 = time.perf_counter()
-        _check_finite("the Jacobian J", H)
-        d, info = spectral_apply(None, factors.vjp(g), kappa, beta, tau, rel, floor_dim, eigh64(H, overwrite=True))
-        info.path = 'gram-dual'
-    if path == 'svd':
-        J = factors.matrix()
-        _check_finite("the Jacobian J", J)
-        _sync(device)
-        t1 = time.perf_counter()
-        d, info = _half_inverse_torch(J, g, kappa, beta, tau, rel, 'svd')
-    _check_finite("the update direction", d)
+    layouts = []  # the layout of simulate's output, fixed by its first call
+
+    def simulate_native(z_native: torch.Tensor) -> torch.Tensor:
+        z_user = call.wrap(z_native)
+        y_user = z_user if simulate is None else simulate(z_user)
+        if not layouts:
+            layouts.append(BatchLayout(y_user, x.shape[0], call.batch))
+        return layouts[0].flatten(y_user)
+
+    operator = jacobian_factors(net, x, simulate_native, params=params, chunk_rows=optimizer.chunk_rows,
+                                max_bytes=optimizer.max_bytes, structured=optimizer.structured,
+                                n_out=optimizer._n_out)
+    optimizer._n_out = operator.n_out
+    mean_loss, g = _loss_gradient(loss, layouts[0], operator.y, targets)
+    _sync(device)
+    t1 = time.perf_counter()
+    d, info = apply_half_inverse(settings, operator, g, max_bytes=optimizer.max_bytes)
     optimizer.apply_direction(d)
     _sync(device)
     t2 = time.perf_counter()
-    return HIGStepInfo(float(mean_loss.detach()), info.singular_values, info.rank, info.sigma_max, info.path,
-                       t1 - t0, t2 - t1, t2 - t0)
-
+    if info.path.startswith('gram') and info.path != 'gram-dual':
+        info.path += '+structured' if operator.structured else ('+mixed' if operator.mixed else '')
+    return HIGStepInfo(mean_loss, info.singular_values, info.rank, info.sigma_max, info.path, t1 - t0, t2 - t1,
+                       t2 - t0)

@@ -86,7 +86,7 @@ def test_state_dict_and_scheduler():
     opt2 = HIG(net)
     opt2.load_state_dict(state)
     assert opt2.param_groups[0]['lr'] == pytest.approx(0.05)
-    assert opt2.settings['kappa'] == -1 and opt2.settings['truncation'] == 1e-5
+    assert opt2.settings.kappa == -1 and opt2.settings.truncation == 1e-5
 
 
 def test_invalid_settings():
@@ -118,7 +118,7 @@ def test_non_finite_step_leaves_weights_untouched():
 
 def test_loss_must_be_per_sample():
     net = mlp([2, 5, 2], nn.Tanh)
-    with pytest.raises(InvalidInputError, match='one value per sample'):
+    with pytest.raises(InvalidInputError, match='one value per example'):
         hig_step(net, HIG(net), torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64), None,
                  lambda y, t: ((y - t) ** 2).sum())
 

@@ -176,7 +176,7 @@ def test_size_guard_raises_before_allocating():
     with pytest.raises(JacobianTooLargeError, match=r'524288 x 524288 would need 2\.2 TB'):
         phi_hig.gram(net, torch.randn(128, 2), simulate)
     assert time.perf_counter() - t0 < 5
-    assert calls == [128]  # only the plain forward ran, no replicated pass
+    assert calls == [1]  # only a forward of one sample ran (to learn |y|), no replicated pass
     with pytest.raises(JacobianTooLargeError, match='max_bytes'):
         phi_hig.per_sample_jacobian(nn.Linear(2, 64), torch.randn(64, 2), max_bytes=1e5)
     assert issubclass(JacobianTooLargeError, MemoryError)
