@@ -26,7 +26,8 @@ choice of path, the size checks, the cut-off and the fallbacks live there only. 
   scale gives the same answer as at unit scale.
 
 The truncation always *discards* (never clamps): σ ≤ τ·σ_max (σ ≤ τ when not relative) and the round-off floor
-σ ≤ max(m, n)·ε₆₄·σ_max contribute exactly zero.
+σ ≤ max(m, n)·ε₆₄·σ_max contribute exactly zero. A Gram matrix of exact zeros is J = 0 on a forced Gram path (and
+on 'auto' when J is too large to form for the SVD check): the direction is zero.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from . import checks
-from .errors import InvalidInputError, NonFiniteStepError
+from .errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepError
 
 __all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
            'batched_half_inverse', 'half_inverse', 'eigh64', 'PATHS', 'DEFAULT_MAX_BYTES']
@@ -179,27 +180,28 @@ def _svd_keep(s: torch.Tensor, s_max: torch.Tensor, settings: HalfInverse, floor
     return (s > torch.maximum(user, floor_dim * EPS64 * s_max)) & (s_max > 0)
 
 
-def _gram_keep(mu: torch.Tensor, settings: HalfInverse, floor_dim: int) -> torch.Tensor:
-    """The same rule on Gram eigenvalues μ = σ² (ascending; μ_max > 0): ``μ > max((τσ_max)², floor·μ_max)``."""
-    mu_max = float(mu[-1])
-    user = (settings.truncation * _pymath.sqrt(mu_max)) ** 2 if settings.relative else settings.truncation ** 2
-    return mu > max(user, floor_dim * EPS64 * mu_max)
+def _gram_threshold(mu_max: float, settings: HalfInverse, floor_dim: int) -> float:
+    """The same rule on Gram eigenvalues μ = σ² (μ_max > 0): kept are ``μ > max((τσ_max)² or τ², floor·μ_max)``."""
+    user = settings.truncation ** 2 * (mu_max if settings.relative else 1.0)
+    return max(user, floor_dim * EPS64 * mu_max)
 
 
-def _gram_in_range(G: torch.Tensor) -> bool:
-    top = float(torch.diagonal(G).max()) if G.numel() else 0.0
-    return _pymath.isfinite(top) and (top == 0.0 or 2.0 ** -GRAM_SAFE_EXPONENT <= top <= 2.0 ** GRAM_SAFE_EXPONENT) \
-        and bool(torch.isfinite(G).all())
+def _gram_diagonal_max(G: torch.Tensor) -> float:
+    """The largest diagonal entry of a Gram matrix: NaN exactly when J has a NaN entry (its row's ``G_ii`` is NaN),
+    and a bound on every entry (``|G_ij| ≤ √(G_ii·G_jj)``), so one reduction tells finiteness and scale."""
+    return float(torch.diagonal(G).max()) if G.numel() else 0.0
 
 
 def _spectral(mu: torch.Tensor, w: torch.Tensor, rhs: torch.Tensor, settings: HalfInverse, floor_dim: int,
               path: str):
-    """``σ_max^β · W diag(μ^((κ−1)/2)) Wᵀ rhs`` over the kept eigenpairs, or None when 'auto' must use the SVD."""
+    """``σ_max^β · W diag(μ^((κ−1)/2)) Wᵀ rhs`` over the kept eigenpairs, or None when 'auto' must use the SVD.
+
+    The kept eigenvalues (μ ascending) are a suffix: the kept part of W is a view, never a copy."""
     mu_max = float(mu[-1]) if mu.numel() else 0.0
     if mu_max <= 0.0:
         return torch.zeros_like(rhs), SpectralInfo(np.zeros(0), 0.0, 0, path)
-    keep = _gram_keep(mu, settings, floor_dim)
-    mu_k, w_k = mu[keep], w[:, keep]
+    first = int(torch.searchsorted(mu, _gram_threshold(mu_max, settings, floor_dim), right=True))
+    mu_k, w_k = mu[first:], w[:, first:]
     if settings.method == 'auto' and mu_k.numel() and float(mu_k[0]) < AUTO_GRAM_MIN_RATIO * mu_max:
         return None
     sigma_max = _pymath.sqrt(mu_max)
@@ -272,12 +274,15 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
     floor_dim = max(m, n)
     g64 = g.reshape(-1).to(torch.float64)
     path = gram_path(settings, m, n, max_bytes)
-    reason = ''
+    reason, top = '', None
     if path in ('gram', 'dual'):
         dual = path == 'dual'
         G = operator.gram_dual() if dual else operator.gram()
-        rhs = operator.vjp(g64) if dual else g64
-        if _gram_in_range(G) and bool(torch.isfinite(rhs).all()):
+        top = _gram_diagonal_max(G)
+        if top != top:
+            raise NonFiniteStepError("the Jacobian J is not finite (NaN); the weights were left untouched")
+        if 2.0 ** -GRAM_SAFE_EXPONENT <= top <= 2.0 ** GRAM_SAFE_EXPONENT:
+            rhs = operator.vjp(g64) if dual else g64
             mu, w = eigh64(G)
             del G
             done = _spectral(mu, w, rhs, settings, floor_dim, 'gram-dual' if dual else 'gram')
@@ -288,19 +293,26 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
             reason = 'kept spectrum below the Gram resolution'
         elif settings.method == 'auto':
             reason = 'Gram matrix under- or overflows'
+        elif top == 0.0:  # the forced Gram path takes an exactly zero Gram matrix for J = 0
+            return torch.zeros(n, dtype=torch.float64, device=g.device), SpectralInfo(np.zeros(0), 0.0, 0, path)
         else:
             raise NonFiniteStepError(
                 f"method={settings.method!r}: the float64 {'JᵀJ' if dual else 'J Jᵀ'} under- or overflows at this "
-                f"scale of J (largest diagonal entry {float(torch.diagonal(G).max()):.3g}); use method='auto' or "
-                f"'svd', which normalize J")
-    J = operator.matrix()
+                f"scale of J (largest diagonal entry {top:.3g}); use method='auto' or 'svd', which normalize J")
+    try:
+        J = operator.matrix()
+    except JacobianTooLargeError:
+        if reason and top == 0.0:  # a Gram matrix of exact zeros: |J| < 1e-162 everywhere, too large to form
+            return torch.zeros(n, dtype=torch.float64, device=g.device), SpectralInfo(np.zeros(0), 0.0, 0, 'gram',
+                                                                                     'zero Gram matrix')
+        raise
     d, info = _svd_apply(J, g64.to(J.device), settings)
     info.fallback = reason
     return _finite_result(d, info)
 
 
 def _finite_result(d: torch.Tensor, info: SpectralInfo):
-    if not bool(torch.isfinite(d).all()):
+    if not _pymath.isfinite(float(d.abs().max()) if d.numel() else 0.0):
         raise NonFiniteStepError("the half-inverse direction overflows float64 (its true value is out of range); "
                                  "the weights were left untouched")
     return d, info
@@ -394,8 +406,8 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     d, info = apply_half_inverse(settings, DenseJacobian(Jt, max_bytes), gt.to(Jt.device), max_bytes=max_bytes)
     d = d.to(Jt.dtype)
     if not bool(torch.isfinite(d).all()):
-        raise NonFiniteStepError(f"the half-inverse direction overflows {Jt.dtype} (largest float64 entry "
-                                 f"exceeds its range); pass J in float64")
+        raise NonFiniteStepError(f"the half-inverse direction overflows {str(Jt.dtype).replace('torch.', '')} (its "
+                                 f"largest float64 entry exceeds that range); pass J in float64")
     if is_numpy:
         d = d.numpy()
     if phiml_cols is not None:

@@ -117,7 +117,9 @@ def _sample_chunks(b: int, ny: int, chunk_rows: int):
     return [slice(start, min(start + step, b)) for start in range(0, b, step)]
 
 
-def _trainable(net: nn.Module, params: Optional[Sequence[torch.Tensor]]) -> list:
+def _trainable(net: nn.Module, params: Optional[Sequence[torch.Tensor]], modules: list) -> list:
+    """The trainable parameters (default: all that require grad), checked to belong to ``net``, with no batch norm
+    of ``modules`` (``list(net.modules())``) in training mode."""
     if params is None:
         params = [p for p in net.parameters() if p.requires_grad]
     params = list(params)
@@ -126,7 +128,7 @@ def _trainable(net: nn.Module, params: Optional[Sequence[torch.Tensor]]) -> list
     owned = {id(p) for p in net.parameters()}
     if any(id(p) not in owned for p in params):
         raise InvalidInputError("params must be parameters of net")
-    for m in net.modules():
+    for m in modules:
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
             raise InvalidInputError(f"per-sample Jacobians are undefined with batch norm in training mode "
                                     f"({type(m).__name__} mixes the samples of a batch); call net.eval() or "
@@ -141,22 +143,22 @@ _STRUCTURED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _LAYER_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _candidate_layers(net: nn.Module, params: list) -> dict:
+def _candidate_layers(net: nn.Module, params: list, modules: list) -> dict:
     """``{module: (weight column, bias column)}`` for the Linear / Conv layers (groups = 1) that own
     trainable parameters, each owned by exactly one module; the other parameters go to the dense block.
-    Cached per network for the same parameter list and module tree."""
-    key = (tuple(id(p) for p in params), tuple(id(m) for m in net.modules()))
+    Cached per network for the same parameter list and module tree (``modules = list(net.modules())``)."""
+    key = (tuple(id(p) for p in params), tuple(id(m) for m in modules))
     hit = _LAYER_CACHE.get(net)
     if hit is not None and hit[0] == key:
         return hit[1]
     col = {id(p): i for i, p in enumerate(params)}
     owners = {}
-    for m in net.modules():
+    for m in modules:
         for p in m.parameters(recurse=False):
             if id(p) in col:
                 owners.setdefault(id(p), set()).add(m)
     layers = {}
-    for m in net.modules():
+    for m in modules:
         if type(m) not in _STRUCTURED_TYPES or getattr(m, 'groups', 1) != 1:
             continue
         own = [p for p in m.parameters(recurse=False) if id(p) in col]
@@ -305,10 +307,11 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *
         chunk_bytes: bound on the row blocks that `JacobianFactors.gram` / `gram_dual` / `vjp` form.
         n_out: |y|, if known (e.g. from the previous step); else a forward pass of one sample finds it.
     """
-    params = _trainable(net, params)
+    modules = list(net.modules())
+    params = _trainable(net, params, modules)
     if inputs.shape[0] == 0:
         raise InvalidInputError("inputs must hold at least one example, got an empty batch")
-    layers = _candidate_layers(net, params) if structured is not False else {}
+    layers = _candidate_layers(net, params, modules) if structured is not False else {}
     result = _replicated_pass(net, inputs, simulate, int(n_out), layers, chunk_rows, max_bytes) if n_out else None
     if result is None:
         with torch.no_grad(), torch_backend():

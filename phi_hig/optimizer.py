@@ -112,21 +112,25 @@ class HIG(torch.optim.Optimizer):
             InvalidInputError: an invalid learning rate or a direction of the wrong length.
             NonFiniteStepError: an update that is not finite in its parameter's dtype.
         """
-        updates, offset = [], 0
+        groups = []
         for i, group in enumerate(self.param_groups):
             lr = checks.number(f"param_groups[{i}]['lr']", group['lr'], minimum=0)
-            for p in group['params']:
-                if not p.requires_grad:
-                    continue
+            groups.append((lr, [p for p in group['params'] if p.requires_grad]))
+        total = sum(p.numel() for _, ps in groups for p in ps)
+        if total != direction.numel():
+            raise InvalidInputError(f"direction has {direction.numel()} entries for {total} parameters")
+        largest = float(direction.abs().max()) if total else 0.0
+        if largest != largest:
+            raise NonFiniteStepError("the update direction is not finite; the weights were left untouched")
+        updates, offset = [], 0
+        for lr, ps in groups:
+            for p in ps:
                 n = p.numel()
-                if offset + n > direction.numel():
-                    offset += n
-                    continue
                 updates.append((p, (lr * direction[offset:offset + n]).view_as(p).to(p.dtype)))
                 offset += n
-        if offset != direction.numel():
-            raise InvalidInputError(f"direction has {direction.numel()} entries for {offset} parameters")
-        if not all(bool(torch.isfinite(u).all()) for _, u in updates):
+        # every |lr·d| below the dtype's largest value cannot overflow in the cast; else check each update
+        safe = all(lr * largest < torch.finfo(p.dtype).max for lr, ps in groups for p in ps)
+        if not safe and not all(bool(torch.isfinite(u).all()) for _, u in updates):
             raise NonFiniteStepError("the update lr·d is not finite in the parameters' dtype (it overflows); the "
                                      "weights were left untouched")
         for p, u in updates:
@@ -159,17 +163,17 @@ class HIGStepInfo:
 
 def _loss_gradient(loss: Callable, layout: BatchLayout, y_flat: torch.Tensor, targets) -> tuple:
     """``(mean loss, g)``: g = ∂(mean_i loss_i)/∂y as ``(b·|y|,)``, with y given to ``loss`` in its own form."""
-    y_var = y_flat.detach().clone().requires_grad_(True)
+    y_var = y_flat.detach().requires_grad_(True)
     with torch.enable_grad(), torch_backend():
-        per_example = layout.per_example(loss(layout.unflatten(y_var), targets))
-        mean = per_example.mean()
+        mean = layout.per_example(loss(layout.unflatten(y_var), targets)).mean()
         g, = torch.autograd.grad(mean, y_var, allow_unused=True)
-    if not bool(torch.isfinite(per_example.detach()).all()):
+    mean = float(mean.detach())
+    if mean != mean or mean in (float('inf'), float('-inf')):
         raise NonFiniteStepError("the loss is not finite (NaN or Inf); the weights were left untouched")
-    g = torch.zeros_like(y_var) if g is None else g
+    g = torch.zeros_like(y_var) if g is None else g.reshape(-1)
     if not bool(torch.isfinite(g).all()):
         raise NonFiniteStepError("the loss gradient g is not finite (NaN or Inf); the weights were left untouched")
-    return float(mean.detach()), g.reshape(-1)
+    return mean, g
 
 
 def _sync(device) -> None:
