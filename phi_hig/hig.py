@@ -261,10 +261,15 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
     for finite inputs unless its true value overflows float64 (then `NonFiniteStepError`); nothing of size
     ``n_rows²`` (``n_params²`` on the dual path) is allocated above ``max_bytes``.
 
+    A distributed operator (`phi_hig.distributed.DistributedJacobian`) returns its Gram matrices and ``matrix()``
+    on its root rank only (``is_root``) and shares tensors with ``broadcast``: the eigendecomposition or SVD runs
+    once, on the root, every decision is taken from numbers the root broadcast, and every rank returns the same
+    direction and raises the same errors.
+
     Args:
         settings: a `HalfInverse`.
         operator: a `JacobianOperator`.
-        g: the gradient of the loss with respect to the stacked outputs, ``(n_rows,)``.
+        g: the gradient of the loss with respect to the stacked outputs, ``(n_rows,)`` (the global rows).
         max_bytes: limit for the Gram matrices (`phi_hig.errors.JacobianTooLargeError` above it).
 
     Returns:
@@ -273,23 +278,23 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
     m, n = int(operator.n_rows), int(operator.n_params)
     floor_dim = max(m, n)
     g64 = g.reshape(-1).to(torch.float64)
+    share = _Sharing(operator, g64.device)
     path = gram_path(settings, m, n, max_bytes)
     reason, top = '', None
     if path in ('gram', 'dual'):
         dual = path == 'dual'
         G = operator.gram_dual() if dual else operator.gram()
-        top = _gram_diagonal_max(G)
+        top, = share.numbers([_gram_diagonal_max(G) if share.root else 0.0])
         if top != top:
             raise NonFiniteStepError("the Jacobian J is not finite (NaN); the weights were left untouched")
         if 2.0 ** -GRAM_SAFE_EXPONENT <= top <= 2.0 ** GRAM_SAFE_EXPONENT:
             rhs = operator.vjp(g64) if dual else g64
-            mu, w = eigh64(G)
+            done = share.root_result(lambda: _spectral(*eigh64(G), rhs, settings, floor_dim,
+                                                       'gram-dual' if dual else 'gram'), n if dual else m)
             del G
-            done = _spectral(mu, w, rhs, settings, floor_dim, 'gram-dual' if dual else 'gram')
             if done is not None:
                 out, info = done
-                d = out if dual else operator.vjp(out)
-                return _finite_result(d, info)
+                return _finite_result(out if dual else operator.vjp(out), info)
             reason = 'kept spectrum below the Gram resolution'
         elif settings.method == 'auto':
             reason = 'Gram matrix under- or overflows'
@@ -306,9 +311,58 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
             return torch.zeros(n, dtype=torch.float64, device=g.device), SpectralInfo(np.zeros(0), 0.0, 0, 'gram',
                                                                                      'zero Gram matrix')
         raise
-    d, info = _svd_apply(J, g64.to(J.device), settings)
+    d, info = share.root_result(lambda: _svd_apply(J, g64.to(J.device), settings), n)
     info.fallback = reason
     return _finite_result(d, info)
+
+
+class _Sharing:
+    """What the root of a distributed operator computed, on every rank (the identity for one-process operators)."""
+
+    _PATHS = ('gram', 'gram-dual', 'svd')
+
+    def __init__(self, operator, device):
+        self.root = bool(getattr(operator, 'is_root', True))
+        self._broadcast = getattr(operator, 'broadcast', None)
+        self.device = device
+
+    def numbers(self, values: list) -> list:
+        """The root's list of floats on every rank."""
+        if self._broadcast is None:
+            return values
+        t = torch.tensor(values if self.root else [0.0] * len(values), dtype=torch.float64, device=self.device)
+        return self._broadcast(t).tolist()
+
+    def root_result(self, compute, size: int):
+        """``compute()`` on the root — None, or ``(vector of length size, SpectralInfo)`` — on every rank.
+
+        An exception on the root is re-raised on every rank as a `NonFiniteStepError` / `PhiHigError` of the same
+        message, so that no rank waits for a broadcast that never comes."""
+        if self._broadcast is None:
+            return compute()
+        status, result, message = 0.0, None, ''
+        if self.root:
+            try:
+                result = compute()
+                status = 1.0 if result is not None else 0.0
+            except Exception as err:  # shared below, raised on every rank
+                status, message = (2.0 if isinstance(err, NonFiniteStepError) else 3.0), f"{type(err).__name__}: {err}"
+        header = self.numbers([status, float(result[1].rank) if status == 1 else 0.0,
+                               result[1].sigma_max if status == 1 else 0.0,
+                               float(self._PATHS.index(result[1].path)) if status == 1 else 0.0])
+        status = header[0]
+        if status >= 2:
+            from .errors import PhiHigError
+            cls = NonFiniteStepError if status == 2 else PhiHigError
+            raise cls(f"on the root rank: {message}" if self.root else "the root rank failed (see its error)")
+        if status == 0:
+            return None
+        rank = int(header[1])
+        vec = result[0] if self.root else torch.empty(size, dtype=torch.float64, device=self.device)
+        sv = torch.as_tensor(result[1].singular_values, dtype=torch.float64, device=self.device) if self.root else \
+            torch.empty(rank, dtype=torch.float64, device=self.device)
+        vec, sv = self._broadcast(vec.to(self.device)), self._broadcast(sv)
+        return vec, SpectralInfo(sv.cpu().numpy(), header[2], rank, self._PATHS[int(header[3])])
 
 
 def _finite_result(d: torch.Tensor, info: SpectralInfo):

@@ -27,6 +27,7 @@ from torch import nn
 
 from . import checks
 from .backend import torch_backend
+from .distributed import DistributedJacobian, active_group
 from .errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .hig import DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors
@@ -182,7 +183,7 @@ def _sync(device) -> None:
 
 
 def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional[Callable],
-             loss: Callable) -> HIGStepInfo:
+             loss: Callable, *, group=None) -> HIGStepInfo:
     """One HIG (or Gauss–Newton, κ = −1) update of ``net``'s parameters held by ``optimizer``.
 
     Computes ``y = simulate(net(inputs))``, the per-example losses ``loss(y, targets)``, the gradient ``g`` of their
@@ -202,6 +203,12 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
             any batch size; None for the identity.
         loss: ``loss(y, targets)`` per example: a PhiML tensor with exactly the batch dims of y, or a torch
             tensor of shape ``(b,)``; differentiable in y.
+        group: the ``torch.distributed`` process group whose ranks hold the slices of the global batch (rank
+            order = batch order); default: the world group when ``torch.distributed`` is initialized with more
+            than one process; ``False``: a one-process step. Each rank passes its own slice; g is the gradient
+            of the *global* batch-mean loss, the Gram matrix and its eigendecomposition are formed once on rank 0
+            (`phi_hig.distributed.DistributedJacobian`), and every rank applies the same update, so weights stay
+            identical across ranks. Without a process group this is the one-process step.
 
     Raises:
         NonFiniteStepError: non-finite loss, gradient, Jacobian or update (weights untouched).
@@ -212,15 +219,16 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     if not isinstance(optimizer, HIG):
         raise InvalidInputError(f"optimizer must be a phi_hig.HIG, got {type(optimizer).__name__}")
     settings = optimizer.settings
-    for i, group in enumerate(optimizer.param_groups):
-        checks.number(f"param_groups[{i}]['lr']", group['lr'], minimum=0)
+    for i, param_group in enumerate(optimizer.param_groups):
+        checks.number(f"param_groups[{i}]['lr']", param_group['lr'], minimum=0)
     call = NetworkCall(net, inputs)
     x = call.native_inputs
     if x.ndim == 0 or x.shape[0] == 0:
         raise InvalidInputError(f"inputs must hold at least one example, got a batch of shape {tuple(x.shape)}")
     params = optimizer.params()
     device = params[0].device if params else x.device
-    if optimizer._n_out:  # |y| known from the last step: refuse a too large Gram matrix before any pass
+    group = active_group(group)
+    if optimizer._n_out and group is None:  # |y| known from the last step: refuse a too large Gram before any pass
         gram_path(settings, x.shape[0] * optimizer._n_out, sum(p.numel() for p in params), optimizer.max_bytes)
     t0 = time.perf_counter()
     layouts = []  # the layout of simulate's output, fixed by its first call
@@ -237,6 +245,13 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
                                 n_out=optimizer._n_out)
     optimizer._n_out = operator.n_out
     mean_loss, g = _loss_gradient(loss, layouts[0], operator.y, targets)
+    structured, mixed = operator.structured, operator.mixed
+    if group is not None:  # g of the global batch-mean loss, in rank order; the global operator
+        operator = DistributedJacobian(operator, group)
+        fraction = x.shape[0] / sum(operator.counts)
+        g = operator.gather_rows(g * fraction)
+        mean_loss = float(operator.sum(torch.tensor([mean_loss * fraction], dtype=torch.float64,
+                                                        device=g.device)))
     _sync(device)
     t1 = time.perf_counter()
     d, info = apply_half_inverse(settings, operator, g, max_bytes=optimizer.max_bytes)
@@ -244,6 +259,6 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     _sync(device)
     t2 = time.perf_counter()
     if info.path.startswith('gram') and info.path != 'gram-dual':
-        info.path += '+structured' if operator.structured else ('+mixed' if operator.mixed else '')
+        info.path += '+structured' if structured else ('+mixed' if mixed else '')
     return HIGStepInfo(mean_loss, info.singular_values, info.rank, info.sigma_max, info.path, t1 - t0, t2 - t1,
                        t2 - t0)
