@@ -49,6 +49,8 @@ def from_experiment(name: str, experiment: str, batch: int = None, seed: int = 0
 
 
 CASES = {
+    # HIG paper §2.1 toy: b = 256, |y| = 2 (γ in the physics), 1-7-2 tanh network, 30 parameters
+    'toy': lambda: from_experiment('toy', 'toy', 256),
     # HIG paper §3.2: 8×8 Poisson, b = 64, |y| = 64, τ = 1e-5; network 'paper' (hidden 64-256-64,
     # 41,408 parameters, the paper text) and 'code' (hidden 64-128-64, 24,896, the authors' code)
     'poisson41k': lambda: from_experiment('poisson41k', 'poisson8', 64, network='paper'),

@@ -1,9 +1,12 @@
 """Time and memory of one HIG step: the authors' formulation against our SVD, Gram and structured paths.
 
-One command runs everything (see benchmarks/README.md)::
+One command runs everything (see benchmarks/README.md in the repository); it works from an installed package in
+any folder and writes ``benchmarks/results/hig_step_<device>.md`` when run from the repository root, else
+``hig_step_<device>.md`` in the current folder::
 
-    python -m benchmarks.hig_step                 # all cases, writes benchmarks/results/hig_step_cpu.md
-    python -m benchmarks.hig_step --quick         # no (a) and no SVD path: minutes instead of ~half an hour
+    python -m phi_hig bench                       # all cases
+    python -m phi_hig bench --quick               # no (a) and no SVD path: minutes instead of ~half an hour
+    python -m phi_hig bench --cases toy oscillators --skip gram-dense svd authors   # the small-problem ratios
 
 Each (case, path) runs in a fresh subprocess (``--worker``) because the peak RSS of a process never
 decreases: the peak-memory column is the growth of ``ru_maxrss`` across the first step over its value
@@ -44,8 +47,9 @@ PATHS = ('structured', 'adam', 'gram-dense', 'svd', 'authors', 'reference')
 LABELS = {'authors': '(a) authors: float32 J, float32 SVD, explicit matrix', 'svd': '(b) ours: SVD path (float64)',
           'gram-dense': '(c) ours: Gram path, materialized J', 'structured': '(d) ours: structured Gram (default)',
           'adam': 'Adam step'}
-DEFAULT_CASES = ('poisson41k', 'poisson25k', 'oscillators', 'qdipole')
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+DEFAULT_CASES = ('toy', 'oscillators', 'qdipole', 'poisson25k', 'poisson41k')
+RESULTS = os.path.join('benchmarks', 'results')
+"""Where results go when the current folder is the repository root (else the current folder)."""
 
 
 class LargestTensor(TorchDispatchMode):
@@ -146,7 +150,7 @@ def make_step(path, problem, net):
 # ---------------------------------------------------------------- one (case, path) in this process
 
 def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: int = 0) -> dict:
-    from benchmarks.problems import CASES
+    from .problems import CASES
     if threads:
         torch.set_num_threads(threads)
     problem = CASES[case]()
@@ -174,7 +178,16 @@ def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: 
     rss_growth = _maxrss_mb() - rss0
     gpu_growth = (torch.cuda.max_memory_allocated() - gpu0) / 2 ** 20 if dev.type == 'cuda' else None
     times = []
-    n_more = 0 if path == 'reference' else (reps if first < 5 else (2 if first < 60 else 0))
+    warm = first
+    if path != 'reference' and first < 5:  # the probed first step is slow; judge the step size by a warm one
+        _sync(dev)
+        t0 = time.perf_counter()
+        step()
+        _sync(dev)
+        warm = time.perf_counter() - t0
+        times.append(warm)
+    # tiny steps (the toy's ~1 ms) need many repetitions for a stable median
+    n_more = 0 if path == 'reference' else (reps * 40 if warm < 0.05 else reps if warm < 5 else (2 if warm < 60 else 0))
     for _ in range(n_more):
         _sync(dev)
         t0 = time.perf_counter()
@@ -197,15 +210,15 @@ def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: 
 # ---------------------------------------------------------------- the driver
 
 def _run_worker(case, path, args, out_dir) -> dict:
-    cmd = [sys.executable, '-m', 'benchmarks.hig_step', '--worker', '--case', case, '--path', path,
+    cmd = [sys.executable, '-m', 'phi_hig.bench.hig_step', '--worker', '--case', case, '--path', path,
            '--device', args.device, '--reps', str(args.reps), '--out-dir', out_dir]
     if args.threads:
         cmd += ['--threads', str(args.threads)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get('PYTHONPATH', '')]))
+    env = dict(os.environ)
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # idle OpenMP threads sleep: robust on shared cores
     print(f"  {case:12s} {path:11s} ...", end='', flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=_ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         print(f" failed ({proc.returncode})")
         print(proc.stderr[-3000:])
@@ -214,9 +227,6 @@ def _run_worker(case, path, args, out_dir) -> dict:
     print(f" {result['median_s']:.3f} s (n={result['n_timed']}), +{result['rss_growth_mb']:.0f} MB RSS "
           f"[{time.perf_counter() - t0:.0f} s wall]", flush=True)
     return result
-
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _fmt_time(s):
@@ -280,7 +290,7 @@ def driver(args) -> str:
     except (OSError, StopIteration):
         pass
     header = (f"# HIG step benchmark ({args.device})\n\n"
-              f"Command: `python -m benchmarks.hig_step {' '.join(args.argv)}`  \n"
+              f"Command: `python -m phi_hig bench {' '.join(args.argv)}`  \n"
               f"Started {started}; machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
               f"({args.threads or torch.get_num_threads()} threads, OMP_WAIT_POLICY="
               f"{os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}); load average (1/5/15 min) before "
@@ -292,8 +302,8 @@ def driver(args) -> str:
               f"‖d − d_ref‖/‖d_ref‖ with d_ref from a float64 SVD of J formed in float64 from the same "
               f"network state. HIG: κ = −1/2, τ relative as in the authors' code.")
     text = table(results, header)
-    os.makedirs(RESULTS, exist_ok=True)
-    out = args.output or os.path.join(RESULTS, f"hig_step_{'cpu' if args.device == 'cpu' else 'gpu'}.md")
+    name = f"hig_step_{'cpu' if args.device == 'cpu' else 'gpu'}.md"
+    out = args.output or (os.path.join(RESULTS, name) if os.path.isdir(RESULTS) else name)
     with open(out, 'w') as f:
         f.write(text + '\n')
     with open(os.path.splitext(out)[0] + '.json', 'w') as f:
@@ -305,9 +315,9 @@ def driver(args) -> str:
 
 
 def main(argv=None) -> int:
-    """Command-line entry point (``python -m benchmarks.hig_step [options]``); returns the exit status."""
+    """Command-line entry point (``python -m phi_hig bench [options]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog='python -m benchmarks.hig_step', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='python -m phi_hig bench', description=__doc__.split('\n')[0])
     parser.add_argument('--cases', nargs='*', help=f"cases (default: {' '.join(DEFAULT_CASES)})")
     parser.add_argument('--quick', action='store_true', help="skip (a) and (b), the slow SVD paths")
     parser.add_argument('--skip-authors', action='store_true', help="skip (a), the authors' formulation")
@@ -315,7 +325,8 @@ def main(argv=None) -> int:
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--reps', type=int, default=5, help="timed repetitions after the first step (fast paths)")
     parser.add_argument('--threads', type=int, default=0, help="torch threads per worker (default: torch's default)")
-    parser.add_argument('--output', help="Markdown file to write (default benchmarks/results/hig_step_<device>.md)")
+    parser.add_argument('--output', help="Markdown file to write (default benchmarks/results/hig_step_<device>.md in "
+                                         "the repository root, else hig_step_<device>.md)")
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--case', help=argparse.SUPPRESS)
     parser.add_argument('--path', choices=PATHS, help=argparse.SUPPRESS)
