@@ -1,0 +1,92 @@
+"""Argument checks shared by phi_hig's modules: one rule per kind of value.
+
+Every check either returns the value in its canonical Python type or raises `InvalidInputError` whose message
+names the argument, what is allowed and what was given. The rules:
+
+* a *number* is a real number (Python `int` / `float` or a NumPy scalar); booleans are not numbers;
+* an *integer* is a Python `int` or a NumPy integer scalar; booleans and floats (even ``2.0``) are not;
+* a *flag* is `True` or `False` (a NumPy boolean is accepted);
+* a *choice* is one of a fixed tuple of values.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+__all__ = ['is_number', 'is_integer', 'number', 'integer', 'flag', 'choice']
+
+
+def is_number(value) -> bool:
+    """Whether `value` is a real number by the rule above (finite or not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_integer(value) -> bool:
+    """Whether `value` is an integer by the rule above."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _range_text(low, high, low_open, high_open) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    return (' ' + ' and '.join(parts)) if parts else ''
+
+
+def number(name: str, value, *, low: Optional[float] = None, high: Optional[float] = None,
+           low_open: bool = False, high_open: bool = False) -> float:
+    """`value` as a finite `float` within the given bounds (`low_open`: `> low` instead of `>= low`).
+
+    Raises:
+        InvalidInputError: `value` is not a number, not finite, or out of range.
+    """
+    allowed = f"a finite number{_range_text(low, high, low_open, high_open)}"
+    if not is_number(value) or not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    value = float(value)
+    if low is not None and (value <= low if low_open else value < low):
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def integer(name: str, value, *, low: Optional[int] = None, high: Optional[int] = None) -> int:
+    """`value` as an `int` within `[low, high]`.
+
+    Raises:
+        InvalidInputError: `value` is not an integer (a bool or a float is not) or out of range.
+    """
+    allowed = f"an integer{_range_text(low, high, False, False)}"
+    if not is_integer(value) or (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
+
+
+def flag(name: str, value) -> bool:
+    """`value` as a `bool`.
+
+    Raises:
+        InvalidInputError: `value` is not `True` or `False`.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def choice(name: str, value, options: Sequence):
+    """`value` if it is one of `options`.
+
+    Raises:
+        InvalidInputError: `value` is not one of `options` (the message lists them).
+    """
+    if not any(type(value) is type(o) and value == o for o in options):
+        raise InvalidInputError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}")
+    return value
