@@ -18,7 +18,7 @@ import torch
 import phi_hig
 from phi_hig import experiments, report
 from phi_hig.demo import demo_parser
-from phi_hig.experiments.fluid import timing_table
+from phi_hig.tables import timing_table
 
 
 def main(argv=None):

@@ -57,7 +57,7 @@ def trajectory(experiment, net, sample):
     f = chain_rhs(experiment.settings['cubic'], experiment.settings['control'])
     s = experiment.test_set[0][sample:sample + 1]
     with torch.no_grad():
-        u = net.controls(s)
+        u = net.output(s)
         states = [s]
         for t in range(steps):
             states.append(rk4(f, states[-1], u[:, t], dt))
