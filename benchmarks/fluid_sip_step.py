@@ -16,7 +16,7 @@ import torch
 from phiml.math import extrapolation
 
 from phi_hig import experiments
-from phi_hig.experiments.poisson import to_grid, from_grid
+from phi_hig.physics.grids import to_grid, from_grid
 from phi_hig.physics import fluid as physics
 from phi_hig.sip import sip_step
 

@@ -1,4 +1,5 @@
-"""P(x) = eˣ (seed 002 Fig. 2): SGD and Adam through the physics vs SIP (Newton) vs the rescaled gradient.
+"""P(x) = eˣ (Holl, Koltun & Thuerey 2022, Fig. 2): SGD and Adam through the physics vs SIP (Newton) vs the
+rescaled gradient.
 
     python demos/exp.py                 # 3000 steps per method
     python demos/exp.py --gui
@@ -15,7 +16,7 @@ from phi_hig.demo import demo_parser
 
 
 def figure2(result, experiment, path):
-    plt = report._pyplot()
+    plt = report.pyplot()
     inputs, targets = experiment.test_set
     methods = list(result.nets)
     fig, ax = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.4), squeeze=False)

@@ -1,5 +1,6 @@
-"""Navier–Stokes (seed 003 §3.4): Adam through the simulation vs SIP with the reverse-simulation inverse, and the
-paper's table 1 (inference time of the network vs the iterative inverse solver at the same MAE of v₀).
+"""Navier–Stokes (Holl, Koltun & Thuerey 2021, §3.4): Adam through the simulation vs SIP with the reverse-simulation
+inverse, and Table 1 of Holl, Koltun & Thuerey 2022 (inference time of the network vs the iterative inverse solver
+at the same MAE of v₀).
 
     python demos/fluid.py                                   # 64 × 64, batch 64 (the paper; very slow on a CPU)
     python demos/fluid.py --resolution 32 --batch 16 --steps 200 --n-test 64   # the CPU run of the README
@@ -17,7 +18,7 @@ import torch
 import phi_hig
 from phi_hig import experiments, report
 from phi_hig.demo import demo_parser
-from phi_hig.experiments.fluid import timing_table
+from phi_hig.tables import timing_table
 
 
 def main(argv=None):

@@ -1,5 +1,5 @@
-"""Nonlinear oscillators (HIG paper Figure 2): a network learns the control u(t) that returns two coupled
-nonlinear oscillators to their initial state after 96 RK4 steps.
+"""Nonlinear oscillators (Schnell, Holl & Thuerey 2022, Figure 2): a network learns the control u(t) that returns
+two coupled nonlinear oscillators to their initial state after 96 RK4 steps.
 
     python demos/oscillators.py                          # Adam vs GN vs HIG, 60 s each (Fig. 2b), runs/oscillators/
     python demos/oscillators.py --methods all            # the seven optimizers of Table 2
@@ -21,8 +21,8 @@ import torch
 import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments.oscillators import oscillators
-from phi_hig.experiments.oscillators import rk4
-from phi_hig.report import print_table, write_metrics_csv, _pyplot
+from phi_hig.physics.oscillators import chain_rhs, rk4
+from phi_hig.report import print_table, write_metrics_csv, pyplot
 from phi_hig.runner import train_variants
 
 TABLE2 = ['adam', 'gn', 'hig', 'sgd', 'adagrad', 'adadelta', 'rmsprop']
@@ -54,11 +54,10 @@ def run_study(experiment, study, methods, seconds, seed, quiet, extra=None):
 def trajectory(experiment, net, sample):
     """States of one held-out sample over time under the network's control, and the control itself."""
     steps, dt = experiment.settings['steps'], experiment.settings['dt']
-    from phi_hig.experiments.oscillators import chain_rhs
     f = chain_rhs(experiment.settings['cubic'], experiment.settings['control'])
     s = experiment.test_set[0][sample:sample + 1]
     with torch.no_grad():
-        u = net.controls(s)
+        u = net.output(s)
         states = [s]
         for t in range(steps):
             states.append(rk4(f, states[-1], u[:, t], dt))
@@ -66,7 +65,7 @@ def trajectory(experiment, net, sample):
 
 
 def figure(experiment, curves, path, title):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
     for i, (label, (records, final, net)) in enumerate(curves.items()):
         ev = [r for r in records if r['test_loss'] == r['test_loss']]

@@ -1,4 +1,5 @@
-"""Poisson's equation (seed 003 §3.2): Adam and SGD through the solver vs SIP with the analytic inverse ∇².
+"""Poisson's equation (Holl, Koltun & Thuerey 2021, §3.2): Adam and SGD through the solver vs SIP with the analytic
+inverse ∇².
 
     python demos/poisson.py                                  # 64 × 64, batch 128, CG (the paper; slow on a CPU)
     python demos/poisson.py --steps 300 --batch 32 --solver dst   # the CPU study of the closing note
@@ -15,7 +16,7 @@ from phi_hig.demo import demo_parser
 
 
 def examples(result, experiment, path, n=2):
-    plt = report._pyplot()
+    plt = report.pyplot()
     inputs, targets = experiment.test_set
     methods = list(result.nets)
     fig, ax = plt.subplots(n, len(methods) + 2, figsize=(2.6 * (len(methods) + 2), 2.6 * n), squeeze=False)

@@ -1,5 +1,5 @@
-"""Quantum dipole (HIG paper Figure 4): a network learns the control u(t) that moves a particle in an infinite
-well from the ground state to a random superposition of the first two excited states.
+"""Quantum dipole (Schnell, Holl & Thuerey 2022, Figure 4): a network learns the control u(t) that moves a particle
+in an infinite well from the ground state to a random superposition of the first two excited states.
 
     python demos/quantum_dipole.py                     # Adam vs HIG, 120 s each; runs/quantum_dipole/
     python demos/quantum_dipole.py --network cnn       # the CNN variant (21,984 parameters)
@@ -18,11 +18,11 @@ import torch
 import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments.quantum_dipole import quantum_dipole, crank_nicolson, eigenstate
-from phi_hig.report import print_table, write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, pyplot
 
 
 def figure(experiment, result, methods, path):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.3))
     for i, m in enumerate(methods):
         ev = [r for r in result.records if r['method'] == m and r['test_loss'] == r['test_loss']]

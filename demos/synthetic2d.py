@@ -1,5 +1,5 @@
-"""Synthetic 2-D process (seed 002 §3.4, Fig. 5d/e): final accuracy of SGD, Adam, Adagrad, Adadelta, RMSprop and
-SIP (saddle-free Newton) over the conditioning ξ (φ = 0) and the coupling φ (ξ = 32).
+"""Synthetic 2-D process (Holl, Koltun & Thuerey 2022, §3.4, Fig. 5d/e): final accuracy of SGD, Adam, Adagrad,
+Adadelta, RMSprop and SIP (saddle-free Newton) over the conditioning ξ (φ = 0) and the coupling φ (ξ = 32).
 
     python demos/synthetic2d.py                       # 20 s per method and point
     python demos/synthetic2d.py --seconds 60 --variant code
@@ -40,7 +40,7 @@ def main(argv=None):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plt = report._pyplot()
+    plt = report.pyplot()
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     for col, sweep in enumerate(['xi', 'phi']):
         for row, key in enumerate(['y_error', 'x_error']):

@@ -1,4 +1,4 @@
-"""The toy example of the HIG paper (Figure 1): Adam vs Gauss–Newton vs HIG on y = (z1, γ·z2).
+"""The toy example of Schnell, Holl & Thuerey 2022 (Figure 1): Adam vs Gauss–Newton vs HIG on y = (z1, γ·z2).
 
     python demos/toy.py                       # 10 s per method, γ = 1 and 0.01, figures in runs/toy/
     python demos/toy.py --seconds 60 --seeds 5 # the closing-note study: median and range over 5 seeds
@@ -16,13 +16,13 @@ import statistics
 import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments import toy
-from phi_hig.report import print_table, write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, pyplot
 
 METHODS = ['adam', 'gn', 'hig']
 
 
 def figure(result, experiment, path, gamma):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
     target = experiment.test_set[1][0]
     for i, m in enumerate(METHODS):

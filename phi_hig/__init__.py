@@ -3,7 +3,8 @@
 Half-inverse gradients (HIG) update a network with a truncated, half-inverted per-sample Jacobian of
 network and physics; scale-invariant physics (SIP) training replaces the physics gradient with the update
 of an inverse solver. Importing this package has no side effects: it switches no backend and prints
-nothing. Submodules that need PhiFlow (``physics``, ``sip``, ``experiments``, ``train``) load on first use.
+nothing. Submodules that need PhiFlow (``physics``, ``sip``, ``inverses``, ``experiments``, ``train``) load on
+first use.
 """
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ from .jacobian import per_sample_jacobian, gram, physics_jacobian
 _LAZY = {
     'physics': ('.physics', None),
     'sip': ('.sip', None),
+    'inverses': ('.inverses', None),
     'experiments': ('.experiments', None),
     'train': ('.runner', 'train'),
     'RunControl': ('.runner', 'RunControl'),
@@ -38,5 +40,5 @@ def __getattr__(name):
 
 __all__ = ['__version__', 'half_inverse', 'HIG', 'hig_step', 'per_sample_jacobian', 'gram',
            'physics_jacobian', 'PhiHigError', 'InvalidInputError', 'JacobianTooLargeError',
-           'NonFiniteStepError', 'HIGUsageError', 'physics', 'sip', 'sip_loss', 'sip_step',
+           'NonFiniteStepError', 'HIGUsageError', 'physics', 'sip', 'inverses', 'sip_loss', 'sip_step',
            'experiments', 'train', 'RunControl']

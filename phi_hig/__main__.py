@@ -112,7 +112,7 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     from . import train
-    from .report import _pyplot, write_metrics_csv
+    from .report import pyplot, write_metrics_csv
     experiment = _experiment(args)
     if args.method not in experiment.methods:
         raise InvalidInputError(f"experiment {experiment.name!r} has no method {args.method!r}")
@@ -144,7 +144,7 @@ def cmd_sweep(args) -> int:
     os.makedirs(out, exist_ok=True)
     write_metrics_csv(rows, os.path.join(out, 'sweep.csv'))
     write_metrics_csv(records, os.path.join(out, 'metrics.csv'))
-    _sweep_figure(rows, kappas, betas, taus, os.path.join(out, 'sweep.png'), experiment.name, args.method, _pyplot())
+    _sweep_figure(rows, kappas, betas, taus, os.path.join(out, 'sweep.png'), experiment.name, args.method, pyplot())
     print(f"wrote {out}/sweep.csv, metrics.csv, sweep.png")
     return 0
 

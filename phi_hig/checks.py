@@ -1,9 +1,13 @@
-"""Argument validation shared by the whole package: numbers, flags, choices and allocation sizes.
+"""Argument checks shared by phi_hig's modules: one rule per kind of value, and one for allocation sizes.
 
-Every check raises `phi_hig.errors.InvalidInputError` (or `JacobianTooLargeError` for sizes) with a message that
-names the argument, the allowed values and what was given, so that a refusal never surfaces as a deep torch,
-PhiML or SciPy traceback. Booleans are not numbers here (``kappa=True`` is refused); NumPy scalars and 0-d arrays
-are numbers.
+Every check either returns the value in its canonical Python type or raises `InvalidInputError` whose message
+names the argument, what is allowed and what was given. The rules:
+
+* a *number* is a real number (Python `int` / `float` or a NumPy scalar); booleans are not numbers;
+* an *integer* is a Python `int` or a NumPy integer scalar; booleans and floats (even ``2.0``) are not;
+* a *flag* is `True` or `False` (a NumPy boolean is accepted);
+* a *choice* is one of a fixed tuple of values;
+* a *size* (`check_size`) is refused before anything of that size is allocated (`JacobianTooLargeError`).
 """
 from __future__ import annotations
 
@@ -15,77 +19,79 @@ import numpy as np
 
 from .errors import InvalidInputError, JacobianTooLargeError
 
-__all__ = ['number', 'integer', 'flag', 'choice', 'check_size', 'human_bytes']
+__all__ = ['is_number', 'is_integer', 'number', 'integer', 'flag', 'choice', 'check_size', 'human_bytes']
 
 
-def _is_real(value) -> bool:
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, np.ndarray):
-        return value.ndim == 0 and np.issubdtype(value.dtype, np.number) and not np.iscomplexobj(value) \
-            and value.dtype != np.bool_
-    return isinstance(value, numbers.Real)
+def is_number(value) -> bool:
+    """Whether `value` is a real number by the rule above (finite or not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def _interval(minimum, maximum, min_open, max_open) -> str:
-    if minimum is None and maximum is None:
-        return 'a finite number'
-    if maximum is None:
-        return f"a finite number {'>' if min_open else '>='} {minimum:g}"
-    if minimum is None:
-        return f"a finite number {'<' if max_open else '<='} {maximum:g}"
-    return f"a number in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}"
+def is_integer(value) -> bool:
+    """Whether `value` is an integer by the rule above."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def number(name: str, value, *, minimum: Optional[float] = None, maximum: Optional[float] = None,
-           min_open: bool = False, max_open: bool = False, hint: str = '') -> float:
-    """``value`` as a Python float if it is a finite real number inside the given bounds, else raise.
+def _range_text(low, high, low_open, high_open) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high:g}")
+    return (' ' + ' and '.join(parts)) if parts else ''
 
-    Args:
-        name: the argument's name, used in the message.
-        value: a Python or NumPy real number (not a bool).
-        minimum, maximum: optional bounds; ``min_open`` / ``max_open`` exclude them.
-        hint: appended to the message (e.g. what the values mean).
+
+def number(name: str, value, *, low: Optional[float] = None, high: Optional[float] = None,
+           low_open: bool = False, high_open: bool = False, hint: str = '') -> float:
+    """`value` as a finite `float` within the given bounds (`low_open`: `> low` instead of `>= low`).
+
+    ``hint`` is appended to the message in parentheses (e.g. what the values mean).
 
     Raises:
-        InvalidInputError: naming ``name``, the allowed interval and ``value``.
+        InvalidInputError: `value` is not a number, not finite, or out of range.
     """
-    allowed = _interval(minimum, maximum, min_open, max_open)
-    suffix = f" ({hint})" if hint else ''
-    if not _is_real(value):
-        raise InvalidInputError(f"{name} must be {allowed}{suffix}, got {value!r} of type {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or (minimum is not None and (v < minimum or (min_open and v == minimum))) or \
-            (maximum is not None and (v > maximum or (max_open and v == maximum))):
-        raise InvalidInputError(f"{name} must be {allowed}{suffix}, got {value!r}")
-    return v
+    allowed = f"a finite number{_range_text(low, high, low_open, high_open)}" + (f" ({hint})" if hint else '')
+    if not is_number(value) or not math.isfinite(value):
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    value = float(value)
+    if low is not None and (value <= low if low_open else value < low):
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    if high is not None and (value >= high if high_open else value > high):
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    return value
 
 
-def integer(name: str, value, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
-    """``value`` as a Python int if it is an integer (Python or NumPy, not a bool, no fraction) within bounds."""
-    ok = _is_real(value) and math.isfinite(float(value)) and float(value) == int(value)
-    allowed = 'an integer' + (f" >= {minimum}" if minimum is not None and maximum is None else '') + \
-        (f" in [{minimum}, {maximum}]" if minimum is not None and maximum is not None else '') + \
-        (f" <= {maximum}" if maximum is not None and minimum is None else '')
-    if not ok or isinstance(value, float) and not float(value).is_integer():
+def integer(name: str, value, *, low: Optional[int] = None, high: Optional[int] = None) -> int:
+    """`value` as an `int` within `[low, high]`.
+
+    Raises:
+        InvalidInputError: `value` is not an integer (a bool or a float is not) or out of range.
+    """
+    allowed = f"an integer{_range_text(low, high, False, False)}"
+    if not is_integer(value) or (low is not None and value < low) or (high is not None and value > high):
         raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
-    v = int(value)
-    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
-        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
-    return v
+    return int(value)
 
 
 def flag(name: str, value) -> bool:
-    """``value`` if it is a bool (Python or NumPy), else raise."""
+    """`value` as a `bool`.
+
+    Raises:
+        InvalidInputError: `value` is not `True` or `False`.
+    """
     if not isinstance(value, (bool, np.bool_)):
         raise InvalidInputError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
 
-def choice(name: str, value, allowed: Sequence):
-    """``value`` if it is one of ``allowed``, else raise listing them."""
-    if not isinstance(value, (str, int, float, type(None))) or value not in allowed:
-        raise InvalidInputError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+def choice(name: str, value, options: Sequence):
+    """`value` if it is one of `options`.
+
+    Raises:
+        InvalidInputError: `value` is not one of `options` (the message lists them).
+    """
+    if not any(type(value) is type(o) and value == o for o in options):
+        raise InvalidInputError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}")
     return value
 
 

@@ -77,15 +77,15 @@ class HalfInverse:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, 'kappa', checks.number('kappa', self.kappa, minimum=-1, maximum=1,
+        set_(self, 'kappa', checks.number('kappa', self.kappa, low=-1, high=1,
                                           hint='-0.5 HIG, -1 Gauss-Newton, 1 gradient descent'))
         set_(self, 'beta', checks.number('beta', self.beta))
         set_(self, 'relative', checks.flag('relative', self.relative))
         if self.relative:
-            tau = checks.number('truncation', self.truncation, minimum=0, maximum=1, max_open=True,
+            tau = checks.number('truncation', self.truncation, low=0, high=1, high_open=True,
                                 hint='relative to the largest singular value')
         else:
-            tau = checks.number('truncation', self.truncation, minimum=0, hint='absolute')
+            tau = checks.number('truncation', self.truncation, low=0, hint='absolute')
         set_(self, 'truncation', tau)
         set_(self, 'method', checks.choice('method', self.method, PATHS))
 

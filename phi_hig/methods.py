@@ -27,7 +27,7 @@ METHODS = tuple(FIRST_ORDER) + tuple(SECOND_ORDER) + ('sip',)
 """All method names the runner knows."""
 
 _RUNNER_KEYS = {'batch_size'}
-_VARIANT_KEYS = {'base', 'inverse', 'clip'}
+_VARIANT_KEYS = {'base', 'inverse', 'clip', 'inverse_options'}
 """Keys of a method variant (see `make_method`): never passed to the optimizer."""
 _HIG_KEYS = {'lr', 'truncation', 'kappa', 'beta', 'relative', 'method', 'structured'}
 
@@ -42,9 +42,11 @@ class Method:
         last_info: diagnostics of the last step (a `HIGStepInfo` for hig/gn, else None).
     """
 
-    def __init__(self, name: str, net: nn.Module, simulate, loss, hyper: dict, inverse=None, base: str = None):
+    def __init__(self, name: str, net: nn.Module, simulate, loss, hyper: dict, inverse=None, base: str = None,
+                 inverse_options: Optional[dict] = None):
         self.name, self.net, self.simulate, self.loss, self.hyper = name, net, simulate, loss, dict(hyper)
         self.inverse = inverse
+        self.inverse_options = dict(inverse_options or {})  # SIP: passed to the inverse on every step
         self.last_info = None
         self.clip = hyper.get('clip')
         name = self.base = base or hyper.get('base') or name
@@ -79,7 +81,7 @@ class Method:
             from .sip import sip_step
             optimizer = self.optimizer if self.clip is None else _Clipped(self.optimizer, self.net, self.clip)
             result = sip_step(self.net, optimizer, inputs, targets, (self.simulate, self.inverse),
-                              loss=self.loss)
+                              loss=self.loss, inverse_options=self.inverse_options)
             physics_loss = _mean_value(result.physics_loss)
             if physics_loss != physics_loss or abs(physics_loss) == float('inf'):
                 from .errors import NonFiniteStepError
@@ -128,8 +130,9 @@ def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict]
 
     * ``base``: the base method (one of `METHODS`; default: the name itself), e.g.
       ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', lr=1e-3, batch_size=128)``;
-    * ``inverse``: for SIP, the key of the inverse solver in ``experiment.inverses`` (default: ``experiment.inverse``).
+    * ``inverse``: for SIP, the key of the inverse solver in ``experiment.inverses`` (default: ``'default'``).
       Supervised training is SIP with an inverse that returns ``x_label − z`` (proxy loss ``½‖z − x_label‖²``);
+    * ``inverse_options``: for SIP, a dict overriding options of that `Inverse` (validated by `Inverse.resolve`);
     * ``clip``: for first-order methods and SIP, the maximum global norm of the network gradient (clipped
       before each optimizer step).
     """
@@ -142,11 +145,21 @@ def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict]
     if base not in METHODS:
         raise InvalidInputError(f"method {name!r} of experiment {experiment.name!r} has base {base!r}; "
                                 f"known: {', '.join(METHODS)}")
-    inverse = experiment.inverse
-    if hyper.get('inverse') is not None:
-        inverses = getattr(experiment, 'inverses', None) or {}
-        if hyper['inverse'] not in inverses:
-            raise InvalidInputError(f"method {name!r}: experiment {experiment.name!r} has no inverse "
-                                    f"{hyper['inverse']!r}; it has {', '.join(inverses) or 'none'}")
-        inverse = inverses[hyper['inverse']]
-    return Method(name, net, experiment.simulate, experiment.loss, hyper, inverse=inverse, base=base)
+    # SIP inverses (data format: phi_hig.experiments.base.Inverse): the variant's 'inverse' key picks one of
+    # experiment.inverses ('default' unless given); 'inverse_options' override its options, validated here.
+    inverses = getattr(experiment, 'inverses', None) or {}
+    key = hyper.get('inverse')
+    if key is not None and key not in inverses:
+        raise InvalidInputError(f"method {name!r}: experiment {experiment.name!r} has no inverse "
+                                f"{key!r}; it has {', '.join(inverses) or 'none'}")
+    inverse, inverse_options = inverses.get('default' if key is None else key), None
+    if hyper.get('inverse_options') is not None:
+        if base != 'sip':
+            raise InvalidInputError(f"method {name!r}: inverse_options need a SIP method, but its base is {base!r}")
+        if inverse is None:
+            raise InvalidInputError(f"method {name!r}: experiment {experiment.name!r} has no inverse to take "
+                                    f"inverse_options")
+    if base == 'sip' and inverse is not None:
+        inverse_options = inverse.resolve(hyper.get('inverse_options'))
+    return Method(name, net, experiment.simulate, experiment.loss, hyper, inverse=inverse, base=base,
+                  inverse_options=inverse_options)

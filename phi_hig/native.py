@@ -23,7 +23,7 @@ import torch
 
 from .errors import InvalidInputError
 
-__all__ = ['NetworkCall', 'BatchLayout', 'kind_of', 'SUPPORTED']
+__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind_of', 'SUPPORTED']
 
 SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network "
              "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`)")
@@ -63,6 +63,28 @@ def _to_torch_backend(value):
     return value.with_values(converted) if isinstance(value, Field) else converted
 
 
+def _native_call(kind: str) -> Callable:
+    if kind == 'field':
+        from phi.field import native_call
+        return native_call
+    from phiml.math import native_call
+    return native_call
+
+
+def call_network(network, *inputs):
+    """``network(*inputs)`` the way PhiFlow calls networks: a ``torch.nn.Module`` through ``field.native_call``
+    when an input is a Field, through ``math.native_call`` when one is a PhiML tensor, directly otherwise (and any
+    other callable directly)."""
+    if isinstance(network, torch.nn.Module):
+        from phi.field import Field
+        from phiml.math import Tensor
+        if any(isinstance(i, Field) for i in inputs):
+            return _native_call('field')(network, *inputs)
+        if any(isinstance(i, Tensor) for i in inputs):
+            return _native_call('tensor')(network, *inputs)
+    return network(*inputs)
+
+
 class NetworkCall:
     """A torch network applied to a batch of user inputs the way PhiFlow calls networks.
 
@@ -89,7 +111,7 @@ class NetworkCall:
         def capture(x):
             captured.append(x)
             return x
-        self._native_call()(capture, self.inputs)
+        _native_call(self.kind)(capture, self.inputs)
         self.native_inputs = captured[0]
         values = self.inputs.values if self.kind == 'field' else self.inputs
         self.batch = values.shape.batch
@@ -98,20 +120,13 @@ class NetworkCall:
         self.rest = values.shape.non_batch
         self._templates = {}
 
-    def _native_call(self) -> Callable:
-        if self.kind == 'field':
-            from phi.field import native_call
-            return native_call
-        from phiml.math import native_call
-        return native_call
-
     def wrap(self, native: torch.Tensor):
         """A native network output with any leading batch size N as a value of the input's kind."""
         if self.kind == 'torch':
             return native
         n = int(native.shape[0])
         template = self.inputs if n == self.batch.volume else self._template(n)
-        return self._native_call()(lambda *_: native, template)
+        return _native_call(self.kind)(lambda *_: native, template)
 
     def _template(self, n: int):
         if n not in self._templates:

@@ -1,7 +1,15 @@
-"""Network factories of the SIP experiments: the papers' periodic U-net and small dense networks.
+"""The papers' networks: the periodic U-net, dense networks (PyTorch- and Keras-initialized) and the wrapper that
+appends known conditions to a network's output; one parameter count.
 
-`unet` builds the U-net of seed 003 (B.2, B.4): max-pool down, bilinear up, two (3×3 conv → batch norm → ReLU)
-blocks per level, skip connections by concatenation, a final 1×1 convolution. Its layers and parameter counts
+* `unet` / `PeriodicUNet`: the U-net of the SIP experiments;
+* `dense`: a fully connected network with PyTorch's default initialization;
+* `keras_dense`: the same layers initialized like Keras' `Dense` (the HIG experiments, whose authors used TF);
+* `Conditioned`: `z = (net(x), x[:, columns])`, for physics that needs known inputs next to the prediction;
+* `parameter_count`: the number of trainable parameters.
+
+`unet` builds the U-net of Holl, Koltun & Thuerey 2021 (appendix B.2, B.4): max-pool down, bilinear up, two
+(3×3 conv → batch norm → ReLU) blocks per level, skip connections by concatenation, a final 1×1 convolution. Its
+layers and parameter counts
 are those of PhiFlow's `u_net(in, out, levels, filters)` (37,697 for 1 → 1 with 4 levels, 49,570 for 2 → 2 with 5
 levels), but it is periodic throughout: convolutions pad circularly and the bilinear upsampling wraps around
 instead of clamping at the edges. PhiFlow 3.4's `u_net(periodic=True)` cannot be used: its `Down` blocks take
@@ -11,13 +19,15 @@ shifts by multiples of `2^(levels−1)` cells (tested in eval mode).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ['unet', 'PeriodicUNet', 'dense', 'parameter_count']
+from .errors import InvalidInputError
+
+__all__ = ['unet', 'PeriodicUNet', 'dense', 'keras_dense', 'Conditioned', 'parameter_count']
 
 
 class _DoubleConv(nn.Sequential):
@@ -49,7 +59,7 @@ class PeriodicUNet(nn.Module):
         super().__init__()
         filters = tuple(filters) if isinstance(filters, (tuple, list)) else (int(filters),) * levels
         if len(filters) != levels:
-            raise ValueError(f"filters has {len(filters)} entries for {levels} levels")
+            raise InvalidInputError(f"filters has {len(filters)} entries for {levels} levels")
         self.levels, self.periodic = levels, periodic
         mode = 'circular' if periodic else 'zeros'
         self.inc = _DoubleConv(in_channels, filters[0], filters[0], batch_norm, mode)
@@ -65,7 +75,7 @@ class PeriodicUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = 2 ** (self.levels - 1)
         if x.shape[-1] % factor or x.shape[-2] % factor:
-            raise ValueError(f"U-net with {self.levels} levels needs sizes divisible by {factor}, got {tuple(x.shape[-2:])}")
+            raise InvalidInputError(f"U-net with {self.levels} levels needs sizes divisible by {factor}, got {tuple(x.shape[-2:])}")
         x = self.inc(x)
         skips = [x]
         for block in self.down:
@@ -78,7 +88,7 @@ class PeriodicUNet(nn.Module):
 
 def unet(in_channels: int = 1, out_channels: int = 1, levels: int = 4, filters: int = 16, batch_norm: bool = True,
          periodic: bool = True) -> PeriodicUNet:
-    """The papers' U-net (seed 003 B.2/B.4); `unet(1, 1)` has 37,697 and `unet(2, 2, levels=5)` 49,570 parameters."""
+    """The papers' U-net (Holl, Koltun & Thuerey 2021, appendix B.2/B.4); `unet(1, 1)` has 37,697 and `unet(2, 2, levels=5)` 49,570 parameters."""
     return PeriodicUNet(in_channels, out_channels, levels, filters, batch_norm, periodic)
 
 
@@ -92,6 +102,60 @@ def dense(sizes: Sequence[int], activation=nn.ReLU) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def keras_dense(sizes: Sequence[int], activation: str = 'relu') -> nn.Sequential:
+    """Dense network `sizes[0] → … → sizes[-1]` with `activation` ('relu' or 'tanh') between layers and a linear
+    output, initialized like Keras' `Dense` (Glorot-uniform weights, zero biases) as in the authors' TF code of
+    Schnell, Holl & Thuerey 2022. The layers are those of `dense(sizes)`; only the initialization differs."""
+    acts = {'relu': nn.ReLU, 'tanh': nn.Tanh}
+    if activation not in acts:
+        raise InvalidInputError(f"activation must be one of {', '.join(map(repr, acts))}; got {activation!r}")
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(a, b)
+        nn.init.xavier_uniform_(lin.weight)
+        nn.init.zeros_(lin.bias)
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(acts[activation]())
+    return nn.Sequential(*layers)
+
+
+class Conditioned(nn.Module):
+    """`z = (net(x), x[:, columns])`: a network whose output carries known inputs on to the simulation.
+
+    Physics such as an oscillator chain (the initial state), the fluid (the initial marker) or `sin(a/x)` (the
+    parameter a) needs inputs that the network does not predict; appending them to the output lets
+    `simulate(z)` receive everything in one tensor. The appended part has no parameters, so it adds nothing to
+    the network Jacobian and receives a zero update. Concatenation is along dim 1 (features or channels).
+
+    Args:
+        net: The network; its output and `x[:, columns]` must agree in all dims but dim 1.
+        columns: The entries of dim 1 of `x` to append (`None`: all of `x`).
+    """
+
+    def __init__(self, net: nn.Module, columns: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.net = net
+        self.columns = None if columns is None else list(columns)
+        self._register_load_state_dict_pre_hook(_accept_control_net_keys)
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's own output `net(x)`, without the appended conditions (e.g. the controls)."""
+        return self.net(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conditions = x if self.columns is None else x[:, self.columns]
+        return torch.cat([self.net(x), conditions], dim=1)
+
+
+def _accept_control_net_keys(state_dict, prefix, *args):
+    """Checkpoints written before `Conditioned` replaced `ControlNet` name the inner network `body`."""
+    for key in [k for k in state_dict if k.startswith(prefix + 'body.')]:
+        state_dict[prefix + 'net.' + key[len(prefix) + 5:]] = state_dict.pop(key)
+
+
 def parameter_count(net: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Number of trainable parameters (those with `requires_grad`), i.e. |θ| of the HIG Jacobian. For the papers'
+    networks, which freeze nothing, this is the count the papers state; buffers (batch-norm statistics) are not
+    parameters."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

@@ -65,10 +65,10 @@ class HIG(torch.optim.Optimizer):
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  structured: Optional[bool] = None):
         settings = HalfInverse(kappa, beta, truncation, relative, method)
-        lr = checks.number('learning_rate', learning_rate, minimum=0)
+        lr = checks.number('learning_rate', learning_rate, low=0)
         if max_bytes is not None:
-            max_bytes = checks.number('max_bytes', max_bytes, minimum=0, min_open=True)
-        chunk_rows = checks.integer('chunk_rows', chunk_rows, minimum=1)
+            max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
+        chunk_rows = checks.integer('chunk_rows', chunk_rows, low=1)
         if structured not in (None, True, False):
             raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
         params = net.parameters() if isinstance(net, nn.Module) else net
@@ -115,7 +115,7 @@ class HIG(torch.optim.Optimizer):
         """
         groups = []
         for i, group in enumerate(self.param_groups):
-            lr = checks.number(f"param_groups[{i}]['lr']", group['lr'], minimum=0)
+            lr = checks.number(f"param_groups[{i}]['lr']", group['lr'], low=0)
             groups.append((lr, [p for p in group['params'] if p.requires_grad]))
         total = sum(p.numel() for _, ps in groups for p in ps)
         if total != direction.numel():
@@ -220,7 +220,7 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
         raise InvalidInputError(f"optimizer must be a phi_hig.HIG, got {type(optimizer).__name__}")
     settings = optimizer.settings
     for i, param_group in enumerate(optimizer.param_groups):
-        checks.number(f"param_groups[{i}]['lr']", param_group['lr'], minimum=0)
+        checks.number(f"param_groups[{i}]['lr']", param_group['lr'], low=0)
     call = NetworkCall(net, inputs)
     x = call.native_inputs
     if x.ndim == 0 or x.shape[0] == 0:

@@ -11,7 +11,8 @@ import math
 import os
 from typing import Iterable, List
 
-__all__ = ['print_table', 'write_run', 'write_metrics_csv', 'plot_curves', 'read_run', 'summary_rows', 'write_report', 'main']
+__all__ = ['print_table', 'write_run', 'write_metrics_csv', 'plot_curves', 'read_run', 'summary_rows', 'write_report', 'main',
+           'pyplot']
 
 BASE_COLUMNS = ['experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss']
 
@@ -28,7 +29,8 @@ def write_metrics_csv(records: List[dict], path: str) -> None:
             writer.writerow({k: ('' if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
 
 
-def _pyplot():
+def pyplot():
+    """`matplotlib.pyplot`, switched to the headless Agg backend unless a file backend is active (no window opens)."""
     import matplotlib
     if matplotlib.get_backend().lower() not in ('agg', 'pdf', 'svg'):
         matplotlib.use('Agg', force=True)
@@ -38,7 +40,7 @@ def _pyplot():
 
 def plot_curves(records: List[dict], path: str, key: str = 'test_loss', title: str = '') -> None:
     """Loss against training wall time and against step, log scale, one line per method."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     methods = list(dict.fromkeys(r['method'] for r in records))
     for m in methods:
@@ -183,7 +185,7 @@ def _method_colors(methods):
 
 
 def _plot_loss(records, methods, path, key, title):
-    plt = _pyplot()
+    plt = pyplot()
     colors = _method_colors(methods)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     drawn = False
@@ -218,7 +220,7 @@ def _plot_loss(records, methods, path, key, title):
 
 
 def _plot_final(rows, path, key, title):
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in rows if _finite(r['final']) and r['final'] > 0]
     if not rows:
         return False
@@ -250,7 +252,7 @@ def _metric_columns(records) -> list:
 
 
 def _plot_metrics(records, methods, cols, path, title, max_panels=9):
-    plt = _pyplot()
+    plt = pyplot()
     cols = cols[:max_panels]
     if not cols:
         return []
@@ -281,7 +283,7 @@ def _plot_metrics(records, methods, cols, path, title, max_panels=9):
 
 def _plot_trajectory(records, methods, path, title):
     """The y-space path of the first held-out sample (HIG paper, Figure 1 right), when the run recorded it."""
-    plt = _pyplot()
+    plt = pyplot()
     colors = _method_colors(methods)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     drawn = False

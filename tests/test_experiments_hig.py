@@ -10,7 +10,8 @@ import torch
 
 import phi_hig
 from phi_hig.experiments import get
-from phi_hig.experiments.oscillators import chain_rhs, hamiltonian, rk4, simulate_chain
+from phi_hig.physics.oscillators import chain_rhs, simulate_chain
+from test_physics_oscillators import forced_harmonic
 import importlib
 qd = importlib.import_module('phi_hig.experiments.quantum_dipole')  # the module (the package attribute is the factory)
 from phi_hig.experiments.poisson8 import laplace_flat, noise_sources
@@ -23,63 +24,14 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # conftest.py: one torch thr
 
 # ------------------------------------------------------------------------------------------------ oscillators
 
-def _forced_harmonic(s0, u, c, t):
-    """Analytic solution of ẋ = p, ṗ = −x − c·u (u constant) per mass: x = −cu + (x0 + cu)cos t + p0 sin t."""
-    n = s0.shape[-1] // 2
-    x0, p0 = s0[..., :n], s0[..., n:]
-    shift = c * u[..., None]
-    x = -shift + (x0 + shift) * math.cos(t) + p0 * math.sin(t)
-    p = -(x0 + shift) * math.sin(t) + p0 * math.cos(t)
-    return torch.cat([x, p], -1)
-
-
-def test_rk4_matches_uncoupled_harmonic_oscillator():
-    torch.manual_seed(1)
-    s0 = torch.rand(5, 4, dtype=torch.float64)
-    u_const = torch.randn(5, dtype=torch.float64)
-    c = torch.tensor([0.0, 3.0], dtype=torch.float64)
-    f = chain_rhs(0.0, (0.0, 3.0))
-    errors = []
-    for steps in (96, 192):
-        dt = 12.0 / steps
-        s = simulate_chain(s0, u_const[:, None].expand(5, steps), dt, f)
-        errors.append(float((s - _forced_harmonic(s0, u_const, c, 12.0)).abs().max()))
-    assert errors[0] < 5e-4  # amplitudes up to ~5: RK4 phase error ~(Δt)⁵/120 per step
-    assert 12 < errors[0] / errors[1] < 20  # fourth order: halving Δt divides the error by ~16
-
-
 def test_oscillators_simulate_is_the_forced_chain():
     """The experiment's simulate with k = 0 against the analytic forced oscillator (z = controls, initial state)."""
     ex = get('oscillators', cubic=0.0)
     s0 = ex.test_set[0][:3].double()
     u = torch.full((3, 96), 0.2, dtype=torch.float64)
     y = ex.simulate(torch.cat([u, s0], 1))
-    expected = _forced_harmonic(s0, u[:, 0], torch.tensor([0.0, 3.0], dtype=torch.float64), 12.0)
+    expected = forced_harmonic(s0, u[:, 0], torch.tensor([0.0, 3.0], dtype=torch.float64), 12.0)
     assert float((y - expected).abs().max()) < 1e-4
-
-
-@pytest.mark.parametrize('cubic', [1.0, 4.0])
-def test_nonlinear_chain_conserves_hamiltonian(cubic):
-    torch.manual_seed(2)
-    s0 = torch.rand(64, 4, dtype=torch.float64)
-    f = chain_rhs(cubic, (0.0, 3.0))
-    h0 = hamiltonian(s0, cubic)
-    drift = []
-    for steps in (96, 192):
-        s = simulate_chain(s0, torch.zeros(64, steps, dtype=torch.float64), 12.0 / steps, f)
-        drift.append(float(((hamiltonian(s, cubic) - h0) / h0).abs().max()))
-    assert drift[0] < {1.0: 1e-3, 4.0: 1e-2}[cubic]
-    assert drift[1] < drift[0] / 8  # shrinks with Δt like the integrator error (~Δt⁴)
-
-
-def test_chain_rhs_is_minus_gradient_of_hamiltonian():
-    s = torch.rand(7, 4, dtype=torch.float64, requires_grad=True)
-    u = torch.randn(7, dtype=torch.float64)
-    h = sum(hamiltonian(s[i:i + 1], 1.0, float(u[i])) for i in range(7)).sum()
-    grad, = torch.autograd.grad(h, s)
-    rhs = chain_rhs(1.0, (0.0, 3.0))(s.detach(), u)
-    assert torch.allclose(rhs[:, :2], grad[:, 2:])    # ẋ = ∂H/∂p
-    assert torch.allclose(rhs[:, 2:], -grad[:, :2])   # ṗ = −∂H/∂x
 
 
 def test_oscillator_settings():

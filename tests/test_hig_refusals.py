@@ -119,10 +119,10 @@ def test_float32_result_that_overflows_raises():
 
 
 @pytest.mark.parametrize('kwargs,match', [
-    (dict(kappa=True), 'kappa must be a number in'),
-    (dict(kappa=-1.5), 'kappa must be a number in'),
+    (dict(kappa=True), 'kappa must be a finite number >= -1 and <= 1'),
+    (dict(kappa=-1.5), 'kappa must be a finite number >= -1 and <= 1'),
     (dict(beta=float('inf')), 'beta must be a finite number'),
-    (dict(truncation=1.0), r'truncation must be a number in \[0, 1\)'),
+    (dict(truncation=1.0), 'truncation must be a finite number >= 0 and < 1'),
     (dict(truncation=-1e-3), 'truncation'),
     (dict(truncation=True), 'truncation'),
     (dict(relative=1), 'relative must be True or False'),

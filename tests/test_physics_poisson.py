@@ -89,3 +89,29 @@ def test_bad_inputs_raise_naming_the_argument():
         poisson.inverse_laplace_periodic(x)
     with pytest.raises(InvalidInputError, match='x must be a CenteredGrid'):
         poisson.forward(StaggeredGrid(0, extrapolation.ZERO, x=4, y=4))
+
+
+def test_noise_is_normalized_per_example():
+    x = poisson.noise(np.random.default_rng(0), 16, (64, 64))
+    np.testing.assert_allclose(x.mean(axis=(1, 2)), 0, atol=1e-12)
+    np.testing.assert_allclose(x.std(axis=(1, 2)), 1, atol=1e-12)
+
+
+def test_dst_solve_is_the_exact_solution_of_phiflows_dirichlet_laplacian():
+    """Round trip against PhiFlow's own 5-point `field.laplace` (zero boundary, Δx = 1), and agreement with CG."""
+    import torch
+    from phi_hig.physics.grids import to_grid, from_grid
+    x = torch.as_tensor(np.random.default_rng(1).normal(size=(3, 8, 12)))
+    y = poisson.DSTPoisson(8, 12)(x)
+    assert y.shape == x.shape and y.dtype == torch.float64
+    residual = from_grid(field.laplace(to_grid(y))) - x
+    assert float(residual.abs().max()) < 1e-12
+    grid = to_grid(x.numpy())
+    y_cg = poisson.forward(grid, solve=math.Solve('CG', 1e-13, 1e-13, x0=grid * 0))
+    assert np.abs(from_grid(y_cg) - y.numpy()).max() < 1e-9 * np.abs(y.numpy()).max()
+
+
+def test_dst_solve_refuses_another_grid_size():
+    import torch
+    with pytest.raises(InvalidInputError, match=r'shape \(\.\.\., 8, 12\)'):
+        poisson.DSTPoisson(8, 12)(torch.zeros(2, 12, 8))

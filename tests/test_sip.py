@@ -1,4 +1,4 @@
-"""SIP machinery: proxy loss, the training step (Theorem 1 of seed 003) and the generic inverse updates."""
+"""SIP machinery: the proxy loss and the training step (Holl, Koltun & Thuerey 2021, appendix A.1, Theorem 1)."""
 import copy
 
 import numpy as np
@@ -9,7 +9,7 @@ from phi.field import CenteredGrid
 from phi.geom import Box
 from phiml.math import batch, spatial, channel, extrapolation
 
-from phi_hig import sip
+from phi_hig import inverses, sip
 from phi_hig.errors import InvalidInputError
 from phi_hig.physics import heat
 
@@ -26,7 +26,7 @@ def float64():
 
 
 def rotated_sine(xi, phi):
-    """`P(x) = (sin(x̂₁)/ξ, ξ·x̂₂)` with `x̂ = R_φ x` (seed 002 §3.4 without γ), batched over rows."""
+    """`P(x) = (sin(x̂₁)/ξ, ξ·x̂₂)` with `x̂ = R_φ x` (Holl, Koltun & Thuerey 2022, §3.4, without γ), batched over rows."""
     rotation = torch.tensor([[np.cos(phi), -np.sin(phi)], [np.sin(phi), np.cos(phi)]])
     def forward(x):
         xh = x @ rotation.T
@@ -56,7 +56,7 @@ def test_sip_loss_on_fields_and_phiml_tensors():
     assert np.allclose(sip.sip_loss(grid_a.values, grid_b.values).numpy('examples'), expected)
 
 
-# ------------------------------------------------------------------------------------ Theorem 1 (seed 003)
+# ------------------------------------------------------------------ Theorem 1 (Holl, Koltun & Thuerey 2021)
 
 def _gradient_descent_equals_backprop(net, inputs, targets, forward, inverse, predict, conditions=None):
     """SIP step with SGD(lr=1) must move the weights by exactly −∇θ mean(L) of back-propagation."""
@@ -76,7 +76,7 @@ def test_sip_with_one_gradient_descent_step_equals_backprop_low_dimensional():
     net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
     forward = rotated_sine(8., np.pi / 4)
     targets = forward(torch.rand(32, 2) * 2 - 1)
-    error = _gradient_descent_equals_backprop(net, targets, targets, forward, sip.gradient_descent(forward),
+    error = _gradient_descent_equals_backprop(net, targets, targets, forward, inverses.gradient_descent(forward),
                                               lambda n, i: n(i))
     assert error <= 1e-6
 
@@ -117,103 +117,7 @@ def test_sip_step_uses_the_physics_module_and_reports_losses():
     assert np.allclose(result.proxy_loss.numpy('examples'), expected_proxy.numpy('examples'), rtol=1e-6)
 
 
-# ----------------------------------------------------------------------------------------- generic inverses
-
-def test_newton_converges_quadratically_on_exp():
-    forward = torch.exp
-    y_target = torch.tensor([[1.], [0.3], [1e-3]])
-    x_star = torch.log(y_target)
-    x = x_star + 0.4
-    inverse = sip.newton(forward)
-    errors = [(x - x_star).abs()]
-    for _ in range(6):
-        x = x + inverse(x, y_target)
-        errors.append((x - x_star).abs())
-    errors = torch.cat(errors, dim=1)  # (examples, iterations)
-    assert errors[:, -1].max() <= 1e-14
-    for e_now, e_next in zip(errors.T[:-1], errors.T[1:]):
-        active = e_now > 1e-6
-        assert torch.all(e_next[active] <= 2. * e_now[active] ** 2), (e_now, e_next)  # |L'''/(2L'')| = 1.5 at x*
-
-
-def test_newton_update_matches_hand_derived_formula_on_exp():
-    x, y_target = torch.tensor([[0.2], [-1.]]), torch.tensor([[0.5], [0.9]])
-    ex = torch.exp(x)
-    expected = -ex * (ex - y_target) / (ex * (2 * ex - y_target))  # −L'/L'' for L = ½(eˣ − y*)²
-    assert torch.allclose(sip.newton(torch.exp)(x, y_target), expected)
-
-
-@pytest.mark.parametrize('phi', [0., np.pi / 4])
-def test_saddle_free_newton_is_scale_invariant_on_rotated_sine(phi):
-    generator = torch.Generator().manual_seed(3)
-    x_star = (torch.rand(1000, 2, generator=generator) * 2 - 1) * 3
-    x_start = (torch.rand(1000, 2, generator=generator) * 2 - 1) * 3
-    counts = {}
-    for xi in (1., 8., 32.):
-        forward = rotated_sine(xi, phi)
-        y_star, x = forward(x_star), x_start.clone()
-        inverse = sip.saddle_free_newton(forward)
-        converged_at = torch.full((1000,), -1)
-        for iteration in range(51):
-            y = forward(x)
-            done = ((y[:, 0] - y_star[:, 0]).abs() * xi <= 1e-8) & ((y[:, 1] - y_star[:, 1]).abs() / xi <= 1e-8)
-            converged_at = torch.where((converged_at < 0) & done, torch.tensor(iteration), converged_at)
-            if iteration < 50:
-                x = x + inverse(x, y_star)
-        assert (converged_at >= 0).float().mean() >= 0.99, xi
-        counts[xi] = converged_at[converged_at >= 0].float()
-    for xi in (8., 32.):
-        assert counts[xi].median() <= counts[1.].median()
-        assert torch.quantile(counts[xi], 0.99) <= torch.quantile(counts[1.], 0.99) + 2
-
-
-def test_saddle_free_newton_caps_steps_along_flat_directions():
-    forward = rotated_sine(1., 0.)
-    x = torch.tensor([[np.pi / 2 - 1e-9, 0.]])  # sin is flat: H ≈ 0 along x₁
-    step = sip.saddle_free_newton(forward, max_step=0.5)(x, torch.tensor([[-0.5, 0.]]))
-    assert step.abs().max() <= 0.5 + 1e-12
-
-
-def test_gauss_newton_matches_half_inverse_per_example():
-    from phi_hig.hig import half_inverse
-    rng = np.random.default_rng(4)
-    jac = rng.normal(size=(5, 6, 4))
-    jac[1, :, 3] = jac[1, :, 0] * 2  # rank-deficient example
-    jac[2] *= np.array([1, 1e-3, 1e-8, 1])  # a singular value below the truncation
-    rhs = rng.normal(size=(5, 6))
-    batched = sip.pseudo_inverse_apply(torch.tensor(jac), torch.tensor(rhs), truncation=1e-6).numpy()
-    for b in range(5):
-        expected = np.asarray(half_inverse(jac[b], rhs[b], kappa=-1., truncation=1e-6))
-        assert np.allclose(batched[b], expected, rtol=1e-9, atol=1e-12), b
-
-
-def test_gauss_newton_solves_a_linear_problem_in_one_step():
-    matrix = torch.tensor([[2., 1.], [0., 3.], [1., -1.]])
-    forward = lambda x: x @ matrix.T
-    x_star = torch.tensor([[1., -2.], [0.5, 0.3]])
-    x = torch.zeros(2, 2)
-    x = x + sip.gauss_newton(forward)(x, forward(x_star))
-    assert torch.allclose(x, x_star, atol=1e-12)
-
-
-def test_iterative_lbfgs_update_reduces_the_loss_and_converges_with_more_iterations():
-    scale = torch.tensor([1., 10.])
-    forward = lambda x: x * scale
-    x_star = torch.tensor([[1., -2.], [0.5, 0.3], [-1., 1.]])
-    y_star, x = forward(x_star), torch.zeros(3, 2)
-    before = sip.l2_loss(forward(x), y_star)
-    one = x + sip.iterative(forward, iterations=1)(x, y_star)
-    assert torch.all(sip.l2_loss(forward(one), y_star) < before)
-    many = x + sip.iterative(forward, iterations=50)(x, y_star)
-    assert torch.allclose(many, x_star, atol=1e-5)
-
-
 def test_bad_inputs_raise_naming_the_argument():
-    inverse = sip.newton(torch.exp)
-    with pytest.raises(InvalidInputError, match='y_target has 2 examples but x has 3'):
-        inverse(torch.zeros(3, 1), torch.ones(2, 1))
-    with pytest.raises(InvalidInputError, match='x contains non-finite'):
-        inverse(torch.tensor([[float('nan')]]), torch.ones(1, 1))
     with pytest.raises(InvalidInputError, match='correction must be a torch tensor'):
         sip.sip_loss(torch.zeros(2, 2), np.zeros((2, 2)))
     with pytest.raises(InvalidInputError, match='physics must be'):
@@ -261,3 +165,85 @@ def test_sip_step_with_non_finite_inverse_leaves_weights_untouched():
     with pytest.raises(NonFiniteStepError):
         sip_step(net, opt, torch.randn(4, 2), torch.randn(4, 2), (forward, inverse))
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+# -------------------------------------------------------------------------------------- shapes are never broadcast
+
+def test_sip_loss_refuses_phiml_tensors_of_different_dims_instead_of_an_outer_product():
+    prediction = math.random_normal(batch(examples=3), spatial(x=4))
+    with pytest.raises(InvalidInputError, match='correction has shape .* but prediction has shape'):
+        sip.sip_loss(prediction, math.random_normal(batch(examples=3), spatial(y=4)))
+    with pytest.raises(InvalidInputError, match='correction has shape'):
+        sip.sip_loss(prediction, math.random_normal(spatial(x=4)))  # missing batch dim
+    with pytest.raises(InvalidInputError, match='correction has shape'):
+        sip.sip_loss(prediction, math.random_normal(batch(examples=3, seeds=2), spatial(x=4)))
+    # the order of the dims does not matter
+    values = np.random.default_rng(0).normal(size=(4, 3))
+    reordered = math.tensor(values, spatial('x'), batch('examples'))
+    assert reordered.shape.names == ('x', 'examples')
+    expected = 0.5 * ((prediction.numpy('examples,x') - values.T) ** 2).sum(1)
+    assert np.allclose(sip.sip_loss(prediction, reordered).numpy('examples'), expected)
+
+
+def test_sip_loss_refuses_fields_with_different_batch_dims():
+    a = CenteredGrid(math.random_normal(batch(examples=2), spatial(x=4, y=4)), 0, x=4, y=4)
+    b = CenteredGrid(math.random_normal(batch(seeds=2), spatial(x=4, y=4)), 0, x=4, y=4)
+    with pytest.raises(InvalidInputError, match='correction has shape'):
+        sip.sip_loss(a, b)
+
+
+def test_l2_loss_refuses_mismatched_shapes():
+    with pytest.raises(InvalidInputError, match=r'y_target has shape \(4, 1\) but y has shape \(4, 3\)'):
+        sip.l2_loss(torch.zeros(4, 3), torch.zeros(4, 1))
+    with pytest.raises(InvalidInputError, match='y_target has shape'):
+        sip.l2_loss(math.zeros(batch(b=2), spatial(x=3)), math.zeros(batch(b=2), spatial(y=3)))
+
+
+def _net_with_gradients():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 3)
+    net(torch.randn(5, 3)).sum().backward()  # .grad holds values from an earlier backward pass
+    return net, [p.detach().clone() for p in net.parameters()], [p.grad.clone() for p in net.parameters()]
+
+
+def _untouched(net, weights, grads):
+    return (all(torch.equal(p, w) for p, w in zip(net.parameters(), weights))
+            and all(p.grad is not None and torch.equal(p.grad, g) for p, g in zip(net.parameters(), grads)))
+
+
+def test_sip_step_refuses_an_update_of_another_shape_and_leaves_weights_and_grad():
+    net, weights, grads = _net_with_gradients()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    inverse = lambda x, y_target, *, y=None: (y_target - y)[:, :1]  # (B, 1) for x of shape (B, 3)
+    with pytest.raises(InvalidInputError, match=r'dx has shape \(4, 1\) but the prediction x has shape \(4, 3\)'):
+        sip.sip_step(net, opt, torch.randn(4, 3), torch.randn(4, 3), (lambda x: x, inverse))
+    assert _untouched(net, weights, grads)
+
+
+def test_sip_step_refuses_phiml_updates_with_extra_dims():
+    net = torch.nn.Linear(3, 3)
+    inputs = math.random_normal(batch(examples=4), channel(vector=3))
+    inverse = lambda x, y_target, *, y=None: math.expand(y_target - y, batch(seeds=2))
+    with pytest.raises(InvalidInputError, match='dx has shape .* but the prediction x has shape'):
+        sip.sip_step(net, torch.optim.SGD(net.parameters(), lr=0.1), inputs, inputs, (lambda x: x, inverse))
+
+
+def test_failed_sip_steps_leave_weights_and_grad_as_they_were():
+    from phi_hig import NonFiniteStepError
+    net, weights, grads = _net_with_gradients()
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    identity = lambda x: x
+    nan_inverse = lambda x, y_target, *, y=None: x * float('nan')
+    with pytest.raises(NonFiniteStepError):
+        sip.sip_step(net, opt, torch.randn(4, 3), torch.randn(4, 3), (identity, nan_inverse))
+    assert _untouched(net, weights, grads)
+    good_inverse = lambda x, y_target, *, y=None: y_target - y
+    targets = torch.randn(4, 3)
+    targets[2, 1] = float('inf')
+    with pytest.raises(InvalidInputError, match='targets contains non-finite'):
+        sip.sip_step(net, opt, torch.randn(4, 3), targets, (identity, good_inverse))
+    with pytest.raises(InvalidInputError, match='must hold numbers'):
+        sip.sip_step(net, opt, torch.randn(4, 3), torch.randn(4, 3), (identity, lambda x, t, *, y=None: x > 0))
+    with pytest.raises(InvalidInputError, match='inverse_options must be None or a dict'):
+        sip.sip_step(net, opt, torch.randn(4, 3), torch.randn(4, 3), (identity, good_inverse), inverse_options=[1])
+    assert _untouched(net, weights, grads)

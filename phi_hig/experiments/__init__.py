@@ -2,13 +2,18 @@
 
 Each experiment lives in the module of its name and is built by the function of the same name,
 ``factory(preset='paper', **settings) -> Experiment``; ``preset='test'`` gives the tiny version the test
-suite runs. Modules load on first use, so listing experiments imports nothing heavy.
+suite runs. Every factory validates its preset and settings by one rule, read from its signature
+(`phi_hig.experiments.settings`): an unknown preset, an unknown setting or a value of the wrong type or range
+raises `InvalidInputError` naming the setting and what is allowed. Modules load on first use, so listing
+experiments imports nothing heavy. No experiment module imports another.
 """
 from __future__ import annotations
 
 import importlib
 
-from .base import Experiment, DataStream
+from .base import Experiment, Inverse, DataStream
+from .settings import PRESETS
+from . import settings as _settings
 
 HIG_EXPERIMENTS = ('toy', 'oscillators', 'poisson8', 'quantum_dipole', 'linear_chain')
 SIP_EXPERIMENTS = ('poisson', 'heat', 'fluid', 'sine', 'exp', 'synthetic2d')
@@ -38,9 +43,33 @@ def available() -> list:
     return [n for n in NAMES if importlib.util.find_spec(f'.{n}', __name__) is not None]
 
 
-def get(name: str, **settings) -> Experiment:
-    """Build the experiment ``name`` with the given settings (e.g. ``preset='test'``, ``gamma=1``)."""
-    return factory(name)(**settings)
+def get(name: str, preset: str = 'paper', **settings) -> Experiment:
+    """Build the experiment ``name`` at ``preset`` with the given settings (e.g. ``gamma=1``).
+
+    Raises:
+        InvalidInputError: unknown experiment, preset or setting, or a setting value of the wrong type or range
+            (see `validate_settings`).
+    """
+    return factory(name)(preset=preset, **settings)
+
+
+def validate_settings(name: str, preset: str, settings: dict) -> dict:
+    """The parsed settings of experiment ``name`` at ``preset``, validated as `get` would, without building it.
+
+    Returns:
+        The settings with canonical values (ints converted to float where a number is declared, lists to tuples,
+        NumPy scalars to Python numbers); defaults are not included.
+
+    Raises:
+        InvalidInputError: unknown experiment or preset (one of `PRESETS`), a setting that is not a parameter of
+            the factory (the message lists the known ones), or a value of the wrong type or range.
+    """
+    return _settings.validate(factory(name), preset, settings)
+
+
+def setting_defaults(name: str) -> dict:
+    """The settings of experiment ``name`` and their defaults (at preset 'paper'), in signature order."""
+    return {key: default for key, (_, default) in _settings.parameters(factory(name)).items()}
 
 
 def __getattr__(name):
@@ -49,5 +78,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ['Experiment', 'DataStream', 'NAMES', 'HIG_EXPERIMENTS', 'SIP_EXPERIMENTS', 'factory', 'available',
-           'get']
+__all__ = ['Experiment', 'Inverse', 'DataStream', 'NAMES', 'HIG_EXPERIMENTS', 'SIP_EXPERIMENTS', 'PRESETS',
+           'factory', 'available', 'get', 'validate_settings', 'setting_defaults']

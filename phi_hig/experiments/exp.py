@@ -1,4 +1,5 @@
-"""The exponential function (seed 002 §1 and Fig. 2, appendix C.2): `P(x) = eˣ`, x* ~ U(−12, 0), y* = P(x*) ∈ (0, 1].
+"""The exponential function `P(x) = eˣ`, x* ~ U(−12, 0), y* = P(x*) ∈ (0, 1] (Holl, Koltun & Thuerey 2022, §3,
+Fig. 2 and appendix C.2).
 
 The curvature around each solution `x* = log y*` scales with y*², so the examples with small y* have vanishing
 gradients: SGD and Adam through the physics fit the large y* and fail on the small ones, while the
@@ -18,29 +19,38 @@ with that update — equivalent to back-propagating the rescaled gradient).
 """
 from __future__ import annotations
 
+from typing import Literal, Tuple
+
 import numpy as np
 import torch
 
-from .base import Experiment
+from .base import Experiment, Inverse
+from .settings import Count, Positive, factory
+from ..errors import InvalidInputError
+from ..inverses import saddle_free_newton
 from ..nets import dense
-from ..sip import saddle_free_newton
 
 __all__ = ['exp']
 
 
-def exp(preset: str = 'paper', batch_size: int = 128, n_test: int = 1000, x_range=(-12., 0.), max_step: float = 2.,
-        lr: float = 1e-3, network_input: str = 'log') -> Experiment:
+@factory
+def exp(preset: str = 'paper', batch_size: Count = 128, n_test: Count = 1000, x_range: Tuple[float, float] = (-12., 0.),
+        lr: Positive = 1e-3, network_input: Literal['log', 'y'] = 'log') -> Experiment:
     """Build the exponential experiment.
+
+    The default inverse (saddle-free Newton) has the option ``max_step`` (method hyperparameter
+    ``inverse_options``): the cap of its step in x (default 2, > 0).
 
     Args:
         preset: 'paper' or 'test' (batch 8, 32 test examples).
         batch_size: batch of every method.
         n_test: held-out examples.
-        x_range: range of the uniform ground truth x*.
-        max_step: cap of the saddle-free Newton step in x.
+        x_range: range `(low, high)` of the uniform ground truth x*, low < high.
         lr: Adam learning rate (SGD uses 10·lr).
         network_input: 'log' (log y*, default) or 'y' (y* itself).
     """
+    if not x_range[0] < x_range[1]:
+        raise InvalidInputError(f"setting 'x_range' of experiment 'exp' must be (low, high) with low < high; got {x_range!r}")
     if preset == 'test':
         batch_size, n_test = 8, 32
 
@@ -50,10 +60,11 @@ def exp(preset: str = 'paper', batch_size: int = 128, n_test: int = 1000, x_rang
     def loss(y, targets):
         return 0.5 * ((y - targets[:, :1]) ** 2).sum(1)
 
-    newton = saddle_free_newton(simulate, max_step=max_step)
+    def newton(max_step):
+        return saddle_free_newton(simulate, max_step=max_step)
 
-    def inverse(z, targets, *, y=None):
-        return newton(z.double(), targets[:, :1].double()).to(z.dtype)
+    def inverse(z, targets, *, y=None, max_step):
+        return newton(max_step)(z.double(), targets[:, :1].double()).to(z.dtype)
 
     def rescaled(z, targets, *, y=None):
         y = simulate(z) if y is None else y
@@ -81,7 +92,9 @@ def exp(preset: str = 'paper', batch_size: int = 128, n_test: int = 1000, x_rang
     return Experiment(
         name='exp', make_net=lambda: dense([1, 10, 20, 10, 1]), simulate=simulate, loss=loss, methods=methods,
         generate=generate, test_set=generate(np.random.default_rng(987654), n_test), metrics=metrics,
-        inverse=inverse, inverses={'newton': inverse, 'rescaled': rescaled}, eval_every=100, threads=1,
-        settings=dict(preset=preset, batch_size=batch_size, n_test=n_test, x_range=list(x_range), max_step=max_step,
-                      lr=lr, network_input=network_input),
+        inverses={'default': Inverse(inverse, {'max_step': 2.}, lambda o: newton(o['max_step'])),
+                  'rescaled': Inverse(rescaled)},
+        eval_every=100, threads=1,
+        settings=dict(preset=preset, batch_size=batch_size, n_test=n_test, x_range=list(x_range), lr=lr,
+                      network_input=network_input),
         description="P(x) = exp(x), x* ~ U(−12, 0): SGD/Adam vs SIP (Newton) vs the rescaled gradient")

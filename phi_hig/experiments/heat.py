@@ -1,4 +1,5 @@
-"""Heat equation (seed 002, seed 003 §3.3 and B.3): infer the initial temperature x from the diffused y*.
+"""Heat equation: infer the initial temperature x from the diffused y* (Holl, Koltun & Thuerey 2022; Holl, Koltun
+& Thuerey 2021, §3.3 and appendix B.3).
 
 64 × 64 periodic cells of size 1, `t·ν = 8` (diffusivity 8, time 1), exact Fourier-space diffusion
 (`phi_hig.physics.heat.forward`).
@@ -9,7 +10,7 @@
 * Network: the periodic U-net (37,697 parameters) with its output shifted to the mean of y* per example
   (periodic diffusion preserves the mean, so x* has the mean of y*).
 * Inverses: 'sip' uses `phi_hig.physics.heat.inverse` (Bayesian-damped inverse diffusion, ε = 1e-6);
-  'sip_lbfgs' uses `n` iterations of L-BFGS-B (`phi_hig.sip.iterative`) per example on ½‖P(x) − y*‖².
+  'sip_lbfgs' uses `n` iterations of L-BFGS-B (`phi_hig.inverses.iterative`) per example on ½‖P(x) − y*‖².
 * Tensors: inputs `(b, 1, H, W)` float32 = y*; targets `(b, 2, H, W)` float64 = (y*, x*). Loss and inverses
   read channel 0 only; x* is read only by `metrics`.
 * Metrics: `x_error_sum` = Σ|x − x*| per example (the paper's curves), `x_error_per_cell`, and
@@ -23,11 +24,13 @@ from torch import nn
 from phiml import math
 from phiml.math import batch, spatial, extrapolation
 
-from .base import Experiment
-from .poisson import to_grid, from_grid
+from .base import Experiment, Inverse
+from .settings import Count, Grid, factory
+from .. import checks
+from ..inverses import iterative
 from ..nets import unet
 from ..physics import heat as physics
-from ..sip import iterative
+from ..physics.grids import to_grid, from_grid
 
 __all__ = ['heat', 'MeanShift']
 
@@ -47,23 +50,25 @@ class MeanShift(nn.Module):
         return x - x.mean(dims, keepdim=True) + y.mean(dims, keepdim=True)
 
 
-def heat(preset: str = 'paper', resolution=(64, 64), batch_size: int = 128, lbfgs_iterations: int = 32,
-         n_test: int = 64, noise: float = 1e-6) -> Experiment:
+@factory
+def heat(preset: str = 'paper', resolution: Grid(8, 'the 4-level U-net') = (64, 64), batch_size: Count = 128,
+         n_test: Count = 64) -> Experiment:
     """Build the heat experiment.
+
+    The inverses' options (method hyperparameter ``inverse_options``): 'default' ``noise`` = ε, the relative
+    noise level of the Bayesian-damped inverse (1e-6; finite, >= 0); 'lbfgs' ``iterations`` = n, the L-BFGS-B
+    iterations per step (paper: 32, 'test': 2; an integer >= 1).
 
     Args:
         preset: 'paper' (64 × 64, batch 128) or 'test' (16 × 16, batch 4, 4 test examples, 2 L-BFGS-B iterations).
         resolution: periodic grid `(H, W)`, each divisible by 8 (4-level U-net).
         batch_size: batch of every method (paper: 128).
-        lbfgs_iterations: n of the 'sip_lbfgs' inverse (paper: 32).
         n_test: size of the held-out set.
-        noise: relative noise level ε of the Bayesian-damped inverse.
     """
+    lbfgs_iterations = 32
     if preset == 'test':
         resolution, batch_size, n_test, lbfgs_iterations = (16, 16), 4, 4, 2
-    h, w = (int(r) for r in resolution)
-    if h % 8 or w % 8:
-        raise ValueError(f"resolution {resolution} must be divisible by 8 for the 4-level U-net")
+    h, w = resolution
     periodic = extrapolation.PERIODIC
 
     def diffuse(x64: torch.Tensor) -> torch.Tensor:
@@ -73,17 +78,23 @@ def heat(preset: str = 'paper', resolution=(64, 64), batch_size: int = 128, lbfg
     def simulate(z):
         return diffuse(z[:, 0].double())[:, None]
 
-    def inverse(z, targets, *, y=None):
+    def inverse(z, targets, *, y=None, noise):
         y = simulate(z) if y is None else y
         dx = physics.inverse(to_grid(z[:, 0], periodic), to_grid(targets[:, 0], periodic), DIFFUSIVITY, TIME,
                              y=to_grid(y[:, 0].to(z.dtype), periodic), noise=noise)
         return from_grid(dx)[:, None]
 
-    lbfgs = iterative(lambda flat: diffuse(flat.reshape(-1, h, w)).flatten(1), iterations=lbfgs_iterations)
+    def lbfgs(iterations):
+        return iterative(lambda flat: diffuse(flat.reshape(-1, h, w)).flatten(1), iterations=iterations)
 
-    def inverse_lbfgs(z, targets, *, y=None):
-        dx = lbfgs(z[:, 0].double().flatten(1), targets[:, 0].double().flatten(1))
+    def inverse_lbfgs(z, targets, *, y=None, iterations):
+        dx = lbfgs(iterations)(z[:, 0].double().flatten(1), targets[:, 0].double().flatten(1))
         return dx.reshape(z.shape).to(z.dtype)
+
+    inverses = {
+        'default': Inverse(inverse, {'noise': 1e-6}, lambda o: checks.number('noise', o['noise'], low=0)),
+        'lbfgs': Inverse(inverse_lbfgs, {'iterations': lbfgs_iterations}, lambda o: lbfgs(o['iterations'])),
+    }
 
     def loss(y, targets):
         return 0.5 * ((y[:, 0] - targets[:, 0]) ** 2).flatten(1).sum(1)
@@ -111,9 +122,9 @@ def heat(preset: str = 'paper', resolution=(64, 64), batch_size: int = 128, lbfg
     }
     return Experiment(
         name='heat', make_net=lambda: MeanShift(unet(1, 1)), simulate=simulate, loss=loss, methods=methods,
-        generate=generate, test_set=test_set, metrics=metrics, inverse=inverse, inverses={'lbfgs': inverse_lbfgs},
+        generate=generate, test_set=test_set, metrics=metrics, inverses=inverses,
         eval_every=20, threads=1 if preset == 'test' else None,
         settings=dict(preset=preset, resolution=[h, w], batch_size=batch_size, diffusivity_times_t=DIFFUSIVITY * TIME,
-                      lbfgs_iterations=lbfgs_iterations, n_test=n_test, noise=noise),
+                      n_test=n_test),
         description="Heat (t·ν = 8, periodic): infer hot rectangles from the diffused field; Adam/SGD vs SIP "
                     "(Bayesian-damped inverse) and SIP with L-BFGS-B")

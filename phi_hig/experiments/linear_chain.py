@@ -1,4 +1,5 @@
-"""Linear coupled oscillators of the PBDL book's HIG chapter (notebook "Coupled Oscillators with HIGs").
+"""Linear coupled oscillators of the HIG chapter of Thuerey et al., Physics-based Deep Learning (notebook "Coupled
+Oscillators with HIGs").
 
 Two masses, state ``s = (x_1, x_2, p_1, p_2)``:
 
@@ -6,7 +7,7 @@ Two masses, state ``s = (x_1, x_2, p_1, p_2)``:
 
 24 RK4 steps of Δt = 0.5 with the control piecewise constant per step. As in `oscillators`, the network
 4 → 20 → 20 → 20 (tanh) → 24 reads the target (= initial state, ~U[0, 1)⁴) and passes it on to the
-simulation (`ControlNet`); the loss per sample is ``Σ_j (y_j − y*_j)²``. (The book writes ``+c·u``; the sign
+simulation (`phi_hig.nets.Conditioned`); the loss per sample is ``Σ_j (y_j − y*_j)²``. (The book writes ``+c·u``; the sign
 of the control is immaterial for learning.)
 
 Methods (book settings): HIG (SGD, η = 1 on the batch-mean g, b = 32, τ = 1e-10), SIP (per-sample physics
@@ -14,7 +15,7 @@ pseudo-inverse of ``∂y/∂u``, τ = 1e-5 relative, then Adam 1e-3 on the proxy
 b = 256). Book at 100 s: HIG ≈ 2e-8, Adam ≈ 5e-5, SIP ≈ 8e-5.
 
 SIP detail: the book corrects the controls by ``−J⁺·∂(L/b)/∂y``, a Gauss–Newton step shrunk by 2/b; here the
-inverse is the full step ``J⁺(y* − y)`` (`phi_hig.sip.gauss_newton`). Adam on the proxy loss is insensitive to
+inverse is the full step ``J⁺(y* − y)`` (`phi_hig.inverses.gauss_newton`). Adam on the proxy loss is insensitive to
 that constant factor (up to its ε).
 """
 from __future__ import annotations
@@ -23,35 +24,42 @@ from typing import Sequence
 
 import torch
 
-from ..sip import gauss_newton
-from .base import Experiment
-from .oscillators import ControlNet, chain_rhs, keras_dense, simulate_chain, sum_squares
+from .base import Experiment, Inverse
+from .settings import Count, Positive, Seed, factory
+from ..errors import InvalidInputError
+from ..inverses import gauss_newton
+from ..nets import Conditioned, keras_dense
+from ..physics.oscillators import chain_rhs, simulate_chain, sum_squares
 
 __all__ = ['linear_chain']
 
 
-def linear_chain(preset: str = 'paper', steps: int = 24, dt: float = 0.5, coupling: float = 0.2,
-                 control=(0.0, 1.0), n_train: int = 4096, n_test: int = 4096, hidden: Sequence[int] = (20, 20, 20),
-                 sip_truncation: float = 1e-5, data_seed: int = 0) -> Experiment:
+@factory
+def linear_chain(preset: str = 'paper', steps: Count = 24, dt: Positive = 0.5, coupling: float = 0.2,
+                 control: Sequence[float] = (0.0, 1.0), n_train: Count = 4096, n_test: Count = 4096,
+                 hidden: Sequence[Count] = (20, 20, 20), data_seed: Seed = 0) -> Experiment:
     """Build the linear-chain control experiment of the book.
+
+    The SIP inverse has the option ``truncation`` (method hyperparameter ``inverse_options``): the relative
+    truncation of the per-sample pseudo-inverse (book: rcond 1e-5; finite, >= 0 and < 1).
 
     Args:
         preset: 'paper' (book sizes) or 'test' (6 steps, 64 + 64 samples, batch 8).
         steps: RK4 steps = number of controls (book: 24).
         dt: time step (book: 0.5).
         coupling: strength of the linear coupling (book: 0.2).
-        control: the control vector c (book: (0, 1)).
+        control: the control vector c, one entry per mass (book: (0, 1)).
         n_train, n_test: data set sizes (book: 4096 training states; it reports the training loss, we hold
             out a separate test set of the same size).
         hidden: hidden widths (tanh).
-        sip_truncation: relative truncation of the per-sample pseudo-inverse (book: rcond 1e-5).
         data_seed: seed of the data sets.
     """
+    if len(control) != 2:
+        raise InvalidInputError(f"setting 'control' of experiment 'linear_chain' must have 2 entries (one per mass); "
+                                f"got {control!r}")
     big, small = 256, 32
     if preset == 'test':
         steps, n_train, n_test, big, small = min(steps, 6), 64, 64, 8, 8
-    elif preset != 'paper':
-        raise ValueError(f"unknown preset {preset!r}")
     gen = torch.Generator().manual_seed(data_seed)
     train = torch.rand(n_train, 4, generator=gen)
     test = torch.rand(n_test, 4, generator=gen)
@@ -59,17 +67,18 @@ def linear_chain(preset: str = 'paper', steps: int = 24, dt: float = 0.5, coupli
     sizes = [4, *hidden, steps]
 
     def make_net():
-        return ControlNet(keras_dense(sizes, 'tanh'))
+        return Conditioned(keras_dense(sizes, 'tanh'))
 
     def simulate(z):
         return simulate_chain(z[:, steps:], z[:, :steps], dt, f)
 
-    pinv = gauss_newton(lambda u, s0: simulate_chain(s0, u, dt, f), truncation=sip_truncation)
+    def pinv(truncation):
+        return gauss_newton(lambda u, s0: simulate_chain(s0, u, dt, f), truncation=truncation)
 
-    def inverse(z, y_target, *, y=None):
+    def inverse(z, y_target, *, y=None, truncation):
         """SIP inverse: the per-sample truncated pseudo-inverse step on the controls, ``Δu = J_u⁺(y* − y)``;
         the passed-through initial state is not changed."""
-        du = pinv(z[:, :steps].detach(), y_target, s0=z[:, steps:].detach())
+        du = pinv(truncation)(z[:, :steps].detach(), y_target, s0=z[:, steps:].detach())
         return torch.cat([du, torch.zeros_like(z[:, steps:])], dim=1)
 
     methods = {
@@ -80,10 +89,10 @@ def linear_chain(preset: str = 'paper', steps: int = 24, dt: float = 0.5, coupli
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     return Experiment(
         name='linear_chain', make_net=make_net, simulate=simulate, loss=sum_squares, methods=methods,
-        train_set=(train, train.clone()), test_set=(test, test.clone()), inverse=inverse,
+        train_set=(train, train.clone()), test_set=(test, test.clone()),
+        inverses={'default': Inverse(inverse, {'truncation': 1e-5}, lambda o: pinv(o['truncation']))},
         eval_every=50 if preset == 'paper' else 1, threads=1,
         settings=dict(preset=preset, steps=steps, dt=dt, coupling=coupling, control=tuple(control), n_train=n_train,
-                      n_test=n_test, hidden=list(hidden), parameters=n_params, sip_truncation=sip_truncation,
-                      data_seed=data_seed),
+                      n_test=n_test, hidden=list(hidden), parameters=n_params, data_seed=data_seed),
         description=f"linear coupled oscillators (PBDL book): RK4 {steps}×{dt}, net {'-'.join(map(str, sizes))} tanh "
                     f"({n_params} parameters)")

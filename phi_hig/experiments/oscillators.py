@@ -1,4 +1,5 @@
-"""Control of nonlinear coupled oscillators (HIG paper §3.1, B.2; Figure 2 and Table 2).
+"""Control of nonlinear coupled oscillators (Schnell, Holl & Thuerey 2022, §3.1 and appendix B.2; Figure 2 and
+Table 2).
 
 A chain of ``n`` masses (paper: 2) with positions ``x_i`` and momenta ``p_i`` obeys (paper eq. 20, written
 from the Hamiltonian of eq. 8 with free chain ends)
@@ -15,7 +16,7 @@ Note on signs: eq. 20 as printed has ``+4α(x_i − x_{i−1})³``; the Hamilton
 
 The task: from a random state ``s = (x, p) ~ U[0, 1)⁴`` return to the same state after T = 12. The network
 consumes the target (= initial state) and emits the 96 control values; because the simulation also needs the
-initial state, the network (`ControlNet`) passes its input through: ``z = (u_1 … u_96, s)``. The pass-through
+initial state, the network (`phi_hig.nets.Conditioned`) passes its input through: ``z = (u_1 … u_96, s)``. The pass-through
 part has no parameters, so it contributes nothing to the network Jacobian.
 
 Loss per sample: ``Σ_j (y_j − y*_j)²`` (sum over the 4 state components, as the authors' code; the paper calls
@@ -24,120 +25,24 @@ test set.
 """
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
-from torch import nn
 
 from .base import Experiment
+from .settings import Count, Positive, Seed, factory
+from ..errors import InvalidInputError
+from ..nets import Conditioned, keras_dense
+from ..physics.oscillators import chain_rhs, simulate_chain, sum_squares
 
-__all__ = ['oscillators', 'ControlNet', 'keras_dense', 'rk4', 'simulate_chain', 'hamiltonian']
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Networks shared by the control experiments
-# ---------------------------------------------------------------------------------------------------------------
-
-def keras_dense(sizes: Sequence[int], activation: str = 'relu') -> nn.Sequential:
-    """Dense network ``sizes[0] → … → sizes[-1]`` with ``activation`` between layers and a linear output,
-    initialized like Keras' ``Dense`` (Glorot-uniform weights, zero biases) as in the authors' TF code."""
-    act = {'relu': nn.ReLU, 'tanh': nn.Tanh}[activation]
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        lin = nn.Linear(a, b)
-        nn.init.xavier_uniform_(lin.weight)
-        nn.init.zeros_(lin.bias)
-        layers.append(lin)
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
+__all__ = ['oscillators']
 
 
-class ControlNet(nn.Module):
-    """``z = (body(x), x)``: a control network that passes its input (the initial state) on to the simulation.
-
-    ``controls(x)`` gives the controls alone.
-    """
-
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def controls(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.body(x), x], dim=-1)
-
-
-def parameter_count(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Physics
-# ---------------------------------------------------------------------------------------------------------------
-
-def rk4(f, s: torch.Tensor, u: torch.Tensor, dt: float) -> torch.Tensor:
-    """One classical Runge–Kutta step of ``ṡ = f(s, u)`` with u held constant over the step (batched)."""
-    k1 = f(s, u)
-    k2 = f(s + 0.5 * dt * k1, u)
-    k3 = f(s + 0.5 * dt * k2, u)
-    k4 = f(s + dt * k3, u)
-    return s + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-
-def chain_rhs(cubic: float, control: Sequence[float], linear: float = 0.0):
-    """Right-hand side ``f(s, u)`` of the oscillator chain with state ``s = (x_1…x_n, p_1…p_n)`` (batch first).
-
-    ``ṗ_i = −x_i + linear·(Lx)_i − cubic·[(x_i − x_{i+1})³ + (x_i − x_{i−1})³] − c_i·u`` with free ends
-    (missing neighbours contribute nothing; L is the free-end chain Laplacian).
-    """
-    c = torch.tensor(list(control), dtype=torch.float64)
-
-    def f(s, u):
-        n = s.shape[-1] // 2
-        x, p = s[..., :n], s[..., n:]
-        force = -x - c.to(device=s.device, dtype=s.dtype) * u.unsqueeze(-1)
-        if n > 1 and (cubic or linear):
-            d = x[..., 1:] - x[..., :-1]                  # bond i: x_{i+1} − x_i
-            bond = cubic * d ** 3 + linear * d             # force of bond i on its left mass
-            zero = torch.zeros_like(x[..., :1])
-            force = force + torch.cat([bond, zero], -1) - torch.cat([zero, bond], -1)
-        return torch.cat([p, force], dim=-1)
-    return f
-
-
-def simulate_chain(s0: torch.Tensor, u: torch.Tensor, dt: float, f) -> torch.Tensor:
-    """Integrate ``len(u[0])`` RK4 steps from ``s0`` (``(b, 2n)``) with controls ``u`` (``(b, steps)``)."""
-    s = s0
-    for t in range(u.shape[-1]):
-        s = rk4(f, s, u[..., t], dt)
-    return s
-
-
-def hamiltonian(s: torch.Tensor, cubic: float, u: float = 0.0, control=(0., 3.)) -> torch.Tensor:
-    """``H = Σ (x² + p²)/2 + (cubic/4)·Σ_bonds (x_i − x_{i+1})⁴ + u·Σ c_i x_i`` per sample (eq. 8, 4α = cubic)."""
-    n = s.shape[-1] // 2
-    x, p = s[..., :n], s[..., n:]
-    h = 0.5 * (x ** 2 + p ** 2).sum(-1) + cubic / 4 * ((x[..., 1:] - x[..., :-1]) ** 4).sum(-1)
-    return h + u * (x * torch.tensor(control, dtype=s.dtype, device=s.device)).sum(-1)
-
-
-def sum_squares(y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``Σ_j (y_j − y*_j)²`` (the authors' ``l2_loss`` per data point)."""
-    return ((y - target) ** 2).reshape(y.shape[0], -1).sum(-1)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Experiment
-# ---------------------------------------------------------------------------------------------------------------
-
-def oscillators(preset: str = 'paper', n_oscillators: int = 2, steps: int = 96, dt: float = 0.125,
-                cubic: float = None, alpha: float = None, control=(0.0, 3.0), n_train: int = 4096,
-                n_test: int = 4096, hidden: Sequence[int] = (20, 20, 20), batch_size: dict = None,
-                data_seed: int = 0) -> Experiment:
+@factory
+def oscillators(preset: str = 'paper', n_oscillators: Count = 2, steps: Count = 96, dt: Positive = 0.125,
+                cubic: Optional[float] = None, alpha: Optional[float] = None, control: Sequence[float] = (0.0, 3.0),
+                n_train: Count = 4096, n_test: Count = 4096, hidden: Sequence[Count] = (20, 20, 20),
+                batch_size: Optional[Dict[str, Count]] = None, data_seed: Seed = 0) -> Experiment:
     """Build the nonlinear-oscillator control experiment.
 
     Args:
@@ -154,7 +59,7 @@ def oscillators(preset: str = 'paper', n_oscillators: int = 2, steps: int = 96, 
         data_seed: seed of the data sets.
     """
     if cubic is not None and alpha is not None:
-        raise ValueError("give cubic or alpha, not both")
+        raise InvalidInputError("experiment 'oscillators' takes the setting 'cubic' or 'alpha', not both")
     cubic = 4.0 * alpha if alpha is not None else (1.0 if cubic is None else float(cubic))
     control = tuple(float(c) for c in control)
     if len(control) != n_oscillators:
@@ -162,8 +67,6 @@ def oscillators(preset: str = 'paper', n_oscillators: int = 2, steps: int = 96, 
     big, small = 512, 128
     if preset == 'test':
         steps, n_train, n_test, big, small = min(steps, 12), 64, 64, 8, 8
-    elif preset != 'paper':
-        raise ValueError(f"unknown preset {preset!r}")
     n_state = 2 * n_oscillators
     gen = torch.Generator().manual_seed(data_seed)
     train = torch.rand(n_train, n_state, generator=gen)
@@ -172,7 +75,7 @@ def oscillators(preset: str = 'paper', n_oscillators: int = 2, steps: int = 96, 
     sizes = [n_state, *hidden, steps]
 
     def make_net():
-        return ControlNet(keras_dense(sizes, 'relu'))
+        return Conditioned(keras_dense(sizes, 'relu'))
 
     def simulate(z):
         """``z = (u_1 … u_steps, s0)`` → final state ``(b, 2n)``."""
@@ -193,8 +96,12 @@ def oscillators(preset: str = 'paper', n_oscillators: int = 2, steps: int = 96, 
     }
     if preset == 'test':  # 8 samples × 4 outputs: GN at τ = 1e-6 inverts noise and diverges at once
         methods['gn']['truncation'] = 1e-2
+    unknown = sorted(set(batch_size or {}) - set(methods))
+    if unknown:
+        raise InvalidInputError(f"setting 'batch_size' of experiment 'oscillators' names unknown methods {unknown}; "
+                                f"its methods are {', '.join(methods)}")
     for m, b in (batch_size or {}).items():
-        methods[m]['batch_size'] = int(b)
+        methods[m]['batch_size'] = b
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     return Experiment(
         name='oscillators', make_net=make_net, simulate=simulate, loss=sum_squares, methods=methods,

@@ -1,4 +1,5 @@
-"""Poisson's equation (seed 002 §3.5, seed 003 §3.2 and B.2): infer the source x of `∇²y = x` from y*.
+"""Poisson's equation: infer the source x of `∇²y = x` from y* (Holl, Koltun & Thuerey 2022, §3.5; Holl, Koltun &
+Thuerey 2021, §3.2 and appendix B.2).
 
 Grid: 64 × 64 cells of size 1 with zero-Dirichlet boundaries (PhiFlow's `extrapolation.ZERO`, the authors'
 code). The paper's 80 × 60 grid cannot pass a 4-level U-net (60 is not divisible by 2³); other resolutions
@@ -22,90 +23,26 @@ divisible by 8 are accepted (`resolution=(80, 64)` is the nearest to the paper's
 """
 from __future__ import annotations
 
+from typing import Literal, Optional
+
 import numpy as np
 import torch
-from phi.field import CenteredGrid
-from phi.geom import Box
 from phiml import math
-from phiml.math import batch, spatial, channel, extrapolation
+from phiml.math import extrapolation
 
-from .base import Experiment
+from .base import Experiment, Inverse
+from .settings import Count, Grid, Positive, factory
 from ..nets import unet
 from ..physics import poisson as physics
+from ..physics.grids import to_grid, from_grid
 
-__all__ = ['poisson', 'noise', 'to_grid', 'from_grid', 'DSTPoisson']
-
-
-# ------------------------------------------------------------------------------------------ torch <-> Field
-
-def to_grid(values: torch.Tensor, boundary=extrapolation.ZERO) -> CenteredGrid:
-    """`(b, H, W)` scalar or `(b, 2, H, W)` vector torch tensor as a CenteredGrid with cells of size 1."""
-    h, w = values.shape[-2:]
-    if values.ndim == 3:
-        tensor = math.wrap(values, batch('b'), spatial('x,y'))
-    else:
-        tensor = math.wrap(values, batch('b'), channel(vector='x,y'), spatial('x,y'))
-    return CenteredGrid(tensor, boundary, Box(x=h, y=w), x=h, y=w)
+__all__ = ['poisson']
 
 
-def from_grid(grid, vector: bool = False) -> torch.Tensor:
-    """The values of a CenteredGrid as a torch tensor `(b, H, W)` (or `(b, 2, H, W)` for vectors)."""
-    order = ['b', 'vector', 'x', 'y'] if vector else ['b', 'x', 'y']
-    return grid.values.native(order)
-
-
-# --------------------------------------------------------------------------------------------------- data
-
-def noise(rng: np.random.Generator, n: int, shape=(64, 64), scale: float = 10., smoothness: float = 1.) -> np.ndarray:
-    """PhiFlow's `Noise(scale, smoothness)` on a grid of cells of size 1, drawn from a NumPy generator.
-
-    Complex normal amplitudes times `(1/k²)^smoothness` with `k = j·scale/N` per axis (frequency index j; the
-    formula of `phi.field.Noise`), modes with `k² ≤ 0.1` removed, real part of the inverse FFT, normalized per
-    example to std 1 and then mean 0. Returns `(n, *shape)` float64.
-    """
-    k = np.meshgrid(*[np.fft.fftfreq(s) * s * scale / s for s in shape], indexing='ij')
-    k2 = sum(ki ** 2 for ki in k)
-    weight = np.where(k2 > 0.1, 1 / np.where(k2 > 0, k2, 1), 0) ** smoothness
-    amp = rng.normal(size=(n, *shape)) + 1j * rng.normal(size=(n, *shape))
-    values = np.real(np.fft.ifftn(amp * weight, axes=tuple(range(1, len(shape) + 1))))
-    axes = tuple(range(1, len(shape) + 1))
-    values /= values.std(axis=axes, keepdims=True)
-    values -= values.mean(axis=axes, keepdims=True)
-    return values
-
-
-# ------------------------------------------------------------------------------- exact solve by sine transform
-
-class DSTPoisson:
-    """Exact solution of PhiFlow's zero-Dirichlet 5-point system `field.laplace(y) = x` (cells of size 1).
-
-    With zero ghost cells the 1-D second difference on n cells has the eigenvectors `sin(πk(i+1)/(n+1))` and
-    eigenvalues `2cos(πk/(n+1)) − 2` (k = 1…n), so `y = S_H (Ŝx / λ) S_W` with orthonormal sine matrices —
-    two small matrix products, differentiable by torch autograd (the exact adjoint).
-    """
-
-    def __init__(self, h: int, w: int):
-        self.s_h, lam_h = self._basis(h)
-        self.s_w, lam_w = self._basis(w)
-        self.lam = lam_h[:, None] + lam_w[None, :]
-
-    @staticmethod
-    def _basis(n):
-        i = np.arange(n)
-        k = np.arange(1, n + 1)
-        s = np.sqrt(2 / (n + 1)) * np.sin(np.pi * np.outer(i + 1, k) / (n + 1))
-        return torch.as_tensor(s), torch.as_tensor(2 * np.cos(np.pi * k / (n + 1)) - 2)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        s_h, s_w, lam = (t.to(x.dtype) for t in (self.s_h, self.s_w, self.lam))
-        coefficients = s_h.T @ x @ s_w
-        return s_h @ (coefficients / lam) @ s_w.T
-
-
-# ---------------------------------------------------------------------------------------------- experiment
-
-def poisson(preset: str = 'paper', resolution=(64, 64), batch_size: int = 128, solver: str = None,
-            noise_scale: float = 10., n_test: int = 64, cg_tolerance: float = 1e-5) -> Experiment:
+@factory
+def poisson(preset: str = 'paper', resolution: Grid(8, "the 4-level U-net; the paper's 80 × 60 is not, use e.g. (80, 64)") = (64, 64), batch_size: Count = 128,
+            solver: Optional[Literal['cg', 'dst']] = None, noise_scale: Positive = 10., n_test: Count = 64,
+            cg_tolerance: Positive = 1e-5) -> Experiment:
     """Build the Poisson experiment.
 
     Args:
@@ -121,13 +58,8 @@ def poisson(preset: str = 'paper', resolution=(64, 64), batch_size: int = 128, s
     if preset == 'test':
         resolution, batch_size, n_test = (16, 16), 4, 4
     solver = solver or ('dst' if preset == 'test' else 'cg')
-    h, w = (int(r) for r in resolution)
-    if h % 8 or w % 8:
-        raise ValueError(f"resolution {resolution} must be divisible by 8 for the 4-level U-net "
-                         f"(the paper's 80 × 60 is not; use e.g. (80, 64))")
-    if solver not in ('cg', 'dst'):
-        raise ValueError(f"solver must be 'cg' or 'dst', got {solver!r}")
-    exact = DSTPoisson(h, w)
+    h, w = resolution
+    exact = physics.DSTPoisson(h, w)
 
     def cg_numpy(x: torch.Tensor) -> torch.Tensor:
         with math.precision(64):
@@ -152,6 +84,7 @@ def poisson(preset: str = 'paper', resolution=(64, 64), batch_size: int = 128, s
         return y[:, None]
 
     def inverse(z, targets, *, y=None):
+        """`Δx = −∇²(y − y*)` with the Laplacian of the forward solve (`phi_hig.physics.poisson.inverse`)."""
         y = simulate(z) if y is None else y
         dx = physics.inverse(to_grid(z[:, 0]), to_grid(targets[:, 0]), y=to_grid(y[:, 0]))
         return from_grid(dx)[:, None]
@@ -160,7 +93,7 @@ def poisson(preset: str = 'paper', resolution=(64, 64), batch_size: int = 128, s
         return 0.5 * ((y[:, 0] - targets[:, 0]) ** 2).flatten(1).sum(1)
 
     def generate(rng, n):
-        x_star = torch.as_tensor(noise(rng, n, (h, w), noise_scale))
+        x_star = torch.as_tensor(physics.noise(rng, n, (h, w), noise_scale))
         y_star = exact(x_star)  # the exact discrete solution (CG converges to it)
         targets = torch.stack([y_star, x_star], 1).float()
         return targets[:, :1].clone(), targets
@@ -181,7 +114,7 @@ def poisson(preset: str = 'paper', resolution=(64, 64), batch_size: int = 128, s
     }
     return Experiment(
         name='poisson', make_net=lambda: unet(1, 1), simulate=simulate, loss=loss, methods=methods,
-        generate=generate, test_set=test_set, metrics=metrics, inverse=inverse, eval_every=20, threads=1 if preset == 'test' else None,
+        generate=generate, test_set=test_set, metrics=metrics, inverses={'default': Inverse(inverse)}, eval_every=20, threads=1 if preset == 'test' else None,
         settings=dict(preset=preset, resolution=[h, w], batch_size=batch_size, solver=solver, noise_scale=noise_scale,
                       n_test=n_test, cg_tolerance=cg_tolerance, boundary='zero Dirichlet'),
         description="Poisson ∇²y = x: infer x from y* (U-net); Adam/SGD through the solve vs SIP with ∇²")

@@ -1,4 +1,4 @@
-"""The 8×8 Poisson problem of the HIG paper (§3.2, B.3; Figures 3 and 7).
+"""The 8×8 Poisson problem of Schnell, Holl & Thuerey 2022 (§3.2 and appendix B.3; Figures 3 and 7).
 
 A network maps a source ``ρ`` on an 8×8 grid (Ω = [0, 8]², Δx = 1) to a potential ``φ`` with ``Δφ = ρ``; the
 physics applies PhiFlow's 5-point ``field.laplace`` with φ = 0 on all four sides (``extrapolation.ZERO``) to
@@ -16,11 +16,14 @@ b = 64; the paper text's 0.02 would be 1.28), τ = 1e-5, b = 64; Adam η = 1e-4 
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
 from .base import Experiment
-from .oscillators import keras_dense
+from .settings import Count, Seed, factory
+from ..nets import keras_dense
 
 __all__ = ['poisson8', 'laplace_flat', 'noise_sources']
 
@@ -63,8 +66,9 @@ def noise_sources(seed: int, n: int, res: int = 8):
     return torch.as_tensor(phi_v, dtype=torch.float32), torch.as_tensor(rho_v, dtype=torch.float32)
 
 
-def poisson8(preset: str = 'paper', network: str = 'paper', res: int = 8, n_test: int = 1024,
-             batch_size: int = 64, data_seed: int = 0) -> Experiment:
+@factory
+def poisson8(preset: str = 'paper', network: Literal['paper', 'code'] = 'paper', res: Count = 8, n_test: Count = 1024,
+             batch_size: Count = 64, data_seed: Seed = 0) -> Experiment:
     """Build the 8×8 Poisson experiment.
 
     Args:
@@ -77,8 +81,6 @@ def poisson8(preset: str = 'paper', network: str = 'paper', res: int = 8, n_test
     """
     if preset == 'test':
         batch_size, n_test = 4, 16
-    elif preset != 'paper':
-        raise ValueError(f"unknown preset {preset!r}")
     hidden = {'paper': (64, 256, 64), 'code': (64, 128, 64)}[network]
     sizes = [res * res, *hidden, res * res]
 

@@ -1,4 +1,4 @@
-"""Quantum dipole control (HIG paper §3.3, B.4; Figure 4).
+"""Quantum dipole control (Schnell, Holl & Thuerey 2022, §3.3 and appendix B.4; Figure 4).
 
 A particle in an infinite well on [0, 2] obeys ``i∂_tΨ = (−Δ + V + u(t)·x̂)Ψ``. Discretization (as the
 authors' code): 16 grid points with Δx = 2/15, Ψ = 0 on the walls, so 14 interior unknowns at
@@ -31,13 +31,16 @@ kernel 3, 20 features, tanh and no padding on the (2 channels × 14 points) inpu
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from .base import Experiment
-from .oscillators import keras_dense
+from .settings import Count, Positive, Seed, factory
+from ..errors import InvalidInputError
+from ..nets import keras_dense, parameter_count
 
 __all__ = ['quantum_dipole', 'eigenstate', 'eigen_energy', 'crank_nicolson', 'tridiagonal_solve', 'hamiltonian_matrix', 'DipoleCNN']
 
@@ -177,9 +180,10 @@ class DipoleCNN(nn.Module):
         return self.head(self.convs(h).flatten(1))
 
 
-def quantum_dipole(preset: str = 'paper', network: str = 'mlp', steps: int = 384, dt: float = 0.05,
-                   points: int = 14, n_train: int = 1024, n_test: int = 1024, phases: bool = False,
-                   data_seed: int = 0) -> Experiment:
+@factory
+def quantum_dipole(preset: str = 'paper', network: Literal['mlp', 'cnn'] = 'mlp', steps: Count = 384,
+                   dt: Positive = 0.05, points: Count = 14, n_train: Count = 1024, n_test: Count = 1024,
+                   phases: bool = False, data_seed: Seed = 0) -> Experiment:
     """Build the quantum-dipole control experiment.
 
     Args:
@@ -187,17 +191,20 @@ def quantum_dipole(preset: str = 'paper', network: str = 'mlp', steps: int = 384
         network: 'mlp' (9484 parameters) or 'cnn' (21,984 parameters).
         steps: Crank–Nicolson steps = number of controls (paper: 384).
         dt: time step (paper: 0.05).
-        points: interior grid points (paper: 14, i.e. 16 points on [0, 2] with the walls).
+        points: interior grid points (paper: 14, i.e. 16 points on [0, 2] with the walls); at least 3 (the
+            target mixes the eigenstates 2 and 3), and at least 13 for the 'cnn' (six valid 3-point convolutions).
         n_train, n_test: data set sizes (paper: 1024 each).
         phases: give the two target components random relative phases (the authors' code draws phases but
             does not use them: real targets).
         data_seed: seed of the data sets.
     """
+    least = 13 if network == 'cnn' else 3
+    if points < least:
+        raise InvalidInputError(f"setting 'points' of experiment 'quantum_dipole' must be an integer >= {least} for "
+                                f"network {network!r}; got {points!r}")
     batch = 16
     if preset == 'test':
         steps, n_train, n_test, batch = min(steps, 24), 32, 32, 4
-    elif preset != 'paper':
-        raise ValueError(f"unknown preset {preset!r}")
     dx = 2 / (points + 1)
     rng = np.random.default_rng(data_seed)
 
@@ -242,7 +249,7 @@ def quantum_dipole(preset: str = 'paper', network: str = 'mlp', steps: int = 384
         methods['hig'].update(lr=0.7, truncation=1e-4)
         methods['adam'].update(lr=2e-4, batch_size=256 if preset == 'paper' else batch)
     with torch.random.fork_rng():
-        n_params = sum(p.numel() for p in make_net().parameters())
+        n_params = parameter_count(make_net())
     return Experiment(
         name='quantum_dipole', make_net=make_net, simulate=simulate, loss=fidelity_loss, methods=methods,
         train_set=train, test_set=test, metrics=metrics, eval_every=20 if preset == 'paper' else 1, threads=1,

@@ -1,11 +1,12 @@
-"""Single-parameter optimization (seed 003 §3.1, B.1): `P_a(x) = sin(a/x)`, y* = −1, a ∈ [0.1, 10.1).
+"""Single-parameter optimization `P_a(x) = sin(a/x)`, y* = −1, a ∈ [0.1, 10.1) (Holl, Koltun & Thuerey 2021, §3.1
+and appendix B.1).
 
 The network `NN(a) = x` (1 → 10 → 20 → 10 → 1, ReLU, 461 parameters) must find, for every a, an x with
 `sin(a/x) = −1`; the minima `x_n = a/(3π/2 + 2πn)` accumulate at 0, so the problem is multimodal and its
 gradients grow without bound as x → 0. Adam 0.002, batch 1000. Metric: mean of `sin(a/x) + 1` (0 at a minimum).
 
 Tensors: inputs `(b, 1)` = a; targets `(b, 2)` = (y* = −1, a). The network is wrapped so that its output
-carries the condition: `z = (x, a)` (`WithCondition`; the a column has no parameters and receives a zero
+carries the condition: `z = (x, a)` (`phi_hig.nets.Conditioned`; the a column has no parameters and receives a zero
 update), and `simulate(z) = sin(a/x)`.
 
 Methods (variants as data, see `phi_hig.methods.make_method`):
@@ -17,7 +18,8 @@ Methods (variants as data, see `phi_hig.methods.make_method`):
 * 'sip_newton': SIP with the analytic Newton step on P, `Δx = −P′/|P″|` (flipped towards minima where
   P″ < 0), clipped to [−1, 1].
 * 'sip_inverse_gradient': SIP with `Δx = (y* − P)/P′` (the inverse gradient), clipped to [−1, 1].
-* 'sip': SIP with the analytic inverse — the positive minimum closest to the current x (`closest_minimum`).
+* 'sip': SIP with the analytic inverse (the 'default' inverse) — the positive minimum closest to the current x
+  (`closest_minimum`).
 """
 from __future__ import annotations
 
@@ -25,25 +27,15 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 
-from .base import Experiment
-from ..nets import dense
+from .base import Experiment, Inverse
+from .settings import Count, Positive, factory
+from .. import checks
+from ..nets import Conditioned, dense
 
-__all__ = ['sine', 'closest_minimum', 'newton_update', 'inverse_gradient_update', 'WithCondition']
+__all__ = ['sine', 'closest_minimum', 'newton_update', 'inverse_gradient_update']
 
 TWO_PI = 2 * math.pi
-
-
-class WithCondition(nn.Module):
-    """`z = (net(inputs), inputs[:, columns])`: the network output with known conditions appended (no parameters)."""
-
-    def __init__(self, net: nn.Module, columns=(0,)):
-        super().__init__()
-        self.net, self.columns = net, list(columns)
-
-    def forward(self, inputs):
-        return torch.cat([self.net(inputs), inputs[:, self.columns]], dim=1)
 
 
 def closest_minimum(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -90,30 +82,35 @@ def inverse_gradient_update(a, x, clip: float = 1., y_target: float = -1.):
 
 
 class _ClippedSine(torch.autograd.Function):
-    """`sin(a/x)` whose backward uses `∂P/∂x` clipped to `[−1, 1]` (∂P/∂a is not needed)."""
+    """`sin(a/x)` whose backward uses `∂P/∂x` clipped to `[−clip, clip]` (∂P/∂a is not needed)."""
 
     @staticmethod
-    def forward(ctx, x, a):
+    def forward(ctx, x, a, clip):
         ctx.save_for_backward(x, a)
+        ctx.clip = clip
         return torch.sin(a / x)
 
     @staticmethod
     def backward(ctx, grad):
         x, a = ctx.saved_tensors
-        d1 = (-a * torch.cos(a / x) / x ** 2).clamp(-1, 1)
-        return grad * d1, None
+        d1 = (-a * torch.cos(a / x) / x ** 2).clamp(-ctx.clip, ctx.clip)
+        return grad * d1, None, None
 
 
-def sine(preset: str = 'paper', batch_size: int = 1000, n_test: int = 1000, x0: float = 1., clip: float = 1.,
-         lr: float = 0.002) -> Experiment:
+@factory
+def sine(preset: str = 'paper', batch_size: Count = 1000, n_test: Count = 1000, x0: Positive = 1.,
+         clip: Positive = 1., lr: Positive = 0.002) -> Experiment:
     """Build the single-parameter experiment.
+
+    The 'newton' and 'inverse_gradient' inverses have the option ``clip`` (method hyperparameter
+    ``inverse_options``): the bound of their steps, `Δx ∈ [−clip, clip]` (default 1, > 0).
 
     Args:
         preset: 'paper' or 'test' (batch 16, 32 test examples).
         batch_size: batch of every method (paper: 1000).
         n_test: held-out a values (uniform in [0.1, 10.1)).
-        x0: fixed initial guess defining the supervised labels.
-        clip: clipping of the physics gradient (Adam) and of the Newton / inverse-gradient steps.
+        x0: fixed initial guess defining the supervised labels (> 0).
+        clip: bound of the physics gradient ∂P/∂x in Adam's backward pass, `[−clip, clip]` (the paper's 1).
         lr: Adam learning rate of every method (paper: 0.002).
     """
     if preset == 'test':
@@ -124,21 +121,25 @@ def sine(preset: str = 'paper', batch_size: int = 1000, n_test: int = 1000, x0: 
 
     def simulate(z):
         x, a = x_and_a(z)
-        return _ClippedSine.apply(x, a)
+        return _ClippedSine.apply(x, a, clip)
 
     def loss(y, targets):
         return 0.5 * ((y - targets[:, :1]) ** 2).sum(1)
 
-    def update(step):
-        def inverse(z, targets, *, y=None):
+    def update(step, **options):
+        """The Inverse whose Δz is `(step(a, x, **options), 0)`: the condition a is never changed."""
+        def solve(z, targets, *, y=None, **values):
             x, a = x_and_a(z)
-            return torch.cat([step(a, x), torch.zeros_like(a)], 1)
-        return inverse
+            return torch.cat([step(a, x, **values), torch.zeros_like(a)], 1)
+        return Inverse(solve, options, check_clip if options else None)
+
+    def check_clip(options):
+        checks.number('clip', options['clip'], low=0, low_open=True)
 
     inverses = {
-        'closest': update(lambda a, x: closest_minimum(a, x) - x),
-        'newton': update(lambda a, x: newton_update(a, x, clip)),
-        'inverse_gradient': update(lambda a, x: inverse_gradient_update(a, x, clip)),
+        'default': update(lambda a, x: closest_minimum(a, x) - x),
+        'newton': update(newton_update, clip=1.),
+        'inverse_gradient': update(inverse_gradient_update, clip=1.),
         'supervised': update(lambda a, x: closest_minimum(a, torch.full_like(x, x0)) - x),
     }
 
@@ -156,11 +157,11 @@ def sine(preset: str = 'paper', batch_size: int = 1000, n_test: int = 1000, x0: 
         'adam': dict(lr=lr, batch_size=batch_size),
         'sip_newton': dict(base='sip', inverse='newton', lr=lr, batch_size=batch_size),
         'sip_inverse_gradient': dict(base='sip', inverse='inverse_gradient', lr=lr, batch_size=batch_size),
-        'sip': dict(base='sip', inverse='closest', lr=lr, batch_size=batch_size),
+        'sip': dict(lr=lr, batch_size=batch_size),
     }
     return Experiment(
-        name='sine', make_net=lambda: WithCondition(dense([1, 10, 20, 10, 1])), simulate=simulate, loss=loss,
-        methods=methods, generate=generate, test_set=generate(np.random.default_rng(987654), n_test),
-        metrics=metrics, inverse=inverses['closest'], inverses=inverses, eval_every=100, threads=1,
+        name='sine', make_net=lambda: Conditioned(dense([1, 10, 20, 10, 1]), columns=(0,)), simulate=simulate,
+        loss=loss, methods=methods, generate=generate, test_set=generate(np.random.default_rng(987654), n_test),
+        metrics=metrics, inverses=inverses, eval_every=100, threads=1,
         settings=dict(preset=preset, batch_size=batch_size, n_test=n_test, x0=x0, clip=clip, lr=lr),
         description="sin(a/x) = −1: supervised, Adam (clipped ∂P/∂x), SIP with Newton, inverse gradient, closest minimum")

@@ -1,4 +1,5 @@
-"""Synthetic 2-D process (seed 002 §3.4, Fig. 5): `P(x) = (sin(x̂₁)/ξ, ξ·x̂₂)` with `x̂ = γ·R_φ·x`.
+"""Synthetic 2-D process `P(x) = (sin(x̂₁)/ξ, ξ·x̂₂)` with `x̂ = γ·R_φ·x` (Holl, Koltun & Thuerey 2022, §3.4 and
+Fig. 5).
 
 ξ sets the conditioning (the two outputs scale with 1/ξ and ξ), φ couples x₁ and x₂ (φ = 0: independent).
 Targets are reachable, `y* = P(x*)` with x* ~ U(−1, 1)²; the network `NN(y*) = x` is 2 → 32 → 64 → 32 → 2 ReLU
@@ -6,26 +7,34 @@ Targets are reachable, `y* = P(x*)` with x* ~ U(−1, 1)²; the network `NN(y*) 
 
 Tensors: inputs `(b, 2)` = y*; targets `(b, 4)` = (y*, x*); x* is read only by `metrics`.
 Methods: SGD, Adam, Adagrad, Adadelta, RMSprop through the physics, and 'sip' = SIP with the saddle-free
-Newton inverse (`phi_hig.sip.saddle_free_newton`). Metrics: `y_error` = ‖P(x) − y*‖₂ and `x_error` = ‖x − x*‖₂
+Newton inverse (`phi_hig.inverses.saddle_free_newton`). Metrics: `y_error` = ‖P(x) − y*‖₂ and `x_error` = ‖x − x*‖₂
 (means over the held-out set). The sweeps over ξ and φ of Fig. 5d/e are in `demos/synthetic2d.py`.
 """
 from __future__ import annotations
 
 import math
 
+from typing import Literal
+
 import numpy as np
 import torch
 
-from .base import Experiment
+from .base import Experiment, Inverse
+from .settings import Count, Positive, factory
+from ..inverses import saddle_free_newton
 from ..nets import dense
-from ..sip import saddle_free_newton
 
 __all__ = ['synthetic2d']
 
 
-def synthetic2d(preset: str = 'paper', xi: float = 1., phi: float = 0., gamma: float = 1., variant: str = 'paper',
-                batch_size: int = 100, n_test: int = 1000, lr: float = 1e-3, max_step: float = 1.) -> Experiment:
+@factory
+def synthetic2d(preset: str = 'paper', xi: Positive = 1., phi: float = 0., gamma: float = 1.,
+                variant: Literal['paper', 'code'] = 'paper', batch_size: Count = 100, n_test: Count = 1000,
+                lr: Positive = 1e-3) -> Experiment:
     """Build the synthetic 2-D experiment.
+
+    The default inverse (saddle-free Newton) has the option ``max_step`` (method hyperparameter
+    ``inverse_options``): the cap of its step per eigen-direction (default 1, > 0).
 
     Args:
         preset: 'paper' or 'test' (batch 8, 32 test examples).
@@ -36,12 +45,9 @@ def synthetic2d(preset: str = 'paper', xi: float = 1., phi: float = 0., gamma: f
         batch_size: batch of every method (authors' code: 100).
         n_test: held-out examples.
         lr: learning rate of every method except Adadelta (lr 1, its usual value).
-        max_step: cap of the saddle-free Newton step per eigen-direction.
     """
     if preset == 'test':
         batch_size, n_test = 8, 32
-    if variant not in ('paper', 'code'):
-        raise ValueError(f"variant must be 'paper' or 'code', got {variant!r}")
     c, s = math.cos(math.radians(phi)), math.sin(math.radians(phi))
     rotation = torch.tensor([[c, -s], [s, c]]) * gamma
 
@@ -54,10 +60,11 @@ def synthetic2d(preset: str = 'paper', xi: float = 1., phi: float = 0., gamma: f
     def loss(y, targets):
         return 0.5 * ((y - targets[:, :2]) ** 2).sum(1)
 
-    newton = saddle_free_newton(simulate, max_step=max_step)
+    def newton(max_step):
+        return saddle_free_newton(simulate, max_step=max_step)
 
-    def inverse(z, targets, *, y=None):
-        return newton(z.double(), targets[:, :2].double()).to(z.dtype)
+    def inverse(z, targets, *, y=None, max_step):
+        return newton(max_step)(z.double(), targets[:, :2].double()).to(z.dtype)
 
     def generate(rng, n):
         x_star = torch.as_tensor(rng.uniform(-1, 1, size=(n, 2)), dtype=torch.float32)
@@ -74,7 +81,8 @@ def synthetic2d(preset: str = 'paper', xi: float = 1., phi: float = 0., gamma: f
     return Experiment(
         name='synthetic2d', make_net=lambda: dense([2, 32, 64, 32, 2]), simulate=simulate, loss=loss,
         methods=methods, generate=generate, test_set=generate(np.random.default_rng(987654), n_test),
-        metrics=metrics, inverse=inverse, eval_every=100, threads=1,
+        metrics=metrics, inverses={'default': Inverse(inverse, {'max_step': 1.}, lambda o: newton(o['max_step']))},
+        eval_every=100, threads=1,
         settings=dict(preset=preset, xi=xi, phi=phi, gamma=gamma, variant=variant, batch_size=batch_size,
-                      n_test=n_test, lr=lr, max_step=max_step),
+                      n_test=n_test, lr=lr),
         description="P(x) = (sin(x̂₁)/ξ, ξx̂₂), x̂ = γR_φx: first-order optimizers vs SIP (saddle-free Newton)")

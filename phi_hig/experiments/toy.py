@@ -1,4 +1,5 @@
-"""The toy example of the HIG paper (§2.1, B.1) and the PBDL book: a badly conditioned 2-D regression.
+"""The toy example of Schnell, Holl & Thuerey 2022 (§2.1, appendix B.1) and of the HIG chapter of Thuerey et al.,
+Physics-based Deep Learning: a badly conditioned 2-D regression.
 
 Target ``ŷ(x) = (sin 6x, cos 9x)`` on x ∈ [−1, 1]. The network output z passes through the "physics"
 ``y = (z¹, γ·z²)`` and the loss is ``½‖y − ŷ‖²``. γ belongs to the physics, not the loss: only then does the
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from .base import Experiment
+from .settings import Count, factory
 
 __all__ = ['toy']
 
@@ -18,7 +20,8 @@ def _targets(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(6 * x), torch.cos(9 * x)], dim=1)
 
 
-def toy(gamma: float = 0.01, n_points: int = 1024, batch_size: int = 256, hidden: int = 7,
+@factory
+def toy(gamma: float = 0.01, n_points: Count = 1024, batch_size: Count = 256, hidden: Count = 7,
         preset: str = 'paper') -> Experiment:
     """Build the toy experiment.
 

@@ -9,13 +9,23 @@ Periodic grids: the Laplacian is singular there (constants are in its null space
 the zero-mean part of `x` and returns the zero-mean solution. `inverse_laplace_periodic` inverts the same discrete
 operator exactly by dividing by its Fourier symbol (PhiFlow's own `field.fourier_poisson` is broken in 3.4,
 and `math.fourier_poisson` uses the continuous symbol, ≈3 % off the discrete Laplacian).
+
+Zero-Dirichlet grids of cells of size 1: `DSTPoisson` solves the same discrete system as `forward` exactly, by a
+discrete sine transform on batched torch tensors (what CG converges to, and exactly differentiable by autograd).
+`noise` draws the PhiFlow-style noise sources of the Poisson experiment (Holl, Koltun & Thuerey 2022, §3.5) from a
+NumPy generator.
 """
+import numpy as np
+import torch
 from phi import field
 from phi.field import Field
 from phiml import math
 from phiml.math import Solve
 
 from ._checks import require_grid, require_same_grid, require_periodic
+from ..errors import InvalidInputError
+
+__all__ = ['default_solve', 'forward', 'inverse', 'laplace_symbol', 'inverse_laplace_periodic', 'DSTPoisson', 'noise']
 
 
 def default_solve(x: Field) -> Solve:
@@ -99,6 +109,57 @@ def inverse_laplace_periodic(x: Field) -> Field:
     safe = math.where(symbol == 0, 1, symbol)
     y_k = math.where(symbol == 0, 0, math.fft(x.values) / safe)
     return x.with_values(math.real(math.ifft(y_k)))
+
+
+class DSTPoisson:
+    """Exact solution of PhiFlow's zero-Dirichlet 5-point system `field.laplace(y) = x` (cells of size 1).
+
+    With zero ghost cells the 1-D second difference on n cells has the eigenvectors `sin(πk(i+1)/(n+1))` and
+    eigenvalues `2cos(πk/(n+1)) − 2` (k = 1…n), so `y = S_H (Ŝx / λ) S_W` with orthonormal sine matrices —
+    two small matrix products, differentiable by torch autograd (the exact adjoint).
+
+    Invariant: for `x` of shape `(…, h, w)`, `y = DSTPoisson(h, w)(x)` has the shape and dtype of `x` and
+    `field.laplace(to_grid(y)) == x` to round-off (`phi_hig.physics.grids.to_grid`, zero boundary), i.e. `y` is
+    the solution that `forward` approaches with CG.
+    """
+
+    def __init__(self, h: int, w: int):
+        self.s_h, lam_h = self._basis(h)
+        self.s_w, lam_w = self._basis(w)
+        self.lam = lam_h[:, None] + lam_w[None, :]
+
+    @staticmethod
+    def _basis(n):
+        i = np.arange(n)
+        k = np.arange(1, n + 1)
+        s = np.sqrt(2 / (n + 1)) * np.sin(np.pi * np.outer(i + 1, k) / (n + 1))
+        return torch.as_tensor(s), torch.as_tensor(2 * np.cos(np.pi * k / (n + 1)) - 2)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or tuple(x.shape[-2:]) != (self.s_h.shape[0], self.s_w.shape[0]):
+            raise InvalidInputError(f"x must be a torch tensor of shape (..., {self.s_h.shape[0]}, {self.s_w.shape[0]}), "
+                                    f"got {getattr(x, 'shape', type(x).__name__)}")
+        s_h, s_w, lam = (t.to(x.dtype) for t in (self.s_h, self.s_w, self.lam))
+        coefficients = s_h.T @ x @ s_w
+        return s_h @ (coefficients / lam) @ s_w.T
+
+
+def noise(rng: np.random.Generator, n: int, shape=(64, 64), scale: float = 10., smoothness: float = 1.) -> np.ndarray:
+    """PhiFlow's `Noise(scale, smoothness)` on a grid of cells of size 1, drawn from a NumPy generator.
+
+    Complex normal amplitudes times `(1/k²)^smoothness` with `k = j·scale/N` per axis (frequency index j; the
+    formula of `phi.field.Noise`), modes with `k² ≤ 0.1` removed, real part of the inverse FFT, normalized per
+    example to std 1 and then mean 0. Returns `(n, *shape)` float64.
+    """
+    k = np.meshgrid(*[np.fft.fftfreq(s) * s * scale / s for s in shape], indexing='ij')
+    k2 = sum(ki ** 2 for ki in k)
+    weight = np.where(k2 > 0.1, 1 / np.where(k2 > 0, k2, 1), 0) ** smoothness
+    amp = rng.normal(size=(n, *shape)) + 1j * rng.normal(size=(n, *shape))
+    values = np.real(np.fft.ifftn(amp * weight, axes=tuple(range(1, len(shape) + 1))))
+    axes = tuple(range(1, len(shape) + 1))
+    values /= values.std(axis=axes, keepdims=True)
+    values -= values.mean(axis=axes, keepdims=True)
+    return values
 
 
 def _is_periodic(x: Field) -> bool:

@@ -1,0 +1,243 @@
+"""Generic inverse updates for SIP training of low-dimensional problems given as batched torch functions.
+
+An *inverse* is a callable `inverse(x, y_target, *, y=None, **conditions) -> Δx` returning the update of one
+inverse-solver step (η = 1), the contract of `phi_hig.sip.sip_step`. The factories here build inverses for a
+batched torch function `forward(x, **conditions) -> y` (`x: (B, n)`, `y: (B, m)`, rows independent examples);
+each inverse minimizes the per-example loss `L(x) = ½‖forward(x) − y*‖²` (or a given `loss(y, y*) -> (B,)`):
+
+* `gradient_descent`: `Δx = −η·∂L/∂x`; with η = 1 SIP equals back-propagation (Holl, Koltun & Thuerey 2021,
+  appendix A.1, Theorem 1);
+* `newton`: `Δx = −H⁻¹∇L`;
+* `saddle_free_newton`: Newton with `|eigenvalues|` of `H` and a capped step (Holl, Koltun & Thuerey 2022, §3.4);
+* `gauss_newton`: `Δx = J⁺(y* − y)` with a truncated pseudo-inverse of the physics Jacobian;
+* `iterative`: a few iterations of an optimizer of PhiML's `math.minimize` (L-BFGS-B by default).
+
+Every factory validates its settings when it is called, and every inverse validates `x` and `y_target` before
+computing anything; refusals raise `InvalidInputError` naming the argument and the allowed values.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from phiml import math
+from phiml.math import batch, channel, Solve
+
+from . import checks
+from .backend import torch_backend
+from .errors import InvalidInputError
+from .hig import HalfInverse, batched_half_inverse
+from .sip import l2_loss
+
+__all__ = ['gradient_descent', 'newton', 'saddle_free_newton', 'gauss_newton', 'pseudo_inverse_apply', 'iterative',
+           'ITERATIVE_METHODS']
+
+Inverse = Callable[..., torch.Tensor]
+
+ITERATIVE_METHODS = ('L-BFGS-B', 'BFGS', 'CG', 'GD')
+"""Optimizers `iterative` accepts: SciPy's (through PhiML's `math.minimize`) and PhiML's adaptive 'GD'."""
+
+
+def gradient_descent(forward: Callable, *, learning_rate: float = 1., loss: Callable = None) -> Inverse:
+    """Inverse of one gradient-descent step: `Δx = −η·∂L/∂x` per example.
+
+    With η = 1 and `L` the loss that back-propagation would use, SIP with this inverse reproduces ordinary
+    back-propagation training (Holl, Koltun & Thuerey 2021, appendix A.1, Theorem 1).
+
+    Args:
+        forward: Batched torch function `(B, n) -> (B, m)`.
+        learning_rate: η, a finite number > 0.
+        loss: Per-example loss `loss(y, y_target) -> (B,)`; default `½‖y − y*‖²`.
+
+    Raises:
+        InvalidInputError: `forward` or `loss` is not callable, or `learning_rate` is not a finite number > 0.
+    """
+    _check_functions(forward, loss)
+    learning_rate = checks.number('learning_rate', learning_rate, low=0, low_open=True)
+
+    def inverse(x, y_target, *, y=None, **conditions):
+        grad, _ = _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=False)
+        return -learning_rate * grad
+    return inverse
+
+
+def newton(forward: Callable, *, loss: Callable = None) -> Inverse:
+    """Inverse of one Newton step on the per-example loss: `Δx = −H⁻¹∇L` (`H` the per-example Hessian).
+
+    Converges quadratically near a minimum with a non-singular Hessian; moves towards saddles and maxima
+    where `H` is indefinite (use `saddle_free_newton` there). Where `H` is singular the step does not exist:
+    the inverse then raises `InvalidInputError` naming the examples and suggesting `saddle_free_newton`.
+
+    Args:
+        forward: Batched torch function `(B, n) -> (B, m)`.
+        loss: Per-example loss `loss(y, y_target) -> (B,)`; default `½‖y − y*‖²`.
+    """
+    _check_functions(forward, loss)
+
+    def inverse(x, y_target, *, y=None, **conditions):
+        grad, hess = _gradient_and_hessian(forward, loss, x, y_target, conditions)
+        step, info = torch.linalg.solve_ex(hess, grad.unsqueeze(-1))
+        singular = (info != 0) | ~torch.isfinite(step).all(dim=(1, 2))
+        if bool(singular.any()):
+            examples = torch.nonzero(singular).flatten().tolist()
+            raise InvalidInputError(f"newton: the Hessian of the loss is singular at x for example(s) {examples[:10]}"
+                                    f"{' …' if len(examples) > 10 else ''}, so the Newton step -H⁻¹∇L does not exist "
+                                    f"there; use saddle_free_newton, which caps the step along flat directions")
+        return -step.squeeze(-1)
+    return inverse
+
+
+def saddle_free_newton(forward: Callable, *, max_step: float = 1., loss: Callable = None) -> Inverse:
+    """Inverse of one saddle-free Newton step: `Δx = −Σ_i q_i·clip(q_iᵀ∇L / |λ_i|, ±max_step)`.
+
+    `(λ_i, q_i)` are the eigenpairs of the per-example Hessian. Using `|λ_i|` turns every direction into a
+    descent direction (no attraction to saddles or maxima); the clip caps the change along low-curvature
+    directions, where `1/|λ_i|` would explode. The step is invariant to rescaling the outputs of `forward`
+    and to rotations of `x` (except through the cap), which is what makes it scale-invariant.
+
+    Args:
+        forward: Batched torch function `(B, n) -> (B, m)`.
+        max_step: Largest change along any eigen-direction, in units of `x`: a finite number > 0.
+        loss: Per-example loss `loss(y, y_target) -> (B,)`; default `½‖y − y*‖²`.
+    """
+    _check_functions(forward, loss)
+    max_step = checks.number('max_step', max_step, low=0, low_open=True)
+
+    def inverse(x, y_target, *, y=None, **conditions):
+        grad, hess = _gradient_and_hessian(forward, loss, x, y_target, conditions)
+        eigenvalues, q = torch.linalg.eigh(hess)
+        along = torch.einsum('bni,bn->bi', q, grad)
+        step = along / eigenvalues.abs().clamp_min(torch.finfo(grad.dtype).tiny)
+        step = step.clamp(-max_step, max_step)
+        return -torch.einsum('bni,bi->bn', q, step)
+    return inverse
+
+
+def gauss_newton(forward: Callable, *, truncation: float = 1e-6, relative: bool = True) -> Inverse:
+    """Inverse of one per-example Gauss–Newton step: `Δx = J⁺(y* − y)` with the truncated pseudo-inverse of the
+    physics Jacobian `J = ∂y/∂x` of each example (`pseudo_inverse_apply`, float64). The result has the dtype of `x`.
+
+    Args:
+        forward: Batched torch function `(B, n) -> (B, m)`.
+        truncation: Singular-value cut-off: a finite number >= 0, and < 1 when `relative`.
+        relative: Whether `truncation` is relative to the largest singular value of each example.
+    """
+    _check_functions(forward, None)
+    settings = _pseudo_inverse(truncation, relative)
+
+    def inverse(x, y_target, *, y=None, **conditions):
+        jac, y = _jacobian(forward, x, y_target, conditions)
+        residual = (y_target - y).to(torch.float64)
+        return batched_half_inverse(settings, jac, residual).to(x.dtype)
+    return inverse
+
+
+def pseudo_inverse_apply(jac: torch.Tensor, rhs: torch.Tensor, *, truncation: float = 1e-6, relative: bool = True) -> torch.Tensor:
+    """Batched truncated pseudo-inverse `J_b⁺ r_b` for `jac: (B, m, n)`, `rhs: (B, m)`, in float64.
+
+    Singular values `σ ≤ max(truncation·σ_max, max(m, n)·ε₆₄·σ_max)` (or `truncation` when not `relative`) are
+    discarded, so the result matches `phi_hig.half_inverse(J_b, r_b, kappa=-1, truncation=truncation,
+    relative=relative)` per example.
+
+    Raises:
+        InvalidInputError: the shapes do not fit, or `truncation` / `relative` are invalid (see `gauss_newton`).
+    """
+    settings = _pseudo_inverse(truncation, relative)
+    if not isinstance(jac, torch.Tensor) or jac.ndim != 3:
+        raise InvalidInputError(f"jac must be a torch tensor of shape (B, m, n), got {getattr(jac, 'shape', type(jac).__name__)}")
+    if not isinstance(rhs, torch.Tensor) or tuple(rhs.shape) != tuple(jac.shape[:2]):
+        raise InvalidInputError(f"rhs must be a torch tensor of shape {tuple(jac.shape[:2])} (B, m) for jac of shape "
+                                f"{tuple(jac.shape)}, got {getattr(rhs, 'shape', type(rhs).__name__)}")
+    return batched_half_inverse(settings, jac, rhs)
+
+
+def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B', loss: Callable = None) -> Inverse:
+    """Inverse made of `iterations` steps of an iterative optimizer run through PhiML's `math.minimize`.
+
+    Each example is minimized independently (SciPy's L-BFGS-B by default) starting from `x`, in float64 under
+    PhiML's torch backend; the update is the difference between the iterate after `iterations` steps and `x`,
+    in the dtype of `x`. Not converging within `iterations` is the normal case and is not an error.
+
+    Args:
+        forward: Batched torch function `(B, n) -> (B, m)`.
+        iterations: Optimizer iterations per call, an integer >= 1.
+        method: One of `ITERATIVE_METHODS`.
+        loss: Per-example loss `loss(y, y_target) -> (B,)`; default `½‖y − y*‖²`.
+    """
+    _check_functions(forward, loss)
+    iterations = checks.integer('iterations', iterations, low=1)
+    method = checks.choice('method', method, ITERATIVE_METHODS)
+
+    def inverse(x, y_target, *, y=None, **conditions):
+        _check_batched(x, y_target)
+        per_example = loss or l2_loss
+        target = y_target.detach()
+
+        def objective(params):
+            native = params.native(['examples', 'params'])
+            return math.wrap(per_example(forward(native, **conditions), target), batch('examples'))
+        x0 = math.wrap(x.detach().to(torch.float64), batch('examples'), channel('params'))
+        solve = Solve(method, 0, 0, max_iterations=iterations, x0=x0, suppress=[math.NotConverged, math.Diverged])
+        with torch_backend():
+            x_new = math.minimize(objective, solve)
+        return (x_new.native(['examples', 'params']) - x0.native(['examples', 'params'])).to(x.dtype)
+    return inverse
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+def _check_functions(forward, loss: Optional[Callable]) -> None:
+    if not callable(forward):
+        raise InvalidInputError(f"forward must be a callable (B, n) -> (B, m), got {type(forward).__name__}")
+    if loss is not None and not callable(loss):
+        raise InvalidInputError(f"loss must be None or a callable loss(y, y_target) -> (B,), got {type(loss).__name__}")
+
+
+def _pseudo_inverse(truncation, relative) -> HalfInverse:
+    """The truncated pseudo-inverse (κ = −1) as validated `HalfInverse` settings of the HIG core (one cut-off)."""
+    return HalfInverse(kappa=-1.0, truncation=truncation, relative=relative, method='svd')
+
+
+def _check_batched(x, y_target):
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        raise InvalidInputError(f"x must be a torch tensor of shape (examples, n) but got {getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(y_target, torch.Tensor) or y_target.ndim != 2:
+        raise InvalidInputError(f"y_target must be a torch tensor of shape (examples, m) but got {getattr(y_target, 'shape', type(y_target).__name__)}")
+    if x.shape[0] != y_target.shape[0]:
+        raise InvalidInputError(f"y_target has {y_target.shape[0]} examples but x has {x.shape[0]}; they must match")
+    for name, t in (('x', x), ('y_target', y_target)):
+        if not torch.isfinite(t).all():
+            raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
+
+
+def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
+    """Per-example gradient `(B, n)` and Hessian `(B, n, n)` of `loss(forward(x), y*)`, by n extra backward passes.
+
+    Examples are independent, so the Hessian of the summed loss is block-diagonal and row `j` of every block is
+    the gradient of `Σ_b ∂L_b/∂x_bj`.
+    """
+    _check_batched(x, y_target)
+    loss = loss or l2_loss
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        total = loss(forward(x, **conditions), y_target.detach()).sum()
+        grad, = torch.autograd.grad(total, x, create_graph=hessian)
+        if not hessian:
+            return grad.detach(), None
+        rows = [torch.autograd.grad(grad[:, j].sum(), x, retain_graph=True, allow_unused=True)[0] for j in range(x.shape[1])]
+    rows = [torch.zeros_like(x) if r is None else r for r in rows]
+    return grad.detach(), torch.stack(rows, dim=1).detach()
+
+
+def _jacobian(forward, x, y_target, conditions):
+    """Per-example Jacobian `(B, m, n)` of a batched forward, by m backward passes, and `y = forward(x)`."""
+    _check_batched(x, y_target)
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        y = forward(x, **conditions)
+        if not isinstance(y, torch.Tensor) or y.shape != y_target.shape:
+            raise InvalidInputError(f"forward(x) must return a torch tensor of the shape of y_target "
+                                    f"{tuple(y_target.shape)}, got {getattr(y, 'shape', type(y).__name__)}")
+        rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, allow_unused=True)[0] for i in range(y.shape[1])]
+    rows = [torch.zeros_like(x) if r is None else r for r in rows]
+    return torch.stack(rows, dim=1).detach(), y.detach()
