@@ -44,6 +44,13 @@ CASES = {
 }
 
 
+# the library-level scripts a PhiFlow user copies from (no experiment, no --gui): arguments and the CSV's methods
+LIBRARY = {
+    'hig_fields': (['--steps', '3'], {'hig', 'adam'}),
+    'sip_heat': (['--steps', '2', '--resolution', '16'], {'sip', 'adam'}),
+}
+
+
 def load(name):
     """The demo script ``demos/<name>.py`` as a module (its ``__main__`` block does not run)."""
     spec = importlib.util.spec_from_file_location(f'demo_{name}', os.path.join(DEMOS, f'{name}.py'))
@@ -54,7 +61,20 @@ def load(name):
 
 def test_every_demo_has_a_case():
     scripts = {f[:-3] for f in os.listdir(DEMOS) if f.endswith('.py') and not f.startswith('_')}
-    assert scripts - UNTESTED == set(CASES)
+    assert scripts - UNTESTED == set(CASES) | set(LIBRARY)
+
+
+@pytest.mark.parametrize('name', list(LIBRARY))
+def test_library_demo_is_short_runs_and_writes_its_losses(name, tmp_path):
+    """Each is a plain PhiFlow script of at most 60 lines that prints and writes its loss curve."""
+    with open(os.path.join(DEMOS, f'{name}.py')) as f:
+        assert len(f.read().splitlines()) <= 60
+    argv, methods = LIBRARY[name]
+    load(name).main(argv + ['--out', str(tmp_path)])
+    with open(tmp_path / 'loss.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert {r['method'] for r in rows} == methods
+    assert all(float(v) == float(v) for r in rows for k, v in r.items() if k != 'method')  # finite, not NaN
 
 
 @pytest.mark.parametrize('name', list(CASES))
