@@ -25,3 +25,13 @@ def float64():
     math.set_global_precision(64)
     yield
     math.set_global_precision(previous)
+
+
+@pytest.fixture(autouse=True)
+def phiml_default_backend():
+    """Restore PhiML's global default backend after every test: a script under test that runs
+    ``from phi.torch.flow import *`` (the library demos) switches it to torch for the rest of the process."""
+    from phiml import backend
+    previous = backend.default_backend()
+    yield
+    backend.set_global_default_backend(previous)
