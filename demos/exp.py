@@ -15,7 +15,7 @@ from phi_hig.demo import demo_parser
 
 
 def figure2(result, experiment, path):
-    plt = report._pyplot()
+    plt = report.pyplot()
     inputs, targets = experiment.test_set
     methods = list(result.nets)
     fig, ax = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.4), squeeze=False)

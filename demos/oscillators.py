@@ -22,7 +22,7 @@ import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments.oscillators import oscillators
 from phi_hig.experiments.oscillators import rk4
-from phi_hig.report import print_table, write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, pyplot
 from phi_hig.runner import train_variants
 
 TABLE2 = ['adam', 'gn', 'hig', 'sgd', 'adagrad', 'adadelta', 'rmsprop']
@@ -66,7 +66,7 @@ def trajectory(experiment, net, sample):
 
 
 def figure(experiment, curves, path, title):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(13, 4.5))
     for i, (label, (records, final, net)) in enumerate(curves.items()):
         ev = [r for r in records if r['test_loss'] == r['test_loss']]

@@ -15,7 +15,7 @@ from phi_hig.demo import demo_parser
 
 
 def examples(result, experiment, path, n=2):
-    plt = report._pyplot()
+    plt = report.pyplot()
     inputs, targets = experiment.test_set
     methods = list(result.nets)
     fig, ax = plt.subplots(n, len(methods) + 2, figsize=(2.6 * (len(methods) + 2), 2.6 * n), squeeze=False)

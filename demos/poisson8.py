@@ -29,7 +29,7 @@ import dataclasses
 import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments.poisson8 import poisson8
-from phi_hig.report import print_table, write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, pyplot
 
 
 def from_network(experiment, net):
@@ -71,7 +71,7 @@ def main(argv=None):
     records = [dict(r, method=label) for label, res in parts.items() for r in res.records]
     write_metrics_csv(records, os.path.join(args.out, f'poisson8_{args.network}.csv'))
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.3))
     for label, color in (('adam', 'C0'), ('hig', 'C1')):
         ev = evaluated(records, label)

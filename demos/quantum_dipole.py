@@ -18,11 +18,11 @@ import torch
 import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments.quantum_dipole import quantum_dipole, crank_nicolson, eigenstate
-from phi_hig.report import print_table, write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, pyplot
 
 
 def figure(experiment, result, methods, path):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.3))
     for i, m in enumerate(methods):
         ev = [r for r in result.records if r['method'] == m and r['test_loss'] == r['test_loss']]

@@ -40,7 +40,7 @@ def main(argv=None):
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plt = report._pyplot()
+    plt = report.pyplot()
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     for col, sweep in enumerate(['xi', 'phi']):
         for row, key in enumerate(['y_error', 'x_error']):

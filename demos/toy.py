@@ -16,13 +16,13 @@ import statistics
 import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments import toy
-from phi_hig.report import print_table, write_metrics_csv, _pyplot
+from phi_hig.report import print_table, write_metrics_csv, pyplot
 
 METHODS = ['adam', 'gn', 'hig']
 
 
 def figure(result, experiment, path, gamma):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
     target = experiment.test_set[1][0]
     for i, m in enumerate(METHODS):

@@ -282,7 +282,7 @@ def _method_list(methods, experiment) -> tuple:
 
 def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, preset: Optional[str] = None,
              settings: Optional[Mapping] = None, overrides: Optional[Mapping[str, Mapping]] = None,
-             steps: Optional[int] = None, seconds: Optional[float] = None, seed: int = 0,
+             common: Optional[Mapping] = None, steps: Optional[int] = None, seconds: Optional[float] = None, seed: int = 0,
              eval_every: Optional[int] = None, device='cpu', threads: Optional[int] = None, out=None,
              checkpoint_every: Optional[int] = None, resume: bool = False,
              memory_limit: Optional[float] = DEFAULT_BATCH_BYTES, world_size: int = 1) -> RunSpec:
@@ -295,6 +295,8 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
         preset: 'paper' (default) or 'test'.
         settings: experiment settings, e.g. ``{'gamma': 1}``.
         overrides: per method, hyperparameters replacing the experiment's defaults.
+        common: hyperparameters for every method that accepts the key (the command line's ``--lr``,
+            ``--batch-size``, ``--truncation``); a key no method accepts is refused. ``overrides`` win.
         steps, seconds: the budget per method; at least one.
         seed: integer >= 0.
         eval_every: evaluation cadence in steps (default: the experiment's).
@@ -332,11 +334,21 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
     elif preset is not None or settings:
         raise InvalidInputError("preset and settings apply to an experiment name, not to a built Experiment")
     names = _method_list(methods, experiment)
-    overrides = dict(overrides or {})
-    unknown = [m for m in overrides if m not in names]
+    unknown = [m for m in (overrides or {}) if m not in names]
     if unknown:
-        raise InvalidInputError(f"overrides given for methods not run: {', '.join(unknown)} (running {', '.join(names)})")
-    hyper = {m: validate_hyperparameters(experiment, m, overrides.get(m)) for m in names}
+        raise InvalidInputError(f"hyperparameters (overrides, --hp) given for {', '.join(unknown)}, which is not "
+                                f"among the methods run ({', '.join(names)})")
+    given = {m: {} for m in names}
+    for key, value in (common or {}).items():
+        takers = [m for m in names if key in hyperparameter_spec(experiment, m)]
+        if not takers:
+            raise InvalidInputError(f"--{key.replace('_', '-')}: none of the methods run ({', '.join(names)}) has "
+                                    f"a hyperparameter {key!r}")
+        for m in takers:
+            given[m][key] = value
+    for m, values in (overrides or {}).items():
+        given[m].update(values)
+    hyper = {m: validate_hyperparameters(experiment, m, given[m]) for m in names}
     n_params = None
     for m in names:
         second = hyper[m].get('base', m) in SECOND_ORDER

@@ -24,8 +24,8 @@ def _colorscale(name: str):
     if name != 'signed':
         return 'Viridis'
     try:
-        from ..report import _pyplot
-        _pyplot()  # phi.vis._dash.colormaps imports pyplot: make sure it is headless first
+        from ..report import pyplot
+        pyplot()  # phi.vis._dash.colormaps imports pyplot: make sure it is headless first
         from phi.vis._dash.colormaps import ORANGE_WHITE_BLUE
         return [[float(p), f'rgb({int(r)},{int(g)},{int(b)})'] for p, r, g, b in ORANGE_WHITE_BLUE]
     except Exception:
