@@ -13,8 +13,9 @@ A checkpoint is plain data and tensors only (``torch.load(..., weights_only=True
 (`phi_hig.spec.RunSpec.identity`), step, training time, stream position, and the network, optimizer and RNG
 states with all tensors of one dtype packed into one flat buffer (`pack`), which keeps writing cheap.
 `CheckpointWriter` writes in a background thread: the training thread only packs a snapshot; the thread
-appends the history, fsyncs, writes the checkpoint and renames it into place. When a write is still under
-way the next snapshot replaces the waiting one (the newest state is written next).
+appends the history, fsyncs, writes the checkpoint and renames it into place. The runner takes a snapshot at
+every ``checkpoint_every``-th step at which the writer is idle (and always at the end of a method), so a
+checkpoint is never more than one write behind and a slow disk never slows the training.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import io
 import json
 import os
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -129,13 +131,22 @@ class Checkpoint:
     path: str = ''
 
 
+def _content(ck: Checkpoint) -> dict:
+    """What `encode` saves: plain data and the packed state (a copy: the training may go on meanwhile)."""
+    return dict(format=FORMAT, method=ck.method, identity=ck.identity, step=ck.step, train_time=ck.train_time,
+                position=ck.position, records=ck.records, state=pack(dict(net=ck.net, optimizer=ck.optimizer,
+                                                                          rng=ck.rng)))
+
+
+def _save(content: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(content, buf)
+    return buf.getvalue()
+
+
 def encode(ck: Checkpoint) -> bytes:
     """The bytes of a checkpoint file (``torch.save`` of plain data and packed tensors)."""
-    buf = io.BytesIO()
-    torch.save(dict(format=FORMAT, method=ck.method, identity=ck.identity, step=ck.step, train_time=ck.train_time,
-                    position=ck.position, records=ck.records,
-                    state=pack(dict(net=ck.net, optimizer=ck.optimizer, rng=ck.rng))), buf)
-    return buf.getvalue()
+    return _save(_content(ck))
 
 
 def read_checkpoint(path: str) -> Checkpoint:
@@ -292,12 +303,21 @@ class CheckpointWriter:
         self._busy = False
         self._error: Optional[BaseException] = None
         self._closed = False
+        self.last_submit = -float('inf')
+        """`time.perf_counter` of the last `submit`."""
         self._thread = threading.Thread(target=self._loop, name=f'phi_hig-checkpoint-{method}', daemon=True)
         self._thread.start()
 
+    @property
+    def idle(self) -> bool:
+        """True when nothing is being written or waiting: a new snapshot would be written at once."""
+        return not self._busy and self._blob is None and self._error is None
+
     def submit(self, ck: Checkpoint, new_records: List[dict]) -> None:
-        """Queue a checkpoint and the records made since the last submit (returns at once)."""
-        blob = encode(ck)
+        """Queue a checkpoint and the records made since the last submit. Returns once the state is copied
+        (packed); serializing and writing happen in the background."""
+        self.last_submit = time.perf_counter()
+        blob = _content(ck)
         lines = [json.dumps(r) for r in new_records]
         with self._cond:
             self._raise()
@@ -345,7 +365,8 @@ class CheckpointWriter:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write(self, blob: bytes, lines: List[str]) -> None:
+    def _write(self, content: dict, lines: List[str]) -> None:
+        blob = _save(content)
         if self._fresh:  # a new run: the old checkpoints go first, so none can outlive the history it matched
             for path in (self.latest, self.previous):
                 if os.path.exists(path):

@@ -39,6 +39,9 @@ GROWTH_LIMIT = 10.0
 """A training loss this many times its first value flags the method ('loss_grew')."""
 MIN_STEPS = 10
 """A method with fewer steps than this in its time budget is flagged ('few_steps')."""
+MIN_CHECKPOINT_INTERVAL = 0.25
+"""Seconds at least between two checkpoints of a method (besides ``checkpoint_every`` steps): each write
+costs fsyncs and, in its background thread, hands the GIL back and forth with the training thread."""
 
 
 class RunWarning(UserWarning):
@@ -153,11 +156,11 @@ class _Watch:
             warnings.warn(note, RunWarning, stacklevel=3)
 
 
-def _snapshot(spec: RunSpec, name: str, net, method, stream, step, train_time, records) -> Checkpoint:
+def _snapshot(spec: RunSpec, identity: dict, name: str, net, method, stream, step, train_time, records) -> Checkpoint:
     rng = dict(torch=torch.get_rng_state())
     if torch.device(spec.device).type == 'cuda':
         rng['cuda'] = torch.cuda.get_rng_state_all()
-    return Checkpoint(method=name, identity=spec.identity, step=step, train_time=train_time,
+    return Checkpoint(method=name, identity=identity, step=step, train_time=train_time,
                       position=stream.position, records=len(records), net=net.state_dict(),
                       optimizer=method.optimizer.state_dict(), rng=rng)
 
@@ -171,7 +174,7 @@ def _restore(ck: Checkpoint, net, method, stream, device) -> None:
         torch.cuda.set_rng_state_all(ck.rng['cuda'])
 
 
-def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_record, control) -> tuple:
+def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_record, control, writers) -> tuple:
     experiment = spec.experiment
     method = make_method(name, net, experiment, validated=spec.hyperparameters[name])
     batch_size = int(method.hyper['batch_size'])
@@ -189,61 +192,60 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
         if on_record:
             on_record(records[-1], method)
     watch = _Watch(name, records)
-    every = spec.checkpoint_every
+    every, identity = spec.checkpoint_every, spec.identity
     writer = CheckpointWriter(spec.out, name, fresh=resumed is None) if every else None
+    if writer is not None:
+        writers.append(writer)  # closed (waited for) by `run` at the end: the last write overlaps what follows
     last_print = time.perf_counter()
 
     def done():
         return (spec.steps is not None and step >= spec.steps) or (spec.seconds is not None and
                                                                    train_time >= spec.seconds)
-    try:
-        while not done():
-            if control is not None and not control.proceed():
-                status = f'stopped at step {step}'
-                break
-            x, t = stream.next(batch_size)
-            x, t = x.to(device), t.to(device)
-            t0 = time.perf_counter()
-            try:
-                loss = method.step(x, t)
-            except NonFiniteStepError as err:
-                status = f'diverged at step {step + 1}: {err}'
-                watch.flag('diverged', f"{name}: {status}", warn=False)
-                break
-            except InvalidInputError as err:
-                status = f'failed at step {step + 1}: {err}'
-                watch.flag('failed', f"{name}: {status}", warn=False)
-                break
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            train_time += time.perf_counter() - t0
-            step += 1
-            record = dict(experiment=experiment.name, method=name, step=step, wall_time=train_time, train_loss=loss,
-                          test_loss=float('nan'))
-            if method.last_info is not None:
-                record['rank'] = method.last_info.rank
-            if step % spec.eval_every == 0 or done():
-                record.update(evaluate(experiment, net))
-            records.append(record)
-            unsaved.append(record)
-            watch.see(record)
-            if on_record:
-                on_record(record, method)
-            if writer is not None and step % every == 0:
-                writer.submit(_snapshot(spec, name, net, method, stream, step, train_time, records), unsaved)
-                unsaved = []
-            if progress and (time.perf_counter() - last_print > 2.0 or done()):
-                last_print = time.perf_counter()
-                test = [r['test_loss'] for r in records if not _isnan(r.get('test_loss'))][-1]
-                print(f"[{experiment.name}/{name}] step {step:6d}  train {train_time:7.1f}s  "
-                      f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
-        if _isnan(records[-1].get('test_loss')) and not status.startswith(('diverged', 'failed')):
-            records[-1].update(evaluate(experiment, net))  # a stopped method's last state
-        if writer is not None and unsaved:
-            writer.submit(_snapshot(spec, name, net, method, stream, step, train_time, records), unsaved)
-    finally:
-        if writer is not None:
-            writer.close()
+    while not done():
+        if control is not None and not control.proceed():
+            status = f'stopped at step {step}'
+            break
+        x, t = stream.next(batch_size)
+        x, t = x.to(device), t.to(device)
+        t0 = time.perf_counter()
+        try:
+            loss = method.step(x, t)
+        except NonFiniteStepError as err:
+            status = f'diverged at step {step + 1}: {err}'
+            watch.flag('diverged', f"{name}: {status}", warn=False)
+            break
+        except InvalidInputError as err:
+            status = f'failed at step {step + 1}: {err}'
+            watch.flag('failed', f"{name}: {status}", warn=False)
+            break
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        train_time += time.perf_counter() - t0
+        step += 1
+        record = dict(experiment=experiment.name, method=name, step=step, wall_time=train_time, train_loss=loss,
+                      test_loss=float('nan'))
+        if method.last_info is not None:
+            record['rank'] = method.last_info.rank
+        if step % spec.eval_every == 0 or done():
+            record.update(evaluate(experiment, net))
+        records.append(record)
+        unsaved.append(record)
+        watch.see(record)
+        if on_record:
+            on_record(record, method)
+        if writer is not None and step % every == 0 and writer.idle and \
+                time.perf_counter() - writer.last_submit >= MIN_CHECKPOINT_INTERVAL:
+            writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records), unsaved)
+            unsaved = []
+        if progress and (time.perf_counter() - last_print > 2.0 or done()):
+            last_print = time.perf_counter()
+            test = [r['test_loss'] for r in records if not _isnan(r.get('test_loss'))][-1]
+            print(f"[{experiment.name}/{name}] step {step:6d}  train {train_time:7.1f}s  "
+                  f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
+    if _isnan(records[-1].get('test_loss')) and not status.startswith(('diverged', 'failed')):
+        records[-1].update(evaluate(experiment, net))  # a stopped method's last state
+    if writer is not None and unsaved:
+        writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records), unsaved)
     if status == 'ok' and spec.seconds is not None and step < MIN_STEPS and \
             (spec.steps is None or step < spec.steps):
         watch.flag('few_steps', f"{name}: only {step} step(s) in the time budget of {spec.seconds:g} s "
@@ -276,7 +278,7 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
     net0 = experiment.make_net()
     if initial_state is not None:
         net0.load_state_dict(initial_state)
-    records, statuses, nets, watches = [], {}, {}, {}
+    records, statuses, nets, watches, writers = [], {}, {}, {}, []
     previous_threads = torch.get_num_threads()
     threads = spec.threads or experiment.threads or previous_threads
     torch.set_num_threads(threads)
@@ -284,13 +286,21 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
         for name in spec.methods:
             net = copy.deepcopy(net0).to(device)
             recs, status, method, watch = _run_method(spec, name, net, resumed.get(name), device, progress,
-                                                      on_record, control)
+                                                      on_record, control, writers)
             records += recs
             statuses[name], nets[name], watches[name] = status, net, watch
             if control is not None and control.stopped:
                 break
     finally:
         torch.set_num_threads(previous_threads)
+        errors = []
+        for writer in writers:  # every checkpoint on disk before the run returns
+            try:
+                writer.close()
+            except Exception as err:
+                errors.append(err)
+        if errors and sys.exc_info()[0] is None:
+            raise errors[0]
     methods = [m for m in spec.methods if m in statuses]  # a stopped run skips the methods after it
     summary = _summary(spec, methods, records, statuses, watches, threads)
     return RunResult(records, summary, nets, spec)

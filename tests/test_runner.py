@@ -114,7 +114,7 @@ def test_cli_run_writes_outputs(tmp_path, capsys):
     assert summary['versions']['torch'] == torch.__version__
     assert os.path.getsize(os.path.join(out, 'curves.png')) > 1000
     assert cli(['run', 'toy', '--methods', 'hig', '--steps', '1', '--hp', 'adam.lr=1']) == 2
-    assert 'not in --methods' in capsys.readouterr().err
+    assert 'not among the methods run' in capsys.readouterr().err
 
 
 def test_cli_sweep_and_list(tmp_path, capsys):
@@ -147,3 +147,111 @@ def test_evaluation_leaves_batch_norm_statistics_alone():
     out = evaluate(ex, net)
     assert torch.equal(net[1].running_mean, before) and net.training
     assert out['test_loss'] > 0
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------
+def _files(out):
+    return sorted(os.listdir(out))
+
+
+def test_checkpoint_is_plain_data_of_constant_size_with_the_run_identity(tmp_path):
+    from phi_hig.checkpoint import checkpoint_path, history_path, read_checkpoint
+    ex = toy(preset='test')
+    sizes = {}
+    for steps in (7, 70):
+        out = str(tmp_path / str(steps))
+        phi_hig.train(ex, ['adam'], steps=steps, seed=2, progress=False, out=out, checkpoint_every=7,
+                      overrides={'adam': {'lr': 0.1}})
+        sizes[steps] = os.path.getsize(checkpoint_path(out, 'adam'))
+        raw = torch.load(checkpoint_path(out, 'adam'), weights_only=True)  # no code runs: plain data and tensors
+        assert raw['step'] == steps and raw['records'] == steps + 1
+        with open(history_path(out, 'adam')) as f:
+            assert len(f.readlines()) == steps + 1
+    assert sizes[70] == sizes[7]  # the history is not in the checkpoint
+    ck = read_checkpoint(checkpoint_path(str(tmp_path / '70'), 'adam'))
+    assert ck.identity == dict(experiment='toy', preset='test', settings=json.loads(json.dumps(ex.settings)), seed=2,
+                               hyperparameters={'adam': {'lr': 0.1, 'batch_size': 16}}, world_size=1)
+
+
+def _resume_setup(tmp_path):
+    ex = toy(preset='test')
+    out = str(tmp_path / 'run')
+    args = dict(steps=21, seed=5, progress=False, eval_every=4, out=out)
+    full = phi_hig.train(ex, ['adam'], **args)
+    phi_hig.train(ex, ['adam'], checkpoint_every=7, **dict(args, steps=14))
+    return ex, out, args, full
+
+
+def test_torn_latest_checkpoint_resumes_from_the_previous_with_a_warning(tmp_path):
+    from phi_hig.checkpoint import CheckpointWarning, checkpoint_path, history_path, previous_path
+    ex, out, args, full = _resume_setup(tmp_path)
+    assert os.path.exists(previous_path(out, 'adam'))
+    with open(checkpoint_path(out, 'adam'), 'r+b') as f:  # torn: the second half is gone
+        f.truncate(os.path.getsize(checkpoint_path(out, 'adam')) // 2)
+    with open(history_path(out, 'adam'), 'a') as f:
+        f.write('{"experiment": "toy", "method": "adam", "st')  # and a torn last line
+    with pytest.warns(CheckpointWarning, match='checkpoint_adam.pt'):
+        resumed = phi_hig.train(ex, ['adam'], resume=True, **args)
+    assert [repr(r['train_loss']) for r in resumed.records] == [repr(r['train_loss']) for r in full.records]
+    with open(history_path(out, 'adam')) as f:
+        assert len(f.readlines()) == 8  # cut back to the previous checkpoint (step 7; none written now)
+
+
+def test_unusable_checkpoints_refuse_naming_the_file(tmp_path, capsys):
+    from phi_hig.checkpoint import checkpoint_path, previous_path
+    ex, out, args, full = _resume_setup(tmp_path)
+    for path in (checkpoint_path(out, 'adam'), previous_path(out, 'adam')):
+        with open(path, 'wb') as f:
+            f.write(b'not a checkpoint')
+    with pytest.raises(InvalidInputError, match='checkpoint_adam.prev.pt'):
+        phi_hig.train(ex, ['adam'], resume=True, **args)
+    assert cli(['run', 'toy', '--preset', 'test', '--methods', 'adam', '--steps', '21', '--seed', '5',
+                '--eval-every', '4', '--out', out, '--resume', '--quiet']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('phi_hig: error: --resume: no usable checkpoint') and \
+        'checkpoint_adam.pt' in err[0]
+
+
+def test_the_writer_never_leaves_a_checkpoint_behind_its_history(tmp_path):
+    """Every checkpoint written covers records that are on disk (history appended and fsynced first)."""
+    from phi_hig.checkpoint import checkpoint_path, history_path, read_checkpoint
+    seen = []
+
+    def check(record, method):
+        path = checkpoint_path(str(tmp_path), 'adam')
+        if os.path.exists(path):
+            try:
+                ck = read_checkpoint(path)
+            except InvalidInputError:
+                return  # being replaced right now: the rename is atomic, so this is a read of the old inode
+            with open(history_path(str(tmp_path), 'adam')) as f:
+                assert len(f.readlines()) >= ck.records
+            seen.append(ck.step)
+    phi_hig.train(toy(preset='test'), ['adam'], steps=300, progress=False, out=str(tmp_path), checkpoint_every=1,
+                  on_record=check)
+    assert seen and not [f for f in _files(tmp_path) if f.endswith('.tmp')]
+
+
+# --- honest results ---------------------------------------------------------------------------------------
+def test_growing_loss_and_too_few_steps_are_warned_and_flagged():
+    from phi_hig.runner import RunWarning
+    ex = toy(preset='test')
+    with pytest.warns(RunWarning, match='grew to'):
+        result = phi_hig.train(ex, ['sgd', 'adam'], steps=30, progress=False, overrides={'sgd': {'lr': 20.0}})
+    final = result.summary['final']
+    assert 'loss_grew' in final['sgd']['flags'] and final['adam']['flags'] == []
+    assert final['sgd']['batch_size'] == 16 and final['sgd']['warnings']
+    slow = dict(ex.methods)
+    ex.methods = dict(slow, adam=dict(slow['adam']))
+    original = ex.loss
+
+    def slow_loss(y, t):
+        import time
+        time.sleep(0.02)
+        return original(y, t)
+    ex.loss = slow_loss
+    with pytest.warns(RunWarning, match='only .* step'):
+        result = phi_hig.train(ex, ['adam'], seconds=0.1, progress=False, eval_every=1000)
+    assert result.summary['final']['adam']['flags'] == ['few_steps']
+    # a step budget below 10 is what was asked for: no flag
+    assert phi_hig.train(ex, ['adam'], steps=3, progress=False).summary['final']['adam']['flags'] == []
