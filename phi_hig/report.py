@@ -20,7 +20,7 @@ import sys
 from typing import List
 
 from .errors import InvalidInputError
-from .files import atomic_write
+from .files import atomic_write, remove_stale_temporaries
 
 __all__ = ['print_table', 'write_run', 'write_metrics_csv', 'pyplot', 'plot_curves', 'sweep_figure', 'read_run',
            'summary_rows', 'write_report', 'main', 'REPORT_FILES']
@@ -132,6 +132,8 @@ def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: 
 def write_run(result, out: str) -> None:
     """Write ``out/metrics.csv``, ``out/summary.json`` and ``out/curves.png`` for a `RunResult`."""
     os.makedirs(out, exist_ok=True)
+    for name in ('metrics.csv', 'summary.json'):
+        remove_stale_temporaries(os.path.join(out, name))  # of a write a kill interrupted
     write_metrics_csv(result.records, os.path.join(out, 'metrics.csv'))
     atomic_write(os.path.join(out, 'summary.json'), json.dumps(result.summary, indent=2, default=float))
     plot_curves(result.records, os.path.join(out, 'curves.png'), title=result.summary.get('experiment', ''))

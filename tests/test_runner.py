@@ -255,3 +255,64 @@ def test_growing_loss_and_too_few_steps_are_warned_and_flagged():
     assert result.summary['final']['adam']['flags'] == ['few_steps']
     # a step budget below 10 is what was asked for: no flag
     assert phi_hig.train(ex, ['adam'], steps=3, progress=False).summary['final']['adam']['flags'] == []
+
+
+# --- SIGKILL at random moments ----------------------------------------------------------------------------
+def _cli_run(out, *extra, env=None):
+    args = [sys.executable, '-m', 'phi_hig', 'run', 'toy', '--preset', 'test', '--methods', 'adam,hig',
+            '--steps', '400', '--seed', '3', '--threads', '1', '--checkpoint-every', '7', '--out', out, '--quiet',
+            *extra]
+    return subprocess.Popen(args, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _metrics_without_wall_time(out):
+    with open(os.path.join(out, 'metrics.csv'), newline='') as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, [{k: v for k, v in row.items() if k != 'wall_time'} for row in reader]
+
+
+def _temporaries(out):
+    return [f for f in os.listdir(out) if f.endswith('.tmp')] if os.path.isdir(out) else []
+
+
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """A checkpointing CLI run is SIGKILLed 5 times (seeded moments: 3 anywhere in the run, start-up included, and
+    2 inside a checkpoint write, which a test hook slows down) and resumed each time; its metrics.csv equals that of an uninterrupted
+    run of the same seed in every column but wall_time."""
+    import random
+    import signal
+    import time
+    rng = random.Random(2024)
+    reference = str(tmp_path / 'reference')
+    t0 = time.perf_counter()
+    proc = _cli_run(reference)
+    assert proc.wait(120) == 0, proc.stderr.read()
+    duration = time.perf_counter() - t0  # start-up included
+    out = str(tmp_path / 'killed')
+    kills = dict(anywhere=0, writing=0, finished_first=0)
+    slow_writes = dict(os.environ, PHI_HIG_TEST_WRITE_PAUSE='0.15')
+    for trial in range(5):
+        during_write = trial % 2 == 1
+        proc = _cli_run(out, '--resume', env=slow_writes if during_write else None)
+        if during_write:  # kill at a random moment of a write: after a temporary file appeared
+            deadline = time.perf_counter() + 60
+            while not _temporaries(out) and proc.poll() is None and time.perf_counter() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.12))
+        else:
+            time.sleep(rng.uniform(0.3, 1.0) * duration)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            kills['writing' if during_write and _temporaries(out) else 'anywhere'] += 1
+        else:
+            kills['finished_first'] += 1
+        proc.stderr.close()
+    assert kills['anywhere'] + kills['writing'] >= 4 and kills['writing'] >= 1, kills
+    proc = _cli_run(out, '--resume')
+    assert proc.wait(120) == 0, proc.stderr.read()
+    proc.stderr.close()
+    assert _metrics_without_wall_time(out) == _metrics_without_wall_time(reference)
+    assert not _temporaries(out)
+    print(f"kills: {kills}")
