@@ -276,10 +276,22 @@ def _temporaries(out):
     return [f for f in os.listdir(out) if f.endswith('.tmp')] if os.path.isdir(out) else []
 
 
+def _history_sizes(out):
+    return sorted((f, os.path.getsize(os.path.join(out, f))) for f in os.listdir(out)
+                  if f.startswith('history_')) if os.path.isdir(out) else []
+
+
+def _wait_until(predicate, proc, timeout=60):
+    import time
+    deadline = time.perf_counter() + timeout
+    while not predicate() and proc.poll() is None and time.perf_counter() < deadline:
+        time.sleep(0.002)
+
+
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
-    """A checkpointing CLI run is SIGKILLed 5 times (seeded moments: 3 anywhere in the run, start-up included, and
-    2 inside a checkpoint write, which a test hook slows down) and resumed each time; its metrics.csv equals that of an uninterrupted
-    run of the same seed in every column but wall_time."""
+    """A checkpointing CLI run is SIGKILLed at 5 seeded moments and resumed each time; its metrics.csv then equals
+    that of an uninterrupted run of the same seed in every column but wall_time. The moments: one during start-up,
+    two anywhere in the training, two inside a checkpoint write (a test hook pauses every atomic write halfway)."""
     import random
     import signal
     import time
@@ -287,32 +299,34 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     reference = str(tmp_path / 'reference')
     t0 = time.perf_counter()
     proc = _cli_run(reference)
+    _wait_until(lambda: _history_sizes(reference), proc)
+    startup = time.perf_counter() - t0
     assert proc.wait(120) == 0, proc.stderr.read()
-    duration = time.perf_counter() - t0  # start-up included
+    proc.stderr.close()
+    training = time.perf_counter() - t0 - startup
     out = str(tmp_path / 'killed')
-    kills = dict(anywhere=0, writing=0, finished_first=0)
+    kills = []
     slow_writes = dict(os.environ, PHI_HIG_TEST_WRITE_PAUSE='0.15')
-    for trial in range(5):
-        during_write = trial % 2 == 1
-        proc = _cli_run(out, '--resume', env=slow_writes if during_write else None)
-        if during_write:  # kill at a random moment of a write: after a temporary file appeared
-            deadline = time.perf_counter() + 60
-            while not _temporaries(out) and proc.poll() is None and time.perf_counter() < deadline:
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0.0, 0.12))
+    for kind in ('start-up', 'training', 'write', 'training', 'write'):
+        before = _history_sizes(out)
+        proc = _cli_run(out, '--resume', env=slow_writes if kind == 'write' else None)
+        if kind == 'start-up':
+            time.sleep(rng.uniform(0.2, 0.9) * startup)
         else:
-            time.sleep(rng.uniform(0.3, 1.0) * duration)
+            _wait_until(lambda: _history_sizes(out) != before, proc)  # training (and checkpointing) goes on
+            time.sleep(rng.uniform(0.0, training / 6))
+            if kind == 'write':
+                _wait_until(lambda: _temporaries(out), proc)
+                time.sleep(rng.uniform(0.0, 0.12))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
-            kills['writing' if during_write and _temporaries(out) else 'anywhere'] += 1
-        else:
-            kills['finished_first'] += 1
+            kills.append(kind if kind != 'write' or _temporaries(out) else 'training')
         proc.stderr.close()
-    assert kills['anywhere'] + kills['writing'] >= 4 and kills['writing'] >= 1, kills
+    assert len(kills) == 5 and 'write' in kills, kills
     proc = _cli_run(out, '--resume')
     assert proc.wait(120) == 0, proc.stderr.read()
     proc.stderr.close()
     assert _metrics_without_wall_time(out) == _metrics_without_wall_time(reference)
     assert not _temporaries(out)
-    print(f"kills: {kills}")
+    print(f"killed during: {kills}")
