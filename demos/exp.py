@@ -1,4 +1,4 @@
-"""P(x) = eˣ (seed 002 Fig. 2): SGD and Adam through the physics vs SIP (Newton) vs the rescaled gradient.
+"""P(x) = eˣ (Holl, Koltun & Thuerey 2022, Fig. 2): SGD and Adam through the physics vs SIP (Newton) vs the rescaled gradient.
 
     python demos/exp.py                 # 3000 steps per method
     python demos/exp.py --gui

@@ -1,4 +1,4 @@
-"""Navier–Stokes (seed 003 §3.4): Adam through the simulation vs SIP with the reverse-simulation inverse, and the
+"""Navier–Stokes (Holl, Koltun & Thuerey 2021, §3.4): Adam through the simulation vs SIP with the reverse-simulation inverse, and the
 paper's table 1 (inference time of the network vs the iterative inverse solver at the same MAE of v₀).
 
     python demos/fluid.py                                   # 64 × 64, batch 64 (the paper; very slow on a CPU)

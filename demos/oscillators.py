@@ -1,4 +1,4 @@
-"""Nonlinear oscillators (HIG paper Figure 2): a network learns the control u(t) that returns two coupled
+"""Nonlinear oscillators (Schnell, Holl & Thuerey 2022, Fig. 2): a network learns the control u(t) that returns two coupled
 nonlinear oscillators to their initial state after 96 RK4 steps.
 
     python demos/oscillators.py                          # Adam vs GN vs HIG, 60 s each (Fig. 2b), runs/oscillators/

@@ -1,4 +1,4 @@
-"""Poisson's equation (seed 003 §3.2): Adam and SGD through the solver vs SIP with the analytic inverse ∇².
+"""Poisson's equation (Holl, Koltun & Thuerey 2021, §3.2): Adam and SGD through the solver vs SIP with the analytic inverse ∇².
 
     python demos/poisson.py                                  # 64 × 64, batch 128, CG (the paper; slow on a CPU)
     python demos/poisson.py --steps 300 --batch 32 --solver dst   # the CPU study of the closing note

@@ -1,4 +1,4 @@
-"""8×8 Poisson problem (HIG paper Figures 3 and 7): Adam vs HIG per iteration, and the pre-training protocol.
+"""8×8 Poisson problem (Schnell, Holl & Thuerey 2022, Figs. 3 and 7): Adam vs HIG per iteration, and the pre-training protocol.
 
     python demos/poisson8.py                        # all three parts below; runs/poisson8/
     python demos/poisson8.py --hig-steps 20 --adam-steps 4000 --network code

@@ -1,4 +1,4 @@
-"""Quantum dipole (HIG paper Figure 4): a network learns the control u(t) that moves a particle in an infinite
+"""Quantum dipole (Schnell, Holl & Thuerey 2022, Fig. 4): a network learns the control u(t) that moves a particle in an infinite
 well from the ground state to a random superposition of the first two excited states.
 
     python demos/quantum_dipole.py                     # Adam vs HIG, 120 s each; runs/quantum_dipole/

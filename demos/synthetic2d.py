@@ -1,4 +1,4 @@
-"""Synthetic 2-D process (seed 002 §3.4, Fig. 5d/e): final accuracy of SGD, Adam, Adagrad, Adadelta, RMSprop and
+"""Synthetic 2-D process (Holl, Koltun & Thuerey 2022, §3.4, Fig. 5d/e): final accuracy of SGD, Adam, Adagrad, Adadelta, RMSprop and
 SIP (saddle-free Newton) over the conditioning ξ (φ = 0) and the coupling φ (ξ = 32).
 
     python demos/synthetic2d.py                       # 20 s per method and point

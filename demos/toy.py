@@ -1,4 +1,4 @@
-"""The toy example of the HIG paper (Figure 1): Adam vs Gauss–Newton vs HIG on y = (z1, γ·z2).
+"""The toy example of Schnell, Holl & Thuerey 2022 (Fig. 1): Adam vs Gauss–Newton vs HIG on y = (z1, γ·z2).
 
     python demos/toy.py                       # 10 s per method, γ = 1 and 0.01, figures in runs/toy/
     python demos/toy.py --seconds 60 --seeds 5 # the closing-note study: median and range over 5 seeds

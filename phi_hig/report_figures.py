@@ -128,7 +128,7 @@ def plot_metrics(records, methods, cols, path, title, max_panels=9):
 
 
 def plot_trajectory(records, methods, path, title):
-    """The y-space path of the first held-out sample (HIG paper, Figure 1 right), when the run recorded it."""
+    """The y-space path of the first held-out sample (Schnell, Holl & Thuerey 2022, Fig. 1 right), when the run recorded it."""
     plt = pyplot()
     colors = method_colors(methods)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
