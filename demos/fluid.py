@@ -12,13 +12,11 @@ v_error.png and table1.json to runs/fluid/.
 import json
 import os
 
-import torch
-
 import phi_hig
 from phi_hig import experiments, report
+from phi_hig.checkpoint import read_checkpoint
 from phi_hig.demo import demo_parser
 from phi_hig.experiments.fluid import timing_table
-from phi_hig.checkpoint import read_checkpoint
 
 
 def main(argv=None):

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import traceback
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
