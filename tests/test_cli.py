@@ -194,3 +194,13 @@ def test_report_through_the_command_line_refuses_a_malformed_file(checkpointed, 
     _one_error_line(capsys.readouterr().err, 'metrics.csv')
     assert cli(['report', str(run), '--bogus']) == 2
     _one_error_line(capsys.readouterr().err, '--bogus')
+
+
+@pytest.mark.parametrize('experiment', __import__('phi_hig.experiments', fromlist=['NAMES']).NAMES)
+def test_every_experiment_refuses_unknown_settings_and_presets(experiment, tmp_path, capsys):
+    out = str(tmp_path / 'out')
+    assert cli(['run', experiment, '--preset', 'test', '--steps', '1', '--set', 'bogus_setting=1', '--out', out]) == 2
+    _one_error_line(capsys.readouterr().err, 'bogus_setting')
+    assert cli(['run', experiment, '--preset', 'tset', '--steps', '1', '--out', out]) == 2
+    _one_error_line(capsys.readouterr().err, 'tset')
+    assert not os.path.exists(out)

@@ -102,6 +102,37 @@ def test_dashboard_sets_settings_and_any_hyperparameter():
     assert run.snapshot()['config']['settings'] == {'gamma': 1}
 
 
+def test_dashboard_sets_sip_inverse_options():
+    from test_methods import _options_experiment
+    calls = []
+    d = Dashboard(experiments={'options': _options_experiment(calls)})
+    assert d.method_defaults('options')['sip']['more'] == 'inverse_options.damping=1.0, inverse_options.steps=1, ' \
+                                                         'inverse_options.exact=False'
+    with pytest.raises(InvalidInputError, match='inverse_options: damping must be > 0'):
+        d.start('options', ['sip'], steps='2', more={'sip': 'inverse_options.damping=-1'})
+    run = d.start('options', ['sip'], steps='2', more={'sip': 'inverse_options.damping=0.5, inverse_options.steps=2'})
+    assert run.wait(30) and run.status == 'finished', run.error
+    assert calls and all(c == dict(damping=0.5, steps=2, exact=False) for c in calls)
+
+
+def test_stop_always_ends_in_a_final_status():
+    """Stop ends a run whatever it is doing: paused, mid-step, or failing in its thread."""
+    d = Dashboard(experiments={'grid8': grid8})
+    run = d.start('grid8', ['adam'], steps='100000', preset='test')
+    run.pause()
+    run.stop()
+    assert run.wait(20) and run.status == 'stopped'
+    broken = grid8('test')
+
+    def loss(y, t):
+        raise RuntimeError('the physics broke')
+    broken.loss = loss
+    d = Dashboard(experiments={'broken': broken})
+    run = d.start('broken', ['adam'], steps='10')
+    run.stop()
+    assert run.wait(20) and run.status in ('failed', 'stopped') and not run.active
+
+
 # --- server-side run --------------------------------------------------------------------------------------
 def test_live_run_records_views_spectra_and_stops():
     d = Dashboard(experiments={'grid8': grid8})
