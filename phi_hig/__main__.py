@@ -167,7 +167,8 @@ def parser() -> Parser:
     run.add_argument('--truncation', type=float, help='truncation of every method that has one (HIG, GN)')
     run.add_argument('--hp', action='append', metavar='METHOD.KEY=VALUE',
                      help='per-method hyperparameter, e.g. hig.kappa=-1 or sip.inverse_options.noise=0.1')
-    run.add_argument('--checkpoint-every', type=int, help='checkpoint cadence in steps (needs --out)')
+    run.add_argument('--checkpoint-every', type=int,
+                     help='checkpoint every N steps, at most every 0.25 s, and when a method ends (needs --out)')
     run.add_argument('--resume', action='store_true', help='continue from the checkpoints in --out')
     sweep = sub.add_parser('sweep', help='grid over any hyperparameters of one method (e.g. κ, β, τ of HIG: '
                                          'Schnell, Holl & Thuerey 2022, appendix C)')

@@ -331,7 +331,8 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
         device: where networks and data live.
         progress: print a progress line to stderr every few seconds.
         out: if given, write checkpoints there (with ``checkpoint_every``) and read them with ``resume``.
-        checkpoint_every: checkpoint cadence in steps.
+        checkpoint_every: checkpoint cadence in steps (at most every `MIN_CHECKPOINT_INTERVAL` s; a method's
+            last state is always written).
         resume: continue from checkpoints in ``out`` where they exist.
         threads: torch intra-op threads while training (default: the experiment's recommendation, else
             torch's current setting); restored afterwards.

@@ -55,7 +55,8 @@ class RunSpec:
         device: torch device string.
         threads: torch intra-op threads while training (None: the experiment's recommendation).
         out: output folder, or None.
-        checkpoint_every: checkpoint cadence in steps (needs ``out``), or None.
+        checkpoint_every: checkpoint cadence in steps (needs ``out``), or None; the runner also keeps
+            `phi_hig.runner.MIN_CHECKPOINT_INTERVAL` seconds between two and always writes a method's last state.
         resume: continue from the checkpoints in ``out``.
         world_size: number of training processes (1: this runner).
     """
