@@ -136,20 +136,22 @@ def _signature_check(fn, name: str, preset: str, settings: Mapping) -> dict:
 def check_settings(name: str, preset: str, settings: Optional[Mapping] = None, factory=None) -> dict:
     """The parsed settings of experiment ``name`` with ``preset``; `InvalidInputError` naming a bad one.
 
-    Registered experiments go through `phi_hig.experiments.validate_settings`; ``factory`` (a user's own
-    experiment factory, e.g. offered by the dashboard) is checked against its signature.
+    Registered experiments go through `phi_hig.experiments.validate_settings` (the experiments' own rule, presets
+    included); ``factory`` (a user's own experiment factory, e.g. offered by the dashboard) is checked against
+    `PRESETS` and its signature.
     """
     settings = dict(settings or {})
+    if factory is None:
+        from . import experiments
+        validate = getattr(experiments, 'validate_settings', None)
+        if validate is not None:
+            return validate(name, preset, settings)
+        # FALLBACK until worker "floor"'s experiments.validate_settings lands: delete from here to the end of
+        # the function's registry branch then.
+        factory = experiments.factory(name)
     if preset not in PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r} of experiment {name!r}; presets: {', '.join(PRESETS)}")
-    if factory is not None:
-        return _signature_check(factory, name, preset, settings)
-    from . import experiments
-    validate = getattr(experiments, 'validate_settings', None)
-    if validate is not None:
-        return validate(name, preset, settings)
-    # FALLBACK until worker "floor"'s experiments.validate_settings lands: delete these two lines then.
-    return _signature_check(experiments.factory(name), name, preset, settings)
+    return _signature_check(factory, name, preset, settings)
 
 
 def build_experiment(name: str, preset: str = 'paper', settings: Optional[Mapping] = None, factory=None):
