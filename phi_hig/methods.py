@@ -140,7 +140,8 @@ _CLIP = Hyperparameter('clip', None, 'float', nullable=True)
 
 
 def inverse_choices(experiment) -> Dict[str, object]:
-    """The experiment's SIP inverses by key ('default' first), each with ``solve``, ``options``, ``check``."""
+    """The experiment's SIP inverses by key ('default' first): `experiments.base.Inverse` objects (``solve``,
+    ``options``, ``check``), or bare callables (an inverse without options)."""
     inverses = dict(getattr(experiment, 'inverses', None) or {})
     default = experiment.inverse
     if default is not None and 'default' not in inverses:
@@ -148,14 +149,7 @@ def inverse_choices(experiment) -> Dict[str, object]:
         # was an attribute of its own and inverses held plain callables. Delete once every experiment has
         # `inverses['default']`.
         inverses = {'default': default, **inverses}
-    return {k: v if hasattr(v, 'solve') else _PlainInverse(v) for k, v in inverses.items()}
-
-
-class _PlainInverse:
-    """An inverse given as a bare callable: no options (the pre-`Inverse` experiments)."""
-
-    def __init__(self, solve):
-        self.solve, self.options, self.check = solve, {}, None
+    return inverses
 
 
 def _experiment_defaults(experiment, method: str) -> dict:
@@ -194,7 +188,7 @@ def hyperparameter_spec(experiment, method: str, inverse: Optional[str] = None) 
         choices = inverse_choices(experiment)
         spec['inverse'] = Hyperparameter('inverse', 'default', 'choice', choices=tuple(choices))
         chosen = choices.get(inverse or defaults.get('inverse') or 'default')
-        for name, value in (chosen.options if chosen is not None else {}).items():
+        for name, value in dict(getattr(chosen, 'options', None) or {}).items():
             key = f'inverse_options.{name}'
             kind, nullable, length = _kind(inspect.Parameter.empty, value)
             if isinstance(value, int) and not isinstance(value, bool):
@@ -282,7 +276,7 @@ def _check_ranges(experiment, method: str, base: str, hyper: dict) -> None:
         chosen = inverse_choices(experiment).get(hyper['inverse'])
         if chosen is None:
             raise InvalidInputError(f"{method}: experiment {experiment.name!r} has no SIP inverse")
-        if chosen.check is not None:
+        if getattr(chosen, 'check', None) is not None:
             try:
                 chosen.check(dict(hyper['inverse_options']))
             except InvalidInputError as err:
@@ -312,6 +306,8 @@ class Method:
         base: the base method (one of `METHODS`).
         hyper: the validated hyperparameters in use (`validate_hyperparameters`).
         optimizer: the underlying ``torch.optim.Optimizer`` (checkpointed by the runner).
+        inverse: for SIP, the experiment's inverse (an `experiments.base.Inverse` or a bare callable), called
+            with the ``inverse_options`` hyperparameter.
         last_info: diagnostics of the last step (a `HIGStepInfo` for hig/gn, else None).
     """
 
@@ -357,7 +353,8 @@ class Method:
         if self.base == 'sip':
             from .sip import sip_step
             optimizer = self.optimizer if self.clip is None else _Clipped(self.optimizer, self.net, self.clip)
-            result = sip_step(self.net, optimizer, inputs, targets, (self.simulate, self.inverse.solve),
+            solve = getattr(self.inverse, 'solve', self.inverse)  # an `Inverse`, or a bare callable
+            result = sip_step(self.net, optimizer, inputs, targets, (self.simulate, solve),
                               loss=self.loss, inverse_options=dict(self.hyper.get('inverse_options') or {}))
             physics_loss = _mean_value(result.physics_loss)
             if not math.isfinite(physics_loss):
