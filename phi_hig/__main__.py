@@ -116,24 +116,28 @@ def cmd_sweep(args) -> int:
     out = args.out or os.path.join('runs', f'sweep_{args.experiment}')
     args.out = out
     specs = [_spec(args, [args.method], overrides={args.method: point}) for point in points]  # all refused first
+    reserved = ('experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss', 'status', 'flags')
+    column = {k: f'hp_{k}' if k in reserved else k for k in keys}  # e.g. HIG's own 'method' hyperparameter
     rows, records = [], []
     for point, spec in zip(points, specs):
         label = ' '.join(f'{k}={_label(v)}' for k, v in point.items())
         result = run(spec, progress=not args.quiet)
         final = result.summary['final'][args.method]
+        swept = {column[k]: v for k, v in point.items()}
         rows.append(dict(experiment=spec.name, method=args.method, step=final['steps'],
                          wall_time=final['train_seconds'], train_loss=float('nan'),
-                         test_loss=final.get('test_loss', float('nan')), **point, status=final['status'],
+                         test_loss=final.get('test_loss', float('nan')), **swept, status=final['status'],
                          flags=' '.join(final['flags'])))
-        records += [dict(r, method=label, **point) for r in result.records]
+        records += [dict(r, method=label, **swept) for r in result.records]
     print(' '.join(f'{k:>12}' for k in keys) + f" {'test loss':>11}  status")
     for r in rows:
-        print(' '.join(f'{_label(r[k]):>12}' for k in keys) + f" {r['test_loss']:>11.3e}  {r['status']}"
+        print(' '.join(f'{_label(r[column[k]]):>12}' for k in keys) + f" {r['test_loss']:>11.3e}  {r['status']}"
               + (f" [{r['flags']}]" if r['flags'] else ''))
     os.makedirs(out, exist_ok=True)
     write_metrics_csv(rows, os.path.join(out, 'sweep.csv'))
     write_metrics_csv(records, os.path.join(out, 'metrics.csv'))
-    sweep_figure(rows, grid, os.path.join(out, 'sweep.png'), f'{specs[0].name}/{args.method}')
+    sweep_figure(rows, {column[k]: v for k, v in grid.items()}, os.path.join(out, 'sweep.png'),
+                 f'{specs[0].name}/{args.method}')
     print(f"wrote {out}/sweep.csv, metrics.csv, sweep.png")
     return 0
 
