@@ -318,7 +318,7 @@ class CheckpointWriter:
         (packed); serializing and writing happen in the background."""
         self.last_submit = time.perf_counter()
         blob = _content(ck)
-        lines = [json.dumps(r) for r in new_records]
+        lines = [json.dumps(r, default=float) for r in new_records]  # NumPy scalars as floats
         with self._cond:
             self._raise()
             self._blob = blob
