@@ -13,10 +13,9 @@ v_error.png and table1.json to runs/fluid/.
 import json
 import os
 
-import torch
-
 import phi_hig
 from phi_hig import experiments, report
+from phi_hig.checkpoint import read_checkpoint
 from phi_hig.demo import demo_parser
 from phi_hig.tables import timing_table
 
@@ -38,7 +37,7 @@ def main(argv=None):
     print(experiment.description)
     if args.table_from:
         net = experiment.make_net()
-        net.load_state_dict(torch.load(args.table_from, weights_only=False)['net'])
+        net.load_state_dict(read_checkpoint(args.table_from).net)  # weights_only: a checkpoint runs no code
         return _table(experiment, net, args)
     result = phi_hig.train(experiment, args.methods, steps=args.steps if args.steps or args.seconds else 20,
                            seconds=args.seconds, seed=args.seed, eval_every=args.eval_every)

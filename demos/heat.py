@@ -1,4 +1,4 @@
-"""Heat equation (seed 003 §3.3): Adam and SGD through the diffusion vs SIP with the Bayesian-damped inverse,
+"""Heat equation (Holl, Koltun & Thuerey 2021, §3.3): Adam and SGD through the diffusion vs SIP with the Bayesian-damped inverse,
 and SIP with L-BFGS-B (n iterations) as the inverse.
 
     python demos/heat.py                                          # 64 × 64, batch 128 (the paper)

@@ -1,4 +1,4 @@
-"""Single-parameter optimization sin(a/x) = −1 (seed 003 §3.1, Fig. 2): supervised, Adam with clipped physics
+"""Single-parameter optimization sin(a/x) = −1 (Holl, Koltun & Thuerey 2021, §3.1, Fig. 2): supervised, Adam with clipped physics
 gradient, SIP with clipped Newton, SIP with the inverse gradient, SIP with the analytic closest minimum.
 
     python demos/sine.py                   # 5000 steps per method, batch 1000

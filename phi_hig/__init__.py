@@ -22,6 +22,8 @@ _LAZY = {
     'experiments': ('.experiments', None),
     'train': ('.runner', 'train'),
     'RunControl': ('.runner', 'RunControl'),
+    'RunSpec': ('.spec', 'RunSpec'),
+    'run_spec': ('.spec', 'run_spec'),
     'sip_loss': ('.sip', 'sip_loss'),
     'sip_step': ('.sip', 'sip_step'),
 }
@@ -41,4 +43,4 @@ def __getattr__(name):
 __all__ = ['__version__', 'half_inverse', 'HIG', 'hig_step', 'per_sample_jacobian', 'gram',
            'physics_jacobian', 'PhiHigError', 'InvalidInputError', 'JacobianTooLargeError',
            'NonFiniteStepError', 'HIGUsageError', 'physics', 'sip', 'inverses', 'sip_loss', 'sip_step',
-           'experiments', 'train', 'RunControl']
+           'experiments', 'train', 'RunControl', 'RunSpec', 'run_spec']

@@ -37,19 +37,7 @@ def demo_parser(doc: str, name: str, *, quiet: bool = False, **defaults) -> argp
     parser.add_argument('--out', default=f'runs/{name}', help='output folder')
     if quiet:
         parser.add_argument('--quiet', action='store_true', help='no progress lines')
-    parser.add_argument('--gui', action=_OpenDashboard, experiment=name,
+    from .gui import LaunchAction  # the dashboard's own flag; phi_hig.gui imports no dash until it serves
+    parser.add_argument('--gui', action=LaunchAction, experiment=name,
                         help='open the live dashboard on this experiment instead (until Ctrl-C)')
     return parser
-
-
-class _OpenDashboard(argparse.Action):
-    """``--gui``: serve the dashboard with ``experiment`` preselected (`phi_hig.gui.launch`), then exit."""
-
-    def __init__(self, option_strings, dest, experiment: str, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
-        self.experiment = experiment
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from .gui import launch
-        launch(self.experiment)
-        parser.exit()

@@ -1,18 +1,29 @@
 """Run outputs: metrics CSV, summary JSON and loss-curve figures (matplotlib, headless), and reports.
 
-`write_run` writes a run directory (``metrics.csv``, ``summary.json``, ``curves.png``); `write_report` (the
-command ``python -m phi_hig report DIR``) turns one into paper-style figures and a Markdown summary table.
+`write_run` writes a run directory (``metrics.csv``, ``summary.json``, ``curves.png``; the first two
+atomically, `phi_hig.files.atomic_write`); `write_report` (the command ``python -m phi_hig report DIR``) turns
+one into paper-style figures and a Markdown summary table; `sweep_figure` draws a hyperparameter sweep.
+`pyplot` is matplotlib's pyplot on a headless backend, for every figure phi_hig draws.
+
+Methods the runner flagged (``summary['final'][m]['flags']``: the training loss grew 10×, fewer than 10 steps
+in the time budget, diverged) get no ratios: their row says why instead.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
-from typing import Iterable, List
+import re
+import sys
+from typing import List
 
-__all__ = ['print_table', 'write_run', 'write_metrics_csv', 'plot_curves', 'read_run', 'summary_rows', 'write_report', 'main',
-           'pyplot']
+from .errors import InvalidInputError
+from .files import atomic_write, remove_stale_temporaries
+
+__all__ = ['print_table', 'write_run', 'write_metrics_csv', 'pyplot', 'plot_curves', 'sweep_figure', 'read_run',
+           'summary_rows', 'write_report', 'main', 'REPORT_FILES']
 
 BASE_COLUMNS = ['experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss']
 
@@ -22,15 +33,16 @@ def write_metrics_csv(records: List[dict], path: str) -> None:
     extra = []
     for r in records:
         extra += [k for k in r if k not in BASE_COLUMNS and k not in extra]
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=BASE_COLUMNS + extra, restval='')
-        writer.writeheader()
-        for r in records:
-            writer.writerow({k: ('' if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+    text = io.StringIO(newline='')
+    writer = csv.DictWriter(text, fieldnames=BASE_COLUMNS + extra, restval='')
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: ('' if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+    atomic_write(path, text.getvalue())
 
 
 def pyplot():
-    """`matplotlib.pyplot`, switched to the headless Agg backend unless a file backend is active (no window opens)."""
+    """``matplotlib.pyplot``, switched to the headless Agg backend unless a file backend is active."""
     import matplotlib
     if matplotlib.get_backend().lower() not in ('agg', 'pdf', 'svg'):
         matplotlib.use('Agg', force=True)
@@ -64,19 +76,70 @@ def plot_curves(records: List[dict], path: str, key: str = 'test_loss', title: s
     plt.close(fig)
 
 
+def _axis_label(v) -> str:
+    return f'{v:g}' if isinstance(v, float) else str(v)
+
+
+def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: str = 'test_loss') -> None:
+    """The final ``key`` of a hyperparameter sweep: a line over the one swept key with several values, or a
+    heat map over the first two such keys (log10 colour) with one panel per value of a third (first 12).
+
+    Args:
+        rows: one dict per grid point with the swept keys and ``key`` (a flagged point: NaN, drawn empty).
+        grid: swept key -> its values, in sweep order.
+        path: PNG file.
+        title: figure title.
+    """
+    import itertools
+    import numpy as np
+    plt = pyplot()
+    varied = [k for k, values in grid.items() if len(values) > 1] or list(grid)[:1]
+    value = {tuple(r[k] for k in varied): r.get(key, float('nan')) for r in rows}
+    if len(varied) == 1:
+        xs = grid[varied[0]]
+        ys = [value.get((x,), float('nan')) for x in xs]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in xs)
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.plot(xs if numeric else range(len(xs)), ys, 'o-')
+        if numeric and max(xs) > 10 * min(xs):
+            ax.set_xscale('log')
+        if not numeric:
+            ax.set_xticks(range(len(xs)), [_axis_label(x) for x in xs])
+        if all(_finite(y) and y > 0 for y in ys):
+            ax.set_yscale('log')
+        ax.set(xlabel=varied[0], ylabel=f"final {key.replace('_', ' ')}", title=title)
+    else:
+        kx, ky, rest = varied[0], varied[1], varied[2:]
+        panels = list(itertools.product(*(grid[k] for k in rest)))[:12]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+        for ax, fixed in zip(axes[0], panels):
+            image = np.full((len(grid[ky]), len(grid[kx])), np.nan)
+            for i, y in enumerate(grid[ky]):
+                for j, x in enumerate(grid[kx]):
+                    v = value.get((x, y) + tuple(fixed), float('nan'))
+                    image[i, j] = math.log10(v) if _finite(v) and v > 0 else np.nan
+            im = ax.imshow(image, origin='lower', aspect='auto', cmap='viridis')
+            ax.set_xticks(range(len(grid[kx])), [_axis_label(x) for x in grid[kx]])
+            ax.set_yticks(range(len(grid[ky])), [_axis_label(y) for y in grid[ky]])
+            where = ', '.join(f'{k} = {_axis_label(v)}' for k, v in zip(rest, fixed))
+            ax.set(xlabel=kx, ylabel=ky, title=f'{title}' + (f', {where}' if where else ''))
+            fig.colorbar(im, ax=ax, label=f"log10 final {key.replace('_', ' ')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_run(result, out: str) -> None:
     """Write ``out/metrics.csv``, ``out/summary.json`` and ``out/curves.png`` for a `RunResult`."""
     os.makedirs(out, exist_ok=True)
+    for name in ('metrics.csv', 'summary.json'):
+        remove_stale_temporaries(os.path.join(out, name))  # of a write a kill interrupted
     write_metrics_csv(result.records, os.path.join(out, 'metrics.csv'))
-    with open(os.path.join(out, 'summary.json'), 'w') as f:
-        json.dump(result.summary, f, indent=2, default=float)
+    atomic_write(os.path.join(out, 'summary.json'), json.dumps(result.summary, indent=2, default=float))
     plot_curves(result.records, os.path.join(out, 'curves.png'), title=result.summary.get('experiment', ''))
 
 
 # --- reports of run directories ---------------------------------------------------------------------------------
-import re
-import sys
-
 REPORT_FILES = ('report.md', 'report_loss.png', 'report_final.png', 'report_metrics.png', 'report_trajectory.png')
 """Files `write_report` may write (the last three only when there is something to show)."""
 
@@ -100,25 +163,37 @@ def read_run(path: str) -> tuple:
 
     Raises:
         FileNotFoundError: when ``path`` is not a directory or has no ``metrics.csv``.
+        InvalidInputError: naming the file, when ``metrics.csv`` or ``summary.json`` is unreadable or malformed.
     """
-    from .errors import InvalidInputError
     if not os.path.isdir(path):
         raise FileNotFoundError(f"run directory {path!r} does not exist")
     csv_path = os.path.join(path, 'metrics.csv')
     if not os.path.exists(csv_path):
         raise FileNotFoundError(f"{path!r} has no metrics.csv (write one with `python -m phi_hig run ... --out DIR`)")
-    with open(csv_path, newline='') as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ('method', 'step') if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InvalidInputError(f"{csv_path}: missing columns {missing}")
-        records = [{k: (v if k in ('experiment', 'method', 'status') else _number(v)) for k, v in row.items()}
-                   for row in reader]
+    try:
+        with open(csv_path, newline='') as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ('method', 'step') if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InvalidInputError(f"{csv_path}: missing columns {missing}")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InvalidInputError(f"{csv_path} is unreadable ({type(err).__name__}: {err})") from None
+    for i, row in enumerate(rows):
+        if None in row or any(v is None for v in row.values()):
+            raise InvalidInputError(f"{csv_path} is malformed: row {i + 2} has more or fewer cells than the header")
+    records = [{k: (v if k in ('experiment', 'method', 'status', 'flags') else _number(v)) for k, v in row.items()}
+               for row in rows]
     summary = {}
     summary_path = os.path.join(path, 'summary.json')
     if os.path.exists(summary_path):
-        with open(summary_path) as f:
-            summary = json.load(f)
+        try:
+            with open(summary_path) as f:
+                summary = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise InvalidInputError(f"{summary_path} is unreadable ({type(err).__name__}: {err})") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get('final', {}), dict):
+            raise InvalidInputError(f"{summary_path} is malformed: not a phi_hig run summary")
     return records, summary
 
 
@@ -130,10 +205,15 @@ def _methods(records, summary) -> list:
     return list(summary.get('methods') or dict.fromkeys(r['method'] for r in records))
 
 
+_NOTES = {'loss_grew': 'training loss grew 10×', 'few_steps': 'fewer than 10 steps', 'diverged': 'diverged',
+          'failed': 'failed'}
+
+
 def summary_rows(records: List[dict], summary: dict, baseline: str = None, key: str = 'test_loss') -> List[dict]:
-    """One row per method: status, steps, training seconds, seconds per step, final and best ``key``, and the
-    ratios of the final value and of the time per step to the baseline method (``adam`` if present, else the
-    first)."""
+    """One row per method: status, batch size, steps, training seconds, seconds per step, final and best
+    ``key``, the runner's flags with a ``note``, and the ratios of the final value and of the time per step to
+    the baseline method (``adam`` if present, else the first). A flagged method's ratios, and every ratio to a
+    flagged baseline, are NaN: its numbers are not comparable as they stand."""
     methods = _methods(records, summary)
     if not methods:
         return []
@@ -150,10 +230,19 @@ def summary_rows(records: List[dict], summary: dict, baseline: str = None, key: 
         per_step = f.get('seconds_per_step', seconds / steps if steps else float('nan'))
         last = f.get(key, values[-1] if values else float('nan')) if key == 'test_loss' else \
             (values[-1] if values else float('nan'))
-        rows.append(dict(method=m, status=f.get('status', ''), steps=steps, train_seconds=seconds,
-                         seconds_per_step=per_step, final=last, best=min(values) if values else float('nan')))
+        flags = list(f.get('flags') or [])
+        rows.append(dict(method=m, status=f.get('status', ''), batch_size=f.get('batch_size', float('nan')),
+                         steps=steps, train_seconds=seconds, seconds_per_step=per_step, final=last,
+                         best=min(values) if values else float('nan'), flags=flags,
+                         note='; '.join(_NOTES.get(c, c) for c in flags)))
     base = next((r for r in rows if r['method'] == baseline), None)
+    if base is not None and base['flags']:
+        base = None
     for r in rows:
+        if r['flags']:
+            r['ratio'] = r['time_ratio'] = float('nan')
+            r['baseline'] = baseline
+            continue
         ok = base is not None and _finite(base['final']) and base['final'] != 0 and _finite(r['final'])
         r['ratio'] = r['final'] / base['final'] if ok else float('nan')
         ok = base is not None and _finite(base['seconds_per_step']) and base['seconds_per_step'] > 0 and \
@@ -167,143 +256,6 @@ def _fmt(v, spec: str = '.3e') -> str:
     if isinstance(v, str):
         return v
     return format(v, spec) if _finite(v) else '–'
-
-
-def _smooth(values, window: int):
-    import numpy as np
-    v = np.asarray(values, dtype=float)
-    if window <= 1 or v.size < 2 * window:
-        return v
-    kernel = np.ones(window) / window
-    padded = np.concatenate([np.full(window - 1, v[0]), v])
-    return np.convolve(padded, kernel, mode='valid')
-
-
-def _method_colors(methods):
-    palette = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf']
-    return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
-
-
-def _plot_loss(records, methods, path, key, title):
-    plt = pyplot()
-    colors = _method_colors(methods)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    drawn = False
-    for m in methods:
-        mine = [r for r in records if r['method'] == m]
-        train = [(r['step'], r['wall_time'], r['train_loss']) for r in mine
-                 if _finite(r.get('train_loss')) and r['train_loss'] > 0]
-        test = [(r['step'], r['wall_time'], r[key]) for r in mine if _finite(r.get(key)) and r[key] > 0]
-        if train and key == 'test_loss':
-            s, t, v = zip(*train)
-            sm = _smooth(v, max(1, len(v) // 50))
-            axes[0].plot(s, sm, color=colors[m], alpha=0.3, lw=1)
-            axes[1].plot(t, sm, color=colors[m], alpha=0.3, lw=1)
-        if test:
-            s, t, v = zip(*test)
-            axes[0].plot(s, v, color=colors[m], lw=2, label=m)
-            axes[1].plot(t, v, color=colors[m], lw=2, label=m)
-            drawn = True
-    for ax, xlabel in zip(axes, ['step', 'training wall time [s]']):
-        ax.set_yscale('log')
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(key.replace('_', ' '))
-        ax.grid(True, which='both', alpha=0.25)
-        for side in ('top', 'right'):
-            ax.spines[side].set_visible(False)
-    if drawn:
-        axes[0].legend(frameon=False)
-    fig.suptitle(title + ('  (thin: smoothed training loss)' if key == 'test_loss' else ''), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-
-
-def _plot_final(rows, path, key, title):
-    plt = pyplot()
-    rows = [r for r in rows if _finite(r['final']) and r['final'] > 0]
-    if not rows:
-        return False
-    colors = _method_colors([r['method'] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4))
-    bars = ax.bar([r['method'] for r in rows], [r['final'] for r in rows],
-                  color=[colors[r['method']] for r in rows])
-    ax.set_yscale('log')
-    ax.set_ylabel(f'final {key.replace("_", " ")}')
-    for b, r in zip(bars, rows):
-        label = f"×{r['ratio']:.2g}" if _finite(r['ratio']) else ''
-        ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha='center', va='bottom', fontsize=8)
-    for side in ('top', 'right'):
-        ax.spines[side].set_visible(False)
-    ax.set_title(f"{title}: ratio to {rows[0]['baseline']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return True
-
-
-def _metric_columns(records) -> list:
-    skip = set(BASE_COLUMNS) | {'status'}
-    cols = []
-    for r in records:
-        cols += [k for k, v in r.items() if k not in skip and k not in cols and _finite(v)]
-    # per-unit diagnostics (h3_mean, …) are many and say little one by one: list them last
-    return sorted(cols, key=lambda c: (bool(re.search(r'\d+_', c)), cols.index(c)))
-
-
-def _plot_metrics(records, methods, cols, path, title, max_panels=9):
-    plt = pyplot()
-    cols = cols[:max_panels]
-    if not cols:
-        return []
-    colors = _method_colors(methods)
-    n = len(cols)
-    ncols = min(3, n)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows), squeeze=False)
-    for ax, c in zip(axes.ravel(), cols):
-        for m in methods:
-            pts = [(r['step'], r[c]) for r in records if r['method'] == m and _finite(r.get(c))]
-            if pts:
-                s, v = zip(*pts)
-                ax.plot(s, v, color=colors[m], lw=1.5, label=m)
-        ax.set_title(c, fontsize=9)
-        ax.set_xlabel('step', fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(True, alpha=0.25)
-    for ax in axes.ravel()[n:]:
-        ax.axis('off')
-    axes.ravel()[0].legend(fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return cols
-
-
-def _plot_trajectory(records, methods, path, title):
-    """The y-space path of the first held-out sample (HIG paper, Figure 1 right), when the run recorded it."""
-    plt = pyplot()
-    colors = _method_colors(methods)
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    drawn = False
-    for m in methods:
-        pts = [(r['sample_y1'], r['sample_y2']) for r in records
-               if r['method'] == m and _finite(r.get('sample_y1')) and _finite(r.get('sample_y2'))]
-        if len(pts) > 1:
-            y1, y2 = zip(*pts)
-            ax.plot(y1, y2, '.-', color=colors[m], lw=1, ms=3, label=m)
-            ax.plot(y1[-1:], y2[-1:], 'o', color=colors[m])
-            drawn = True
-    ax.set_xlabel('$y_1$')
-    ax.set_ylabel('$y_2$')
-    ax.set_title(f'{title}: first held-out sample in y space', fontsize=9)
-    ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    if drawn:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return drawn
 
 
 def write_report(path: str, out: str = None, baseline: str = None, key: str = 'test_loss') -> str:
@@ -328,7 +280,7 @@ def write_report(path: str, out: str = None, baseline: str = None, key: str = 't
         FileNotFoundError: no such run directory / no metrics.csv.
         InvalidInputError: unknown baseline method or loss column.
     """
-    from .errors import InvalidInputError
+    from . import report_figures as rf
     records, summary = read_run(path)
     out = out or path
     os.makedirs(out, exist_ok=True)
@@ -340,16 +292,16 @@ def write_report(path: str, out: str = None, baseline: str = None, key: str = 't
     rows = summary_rows(records, summary, baseline, key)
     name = summary.get('experiment') or (records[0].get('experiment') if records else '') or os.path.basename(
         os.path.abspath(path))
-    _plot_loss(records, methods, os.path.join(out, 'report_loss.png'), key, name)
+    rf.plot_loss(records, methods, os.path.join(out, 'report_loss.png'), key, name)
     figures = ['report_loss.png']
-    if _plot_final(rows, os.path.join(out, 'report_final.png'), key, name):
+    if rf.plot_final(rows, os.path.join(out, 'report_final.png'), key, name):
         figures.append('report_final.png')
-    cols = _metric_columns(records)
-    shown = _plot_metrics(records, methods, cols, os.path.join(out, 'report_metrics.png'), name)
+    cols = rf.metric_columns(records)
+    shown = rf.plot_metrics(records, methods, cols, os.path.join(out, 'report_metrics.png'), name)
     if shown:
         figures.append('report_metrics.png')
     if 'sample_y1' in cols and 'sample_y2' in cols and \
-            _plot_trajectory(records, methods, os.path.join(out, 'report_trajectory.png'), name):
+            rf.plot_trajectory(records, methods, os.path.join(out, 'report_trajectory.png'), name):
         figures.append('report_trajectory.png')
 
     base = rows[0]['baseline'] if rows else ''
@@ -365,13 +317,19 @@ def write_report(path: str, out: str = None, baseline: str = None, key: str = 't
     if facts:
         lines.append('; '.join(facts) + '.')
     lines += ['', f"## Final values (ratios to `{base}`)", '',
-              f"| method | status | steps | train time [s] | time / step [ms] | time / step ratio | final {key} | "
-              f"ratio | best {key} |",
-              '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+              f"| method | status | batch | steps | train time [s] | time / step [ms] | time / step ratio | "
+              f"final {key} | ratio | best {key} |",
+              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
-        lines.append(f"| {r['method']} | {r['status'] or '–'} | {r['steps']} | {_fmt(r['train_seconds'], '.2f')} | "
-                     f"{_fmt(r['seconds_per_step'] * 1e3 if _finite(r['seconds_per_step']) else r['seconds_per_step'], '.3g')} | "
-                     f"{_fmt(r['time_ratio'], '.2f')} | {_fmt(r['final'])} | {_fmt(r['ratio'], '.3g')} | {_fmt(r['best'])} |")
+        ratio = f"not compared: {r['note']}" if r['flags'] else _fmt(r['ratio'], '.3g')
+        per_step = r['seconds_per_step'] * 1e3 if _finite(r['seconds_per_step']) else r['seconds_per_step']
+        lines.append(f"| {r['method']} | {r['status'] or '–'} | {_fmt(r['batch_size'], 'd')} | {r['steps']} | "
+                     f"{_fmt(r['train_seconds'], '.2f')} | {_fmt(per_step, '.3g')} | "
+                     f"{'–' if r['flags'] else _fmt(r['time_ratio'], '.2f')} | {_fmt(r['final'])} | {ratio} | "
+                     f"{_fmt(r['best'])} |")
+    notes = [w for m in methods for w in (summary.get('final', {}).get(m, {}).get('warnings') or [])]
+    if notes:
+        lines += ['', '## Warnings', ''] + [f'- {w}' for w in notes]
     hyper = summary.get('hyperparameters') or {}
     if hyper:
         lines += ['', '## Hyperparameters', '']
@@ -393,8 +351,7 @@ def write_report(path: str, out: str = None, baseline: str = None, key: str = 't
     if versions:
         lines += ['## Versions', '', ', '.join(f'{k} {v}' for k, v in versions.items()), '']
     md = os.path.join(out, 'report.md')
-    with open(md, 'w') as f:
-        f.write('\n'.join(lines).rstrip() + '\n')
+    atomic_write(md, '\n'.join(lines).rstrip() + '\n')
     return md
 
 
@@ -407,17 +364,25 @@ def _run_dirs(path: str) -> list:
                   if os.path.exists(os.path.join(path, d, 'metrics.csv')))
 
 
+def print_table(lines: List[str], path: str) -> None:
+    """Print the lines of a plain-text results table and write them to ``path``."""
+    text = '\n'.join(lines)
+    print(text)
+    with open(path, 'w') as f:
+        f.write(text + '\n')
+
+
 def main(argv=None) -> int:
     """``python -m phi_hig report DIR [--out OUT] [--baseline METHOD] [--key COLUMN]``.
 
     DIR is a run directory (``metrics.csv`` + ``summary.json``) or a folder of them (each gets its report,
-    and DIR an ``index.md``).
+    and DIR an ``index.md``). Every run is read before any report is written: an unreadable or malformed file
+    is exit code 2 with one line ``phi_hig: error: …`` naming it, and nothing written.
     """
-    import argparse
-    from .errors import InvalidInputError
-    p = argparse.ArgumentParser(prog='python -m phi_hig report',
-                                description='Paper-style figures (PNG) and a Markdown summary table of a run '
-                                            'directory written by `python -m phi_hig run ... --out DIR`.')
+    from .cli import Parser, report_error
+    p = Parser(prog='python -m phi_hig report',
+               description='Paper-style figures (PNG) and a Markdown summary table of a run directory written '
+                           'by `python -m phi_hig run ... --out DIR`.')
     p.add_argument('dir', help='run directory, or a folder of run directories')
     p.add_argument('--out', help='where to write (default: the run directory itself)')
     p.add_argument('--baseline', help='method the ratios refer to (default adam if present, else the first)')
@@ -425,39 +390,31 @@ def main(argv=None) -> int:
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     runs = _run_dirs(args.dir)
     if not runs:
-        print(f"error: {args.dir!r} is not a run directory (no metrics.csv in it or in its subfolders)",
-              file=sys.stderr)
-        return 2
+        return report_error(f"{args.dir!r} is not a run directory (no metrics.csv in it or in its subfolders)")
+    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+        return report_error(f"--out {args.out!r} is an existing file, not a folder")
     written = []
     try:
-        for run in runs:
+        tables = {run: read_run(run) for run in runs}  # refuse before writing anything
+        for run, (records, summary) in tables.items():
             out = args.out if len(runs) == 1 else (os.path.join(args.out, os.path.basename(run)) if args.out else None)
             md = write_report(run, out, args.baseline, args.key)
             written.append(md)
-            records, summary = read_run(run)
             print(f"{md}")
             for r in summary_rows(records, summary, args.baseline, args.key):
-                print(f"  {r['method']:<10} steps {r['steps']:>7}  {_fmt(r['seconds_per_step'], '.2e')} s/step  "
-                      f"final {_fmt(r['final'])}  ratio {_fmt(r['ratio'], '.3g')}")
+                ratio = f"not compared: {r['note']}" if r['flags'] else f"ratio {_fmt(r['ratio'], '.3g')}"
+                print(f"  {r['method']:<10} batch {_fmt(r['batch_size'], 'd'):>6}  steps {r['steps']:>7}  "
+                      f"{_fmt(r['seconds_per_step'], '.2e')} s/step  final {_fmt(r['final'])}  {ratio}")
     except (InvalidInputError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_error(err)
     if len(runs) > 1:
         index = os.path.join(args.out or args.dir, 'index.md')
-        with open(index, 'w') as f:
-            f.write('# Reports\n\n' + ''.join(f"- [{os.path.basename(os.path.dirname(m))}]"
-                                              f"({os.path.relpath(m, os.path.dirname(index))})\n" for m in written))
+        atomic_write(index, '# Reports\n\n' + ''.join(f"- [{os.path.basename(os.path.dirname(m))}]"
+                                                      f"({os.path.relpath(m, os.path.dirname(index))})\n"
+                                                      for m in written))
         print(index)
     return 0
 
 
 if __name__ == '__main__':
     sys.exit(main())
-
-
-def print_table(lines: List[str], path: str) -> None:
-    """Print the lines of a plain-text results table and write them to ``path``."""
-    text = '\n'.join(lines)
-    print(text)
-    with open(path, 'w') as f:
-        f.write(text + '\n')

@@ -3,27 +3,49 @@
 Every method starts from the same initial weights (one network built after seeding, deep-copied per
 method) and consumes the same ordered data stream (`DataStream`) at its own batch size. Training time is
 measured around the update steps only; evaluation on the held-out set happens before the first update and
-then every ``eval_every`` steps, outside the timed region. Runs checkpoint and resume exactly.
+then every ``eval_every`` steps, outside the timed region. What to run is a validated `RunSpec`
+(`phi_hig.spec.run_spec`), refused before anything trains; checkpoints (`phi_hig.checkpoint`) are atomic,
+carry the spec's identity and resume exactly.
+
+Honest results: the runner warns (`RunWarning`) and flags a method in ``summary['final'][m]['flags']`` when
+its training loss grows to 10× its first value (``'loss_grew'``), when it finishes fewer than 10 steps in
+its time budget (``'few_steps'``) and when it diverged (``'diverged'``); reports print no ratios for flagged
+methods.
 """
 from __future__ import annotations
 
 import copy
 import math
-import os
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from .checkpoint import Checkpoint, CheckpointWriter, load_for_resume
 from .errors import InvalidInputError, NonFiniteStepError
 from .experiments.base import DataStream, Experiment
 from .methods import make_method
+from .spec import RunSpec, run_spec
 
-__all__ = ['train', 'train_variants', 'RunResult', 'RunControl', 'evaluate']
+__all__ = ['train', 'run', 'train_variants', 'RunResult', 'RunControl', 'RunWarning', 'evaluate',
+           'GROWTH_LIMIT', 'MIN_STEPS']
+
+GROWTH_LIMIT = 10.0
+"""A training loss this many times its first value flags the method ('loss_grew')."""
+MIN_STEPS = 10
+"""A method with fewer steps than this in its time budget is flagged ('few_steps')."""
+MIN_CHECKPOINT_INTERVAL = 0.25
+"""Seconds at least between two checkpoints of a method (besides ``checkpoint_every`` steps): each write
+costs fsyncs and, in its background thread, hands the GIL back and forth with the training thread."""
+
+
+class RunWarning(UserWarning):
+    """A run's result should not be compared as it stands (divergence, too few steps)."""
 
 
 class RunControl:
@@ -65,12 +87,14 @@ class RunResult:
     Attributes:
         records: one dict per step and method: experiment, method, step, wall_time (training seconds so
             far), train_loss, test_loss (NaN between evaluations) and the experiment's metrics.
-        summary: settings, versions, device and the final values per method.
+        summary: settings, versions, device and the final values per method (with its batch size and flags).
         nets: the trained network per method.
+        spec: the `RunSpec` that was run.
     """
     records: List[dict]
     summary: dict
     nets: Dict[str, torch.nn.Module] = field(default_factory=dict)
+    spec: Optional[RunSpec] = None
 
     def final(self, method: str, key: str = 'test_loss') -> float:
         """Last evaluated value of ``key`` for ``method``."""
@@ -87,59 +111,96 @@ def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) ->
     with the network in eval mode (restored afterwards)."""
     inputs, targets = experiment.test_set
     device = next(net.parameters()).device
-    total, n = 0.0, 0
     was_training = net.training
     net.eval()  # batch norm: use the running statistics and leave them untouched
     try:
-        return _evaluate(experiment, net, inputs, targets, device, chunk)
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], chunk):
+                x, t = inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device)
+                z = net(x)
+                y = experiment.simulate(z) if experiment.simulate is not None else z
+                total += float(experiment.loss(y, t).sum())
+                n += x.shape[0]
+            out = {'test_loss': total / n}
+            if experiment.metrics is not None:
+                out.update(experiment.metrics(net, inputs.to(device), targets.to(device)))
+        return out
     finally:
         net.train(was_training)
 
 
-def _evaluate(experiment, net, inputs, targets, device, chunk) -> dict:
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, inputs.shape[0], chunk):
-            x, t = inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device)
-            z = net(x)
-            y = experiment.simulate(z) if experiment.simulate is not None else z
-            total += float(experiment.loss(y, t).sum())
-            n += x.shape[0]
-        out = {'test_loss': total / n}
-        if experiment.metrics is not None:
-            out.update(experiment.metrics(net, inputs.to(device), targets.to(device)))
-    return out
+class _Watch:
+    """The honesty checks of one method: training-loss growth (warned once) and too few steps."""
+
+    def __init__(self, name: str, records: List[dict]):
+        self.name, self.first, self.flags, self.notes = name, None, [], []
+        for r in records:
+            self.see(r, warn=False)
+
+    def see(self, record: dict, warn: bool = True) -> None:
+        loss = record.get('train_loss')
+        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+            return
+        if self.first is None:
+            self.first = loss
+        elif 'loss_grew' not in self.flags and loss > GROWTH_LIMIT * abs(self.first) and loss > 0:
+            self.flag('loss_grew', f"{self.name}: the training loss grew to {loss / abs(self.first):.3g}× its first "
+                                   f"value ({self.first:.3e} -> {loss:.3e}) at step {record['step']}: η may be too "
+                                   f"large (README, 'Choosing η')", warn)
+
+    def flag(self, code: str, note: str, warn: bool = True) -> None:
+        self.flags.append(code)
+        self.notes.append(note)
+        if warn:
+            warnings.warn(note, RunWarning, stacklevel=3)
 
 
-def _checkpoint_path(out: str, method: str) -> str:
-    return os.path.join(out, f'checkpoint_{method}.pt')
+def _snapshot(spec: RunSpec, identity: dict, name: str, net, method, stream, step, train_time, records) -> Checkpoint:
+    rng = dict(torch=torch.get_rng_state())
+    if torch.device(spec.device).type == 'cuda':
+        rng['cuda'] = torch.cuda.get_rng_state_all()
+    return Checkpoint(method=name, identity=identity, step=step, train_time=train_time,
+                      position=stream.position, records=len(records), net=net.state_dict(),
+                      optimizer=method.optimizer.state_dict(), rng=rng)
 
 
-def _run_method(experiment, name, net, seed, steps, seconds, eval_every, overrides, device, progress, out,
-                checkpoint_every, resume, on_record=None, control=None) -> tuple:
-    method = make_method(name, net, experiment, overrides)
+def _restore(ck: Checkpoint, net, method, stream, device) -> None:
+    net.load_state_dict(ck.net)
+    method.optimizer.load_state_dict(ck.optimizer)
+    stream.position = ck.position
+    torch.set_rng_state(ck.rng['torch'])
+    if 'cuda' in ck.rng and device.type == 'cuda':
+        torch.cuda.set_rng_state_all(ck.rng['cuda'])
+
+
+def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_record, control, writers) -> tuple:
+    experiment = spec.experiment
+    method = make_method(name, net, experiment, validated=spec.hyperparameters[name])
     batch_size = int(method.hyper['batch_size'])
-    stream = DataStream(experiment, seed)
-    torch.manual_seed(seed + 1)
-    records, step, train_time, status = [], 0, 0.0, 'ok'
-    ckpt = _checkpoint_path(out, name) if out else None
-    if resume and ckpt and os.path.exists(ckpt):
-        state = torch.load(ckpt, weights_only=False)
-        net.load_state_dict(state['net'])
-        method.optimizer.load_state_dict(state['optimizer'])
-        stream.position, step, train_time = state['position'], state['step'], state['train_time']
-        records = state['records']
-        torch.set_rng_state(state['torch_rng'])
+    stream = DataStream(experiment, spec.seed)
+    torch.manual_seed(spec.seed + 1)
+    status, step, train_time = 'ok', 0, 0.0
+    if resumed is not None:
+        ck, records = resumed
+        _restore(ck, net, method, stream, device)
+        step, train_time, unsaved = ck.step, ck.train_time, []
     else:
-        records.append(dict(experiment=experiment.name, method=name, step=0, wall_time=0.0,
-                            train_loss=float('nan'), **evaluate(experiment, net)))
+        records = [dict(experiment=experiment.name, method=name, step=0, wall_time=0.0, train_loss=float('nan'),
+                        **evaluate(experiment, net))]
+        unsaved = list(records)  # records not yet handed to the checkpoint writer
         if on_record:
             on_record(records[-1], method)
+    watch = _Watch(name, records)
+    every, identity = spec.checkpoint_every, spec.identity
+    writer = CheckpointWriter(spec.out, name, fresh=resumed is None) if every else None
+    if writer is not None:
+        writers.append(writer)  # closed (waited for) by `run` at the end: the last write overlaps what follows
     last_print = time.perf_counter()
 
     def done():
-        return (steps is not None and step >= steps) or (seconds is not None and train_time >= seconds)
-
+        return (spec.steps is not None and step >= spec.steps) or (spec.seconds is not None and
+                                                                   train_time >= spec.seconds)
     while not done():
         if control is not None and not control.proceed():
             status = f'stopped at step {step}'
@@ -151,6 +212,11 @@ def _run_method(experiment, name, net, seed, steps, seconds, eval_every, overrid
             loss = method.step(x, t)
         except NonFiniteStepError as err:
             status = f'diverged at step {step + 1}: {err}'
+            watch.flag('diverged', f"{name}: {status}", warn=False)
+            break
+        except InvalidInputError as err:
+            status = f'failed at step {step + 1}: {err}'
+            watch.flag('failed', f"{name}: {status}", warn=False)
             break
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
@@ -160,41 +226,102 @@ def _run_method(experiment, name, net, seed, steps, seconds, eval_every, overrid
                       test_loss=float('nan'))
         if method.last_info is not None:
             record['rank'] = method.last_info.rank
-        if step % eval_every == 0 or done():
+        if step % spec.eval_every == 0 or done():
             record.update(evaluate(experiment, net))
         records.append(record)
+        unsaved.append(record)
+        watch.see(record)
         if on_record:
             on_record(record, method)
-        if ckpt and checkpoint_every and step % checkpoint_every == 0:
-            save_checkpoint(ckpt, net, method, stream, step, train_time, records)
+        if writer is not None and step % every == 0 and writer.idle and \
+                time.perf_counter() - writer.last_submit >= MIN_CHECKPOINT_INTERVAL:
+            writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records), unsaved)
+            unsaved = []
         if progress and (time.perf_counter() - last_print > 2.0 or done()):
             last_print = time.perf_counter()
             test = [r['test_loss'] for r in records if not _isnan(r.get('test_loss'))][-1]
             print(f"[{experiment.name}/{name}] step {step:6d}  train {train_time:7.1f}s  "
                   f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
-    if records and _isnan(records[-1].get('test_loss')) and not status.startswith('diverged'):
-        records[-1].update(evaluate(experiment, net))
-    return records, status, method
+    if _isnan(records[-1].get('test_loss')) and not status.startswith(('diverged', 'failed')):
+        records[-1].update(evaluate(experiment, net))  # a stopped method's last state
+    if writer is not None and unsaved:
+        writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records), unsaved)
+    if status == 'ok' and spec.seconds is not None and step < MIN_STEPS and \
+            (spec.steps is None or step < spec.steps):
+        watch.flag('few_steps', f"{name}: only {step} step(s) in the time budget of {spec.seconds:g} s "
+                                f"(< {MIN_STEPS}): its final values are not comparable")
+    return records, status, method, watch
 
 
-def save_checkpoint(path, net, method, stream, step, train_time, records) -> None:
-    """Write everything a resumed run needs to continue exactly: weights, optimizer, stream, RNG, history."""
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    torch.save(dict(net=net.state_dict(), optimizer=method.optimizer.state_dict(), position=stream.position,
-                    step=step, train_time=train_time, records=records, torch_rng=torch.get_rng_state()), path)
+def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] = None,
+        control: Optional[RunControl] = None, initial_state: Optional[dict] = None) -> RunResult:
+    """Run a validated `RunSpec`: each method from the same initial weights on the same data stream.
+
+    With ``spec.resume``, every method's checkpoint is read and checked against the spec's identity before
+    any training (`phi_hig.checkpoint.load_for_resume`), so a mismatch refuses the whole run.
+
+    Args:
+        spec: from `phi_hig.spec.run_spec`.
+        progress: print a progress line to stderr every few seconds.
+        on_record: called as ``on_record(record, method)`` after every record (live views; ``method.net``
+            and ``method.last_info`` give the network and the last HIG diagnostics).
+        control: a `RunControl` to pause or stop the run from another thread.
+        initial_state: a ``state_dict`` to start every method from instead of the seeded initialization.
+
+    Raises:
+        InvalidInputError: a checkpoint to resume from does not match or cannot be used (nothing trained).
+    """
+    experiment = spec.experiment
+    resumed = {m: load_for_resume(spec.out, m, spec.identity) for m in spec.methods} if spec.resume else {}
+    device = torch.device(spec.device)
+    torch.manual_seed(spec.seed)
+    net0 = experiment.make_net()
+    if initial_state is not None:
+        net0.load_state_dict(initial_state)
+    records, statuses, nets, watches, writers = [], {}, {}, {}, []
+    previous_threads = torch.get_num_threads()
+    threads = spec.threads or experiment.threads or previous_threads
+    torch.set_num_threads(threads)
+    try:
+        for name in spec.methods:
+            net = copy.deepcopy(net0).to(device)
+            recs, status, method, watch = _run_method(spec, name, net, resumed.get(name), device, progress,
+                                                      on_record, control, writers)
+            records += recs
+            statuses[name], nets[name], watches[name] = status, net, watch
+            if control is not None and control.stopped:
+                break
+    finally:
+        torch.set_num_threads(previous_threads)
+        errors = []
+        for writer in writers:  # every checkpoint on disk before the run returns
+            try:
+                writer.close()
+            except Exception as err:
+                errors.append(err)
+        if errors and sys.exc_info()[0] is None:
+            raise errors[0]
+    methods = [m for m in spec.methods if m in statuses]  # a stopped run skips the methods after it
+    summary = _summary(spec, methods, records, statuses, watches, threads)
+    return RunResult(records, summary, nets, spec)
 
 
-def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 'hig'), *,
+def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]] = ('adam', 'hig'), *,
           steps: Optional[int] = None, seconds: Optional[float] = None, seed: int = 0,
           eval_every: Optional[int] = None, overrides: Optional[Dict[str, dict]] = None,
           device: Union[str, torch.device] = 'cpu', progress: bool = True, out: Optional[str] = None,
           checkpoint_every: Optional[int] = None, resume: bool = False,
           threads: Optional[int] = None, on_record: Optional[Callable] = None,
-          control: Optional[RunControl] = None, initial_state: Optional[dict] = None) -> RunResult:
+          control: Optional[RunControl] = None, initial_state: Optional[dict] = None,
+          preset: Optional[str] = None, settings: Optional[dict] = None) -> RunResult:
     """Train each method on ``experiment`` from the same initial weights and the same data stream.
 
+    Builds the `RunSpec` with `phi_hig.spec.run_spec` (which refuses any bad argument before training) and
+    runs it with `run`.
+
     Args:
-        experiment: an `Experiment` (see `phi_hig.experiments`).
+        experiment: an `Experiment` (see `phi_hig.experiments`), or a registered name (then ``preset`` and
+            ``settings`` build it).
         methods: method names (comma-separated string or sequence); each must be defined by the experiment.
         steps: step budget per method.
         seconds: training wall-clock budget per method (evaluation excluded).
@@ -204,65 +331,25 @@ def train(experiment: Experiment, methods: Union[str, Sequence[str]] = ('adam', 
         device: where networks and data live.
         progress: print a progress line to stderr every few seconds.
         out: if given, write checkpoints there (with ``checkpoint_every``) and read them with ``resume``.
-        checkpoint_every: checkpoint cadence in steps.
+        checkpoint_every: checkpoint cadence in steps (at most every `MIN_CHECKPOINT_INTERVAL` s; a method's
+            last state is always written).
         resume: continue from checkpoints in ``out`` where they exist.
         threads: torch intra-op threads while training (default: the experiment's recommendation, else
             torch's current setting); restored afterwards.
-        on_record: called as ``on_record(record, method)`` after every record (live views; ``method.net``
-            and ``method.last_info`` give the network and the last HIG diagnostics).
-        control: a `RunControl` to pause or stop the run from another thread.
-        initial_state: a ``state_dict`` to start every method from (e.g. a network pre-trained by another
-            method) instead of the seeded initialization.
+        on_record, control, initial_state: see `run`.
+        preset, settings: for an experiment given by name.
     """
-    if isinstance(methods, str):
-        methods = [m.strip() for m in methods.split(',') if m.strip()]
-    if steps is None and seconds is None:
-        raise InvalidInputError("give a budget: steps or seconds")
-    if steps is not None and (not isinstance(steps, int) or steps < 0):
-        raise InvalidInputError(f"steps must be an integer >= 0, got {steps!r}")
-    if seconds is not None and not (seconds >= 0):
-        raise InvalidInputError(f"seconds must be >= 0, got {seconds!r}")
-    overrides = overrides or {}
-    unknown = set(overrides) - set(methods)
-    if unknown:
-        raise InvalidInputError(f"overrides given for methods not run: {sorted(unknown)}")
-    for m in methods:
-        if m not in experiment.methods:
-            raise InvalidInputError(f"experiment {experiment.name!r} does not define method {m!r}; "
-                                    f"it supports {', '.join(experiment.methods)}")
-    device = torch.device(device)
-    eval_every = int(eval_every or experiment.eval_every)
-    torch.manual_seed(seed)
-    net0 = experiment.make_net()
-    if initial_state is not None:
-        net0.load_state_dict(initial_state)
-    records, statuses, nets, hypers = [], {}, {}, {}
-    previous_threads = torch.get_num_threads()
-    threads = threads or experiment.threads or previous_threads
-    torch.set_num_threads(threads)
-    try:
-        for name in methods:
-            net = copy.deepcopy(net0).to(device)
-            recs, status, method = _run_method(experiment, name, net, seed, steps, seconds, eval_every,
-                                               overrides.get(name), device, progress, out, checkpoint_every,
-                                               resume, on_record, control)
-            records += recs
-            statuses[name], nets[name] = status, net
-            hypers[name] = {k: v for k, v in method.hyper.items()}
-            if control is not None and control.stopped:
-                break
-    finally:
-        torch.set_num_threads(previous_threads)
-    methods = [m for m in methods if m in statuses]  # a stopped run skips the methods after it
-    summary = _summary(experiment, methods, records, statuses, hypers, seed, steps, seconds, device)
-    summary['torch_threads'] = threads
-    return RunResult(records, summary, nets)
+    spec = run_spec(experiment, methods, preset=preset, settings=settings, overrides=overrides, steps=steps,
+                    seconds=seconds, seed=seed, eval_every=eval_every, device=str(device), threads=threads,
+                    out=out, checkpoint_every=checkpoint_every, resume=resume)
+    return run(spec, progress=progress, on_record=on_record, control=control, initial_state=initial_state)
 
 
-def _summary(experiment, methods, records, statuses, hypers, seed, steps, seconds, device) -> dict:
+def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dict:
     import phiml
     import phi
     from . import __version__
+    identity = spec.identity
     final = {}
     for m in methods:
         mine = [r for r in records if r['method'] == m]
@@ -272,10 +359,13 @@ def _summary(experiment, methods, records, statuses, hypers, seed, steps, second
         t = mine[-1]['wall_time'] if mine else 0.0
         final[m] = dict(status=statuses[m], steps=steps_done, train_seconds=t,
                         seconds_per_step=t / steps_done if steps_done else float('nan'),
+                        batch_size=spec.hyperparameters[m]['batch_size'], flags=list(watches[m].flags),
+                        warnings=list(watches[m].notes),
                         **{k: v for k, v in last.items() if k not in ('experiment', 'method')})
-    return dict(experiment=experiment.name, settings=experiment.settings, methods=list(methods),
-                hyperparameters=hypers, seed=seed, budget=dict(steps=steps, seconds=seconds),
-                device=str(device), torch_threads=torch.get_num_threads(),
+    return dict(experiment=spec.name, preset=spec.preset, settings=identity['settings'], methods=list(methods),
+                hyperparameters={m: identity['hyperparameters'][m] for m in methods}, seed=spec.seed,
+                budget=dict(steps=spec.steps, seconds=spec.seconds), device=spec.device, torch_threads=threads,
+                world_size=spec.world_size,
                 versions=dict(phi_hig=__version__, torch=torch.__version__, phiml=phiml.__version__,
                               phiflow=phi.__version__, numpy=np.__version__, python=sys.version.split()[0]),
                 final=final)
@@ -285,12 +375,16 @@ def train_variants(experiment: Experiment, variants: Sequence[tuple], **train_ar
     """Train labelled variants ``[(label, method, overrides), ...]`` (a batch-size study, a κ–β sweep, …).
 
     Each variant is one `train` of ``method`` with its ``overrides`` and the same other arguments, so all start
-    from the same initial weights and consume the same data stream. In each result the records carry the
-    label as their ``method``; ``summary['final']`` stays keyed by the method name.
+    from the same initial weights and consume the same data stream. Every variant's `RunSpec` is built (and so
+    validated) before the first one trains. In each result the records carry the label as their ``method``;
+    ``summary['final']`` stays keyed by the method name.
     """
+    run_args = {k: train_args.pop(k) for k in ('progress', 'on_record', 'control', 'initial_state') if k in train_args}
+    specs = [(label, run_spec(experiment, [method], overrides={method: overrides} if overrides else None, **train_args))
+             for label, method, overrides in variants]
     results = {}
-    for label, method, overrides in variants:
-        result = train(experiment, [method], overrides={method: overrides} if overrides else None, **train_args)
+    for label, spec in specs:
+        result = run(spec, **run_args)
         result.records = [dict(r, method=label) for r in result.records]
         results[label] = result
     return results

@@ -18,7 +18,7 @@ from torch import nn
 
 from phi_hig.errors import InvalidInputError
 from phi_hig.experiments.base import Experiment
-from phi_hig.gui.state import Dashboard, parse_hyper
+from phi_hig.gui.state import Dashboard
 from phi_hig.gui.views import example_view, panels
 
 
@@ -44,39 +44,32 @@ def grid8(preset='paper'):
 
 
 # --- validation ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('key, text, message', [
-    ('lr', '-1', 'learning rate must be positive'),
-    ('lr', '0', 'learning rate must be positive'),
-    ('lr', 'fast', 'learning rate must be a number'),
-    ('lr', 'nan', 'must be finite'),
-    ('batch_size', 'abc', 'batch size must be a positive integer'),
-    ('batch_size', '2.5', 'batch size must be a positive integer'),
-    ('batch_size', '0', 'batch size must be a positive integer'),
-    ('truncation', '1.5', 'truncation must be in [0, 1)'),
-    ('lr', '  ', 'is empty'),
-])
-def test_parse_hyper_rejects(key, text, message):
-    with pytest.raises(InvalidInputError, match=message.replace('[', r'\[').replace(')', r'\)')):
-        parse_hyper('adam', key, text)
-
-
-def test_parse_hyper_accepts():
-    assert parse_hyper('adam', 'lr', ' 3e-3 ') == pytest.approx(3e-3)
-    assert parse_hyper('hig', 'batch_size', '16') == 16 and isinstance(parse_hyper('hig', 'batch_size', '16'), int)
-    assert parse_hyper('hig', 'truncation', 0) == 0.0
-
-
 def test_dashboard_bad_input_starts_nothing():
+    """The page's values go through phi_hig.spec.run_spec, the command line's rule: same refusals."""
     d = Dashboard(experiments={'grid8': grid8})
     for kwargs, message in [
-        (dict(hyper={'adam': {'lr': '-0.1'}}, steps='5'), 'learning rate must be positive'),
-        (dict(hyper={'hig': {'batch_size': 'abc'}}, steps='5'), 'batch size must be a positive integer'),
-        (dict(steps='ten'), 'steps must be an integer'),
+        (dict(hyper={'adam': {'lr': '-0.1'}}, steps='5'), 'adam: the learning rate lr must be >= 0'),
+        (dict(hyper={'adam': {'lr': 'fast'}}, steps='5'), 'adam: lr must be a number'),
+        (dict(hyper={'adam': {'lr': 'nan'}}, steps='5'), 'adam: lr must be finite'),
+        (dict(hyper={'hig': {'batch_size': 'abc'}}, steps='5'), 'hig: batch_size must be an integer'),
+        (dict(hyper={'hig': {'batch_size': '2.5'}}, steps='5'), 'hig: batch_size must be an integer'),
+        (dict(hyper={'hig': {'batch_size': '0'}}, steps='5'), 'hig: batch_size must be an integer >= 1'),
+        (dict(hyper={'hig': {'batch_size': '1e30'}}, steps='5'), 'hig: batch_size must be an integer'),
+        (dict(hyper={'adam': {'batch_size': str(10 ** 30)}}, steps='5'), 'over the limit'),
+        (dict(hyper={'hig': {'truncation': '-1'}}, steps='5'), 'truncation'),
+        (dict(hyper={'adam': {'lr': '  '}}, steps='5'), 'adam: lr is empty'),
+        (dict(more={'adam': 'optimizer=sgd'}, steps='5'), "unknown hyperparameter 'optimizer'"),
+        (dict(more={'hig': 'clip=1'}, steps='5'), "unknown hyperparameter 'clip'"),
+        (dict(more={'adam': 'amsgrad=1'}, steps='5'), 'amsgrad must be True or False'),
+        (dict(steps='ten'), '--steps must be an integer'),
         (dict(steps='', seconds=''), 'give a budget'),
-        (dict(steps='5', seconds='-2'), 'seconds must be positive'),
+        (dict(steps='5', seconds='-2'), '--seconds must be a finite number >= 0'),
+        (dict(steps='5', seed='-1'), '--seed must be an integer >= 0'),
     ]:
-        with pytest.raises(InvalidInputError, match=message):
+        t0 = time.perf_counter()
+        with pytest.raises(InvalidInputError, match=message.replace('[', r'\[').replace('(', r'\(')):
             d.start('grid8', ['adam', 'hig'], preset='test', **kwargs)
+        assert time.perf_counter() - t0 < 5.0, kwargs  # refused at once (1e30: nothing allocated)
     with pytest.raises(InvalidInputError, match='select at least one method'):
         d.start('grid8', [], steps=5)
     with pytest.raises(InvalidInputError, match='does not define method'):
@@ -86,6 +79,58 @@ def test_dashboard_bad_input_starts_nothing():
     assert d.run is None
     with pytest.raises(InvalidInputError, match='unknown experiment'):
         Dashboard(default='nope')
+    toy = Dashboard()
+    with pytest.raises(InvalidInputError, match='gamma'):
+        toy.start('toy', ['adam'], steps='5', preset='test', settings={'gamma': 'abc'})
+    with pytest.raises(InvalidInputError, match="no setting 'gama'"):
+        toy.start('toy', ['adam'], steps='5', preset='test', settings={'gama': '1'})
+    assert toy.run is None
+
+
+def test_dashboard_sets_settings_and_any_hyperparameter():
+    """The page can set an experiment setting (the toy's γ) and any hyperparameter of the one rule."""
+    d = Dashboard()
+    assert d.setting_defaults('toy')['gamma'] == 0.01
+    defaults = d.method_defaults('toy', 'test')
+    assert set(defaults['hig']) == {'lr', 'batch_size', 'truncation', 'more'} and 'truncation' not in defaults['adam']
+    run = d.start('toy', ['adam'], {'adam': {'lr': '0.05'}}, steps='3', preset='test', settings={'gamma': '1'},
+                  more={'adam': 'eps=1e-7, betas=(0.8, 0.9)'})
+    assert run.wait(60) and run.status == 'finished', run.error
+    summary = run.result.summary
+    assert summary['settings']['gamma'] == 1
+    assert summary['hyperparameters']['adam'] == dict(lr=0.05, batch_size=16, eps=1e-7, betas=[0.8, 0.9])
+    assert run.snapshot()['config']['settings'] == {'gamma': 1}
+
+
+def test_dashboard_sets_sip_inverse_options():
+    from test_methods import _options_experiment
+    calls = []
+    d = Dashboard(experiments={'options': _options_experiment(calls)})
+    assert d.method_defaults('options')['sip']['more'] == 'inverse_options.damping=1.0, inverse_options.steps=1, ' \
+                                                         'inverse_options.exact=False'
+    with pytest.raises(InvalidInputError, match='inverse_options: damping must be > 0'):
+        d.start('options', ['sip'], steps='2', more={'sip': 'inverse_options.damping=-1'})
+    run = d.start('options', ['sip'], steps='2', more={'sip': 'inverse_options.damping=0.5, inverse_options.steps=2'})
+    assert run.wait(30) and run.status == 'finished', run.error
+    assert calls and all(c == dict(damping=0.5, steps=2, exact=False) for c in calls)
+
+
+def test_stop_always_ends_in_a_final_status():
+    """Stop ends a run whatever it is doing: paused, mid-step, or failing in its thread."""
+    d = Dashboard(experiments={'grid8': grid8})
+    run = d.start('grid8', ['adam'], steps='100000', preset='test')
+    run.pause()
+    run.stop()
+    assert run.wait(20) and run.status == 'stopped'
+    broken = grid8('test')
+
+    def loss(y, t):
+        raise RuntimeError('the physics broke')
+    broken.loss = loss
+    d = Dashboard(experiments={'broken': broken})
+    run = d.start('broken', ['adam'], steps='10')
+    run.stop()
+    assert run.wait(20) and run.status in ('failed', 'stopped') and not run.active
 
 
 # --- server-side run --------------------------------------------------------------------------------------
@@ -302,11 +347,11 @@ def test_browser_dashboard():
         # bad input: an error in the page and no run
         _type(lr, '-1')
         start.click()
-        _wait(lambda: 'learning rate must be positive' in error.text, 10, 'the negative-learning-rate error')
+        _wait(lambda: 'learning rate lr must be >= 0' in error.text, 10, 'the negative-learning-rate error')
         _type(lr, '0.3')
         _type(_hp_input(driver, 'hig', 'batch_size'), 'abc')
         start.click()
-        _wait(lambda: 'batch size must be a positive integer' in error.text, 10, 'the batch-size error')
+        _wait(lambda: 'batch_size must be an integer' in error.text, 10, 'the batch-size error')
         assert server.dashboard.run is None
         _type(_hp_input(driver, 'hig', 'batch_size'), '16')
         # a real run: loss curves of both methods (the runner trains adam, then hig)

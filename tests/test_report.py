@@ -12,7 +12,8 @@ from phi_hig.report import main, read_run, summary_rows, write_report, write_run
 def run_dir(tmp_path_factory):
     from phi_hig import train
     from phi_hig.experiments import get
-    result = train(get('toy', preset='test'), ['adam', 'hig'], steps=20, eval_every=10, progress=False)
+    result = train(get('toy', preset='test'), ['adam', 'hig'], steps=20, eval_every=10, progress=False,
+                   overrides={'hig': {'lr': 0.1}})  # η = 1 grows the loss 10× at this size: flagged, no ratio
     out = str(tmp_path_factory.mktemp('runs') / 'toy')
     write_run(result, out)
     return out, result
@@ -56,7 +57,7 @@ def test_write_report_files_and_table(run_dir, tmp_path):
     path, _ = run_dir
     md = write_report(path, out=str(tmp_path))
     text = open(md).read()
-    assert '| adam | ok | 20 |' in text and '| hig | ok | 20 |' in text
+    assert '| adam | ok | 16 | 20 |' in text and '| hig | ok | 16 | 20 |' in text  # batch size, steps
     assert 'ratios to `adam`' in text
     for f in ('report_loss.png', 'report_final.png', 'report_metrics.png', 'report_trajectory.png'):
         assert os.path.getsize(tmp_path / f) > 5000, f
@@ -83,3 +84,63 @@ def test_cli(run_dir, tmp_path, capsys):
     assert '[a](a/report.md)' in index and (parent / 'b' / 'report_loss.png').exists()
     assert main([str(tmp_path / 'missing')]) == 2
     assert 'not a run directory' in capsys.readouterr().err
+
+
+def _copy_run(path, dst):
+    os.makedirs(dst)
+    for f in ('metrics.csv', 'summary.json'):
+        with open(os.path.join(path, f)) as src, open(os.path.join(dst, f), 'w') as out:
+            out.write(src.read())
+    return str(dst)
+
+
+def _one_error_line(err: str, *words):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith('phi_hig: error: '), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.parametrize('damage', ['summary_json', 'summary_type', 'csv_binary', 'csv_cells', 'csv_columns'])
+def test_malformed_files_exit_2_naming_the_file_and_write_nothing(run_dir, tmp_path, capsys, damage):
+    path, _ = run_dir
+    run = _copy_run(path, tmp_path / 'run')
+    name = 'summary.json' if damage.startswith('summary') else 'metrics.csv'
+    content = {'summary_json': '{"final": {', 'summary_type': '[1, 2]', 'csv_binary': b'\xff\xfe\x00\x01garbage',
+               'csv_cells': 'experiment,method,step\ntoy,adam,0,1,2\n', 'csv_columns': 'a,b\n1,2\n'}[damage]
+    with open(os.path.join(run, name), 'wb' if isinstance(content, bytes) else 'w') as f:
+        f.write(content)
+    capsys.readouterr()
+    assert main([run]) == 2
+    _one_error_line(capsys.readouterr().err, name)
+    assert not os.path.exists(os.path.join(run, 'report.md'))
+
+
+def test_report_argument_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(['somewhere', '--bogus'])
+    assert exit_.value.code == 2
+    _one_error_line(capsys.readouterr().err, '--bogus')
+
+
+def test_flagged_methods_get_no_ratios(run_dir, tmp_path, capsys):
+    """A method the runner flagged (few steps in the budget, loss grown 10x) is marked, not compared."""
+    import json
+    path, _ = run_dir
+    run = _copy_run(path, tmp_path / 'flagged')
+    with open(os.path.join(run, 'summary.json')) as f:
+        summary = json.load(f)
+    summary['final']['hig']['flags'] = ['few_steps']
+    with open(os.path.join(run, 'summary.json'), 'w') as f:
+        json.dump(summary, f)
+    records, summary = read_run(run)
+    rows = {r['method']: r for r in summary_rows(records, summary)}
+    assert math.isnan(rows['hig']['ratio']) and math.isnan(rows['hig']['time_ratio'])
+    assert rows['hig']['note'] == 'fewer than 10 steps' and rows['adam']['ratio'] == 1.0
+    text = open(write_report(run)).read()
+    assert '| not compared: fewer than 10 steps |' in text
+    # a flagged baseline: nothing is compared to it
+    rows = {r['method']: r for r in summary_rows(records, summary, baseline='hig')}
+    assert math.isnan(rows['adam']['ratio'])
+    assert main([run]) == 0
+    assert 'not compared: fewer than 10 steps' in capsys.readouterr().out

@@ -114,7 +114,7 @@ def test_cli_run_writes_outputs(tmp_path, capsys):
     assert summary['versions']['torch'] == torch.__version__
     assert os.path.getsize(os.path.join(out, 'curves.png')) > 1000
     assert cli(['run', 'toy', '--methods', 'hig', '--steps', '1', '--hp', 'adam.lr=1']) == 2
-    assert 'not in --methods' in capsys.readouterr().err
+    assert 'not among the methods run' in capsys.readouterr().err
 
 
 def test_cli_sweep_and_list(tmp_path, capsys):
@@ -147,3 +147,186 @@ def test_evaluation_leaves_batch_norm_statistics_alone():
     out = evaluate(ex, net)
     assert torch.equal(net[1].running_mean, before) and net.training
     assert out['test_loss'] > 0
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------
+def _files(out):
+    return sorted(os.listdir(out))
+
+
+def test_checkpoint_is_plain_data_of_constant_size_with_the_run_identity(tmp_path):
+    from phi_hig.checkpoint import checkpoint_path, history_path, read_checkpoint
+    ex = toy(preset='test')
+    sizes = {}
+    for steps in (7, 70):
+        out = str(tmp_path / str(steps))
+        phi_hig.train(ex, ['adam'], steps=steps, seed=2, progress=False, out=out, checkpoint_every=7,
+                      overrides={'adam': {'lr': 0.1}})
+        sizes[steps] = os.path.getsize(checkpoint_path(out, 'adam'))
+        raw = torch.load(checkpoint_path(out, 'adam'), weights_only=True)  # no code runs: plain data and tensors
+        assert raw['step'] == steps and raw['records'] == steps + 1
+        with open(history_path(out, 'adam')) as f:
+            assert len(f.readlines()) == steps + 1
+    assert sizes[70] == sizes[7]  # the history is not in the checkpoint
+    ck = read_checkpoint(checkpoint_path(str(tmp_path / '70'), 'adam'))
+    assert ck.identity == dict(experiment='toy', preset='test', settings=json.loads(json.dumps(ex.settings)), seed=2,
+                               hyperparameters={'adam': {'lr': 0.1, 'batch_size': 16}}, world_size=1)
+
+
+def _resume_setup(tmp_path):
+    ex = toy(preset='test')
+    out = str(tmp_path / 'run')
+    args = dict(steps=21, seed=5, progress=False, eval_every=4, out=out)
+    full = phi_hig.train(ex, ['adam'], **args)
+    phi_hig.train(ex, ['adam'], checkpoint_every=7, **dict(args, steps=14))
+    return ex, out, args, full
+
+
+def test_torn_latest_checkpoint_resumes_from_the_previous_with_a_warning(tmp_path):
+    from phi_hig.checkpoint import CheckpointWarning, checkpoint_path, history_path, previous_path
+    ex, out, args, full = _resume_setup(tmp_path)
+    assert os.path.exists(previous_path(out, 'adam'))
+    with open(checkpoint_path(out, 'adam'), 'r+b') as f:  # torn: the second half is gone
+        f.truncate(os.path.getsize(checkpoint_path(out, 'adam')) // 2)
+    with open(history_path(out, 'adam'), 'a') as f:
+        f.write('{"experiment": "toy", "method": "adam", "st')  # and a torn last line
+    with pytest.warns(CheckpointWarning, match='checkpoint_adam.pt'):
+        resumed = phi_hig.train(ex, ['adam'], resume=True, **args)
+    assert [repr(r['train_loss']) for r in resumed.records] == [repr(r['train_loss']) for r in full.records]
+    with open(history_path(out, 'adam')) as f:
+        assert len(f.readlines()) == 8  # cut back to the previous checkpoint (step 7; none written now)
+
+
+def test_unusable_checkpoints_refuse_naming_the_file(tmp_path, capsys):
+    from phi_hig.checkpoint import checkpoint_path, previous_path
+    ex, out, args, full = _resume_setup(tmp_path)
+    for path in (checkpoint_path(out, 'adam'), previous_path(out, 'adam')):
+        with open(path, 'wb') as f:
+            f.write(b'not a checkpoint')
+    with pytest.raises(InvalidInputError, match='checkpoint_adam.prev.pt'):
+        phi_hig.train(ex, ['adam'], resume=True, **args)
+    assert cli(['run', 'toy', '--preset', 'test', '--methods', 'adam', '--steps', '21', '--seed', '5',
+                '--eval-every', '4', '--out', out, '--resume', '--quiet']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('phi_hig: error: --resume: no usable checkpoint') and \
+        'checkpoint_adam.pt' in err[0]
+
+
+def test_the_writer_never_leaves_a_checkpoint_behind_its_history(tmp_path):
+    """Every checkpoint written covers records that are on disk (history appended and fsynced first)."""
+    from phi_hig.checkpoint import checkpoint_path, history_path, read_checkpoint
+    seen = []
+
+    def check(record, method):
+        path = checkpoint_path(str(tmp_path), 'adam')
+        if os.path.exists(path):
+            try:
+                ck = read_checkpoint(path)
+            except InvalidInputError:
+                return  # being replaced right now: the rename is atomic, so this is a read of the old inode
+            with open(history_path(str(tmp_path), 'adam')) as f:
+                assert len(f.readlines()) >= ck.records
+            seen.append(ck.step)
+    phi_hig.train(toy(preset='test'), ['adam'], steps=300, progress=False, out=str(tmp_path), checkpoint_every=1,
+                  on_record=check)
+    assert seen and not [f for f in _files(tmp_path) if f.endswith('.tmp')]
+
+
+# --- honest results ---------------------------------------------------------------------------------------
+def test_growing_loss_and_too_few_steps_are_warned_and_flagged():
+    from phi_hig.runner import RunWarning
+    ex = toy(preset='test')
+    with pytest.warns(RunWarning, match='grew to'):
+        result = phi_hig.train(ex, ['sgd', 'adam'], steps=30, progress=False, overrides={'sgd': {'lr': 20.0}})
+    final = result.summary['final']
+    assert 'loss_grew' in final['sgd']['flags'] and final['adam']['flags'] == []
+    assert final['sgd']['batch_size'] == 16 and final['sgd']['warnings']
+    slow = dict(ex.methods)
+    ex.methods = dict(slow, adam=dict(slow['adam']))
+    original = ex.loss
+
+    def slow_loss(y, t):
+        import time
+        time.sleep(0.02)
+        return original(y, t)
+    ex.loss = slow_loss
+    with pytest.warns(RunWarning, match='only .* step'):
+        result = phi_hig.train(ex, ['adam'], seconds=0.1, progress=False, eval_every=1000)
+    assert result.summary['final']['adam']['flags'] == ['few_steps']
+    # a step budget below 10 is what was asked for: no flag
+    assert phi_hig.train(ex, ['adam'], steps=3, progress=False).summary['final']['adam']['flags'] == []
+
+
+# --- SIGKILL at random moments ----------------------------------------------------------------------------
+def _cli_run(out, *extra, env=None):
+    args = [sys.executable, '-m', 'phi_hig', 'run', 'toy', '--preset', 'test', '--methods', 'adam,hig',
+            '--steps', '400', '--seed', '3', '--threads', '1', '--checkpoint-every', '7', '--out', out, '--quiet',
+            *extra]
+    return subprocess.Popen(args, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _metrics_without_wall_time(out):
+    with open(os.path.join(out, 'metrics.csv'), newline='') as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, [{k: v for k, v in row.items() if k != 'wall_time'} for row in reader]
+
+
+def _temporaries(out):
+    return [f for f in os.listdir(out) if f.endswith('.tmp')] if os.path.isdir(out) else []
+
+
+def _history_sizes(out):
+    return sorted((f, os.path.getsize(os.path.join(out, f))) for f in os.listdir(out)
+                  if f.startswith('history_')) if os.path.isdir(out) else []
+
+
+def _wait_until(predicate, proc, timeout=60):
+    import time
+    deadline = time.perf_counter() + timeout
+    while not predicate() and proc.poll() is None and time.perf_counter() < deadline:
+        time.sleep(0.002)
+
+
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """A checkpointing CLI run is SIGKILLed at 5 seeded moments and resumed each time; its metrics.csv then equals
+    that of an uninterrupted run of the same seed in every column but wall_time. The moments: one during start-up,
+    two anywhere in the training, two inside a checkpoint write (a test hook pauses every atomic write halfway)."""
+    import random
+    import signal
+    import time
+    rng = random.Random(2024)
+    reference = str(tmp_path / 'reference')
+    t0 = time.perf_counter()
+    proc = _cli_run(reference)
+    _wait_until(lambda: _history_sizes(reference), proc)
+    startup = time.perf_counter() - t0
+    assert proc.wait(120) == 0, proc.stderr.read()
+    proc.stderr.close()
+    training = time.perf_counter() - t0 - startup
+    out = str(tmp_path / 'killed')
+    kills = []
+    slow_writes = dict(os.environ, PHI_HIG_TEST_WRITE_PAUSE='0.15')
+    for kind in ('start-up', 'training', 'write', 'training', 'write'):
+        before = _history_sizes(out)
+        proc = _cli_run(out, '--resume', env=slow_writes if kind == 'write' else None)
+        if kind == 'start-up':
+            time.sleep(rng.uniform(0.2, 0.9) * startup)
+        else:
+            _wait_until(lambda: _history_sizes(out) != before, proc)  # training (and checkpointing) goes on
+            time.sleep(rng.uniform(0.0, training / 6))
+            if kind == 'write':
+                _wait_until(lambda: _temporaries(out), proc)
+                time.sleep(rng.uniform(0.0, 0.12))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            kills.append(kind if kind != 'write' or _temporaries(out) else 'training')
+        proc.stderr.close()
+    assert len(kills) == 5 and 'write' in kills, kills
+    proc = _cli_run(out, '--resume')
+    assert proc.wait(120) == 0, proc.stderr.read()
+    proc.stderr.close()
+    assert _metrics_without_wall_time(out) == _metrics_without_wall_time(reference)
+    assert not _temporaries(out)
+    print(f"killed during: {kills}")

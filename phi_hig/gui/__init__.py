@@ -18,9 +18,10 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from .state import Dashboard, LiveRun, RunConfig, parse_hyper
+from .state import Dashboard, LiveRun, parse_fields, parse_extra
 
-__all__ = ['main', 'launch', 'serve', 'create_app', 'Server', 'Dashboard', 'LiveRun', 'RunConfig', 'parse_hyper']
+__all__ = ['main', 'launch', 'LaunchAction', 'serve', 'create_app', 'Server', 'Dashboard', 'LiveRun', 'parse_fields',
+           'parse_extra']
 
 DEFAULT_PORT = 8050
 HOST = '127.0.0.1'
@@ -146,10 +147,30 @@ def launch(experiment, **kwargs) -> None:
     serve(experiment, **kwargs)
 
 
+class LaunchAction(argparse.Action):
+    """An argparse flag (the demos' ``--gui``) that serves the dashboard with ``experiment`` preselected
+    (`launch`, until Ctrl-C) as soon as it is parsed, then exits, like ``--help``::
+
+        parser.add_argument('--gui', action=LaunchAction, experiment='toy', help='open the dashboard instead')
+    """
+
+    def __init__(self, option_strings, dest, experiment: str, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+        self.experiment = experiment
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        launch(self.experiment)
+        parser.exit()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m phi_hig gui [EXPERIMENT] [--port N] [--preset P] [--steps N] [--seconds S] [--methods a,b]``."""
-    p = argparse.ArgumentParser(prog='python -m phi_hig gui', description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """``python -m phi_hig gui [EXPERIMENT] [--port N] [--preset P] [--steps N] [--seconds S] [--methods a,b]``.
+
+    A bad argument is exit code 2 with one line ``phi_hig: error: …``.
+    """
+    from ..cli import Parser, report_error
+    p = Parser(prog='python -m phi_hig gui', description=__doc__.split('\n\n')[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('experiment', nargs='?', help='experiment preselected in the page (default: toy)')
     p.add_argument('--port', type=int, help=f'port on {HOST} (default {DEFAULT_PORT}, or any free one; 0: any)')
     p.add_argument('--preset', choices=('paper', 'test'), help='experiment preset preselected (default paper)')
@@ -162,10 +183,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         serve(args.experiment, port=args.port, preset=args.preset, steps=args.steps, seconds=args.seconds,
               methods=[m.strip() for m in args.methods.split(',')] if args.methods else None, out=args.out)
-    except ImportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (InvalidInputError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ImportError, InvalidInputError, OSError) as err:
+        return report_error(err)
     return 0

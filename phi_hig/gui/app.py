@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 
 from ..errors import InvalidInputError
+from ..experiments.settings import PRESETS
 from .state import Dashboard, HYPER_KEYS
 
 __all__ = ['create_app']
 
 _LABEL = {'lr': 'learning rate', 'batch_size': 'batch size', 'truncation': 'truncation'}
-_PRESETS = ('paper', 'test')
+_MORE_HINT = 'KEY=VALUE, ... e.g. eps=1e-7, inverse_options.NAME=...'
 _CSS = {
     'page': dict(fontFamily='Helvetica, Arial, sans-serif', margin='0 auto', maxWidth='1250px', padding='10px 18px',
                  color='#222'),
@@ -27,7 +28,7 @@ _CSS = {
 
 
 def _hyper_table(html, dcc, defaults: dict, methods):
-    rows = [html.Tr([html.Th('method')] + [html.Th(_LABEL[k]) for k in HYPER_KEYS])]
+    rows = [html.Tr([html.Th('method')] + [html.Th(_LABEL[k]) for k in HYPER_KEYS] + [html.Th('more')])]
     for m in methods:
         cells = [html.Td(m, style=dict(fontWeight='bold', paddingRight='10px'))]
         for k in HYPER_KEYS:
@@ -36,8 +37,23 @@ def _hyper_table(html, dcc, defaults: dict, methods):
                                                value=str(defaults[m][k]), debounce=False, style=_CSS['input'])))
             else:
                 cells.append(html.Td('—', style=dict(color='#aaa', textAlign='center')))
+        cells.append(html.Td(dcc.Input(id={'type': 'more', 'method': m}, type='text', placeholder=_MORE_HINT,
+                                       value=defaults.get(m, {}).get('more', ''), debounce=False,
+                                       style=dict(_CSS['input'], width='330px'))))
         rows.append(html.Tr(cells))
     return html.Table(rows, style=dict(fontSize='13px'))
+
+
+def _settings_row(html, dcc, defaults: dict, chosen: dict):
+    if not defaults:
+        return html.Div()
+    cells = [html.Span('settings', style=_CSS['label'])]
+    for k, v in defaults.items():
+        cells += [html.Span(k, style=dict(fontSize='12px', marginRight='3px')),
+                  dcc.Input(id={'type': 'setting', 'key': k}, type='text', value=str(chosen.get(k, v)),
+                            debounce=False, style=dict(_CSS['input'], width='80px'))]
+    return html.Div(cells, style=dict(display='flex', flexWrap='wrap', alignItems='center', gap='3px',
+                                      margin='4px 0'))
 
 
 def create_app(dashboard: Dashboard, interval_ms: int = 600):
@@ -59,10 +75,10 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
 
     def layout():
         run = d.run if d.run is not None and d.run.active else None  # a new tab shows the run in progress
-        exp = run.config.experiment if run is not None else d.default
-        preset = run.config.preset if run is not None else d.defaults.get('preset', 'paper')
-        steps = run.config.steps if run is not None else d.defaults.get('steps', 2000)
-        seconds = run.config.seconds if run is not None else d.defaults.get('seconds')
+        exp = run.config['experiment'] if run is not None else d.default
+        preset = run.config['preset'] if run is not None else d.defaults.get('preset', 'paper')
+        steps = run.config['steps'] if run is not None else d.defaults.get('steps', 2000)
+        seconds = run.config['seconds'] if run is not None else d.defaults.get('seconds')
         return html.Div(style=_CSS['page'], children=[
             html.H2('phi_hig — live training', style=dict(margin='4px 0 8px 0')),
             html.Div(style=_CSS['panel'], children=[
@@ -71,12 +87,13 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
                     dcc.Dropdown(id='experiment', options=[dict(label=n, value=n) for n in d.names], value=exp,
                                  clearable=False, style=dict(width='190px')),
                     html.Span('preset', style=dict(_CSS['label'], marginLeft='14px')),
-                    dcc.RadioItems(id='preset', options=list(_PRESETS), value=preset, inline=True,
+                    dcc.RadioItems(id='preset', options=list(PRESETS), value=preset, inline=True,
                                    inputStyle=dict(marginRight='3px', marginLeft='8px')),
                     html.Span('methods', style=dict(_CSS['label'], marginLeft='14px')),
                     dcc.Checklist(id='methods', options=[], value=[], inline=True,
                                   inputStyle=dict(marginRight='3px', marginLeft='8px')),
                 ]),
+                html.Div(id='settings-row'),
                 html.Div(id='hyper-table', style=dict(margin='8px 0')),
                 html.Div(style=dict(display='flex', flexWrap='wrap', alignItems='center'), children=[
                     html.Span('steps / method', style=_CSS['label']),
@@ -121,11 +138,23 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
         except Exception as err:  # e.g. an experiment that fails to build: show it, keep the page alive
             return [dict(label=f'({type(err).__name__}: {err})', value='', disabled=True)], []
         run = d.run
-        if run is not None and run.config.experiment == name:
-            chosen = [m for m in run.config.methods if m in available]
+        if run is not None and run.config['experiment'] == name:
+            chosen = [m for m in run.config['methods'] if m in available]
         else:
             chosen = [m for m in d.defaults.get('methods', ('adam', 'hig')) if m in available] or available[:2]
         return available, chosen
+
+    @app.callback(Output('settings-row', 'children'), Input('experiment', 'value'))
+    def _settings(name):
+        if not name:
+            return html.Div()
+        try:
+            defaults = d.setting_defaults(name)
+        except Exception as err:
+            return html.Div(f'{type(err).__name__}: {err}', style=_CSS['error'])
+        run = d.run
+        chosen = run.config.get('settings', {}) if run is not None and run.config['experiment'] == name else {}
+        return _settings_row(html, dcc, defaults, chosen)
 
     @app.callback(Output('hyper-table', 'children'),
                   Input('methods', 'value'), State('experiment', 'value'), State('preset', 'value'))
@@ -137,9 +166,12 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
         except Exception as err:
             return html.Div(f'{type(err).__name__}: {err}', style=_CSS['error'])
         run = d.run
-        if run is not None and run.config.experiment == name:
-            for m, o in run.config.overrides.items():
+        if run is not None and run.config['experiment'] == name:
+            for m, o in run.config['overrides'].items():
                 defaults.setdefault(m, {}).update({k: v for k, v in o.items() if k in defaults.get(m, {})})
+                more = ', '.join(f'{k}={v!r}' for k, v in o.items() if k not in HYPER_KEYS)
+                if more:
+                    defaults[m]['more'] = more
         return _hyper_table(html, dcc, defaults, [m for m in methods if m in defaults])
 
     @app.callback(Output('error', 'children'), Output('control-count', 'data'),
@@ -148,9 +180,12 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
                   State('experiment', 'value'), State('preset', 'value'), State('methods', 'value'),
                   State({'type': 'hp', 'method': ALL, 'key': ALL}, 'value'),
                   State({'type': 'hp', 'method': ALL, 'key': ALL}, 'id'),
+                  State({'type': 'more', 'method': ALL}, 'value'), State({'type': 'more', 'method': ALL}, 'id'),
+                  State({'type': 'setting', 'key': ALL}, 'value'), State({'type': 'setting', 'key': ALL}, 'id'),
                   State('steps', 'value'), State('seconds', 'value'), State('seed', 'value'),
                   State('control-count', 'data'), prevent_initial_call=True)
-    def _control(_s, _p, _r, _x, name, preset, methods, values, ids, steps, seconds, seed, count):
+    def _control(_s, _p, _r, _x, name, preset, methods, values, ids, more_values, more_ids, setting_values,
+                 setting_ids, steps, seconds, seed, count):
         button = ctx.triggered_id
         count = (count or 0) + 1
         try:
@@ -158,7 +193,12 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
                 hyper = {}
                 for i, v in zip(ids, values):
                     hyper.setdefault(i['method'], {})[i['key']] = v
-                d.start(name, methods, hyper, steps=steps, seconds=seconds, preset=preset or 'paper', seed=seed)
+                more = {i['method']: v for i, v in zip(more_ids, more_values) if v}
+                defaults = d.setting_defaults(name) if name else {}
+                settings = {i['key']: v for i, v in zip(setting_ids, setting_values)
+                            if i['key'] in defaults and str(v).strip() != str(defaults[i['key']])}
+                d.start(name, methods, hyper, steps=steps, seconds=seconds, preset=preset or 'paper', seed=seed,
+                        settings=settings, more=more)
             elif d.run is None:
                 raise InvalidInputError('no run yet: press Start')
             elif button == 'pause':

@@ -6,98 +6,73 @@ that runs continue with no page open and every tab sees the same state.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
+import re
 import threading
 import time
 import traceback
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..cli import parse_value
 from ..errors import InvalidInputError
 
-__all__ = ['RunConfig', 'LiveRun', 'Dashboard', 'parse_hyper', 'HYPER_KEYS']
+__all__ = ['LiveRun', 'Dashboard', 'parse_fields', 'parse_extra', 'config_dict', 'HYPER_KEYS']
 
 HYPER_KEYS = ('lr', 'batch_size', 'truncation')
-"""The hyperparameters the page lets a user edit (when the method defines them)."""
+"""The hyperparameters the page shows as columns (for the methods that accept them: `methods.hyperparameter_spec`);
+any other key goes into a method's "more" field as ``KEY=VALUE, KEY=VALUE``."""
 
-_LABELS = {'lr': 'learning rate', 'batch_size': 'batch size', 'truncation': 'truncation'}
 
-
-def parse_hyper(method: str, key: str, text) -> Union[int, float]:
-    """Parse one hyperparameter typed into the page.
-
-    Args:
-        method: method name (for the message).
-        key: one of `HYPER_KEYS`.
-        text: the raw value (string from a text box, or a number).
-
-    Returns:
-        ``int`` for ``batch_size``, ``float`` otherwise.
+def parse_fields(values: Dict[str, Dict[str, object]], what: str = 'hyperparameter') -> Dict[str, Dict[str, object]]:
+    """Raw page values ``{method: {key: text}}`` as typed values (`phi_hig.cli.parse_value`). Whether a value
+    fits is decided by `phi_hig.spec.run_spec` (the rule the command line uses too).
 
     Raises:
-        InvalidInputError: with a message naming the method and the field, for empty, non-numeric,
-            non-finite or out-of-range values (learning rate > 0, batch size integer >= 1,
-            0 <= truncation < 1).
+        InvalidInputError: an empty field, naming the method and the key.
     """
-    label = f"{method}: {_LABELS.get(key, key)}"
-    raw = text.strip() if isinstance(text, str) else text
-    if raw is None or raw == '':
-        raise InvalidInputError(f"{label} is empty")
-    if key == 'batch_size':
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"{label} must be a positive integer, got {raw!r}") from None
-        if not math.isfinite(value) or value != int(value) or value < 1:
-            raise InvalidInputError(f"{label} must be a positive integer, got {raw!r}")
-        return int(value)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{label} must be a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise InvalidInputError(f"{label} must be finite, got {raw!r}")
-    if key == 'lr' and value <= 0:
-        raise InvalidInputError(f"{label} must be positive, got {raw!r}")
-    if key == 'truncation' and not 0 <= value < 1:
-        raise InvalidInputError(f"{label} must be in [0, 1), got {raw!r}")
-    return value
+    out = {}
+    for method, fields in (values or {}).items():
+        for key, text in fields.items():
+            if text is None or (isinstance(text, str) and not text.strip()):
+                raise InvalidInputError(f"{method}: {key} is empty")
+            out.setdefault(method, {})[key] = parse_value(text)
+    return out
 
 
-class RunConfig:
-    """What to train: experiment, methods, budget and the per-method hyperparameter overrides.
+_SPLIT = re.compile(r',\s*(?=[A-Za-z_][\w.]*\s*=)')
 
-    Attributes:
-        experiment: registry name (or the name of an experiment passed to the dashboard).
-        methods: method names, trained one after the other by the runner.
-        overrides: per method, hyperparameters replacing the experiment's defaults.
-        steps: step budget per method (None: unlimited until stopped, unless ``seconds`` is given).
-        seconds: wall-clock budget per method.
-        preset: experiment preset ('paper' or 'test').
-        seed: seed of weights and data.
-    """
 
-    def __init__(self, experiment: str, methods, overrides: Optional[Dict[str, dict]] = None,
-                 steps: Optional[int] = None, seconds: Optional[float] = None, preset: str = 'paper',
-                 seed: int = 0):
-        self.experiment = experiment
-        self.methods = list(methods)
-        self.overrides = {m: dict(v) for m, v in (overrides or {}).items()}
-        self.steps, self.seconds, self.preset, self.seed = steps, seconds, preset, seed
+def parse_extra(method: str, text) -> dict:
+    """A method's "more" field, ``KEY=VALUE, KEY=VALUE`` (a comma before the next ``KEY=`` separates; values
+    may be tuples), as ``{key: value}``."""
+    out = {}
+    for item in _SPLIT.split(text.strip()) if isinstance(text, str) and text.strip() else []:
+        key, sep, value = item.partition('=')
+        if not sep or not key.strip():
+            raise InvalidInputError(f"{method}: more hyperparameters must look like KEY=VALUE, KEY=VALUE; got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
 
-    def as_dict(self) -> dict:
-        """Plain-data form (shown in the page and kept with the run)."""
-        return dict(experiment=self.experiment, methods=self.methods, overrides=self.overrides, steps=self.steps,
-                    seconds=self.seconds, preset=self.preset, seed=self.seed)
+
+def config_dict(spec, overrides: Optional[dict] = None, settings: Optional[dict] = None) -> dict:
+    """What the page shows of a run's `RunSpec`: experiment, methods, the values set in the page, budget,
+    preset, seed."""
+    return dict(experiment=spec.name, methods=list(spec.methods), overrides={m: dict(v) for m, v in
+                                                                             (overrides or {}).items()},
+                settings=dict(settings or {}), steps=spec.steps, seconds=spec.seconds, preset=spec.preset,
+                seed=spec.seed)
 
 
 class LiveRun:
-    """One training run in a background thread, observed through `phi_hig.train`'s ``on_record``.
+    """One training run of a validated `RunSpec` in a background thread, observed through ``on_record``.
 
     Attributes:
-        config: the `RunConfig`.
+        spec: the `RunSpec` (`phi_hig.spec.run_spec`).
+        config: its page form (`config_dict`).
         experiment: the built `Experiment`.
         status: 'starting', 'running', 'paused', 'stopping', 'stopped', 'finished' or 'failed'.
         error: the failure message when status is 'failed'.
@@ -106,14 +81,16 @@ class LiveRun:
 
     VIEW_INTERVAL = 0.4  # seconds between example-view refreshes (the view costs one forward pass)
 
-    def __init__(self, config: RunConfig, experiment, view_fn: Optional[Callable] = None, out: Optional[str] = None):
+    def __init__(self, spec, view_fn: Optional[Callable] = None, out: Optional[str] = None,
+                 config: Optional[dict] = None):
         from ..runner import RunControl
-        self.config, self.experiment = config, experiment
+        self.spec, self.experiment = spec, spec.experiment
+        self.config = config or config_dict(spec)
         self.control = RunControl()
         self.lock = threading.Lock()
         self.history: Dict[str, Dict[str, list]] = {m: dict(step=[], wall_time=[], train_loss=[], test_loss=[],
                                                             test_step=[], test_wall_time=[])
-                                                     for m in config.methods}
+                                                     for m in spec.methods}
         self.spectra: Dict[str, np.ndarray] = {}
         self.ranks: Dict[str, list] = {}
         self.views: Dict[str, object] = {}
@@ -171,12 +148,9 @@ class LiveRun:
 
     # --- training thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
-        from ..runner import train
-        c = self.config
+        from ..runner import run
         try:
-            self.result = train(self.experiment, c.methods, steps=c.steps, seconds=c.seconds, seed=c.seed,
-                                overrides=c.overrides, progress=False, on_record=self._on_record,
-                                control=self.control)
+            self.result = run(self.spec, progress=False, on_record=self._on_record, control=self.control)
             if self.out:
                 from ..report import write_run
                 path = os.path.join(self.out, f"{self.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -184,15 +158,19 @@ class LiveRun:
                 self.saved = path
             with self.lock:
                 self.status = 'stopped' if self.control.stopped else 'finished'
-                for m, final in self.result.summary.get('final', {}).items():
-                    if str(final.get('status', 'ok')).startswith('diverged'):
-                        self.error = f"{m}: {final['status']}"
+                notes = [w for final in self.result.summary.get('final', {}).values() for w in final.get('warnings', [])]
+                self.error = '; '.join(notes) or None
                 self.version += 1
         except Exception as err:  # shown in the page; the server keeps running
             with self.lock:
                 self.status, self.error = 'failed', f"{type(err).__name__}: {err}"
                 self.version += 1
             traceback.print_exc()
+        finally:
+            with self.lock:  # whatever happened, a run whose thread ends is not 'running' or 'stopping'
+                if self.status in ('starting', 'running', 'paused', 'stopping'):
+                    self.status = 'stopped' if self.control.stopped else 'finished'
+                    self.version += 1
 
     def _on_record(self, record: dict, method) -> None:
         """Called by the runner after every step (in the training thread); never raises."""
@@ -238,7 +216,7 @@ class LiveRun:
     def snapshot(self) -> dict:
         """A consistent copy of everything the page draws."""
         with self.lock:
-            return dict(config=self.config.as_dict(), status=self.status, error=self.error, version=self.version,
+            return dict(config=dict(self.config), status=self.status, error=self.error, version=self.version,
                         current=self.current,
                         history={m: {k: list(v) for k, v in h.items()} for m, h in self.history.items()},
                         spectra={m: s.copy() for m, s in self.spectra.items()},
@@ -298,73 +276,101 @@ class Dashboard:
         self._cache: Dict[tuple, object] = {}
         self._build_lock = threading.Lock()
 
-    def experiment(self, name: str, preset: str = 'paper'):
-        """Build (and cache) experiment ``name`` with ``preset``."""
-        key = (name, preset)
+    def _factory(self, name: str):
+        """The factory of ``name`` (None for an `Experiment` object offered as it is)."""
+        if name in self.extra:
+            spec = self.extra[name]
+            return None if hasattr(spec, 'make_net') or not callable(spec) else spec
+        if name in self.names:
+            from ..experiments import factory
+            return factory(name)
+        raise InvalidInputError(f"unknown experiment {name!r}; available: {', '.join(self.names)}")
+
+    def setting_defaults(self, name: str) -> Dict[str, object]:
+        """The settings of experiment ``name`` the page can set, with their defaults (the factory's keyword
+        parameters other than the preset; none for an `Experiment` object)."""
+        fn = self._factory(name)
+        if fn is None:
+            return {}
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if k != 'preset' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.default is not inspect.Parameter.empty}
+
+    def experiment(self, name: str, preset: str = 'paper', settings: Optional[dict] = None):
+        """Build (and cache) experiment ``name`` with ``preset`` and ``settings``, validated by
+        `phi_hig.spec.build_experiment` (the command line's rule)."""
+        settings = dict(settings or {})
+        key = (name, preset, repr(sorted(settings.items())))
         with self._build_lock:  # tabs asking at once build it once
-            return self._build(key)
+            if key not in self._cache:
+                from ..spec import build_experiment
+                fn = self._factory(name)
+                if fn is None:
+                    if settings or preset not in ('paper', 'test'):
+                        raise InvalidInputError(f"experiment {name!r} is given as it is: no preset or settings")
+                    self._cache[key] = self.extra[name]
+                elif name in self.extra:
+                    self._cache[key] = build_experiment(name, preset, settings, factory=fn)
+                else:
+                    self._cache[key] = build_experiment(name, preset, settings)
+            return self._cache[key]
 
-    def _build(self, key):
-        name, preset = key
-        if key not in self._cache:
-            if name in self.extra:
-                spec = self.extra[name]
-                exp = spec if not callable(spec) or hasattr(spec, 'make_net') else spec(preset=preset)
-            elif name in self.names:
-                from ..experiments import get
-                exp = get(name, preset=preset)
-            else:
-                raise InvalidInputError(f"unknown experiment {name!r}; available: {', '.join(self.names)}")
-            self._cache[key] = exp
-        return self._cache[key]
-
-    def method_defaults(self, name: str, preset: str = 'paper') -> Dict[str, dict]:
-        """Per method of experiment ``name``, its default values of the editable hyperparameters."""
-        exp = self.experiment(name, preset)
-        return {m: {k: hp[k] for k in HYPER_KEYS if k in hp} for m, hp in exp.methods.items()}
+    def method_defaults(self, name: str, preset: str = 'paper', settings: Optional[dict] = None) -> Dict[str, dict]:
+        """Per method of experiment ``name``: its values of the `HYPER_KEYS` it accepts (one rule:
+        `phi_hig.methods.hyperparameter_spec`), and under ``'more'`` its SIP inverse options as
+        ``inverse_options.NAME=VALUE, ...``."""
+        from ..methods import hyperparameter_spec, validate_hyperparameters
+        exp = self.experiment(name, preset, settings)
+        out = {}
+        for m in exp.methods:
+            accepted = hyperparameter_spec(exp, m)
+            hyper = validate_hyperparameters(exp, m)
+            out[m] = {k: hyper.get(k, accepted[k].default) for k in HYPER_KEYS if k in accepted}
+            options = hyper.get('inverse_options') or {}
+            out[m]['more'] = ', '.join(f'inverse_options.{k}={v!r}' for k, v in options.items())
+        return out
 
     def start(self, experiment: str, methods, hyper: Optional[Dict[str, Dict[str, object]]] = None,
-              steps=None, seconds=None, preset: str = 'paper', seed=0) -> LiveRun:
+              steps=None, seconds=None, preset: str = 'paper', seed=0, settings: Optional[dict] = None,
+              more: Optional[Dict[str, str]] = None) -> LiveRun:
         """Validate the page's inputs and start a run (stopping none: a run in progress is an error).
+
+        Every value goes through `phi_hig.spec.run_spec`, the function the command line and `phi_hig.train`
+        use, so the page refuses exactly what they refuse, before anything trains.
 
         Args:
             experiment: experiment name.
             methods: method names (at least one, each defined by the experiment).
-            hyper: per method, raw values of `HYPER_KEYS` as typed (strings are parsed with `parse_hyper`).
+            hyper: per method, raw values as typed (`parse_fields`), e.g. ``{'adam': {'lr': '0.01'}}``.
             steps: step budget per method (raw; empty for none).
             seconds: wall-clock budget per method (raw; empty for none).
             preset: experiment preset.
-            seed: integer seed.
+            seed: integer seed (raw; empty for 0).
+            settings: experiment settings as typed, e.g. ``{'gamma': '1'}`` (only those changed).
+            more: per method, further hyperparameters as ``KEY=VALUE, KEY=VALUE`` (`parse_extra`).
 
         Raises:
             InvalidInputError: for any bad input; no run is started then.
         """
+        from ..spec import run_spec
         if experiment not in self.names:
             raise InvalidInputError(f"unknown experiment {experiment!r}; available: {', '.join(self.names)}")
+        settings = parse_fields({'setting': settings or {}}).get('setting', {})
+        overrides = parse_fields(hyper)
+        for m, text in (more or {}).items():
+            overrides.setdefault(m, {}).update(parse_extra(m, text))
         methods = [m for m in (methods or []) if m]
         if not methods:
             raise InvalidInputError("select at least one method")
-        exp = self.experiment(experiment, preset)
-        for m in methods:
-            if m not in exp.methods:
-                raise InvalidInputError(f"experiment {experiment!r} does not define method {m!r}; "
-                                        f"it supports {', '.join(exp.methods)}")
-        overrides = {}
-        for m in methods:
-            given = (hyper or {}).get(m, {})
-            parsed = {k: parse_hyper(m, k, v) for k, v in given.items() if k in HYPER_KEYS and k in exp.methods[m]}
-            if parsed:
-                overrides[m] = parsed
-        steps = _optional_number(steps, 'steps', integer=True)
-        seconds = _optional_number(seconds, 'seconds', integer=False)
-        if steps is None and seconds is None:
-            raise InvalidInputError("give a budget: steps or seconds per method")
-        seed = _optional_number(seed, 'seed', integer=True, minimum=0) or 0
+        exp = self.experiment(experiment, preset, settings)
+        overrides = {m: o for m, o in overrides.items() if m in methods and o}
+        spec = run_spec(exp, methods, overrides=overrides, steps=_raw(steps), seconds=_raw(seconds),
+                        seed=_raw(seed) if _raw(seed) is not None else 0)
         with self._lock:
             if self.run is not None and self.run.active:
                 raise InvalidInputError("a run is in progress: stop it first")
-            config = RunConfig(experiment, methods, overrides, steps=steps, seconds=seconds, preset=preset, seed=seed)
-            self.run = LiveRun(config, exp, view_fn=self.view_fn, out=self.out).start()
+            self.run = LiveRun(spec, view_fn=self.view_fn, out=self.out,
+                               config=config_dict(spec, overrides, settings)).start()
             return self.run
 
     def stop(self, wait: float = 0) -> None:
@@ -376,23 +382,8 @@ class Dashboard:
                 run.wait(wait)
 
 
-def _optional_number(raw, name: str, integer: bool, minimum: float = None):
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+def _raw(value):
+    """A budget or seed field as typed: empty -> None, else `parse_value` (run_spec checks the type)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    text = raw.strip() if isinstance(raw, str) else raw
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be {'an integer' if integer else 'a number'}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise InvalidInputError(f"{name} must be finite, got {text!r}")
-    if integer:
-        if value != int(value):
-            raise InvalidInputError(f"{name} must be an integer, got {text!r}")
-        value = int(value)
-    if minimum is not None:
-        if value < minimum:
-            raise InvalidInputError(f"{name} must be >= {minimum}, got {text!r}")
-    elif value <= 0:
-        raise InvalidInputError(f"{name} must be positive, got {text!r}")
-    return value
+    return parse_value(value)

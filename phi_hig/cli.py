@@ -1,0 +1,116 @@
+"""Conventions every phi_hig command line shares (``python -m phi_hig``, ``report``, ``gui``, the demos).
+
+* Every refusal is exit code 2 and one line ``phi_hig: error: …`` on stderr (`Parser`, `fail`), argparse's
+  own errors included; warnings of a run are lines ``phi_hig: warning: …`` (`plain_warnings`).
+* A value typed on the command line or into the dashboard is read by `parse_value`: a Python literal if it
+  is one (numbers, booleans, tuples, dicts), ``nan`` / ``inf`` as floats, ``true`` / ``false`` / ``none``
+  in any case, else the text itself. Whether the value fits is decided by who receives it
+  (`phi_hig.methods.validate_hyperparameters`, the experiments' settings check).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import sys
+import warnings
+from typing import Iterable, List
+
+from .errors import InvalidInputError
+
+__all__ = ['Parser', 'fail', 'report_error', 'parse_value', 'parse_assignments', 'parse_values', 'plain_warnings', 'PREFIX']
+
+PREFIX = 'phi_hig: error: '
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line ``phi_hig: error: …`` and exit code 2."""
+
+    def error(self, message):
+        fail(f"{message} (see: {self.prog} --help)")
+
+
+def report_error(message, code: int = 2) -> int:
+    """Print ``phi_hig: error: MESSAGE`` (one line: newlines and runs of spaces collapse) to stderr; returns
+    ``code`` (the exit status of a refusal)."""
+    sys.stderr.write(PREFIX + ' '.join(str(message).split()) + '\n')
+    sys.stderr.flush()
+    return code
+
+
+def fail(message, code: int = 2):
+    """`report_error`, then exit with ``code``."""
+    raise SystemExit(report_error(message, code))
+
+
+_WORDS = {'true': True, 'false': False, 'none': None, 'null': None}
+
+
+def parse_value(text):
+    """One typed value (see the module docstring); non-strings are returned unchanged."""
+    if not isinstance(text, str):
+        return text
+    raw = text.strip()
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    if raw.lower() in _WORDS:
+        return _WORDS[raw.lower()]
+    try:
+        return float(raw)  # nan, inf, -inf
+    except ValueError:
+        return raw
+
+
+def parse_assignments(items: Iterable[str], what: str) -> dict:
+    """``['KEY=VALUE', ...]`` as a dict of `parse_value` values.
+
+    Raises:
+        InvalidInputError: an item without ``=`` or with an empty key (the message names ``what``).
+    """
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition('=')
+        if not sep or not key.strip():
+            raise InvalidInputError(f"{what} must look like KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def parse_values(text: str, what: str) -> List:
+    """A comma-separated list of values: ``0.1,1`` -> [0.1, 1]; ``(0.9,0.99),(0.8,0.9)`` -> two tuples;
+    ``gram,svd`` -> two strings.
+
+    Raises:
+        InvalidInputError: an empty list.
+    """
+    try:
+        values = ast.literal_eval(f'[{text}]')
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        values = [parse_value(v) for v in text.split(',') if v.strip()]
+    if not values:
+        raise InvalidInputError(f"{what} needs at least one value, got {text!r}")
+    return values
+
+
+@contextlib.contextmanager
+def plain_warnings(*categories):
+    """Show warnings of ``categories`` as one line ``phi_hig: warning: …`` each, while inside."""
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, categories):
+            sys.stderr.write(f"phi_hig: warning: {message}\n")
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        with warnings.catch_warnings():
+            for category in categories:
+                warnings.simplefilter('always', category)
+            warnings.showwarning = show
+            yield
+    finally:
+        warnings.showwarning = original

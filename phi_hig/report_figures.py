@@ -1,0 +1,152 @@
+"""The paper-style figures of a run report (`phi_hig.report.write_report`): loss curves, final values with
+ratios, the experiment's metrics and the toy's y-space trajectory. matplotlib through `phi_hig.report.pyplot`."""
+from __future__ import annotations
+
+import math
+import re
+
+from .report import BASE_COLUMNS, pyplot
+
+__all__ = ['plot_loss', 'plot_final', 'metric_columns', 'plot_metrics', 'plot_trajectory', 'method_colors', 'finite']
+
+
+def finite(v) -> bool:
+    """A real number (not a bool) that is finite."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _smooth(values, window: int):
+    import numpy as np
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or v.size < 2 * window:
+        return v
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, v[0]), v])
+    return np.convolve(padded, kernel, mode='valid')
+
+
+def method_colors(methods):
+    palette = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf']
+    return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+
+
+def plot_loss(records, methods, path, key, title):
+    plt = pyplot()
+    colors = method_colors(methods)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    drawn = False
+    for m in methods:
+        mine = [r for r in records if r['method'] == m]
+        train = [(r['step'], r['wall_time'], r['train_loss']) for r in mine
+                 if finite(r.get('train_loss')) and r['train_loss'] > 0]
+        test = [(r['step'], r['wall_time'], r[key]) for r in mine if finite(r.get(key)) and r[key] > 0]
+        if train and key == 'test_loss':
+            s, t, v = zip(*train)
+            sm = _smooth(v, max(1, len(v) // 50))
+            axes[0].plot(s, sm, color=colors[m], alpha=0.3, lw=1)
+            axes[1].plot(t, sm, color=colors[m], alpha=0.3, lw=1)
+        if test:
+            s, t, v = zip(*test)
+            axes[0].plot(s, v, color=colors[m], lw=2, label=m)
+            axes[1].plot(t, v, color=colors[m], lw=2, label=m)
+            drawn = True
+    for ax, xlabel in zip(axes, ['step', 'training wall time [s]']):
+        ax.set_yscale('log')
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(key.replace('_', ' '))
+        ax.grid(True, which='both', alpha=0.25)
+        for side in ('top', 'right'):
+            ax.spines[side].set_visible(False)
+    if drawn:
+        axes[0].legend(frameon=False)
+    fig.suptitle(title + ('  (thin: smoothed training loss)' if key == 'test_loss' else ''), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def plot_final(rows, path, key, title):
+    plt = pyplot()
+    rows = [r for r in rows if finite(r['final']) and r['final'] > 0]
+    if not rows:
+        return False
+    colors = method_colors([r['method'] for r in rows])
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4))
+    bars = ax.bar([r['method'] for r in rows], [r['final'] for r in rows],
+                  color=[colors[r['method']] for r in rows])
+    ax.set_yscale('log')
+    ax.set_ylabel(f'final {key.replace("_", " ")}')
+    for b, r in zip(bars, rows):
+        label = f"×{r['ratio']:.2g}" if finite(r['ratio']) else (r['note'] or '')
+        ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha='center', va='bottom', fontsize=8)
+    for side in ('top', 'right'):
+        ax.spines[side].set_visible(False)
+    ax.set_title(f"{title}: ratio to {rows[0]['baseline']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return True
+
+
+def metric_columns(records) -> list:
+    skip = set(BASE_COLUMNS) | {'status'}
+    cols = []
+    for r in records:
+        cols += [k for k, v in r.items() if k not in skip and k not in cols and finite(v)]
+    # per-unit diagnostics (h3_mean, …) are many and say little one by one: list them last
+    return sorted(cols, key=lambda c: (bool(re.search(r'\d+_', c)), cols.index(c)))
+
+
+def plot_metrics(records, methods, cols, path, title, max_panels=9):
+    plt = pyplot()
+    cols = cols[:max_panels]
+    if not cols:
+        return []
+    colors = method_colors(methods)
+    n = len(cols)
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.7 * nrows), squeeze=False)
+    for ax, c in zip(axes.ravel(), cols):
+        for m in methods:
+            pts = [(r['step'], r[c]) for r in records if r['method'] == m and finite(r.get(c))]
+            if pts:
+                s, v = zip(*pts)
+                ax.plot(s, v, color=colors[m], lw=1.5, label=m)
+        ax.set_title(c, fontsize=9)
+        ax.set_xlabel('step', fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.25)
+    for ax in axes.ravel()[n:]:
+        ax.axis('off')
+    axes.ravel()[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return cols
+
+
+def plot_trajectory(records, methods, path, title):
+    """The y-space path of the first held-out sample (Schnell, Holl & Thuerey 2022, Fig. 1 right), when the run recorded it."""
+    plt = pyplot()
+    colors = method_colors(methods)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    drawn = False
+    for m in methods:
+        pts = [(r['sample_y1'], r['sample_y2']) for r in records
+               if r['method'] == m and finite(r.get('sample_y1')) and finite(r.get('sample_y2'))]
+        if len(pts) > 1:
+            y1, y2 = zip(*pts)
+            ax.plot(y1, y2, '.-', color=colors[m], lw=1, ms=3, label=m)
+            ax.plot(y1[-1:], y2[-1:], 'o', color=colors[m])
+            drawn = True
+    ax.set_xlabel('$y_1$')
+    ax.set_ylabel('$y_2$')
+    ax.set_title(f'{title}: first held-out sample in y space', fontsize=9)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return drawn

@@ -1,0 +1,343 @@
+"""One validated run specification (`RunSpec`) that the command line, the dashboard and `phi_hig.train` share.
+
+`run_spec` is the only function that turns what a user asked for (experiment, preset, settings, methods,
+hyperparameter overrides, budget, seed, device, threads, output and checkpoint options) into a `RunSpec`;
+it refuses every bad value with `InvalidInputError` before anything is trained or allocated. The part of a
+`RunSpec` that decides the numbers of a run, `RunSpec.identity`, is what checkpoints record and what
+``resume`` compares.
+
+Memory: a method's batch is refused when its tensors would exceed a limit, estimated from the experiment's
+per-example tensor sizes before any batch exists (`batch_bytes`): the inputs and targets of one batch against
+``memory_limit`` (default `DEFAULT_BATCH_BYTES`), and for HIG / Gauss–Newton also the float64 Gram matrix,
+``8·(b·|y|)²`` bytes when ``|θ| ≥ b·|y|`` else ``8·|θ|²`` (the dual form), against the method's
+``max_bytes`` (the HIG optimizer's limit). ``|y|`` is estimated by the number of target values per example.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import os
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+
+from .errors import InvalidInputError
+from .experiments.settings import PRESETS
+from .methods import SECOND_ORDER, hyperparameter_spec, validate_hyperparameters
+
+__all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'batch_bytes', 'PRESETS',
+           'DEFAULT_BATCH_BYTES']
+
+
+DEFAULT_BATCH_BYTES = 4 * 1024 ** 3
+"""Default limit on the inputs and targets of one training batch (4 GiB)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run, validated by `run_spec`. Immutable (mappings are read-only copies).
+
+    Attributes:
+        experiment: the built `Experiment` (not part of comparisons).
+        name: the experiment's name.
+        preset: its preset.
+        settings: its settings as it records them (``experiment.settings``).
+        methods: method names, trained one after the other.
+        hyperparameters: per method, the validated hyperparameters (`methods.validate_hyperparameters`).
+        steps: step budget per method (or None).
+        seconds: training-time budget per method (or None); at least one of the two is set.
+        seed: seeds the initial weights, the data stream and the methods' randomness.
+        eval_every: evaluation cadence in steps.
+        device: torch device string.
+        threads: torch intra-op threads while training (None: the experiment's recommendation).
+        out: output folder, or None.
+        checkpoint_every: checkpoint cadence in steps (needs ``out``), or None; the runner also keeps
+            `phi_hig.runner.MIN_CHECKPOINT_INTERVAL` seconds between two and always writes a method's last state.
+        resume: continue from the checkpoints in ``out``.
+        world_size: number of training processes (1: this runner).
+    """
+    experiment: object = field(compare=False, repr=False)
+    name: str
+    preset: str
+    settings: Mapping
+    methods: tuple
+    hyperparameters: Mapping
+    steps: Optional[int]
+    seconds: Optional[float]
+    seed: int
+    eval_every: int
+    device: str = 'cpu'
+    threads: Optional[int] = None
+    out: Optional[str] = None
+    checkpoint_every: Optional[int] = None
+    resume: bool = False
+    world_size: int = 1
+
+    @property
+    def identity(self) -> dict:
+        """The settings that decide a run's numbers, as plain JSON data: experiment, preset, settings, seed,
+        every method's hyperparameters (batch size included) and world_size. Not the budget, the device, the
+        threads or the output options."""
+        return _plain(dict(experiment=self.name, preset=self.preset, settings=dict(self.settings), seed=self.seed,
+                           hyperparameters={m: dict(h) for m, h in self.hyperparameters.items()},
+                           world_size=self.world_size))
+
+
+def _plain(value):
+    """JSON-normal form (mappings -> dicts with str keys, tuples -> lists, other objects -> their repr; NaN kept)
+    for storing and comparing identities."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType({k: (_frozen(v) if isinstance(v, Mapping) else v) for k, v in copy.deepcopy(
+        dict(mapping)).items()})
+
+
+# --- experiment settings ------------------------------------------------------------------------------------
+def check_settings(name: str, preset: str, settings: Optional[Mapping] = None, factory=None) -> dict:
+    """The parsed settings of experiment ``name`` with ``preset``; `InvalidInputError` naming a bad one.
+
+    Registered experiments and a user's own factory (e.g. offered by the dashboard) go through the experiments'
+    one rule (`phi_hig.experiments.settings.validate`: presets, known keys, the annotated types); a user factory
+    without annotations is checked for its preset and its keys only.
+    """
+    from .experiments import settings as rule, validate_settings
+    settings = dict(settings or {})
+    if factory is None:
+        return validate_settings(name, preset, settings)
+    try:
+        rule.parameters(factory)
+    except TypeError:  # no annotations to check types against: the preset and the keys
+        known = [k for k, p in inspect.signature(factory).parameters.items() if k != 'preset'
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if preset not in PRESETS:
+            raise InvalidInputError(f"preset of experiment {name!r} must be one of {', '.join(map(repr, PRESETS))}; "
+                                    f"got {preset!r}")
+        unknown = [k for k in settings if k not in known]
+        if unknown:
+            raise InvalidInputError(f"experiment {name!r} has no setting {unknown[0]!r}; its settings: "
+                                    f"{', '.join(known)}")
+        return settings
+    return rule.validate(factory, preset, settings)
+
+
+def build_experiment(name: str, preset: str = 'paper', settings: Optional[Mapping] = None, factory=None):
+    """Validate (`check_settings`) and build experiment ``name`` (or ``factory(preset=..., **settings)``)."""
+    parsed = check_settings(name, preset, settings, factory)
+    try:
+        if factory is not None:
+            return factory(preset=preset, **parsed)
+        from .experiments import get
+        return get(name, preset=preset, **parsed)
+    except (ValueError, TypeError) as err:  # a factory's own refusal of a value
+        raise InvalidInputError(f"experiment {name!r}: {err}") from None
+
+
+# --- memory --------------------------------------------------------------------------------------------------
+def _example_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return (value[0].numel() if value.ndim else 1) * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_example_bytes(v) for v in value)
+    return 0
+
+
+def _example_numel(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value[0].numel() if value.ndim else 1
+    if isinstance(value, (tuple, list)):
+        return sum(_example_numel(v) for v in value)
+    return 0
+
+
+def parameter_count(experiment) -> int:
+    """|θ| of the experiment's network (built once, without touching torch's global random state)."""
+    with torch.random.fork_rng(devices=[]):
+        net = experiment.make_net()
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def batch_bytes(experiment, hyper: Mapping, n_params: Optional[int] = None) -> dict:
+    """Estimated bytes of one batch of a method: ``data`` (inputs + targets) and, for HIG / GN with
+    ``n_params`` given, ``gram`` (the float64 Gram matrix). Pure arithmetic on the held-out set's
+    per-example sizes: nothing is allocated."""
+    inputs, targets = experiment.test_set
+    b = int(hyper['batch_size'])
+    out = dict(data=b * (_example_bytes(inputs) + _example_bytes(targets)))
+    if n_params is not None:
+        rows = b * _example_numel(targets)
+        out['gram'] = 8 * min(rows, n_params) ** 2
+    return out
+
+
+def _size(n: float) -> str:
+    for unit, scale in (('TiB', 1024 ** 4), ('GiB', 1024 ** 3), ('MiB', 1024 ** 2), ('KiB', 1024)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _check_memory(experiment, method: str, hyper: Mapping, memory_limit: float, n_params) -> None:
+    est = batch_bytes(experiment, hyper, n_params)
+    b = hyper['batch_size']
+    if memory_limit is not None and est['data'] > memory_limit:
+        raise InvalidInputError(f"{method}: batch_size {b} needs about {_size(est['data'])} for one batch of inputs "
+                                f"and targets, over the limit of {_size(memory_limit)}")
+    if 'gram' not in est:
+        return
+    limit = hyper['max_bytes'] if 'max_bytes' in hyper else hyperparameter_spec(experiment, method)['max_bytes'].default
+    if limit is not None and est['gram'] > limit:
+        raise InvalidInputError(f"{method}: batch_size {b} needs a float64 Gram matrix of about {_size(est['gram'])}, "
+                                f"over max_bytes = {_size(limit)}; lower the batch size or raise {method}.max_bytes")
+
+
+# --- run options ---------------------------------------------------------------------------------------------
+def _integer(value, what: str, minimum: int):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _device(device) -> str:
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidInputError(f"--device {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    if d.type == 'cuda':
+        if not torch.cuda.is_available():
+            why = 'this torch build has no CUDA' if torch.version.cuda is None else 'no CUDA device is visible'
+            raise InvalidInputError(f"--device {device!r}: {why} (torch {torch.__version__})")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise InvalidInputError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif d.type == 'mps':
+        if not (hasattr(torch.backends, 'mps') and torch.backends.mps.is_available()):
+            raise InvalidInputError(f"--device {device!r}: MPS is not available in this torch build")
+    elif d.type != 'cpu':
+        raise InvalidInputError(f"--device {device!r}: phi_hig trains on 'cpu', 'cuda' or 'mps'")
+    return str(d)
+
+
+def _writable_folder(out) -> str:
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InvalidInputError(f"--out {out!r} is an existing file, not a folder")
+    probe = os.path.abspath(out)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"--out {out!r}: {probe!r} is not a writable folder")
+    return out
+
+
+def _method_list(methods, experiment) -> tuple:
+    if methods is None:
+        names = list(experiment.methods)
+    elif isinstance(methods, str):
+        names = [m.strip() for m in methods.split(',') if m.strip()]
+    else:
+        names = [str(m).strip() for m in methods if str(m).strip()]
+    if not names:
+        raise InvalidInputError(f"--methods is empty; {experiment.name} has {', '.join(experiment.methods)}")
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        raise InvalidInputError(f"--methods names {', '.join(twice)} more than once")
+    for m in names:
+        if m not in experiment.methods:
+            raise InvalidInputError(f"experiment {experiment.name!r} does not define method {m!r}; "
+                                    f"it supports {', '.join(experiment.methods)}")
+    return tuple(names)
+
+
+def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, preset: Optional[str] = None,
+             settings: Optional[Mapping] = None, overrides: Optional[Mapping[str, Mapping]] = None,
+             common: Optional[Mapping] = None, steps: Optional[int] = None, seconds: Optional[float] = None, seed: int = 0,
+             eval_every: Optional[int] = None, device='cpu', threads: Optional[int] = None, out=None,
+             checkpoint_every: Optional[int] = None, resume: bool = False,
+             memory_limit: Optional[float] = DEFAULT_BATCH_BYTES, world_size: int = 1) -> RunSpec:
+    """Validate everything about a run and return its `RunSpec`. Nothing is trained, written or allocated.
+
+    Args:
+        experiment: a registered experiment's name (built here with ``preset`` and ``settings``) or a built
+            `Experiment` (then ``preset`` and ``settings`` must be None: they are its own).
+        methods: method names (a comma-separated string or a sequence; default: all of the experiment's).
+        preset: 'paper' (default) or 'test'.
+        settings: experiment settings, e.g. ``{'gamma': 1}``.
+        overrides: per method, hyperparameters replacing the experiment's defaults.
+        common: hyperparameters for every method that accepts the key (the command line's ``--lr``,
+            ``--batch-size``, ``--truncation``); a key no method accepts is refused. ``overrides`` win.
+        steps, seconds: the budget per method; at least one.
+        seed: integer >= 0.
+        eval_every: evaluation cadence in steps (default: the experiment's).
+        device: torch device.
+        threads: torch threads (>= 1).
+        out: output folder (created when the run writes; must not be an existing file).
+        checkpoint_every: checkpoint cadence in steps (>= 1; needs ``out``).
+        resume: continue from the checkpoints in ``out`` (needs ``out``).
+        memory_limit: bytes one batch's inputs and targets may take (None: no limit).
+        world_size: number of training processes.
+
+    Raises:
+        InvalidInputError: with one line naming the bad value.
+    """
+    steps = _integer(steps, '--steps', 0)
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                or not math.isfinite(seconds) or seconds < 0):
+        raise InvalidInputError(f"--seconds must be a finite number >= 0, got {seconds!r}")
+    if steps is None and seconds is None:
+        raise InvalidInputError("give a budget: --steps N or --seconds S per method")
+    seed = _integer(seed, '--seed', 0)
+    eval_every = _integer(eval_every, '--eval-every', 1)
+    threads = _integer(threads, '--threads', 1)
+    world_size = _integer(world_size, 'world_size', 1)
+    device = _device(device)
+    checkpoint_every = _integer(checkpoint_every, '--checkpoint-every', 1)
+    if out is not None:
+        out = _writable_folder(out)
+    if checkpoint_every is not None and out is None:
+        raise InvalidInputError("--checkpoint-every needs --out (the folder the checkpoints go to)")
+    if resume and out is None:
+        raise InvalidInputError("--resume needs --out (the folder holding the checkpoints)")
+    if isinstance(experiment, str):
+        experiment = build_experiment(experiment, preset or 'paper', settings)
+    elif preset is not None or settings:
+        raise InvalidInputError("preset and settings apply to an experiment name, not to a built Experiment")
+    names = _method_list(methods, experiment)
+    unknown = [m for m in (overrides or {}) if m not in names]
+    if unknown:
+        raise InvalidInputError(f"hyperparameters (overrides, --hp) given for {', '.join(unknown)}, which is not "
+                                f"among the methods run ({', '.join(names)})")
+    given = {m: {} for m in names}
+    for key, value in (common or {}).items():
+        takers = [m for m in names if key in hyperparameter_spec(experiment, m)]
+        if not takers:
+            raise InvalidInputError(f"--{key.replace('_', '-')}: none of the methods run ({', '.join(names)}) has "
+                                    f"a hyperparameter {key!r}")
+        for m in takers:
+            given[m][key] = value
+    for m, values in (overrides or {}).items():
+        given[m].update(values)
+    hyper = {m: validate_hyperparameters(experiment, m, given[m]) for m in names}
+    n_params = None
+    for m in names:
+        second = hyper[m].get('base', m) in SECOND_ORDER
+        if second and n_params is None:
+            n_params = parameter_count(experiment)
+        _check_memory(experiment, m, hyper[m], memory_limit, n_params if second else None)
+    return RunSpec(experiment=experiment, name=experiment.name,
+                   preset=str(experiment.settings.get('preset', preset or 'paper')),
+                   settings=_frozen(experiment.settings), methods=names, hyperparameters=_frozen(hyper),
+                   steps=steps, seconds=float(seconds) if seconds is not None else None, seed=seed,
+                   eval_every=int(eval_every or experiment.eval_every), device=device, threads=threads, out=out,
+                   checkpoint_every=checkpoint_every, resume=bool(resume), world_size=world_size)

@@ -1,0 +1,206 @@
+"""The command line refuses before it trains: exit code 2, one line ``phi_hig: error: …`` naming the problem, no
+output written; ``--resume`` refuses a checkpoint of another run; the sweep takes any hyperparameter."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from phi_hig.__main__ import main as cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _one_error_line(err: str, *words) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith('phi_hig: error: '), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope='module')
+def a_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('f') / 'not_a_folder'
+    path.write_text('x')
+    return str(path)
+
+
+RUN = ['run', 'toy', '--preset', 'test', '--quiet']
+CASES = {
+    # --hp / --set: wrong types and unknown keys, for every kind of method
+    'hp type adam': (['--steps', '5', '--hp', 'adam.lr=fast'], ['adam: lr must be a number']),
+    'hp type hig': (['--steps', '5', '--hp', 'hig.truncation=abc'], ['hig: truncation must be a number']),
+    'hp type bool': (['--steps', '5', '--hp', 'sgd.momentum=True'], ['sgd: momentum must be a number']),
+    'hp unknown adam': (['--steps', '5', '--hp', 'adam.optimizer=sgd'], ["adam: unknown hyperparameter 'optimizer'"]),
+    'hp unknown hig': (['--steps', '5', '--hp', 'hig.clip=1'], ["hig: unknown hyperparameter 'clip'"]),
+    'hp unknown gn': (['--steps', '5', '--hp', 'gn.momentum=0.9'], ["gn: unknown hyperparameter 'momentum'"]),
+    'hp not run': (['--steps', '5', '--methods', 'adam', '--hp', 'hig.lr=1'], ['hig', 'not among the methods run']),
+    'hp syntax': (['--steps', '5', '--hp', 'lr=1'], ['METHOD.KEY=VALUE']),
+    'set type': (['--steps', '5', '--set', 'gamma=abc'], ['gamma']),
+    'set unknown': (['--steps', '5', '--set', 'gama=1'], ['gama']),
+    'preset': (['--steps', '5', '--preset', 'tset'], ['preset', 'tset']),
+    # batch sizes
+    'batch 0': (['--steps', '5', '--batch-size', '0'], ['batch_size must be an integer >= 1']),
+    'batch negative': (['--steps', '5', '--hp', 'adam.batch_size=-3'], ['adam: batch_size must be an integer >= 1']),
+    'batch memory': (['--steps', '5', '--batch-size', str(10 ** 12)], ['batch_size 1000000000000', 'over the limit']),
+    'batch float': (['--steps', '5', '--hp', 'adam.batch_size=1e12'], ['adam: batch_size must be an integer']),
+    # learning rates, truncation
+    'lr nan': (['--steps', '5', '--lr', 'nan'], ['lr must be finite']),
+    'lr negative': (['--steps', '5', '--lr', '-1'], ['the learning rate lr must be >= 0']),
+    'truncation nobody': (['--steps', '5', '--methods', 'adam,sgd', '--truncation', '1e-3'],
+                          ['--truncation', 'truncation']),
+    # budget, output, checkpoints
+    'no budget': ([], ['give a budget']),
+    'steps negative': (['--steps', '-1'], ['--steps must be an integer >= 0']),
+    'seconds nan': (['--seconds', 'nan'], ['--seconds must be a finite number']),
+    'checkpoint 0': (['--steps', '5', '--checkpoint-every', '0', '--out', '{out}'], ['--checkpoint-every']),
+    'checkpoint no out': (['--steps', '5', '--checkpoint-every', '3'], ['--checkpoint-every needs --out']),
+    'resume no out': (['--steps', '5', '--resume'], ['--resume needs --out']),
+    'out is a file': (['--steps', '5', '--out', '{file}'], ['--out', 'is an existing file']),
+    # methods, device, threads
+    'methods empty': (['--steps', '5', '--methods', ','], ['--methods is empty']),
+    'methods unknown': (['--steps', '5', '--methods', 'adam,rmsprop'], ["does not define method 'rmsprop'"]),
+    'methods twice': (['--steps', '5', '--methods', 'adam,adam'], ['more than once']),
+    'device bogus': (['--steps', '5', '--device', 'bogus'], ["--device 'bogus'"]),
+    'threads 0': (['--steps', '5', '--threads', '0'], ['--threads must be an integer >= 1']),
+    'threads negative': (['--steps', '5', '--threads', '-1'], ['--threads must be an integer >= 1']),
+    # argparse's own errors follow the same rule
+    'argparse type': (['--steps', 'x'], ['--steps', "'x'"]),
+    'argparse unknown': (['--steps', '5', '--bogus'], ['--bogus']),
+}
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_run_refuses_before_training(name, tmp_path, a_file, capsys):
+    argv, words = CASES[name]
+    out = str(tmp_path / 'out')
+    argv = [a.format(out=out, file=a_file) for a in argv]
+    if '--out' not in argv:
+        argv += ['--out', out] if name not in ('checkpoint no out', 'resume no out') else []
+    t0 = time.perf_counter()
+    assert cli(RUN + argv) == 2
+    assert time.perf_counter() - t0 < 10  # refused at once (a 10^12 batch is never built)
+    _one_error_line(capsys.readouterr().err, *words)
+    assert not os.path.exists(out)  # nothing trained, nothing written
+
+
+def test_cuda_on_a_build_without_it(capsys):
+    if torch.cuda.is_available():
+        pytest.skip('this torch has CUDA')
+    assert cli(RUN + ['--steps', '1', '--device', 'cuda']) == 2
+    _one_error_line(capsys.readouterr().err, "--device 'cuda'", 'CUDA')
+
+
+def test_gram_of_a_too_large_hig_batch_is_refused(capsys):
+    assert cli(['run', 'poisson8', '--preset', 'test', '--methods', 'hig', '--steps', '1',
+                '--hp', 'hig.batch_size=100000']) == 2
+    _one_error_line(capsys.readouterr().err, 'hig: batch_size 100000', 'Gram', 'max_bytes')
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['sweep', 'toy', '--preset', 'test', '--method', 'adam', '--kappa', '-1,0', '--steps', '2'],
+     ["adam: unknown hyperparameter 'kappa'"]),
+    (['sweep', 'toy', '--preset', 'test', '--method', 'adam', '--hp', 'momentum=0.1,0.9', '--steps', '2'],
+     ["adam: unknown hyperparameter 'momentum'"]),
+    (['sweep', 'toy', '--preset', 'test', '--method', 'hig', '--truncation', '1e-6,-1', '--steps', '2'],
+     ['truncation']),
+    (['sweep', 'toy', '--preset', 'test', '--method', 'hig', '--steps', '2'], ['nothing to sweep']),
+    (['sweep', 'toy', '--preset', 'tset', '--method', 'hig', '--kappa', '-1', '--steps', '2'], ['tset']),
+])
+def test_sweep_refuses_before_training(argv, words, tmp_path, capsys):
+    out = str(tmp_path / 'sweep')
+    assert cli(argv + ['--out', out, '--quiet']) == 2
+    _one_error_line(capsys.readouterr().err, *words)
+    assert not os.path.exists(out)
+
+
+def test_subprocess_exit_code_and_single_line():
+    """The real process: exit code 2 and one stderr line, no traceback (argparse and validation alike)."""
+    for argv, word in ((['run', 'toy', '--steps', 'x'], "'x'"), (['run', 'toy', '--steps', '1', '--threads', '-1'],
+                                                                 '--threads'), ([], 'required')):
+        result = subprocess.run([sys.executable, '-m', 'phi_hig', *argv], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 2, result.stderr
+        _one_error_line(result.stderr, word)
+        assert 'Traceback' not in result.stderr
+
+
+def test_help_lists_every_subcommand():
+    result = subprocess.run([sys.executable, '-m', 'phi_hig', '--help'], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    for command in ('list', 'run', 'sweep', 'report', 'gui', 'bench'):
+        assert f'    {command} ' in result.stdout, command
+
+
+@pytest.fixture(scope='module')
+def checkpointed(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('resume') / 'run')
+    assert cli(RUN + ['--methods', 'adam', '--steps', '14', '--checkpoint-every', '7', '--out', out]) == 0
+    return out
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['--seed', '1'], ['was made with seed 0, this run has seed 1']),
+    (['--set', 'gamma=1'], ['was made with gamma=0.01, this run has gamma=1']),
+    (['--hp', 'adam.lr=0.1'], ['was made with adam.lr=0.3, this run has adam.lr=0.1']),
+    (['--batch-size', '8'], ['was made with adam.batch_size=16, this run has adam.batch_size=8']),
+    (['--hp', 'adam.eps=1e-7'], ['was made with no adam.eps, this run has adam.eps=1e-07']),
+    (['--preset', 'paper'], ['was made with preset test, this run has preset paper']),
+])
+def test_resume_refuses_a_checkpoint_of_another_run(checkpointed, argv, words, capsys):
+    stamps = {f: os.path.getmtime(os.path.join(checkpointed, f)) for f in os.listdir(checkpointed)}
+    argv = ['run', 'toy', '--quiet', '--methods', 'adam', '--steps', '21', '--out', checkpointed, '--resume'] + \
+        (['--preset', 'test'] if '--preset' not in argv else []) + argv
+    assert cli(argv) == 2
+    line = _one_error_line(capsys.readouterr().err, '--resume: the checkpoint', 'checkpoint_adam.pt', *words)
+    assert 'Traceback' not in line
+    assert {f: os.path.getmtime(os.path.join(checkpointed, f)) for f in os.listdir(checkpointed)} == stamps
+
+
+def test_resume_with_the_same_identity_continues(checkpointed, capsys):
+    assert cli(RUN + ['--methods', 'adam', '--steps', '21', '--out', checkpointed, '--resume']) == 0
+    with open(os.path.join(checkpointed, 'summary.json')) as f:
+        summary = json.load(f)
+    assert summary['final']['adam']['steps'] == 21 and summary['seed'] == 0
+    assert summary['final']['adam']['batch_size'] == 16
+
+
+def test_sweep_over_any_hyperparameter(tmp_path, capsys):
+    out = str(tmp_path / 'sweep')
+    assert cli(['sweep', 'toy', '--preset', 'test', '--method', 'adam', '--hp', 'lr=0.01,0.1',
+                '--hp', 'betas=(0.9,0.999),(0.5,0.9)', '--steps', '3', '--out', out, '--quiet']) == 0
+    with open(os.path.join(out, 'sweep.csv')) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['lr'], r['betas']) for r in rows] == [('0.01', '(0.9, 0.999)'), ('0.01', '(0.5, 0.9)'),
+                                                     ('0.1', '(0.9, 0.999)'), ('0.1', '(0.5, 0.9)')]
+    assert os.path.getsize(os.path.join(out, 'sweep.png')) > 1000
+    assert cli(['sweep', 'toy', '--preset', 'test', '--method', 'hig', '--truncation', '1e-6,1e-4', '--steps', '2',
+                '--out', str(tmp_path / 'line'), '--quiet']) == 0
+    assert os.path.getsize(tmp_path / 'line' / 'sweep.png') > 1000
+
+
+def test_report_through_the_command_line_refuses_a_malformed_file(checkpointed, tmp_path, capsys):
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'metrics.csv').write_text('experiment,method,step\ntoy,adam\n')
+    assert cli(['report', str(run)]) == 2
+    _one_error_line(capsys.readouterr().err, 'metrics.csv')
+    assert cli(['report', str(run), '--bogus']) == 2
+    _one_error_line(capsys.readouterr().err, '--bogus')
+
+
+@pytest.mark.parametrize('experiment', __import__('phi_hig.experiments', fromlist=['NAMES']).NAMES)
+def test_every_experiment_refuses_unknown_settings_and_presets(experiment, tmp_path, capsys):
+    out = str(tmp_path / 'out')
+    assert cli(['run', experiment, '--preset', 'test', '--steps', '1', '--set', 'bogus_setting=1', '--out', out]) == 2
+    _one_error_line(capsys.readouterr().err, 'bogus_setting')
+    assert cli(['run', experiment, '--preset', 'tset', '--steps', '1', '--out', out]) == 2
+    _one_error_line(capsys.readouterr().err, 'tset')
+    assert not os.path.exists(out)
