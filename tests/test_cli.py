@@ -34,9 +34,9 @@ def a_file(tmp_path_factory):
 RUN = ['run', 'toy', '--preset', 'test', '--quiet']
 CASES = {
     # --hp / --set: wrong types and unknown keys, for every kind of method
-    'hp type adam': (['--steps', '5', '--hp', 'adam.lr=fast'], ['adam: lr must be a number']),
-    'hp type hig': (['--steps', '5', '--hp', 'hig.truncation=abc'], ['hig: truncation must be a number']),
-    'hp type bool': (['--steps', '5', '--hp', 'sgd.momentum=True'], ['sgd: momentum must be a number']),
+    'hp type adam': (['--steps', '5', '--hp', 'adam.lr=fast'], ['adam: lr must be a finite number']),
+    'hp type hig': (['--steps', '5', '--hp', 'hig.truncation=abc'], ['hig: truncation must be a finite number']),
+    'hp type bool': (['--steps', '5', '--hp', 'sgd.momentum=True'], ['sgd: momentum must be a finite number']),
     'hp unknown adam': (['--steps', '5', '--hp', 'adam.optimizer=sgd'], ["adam: unknown hyperparameter 'optimizer'"]),
     'hp unknown hig': (['--steps', '5', '--hp', 'hig.clip=1'], ["hig: unknown hyperparameter 'clip'"]),
     'hp unknown gn': (['--steps', '5', '--hp', 'gn.momentum=0.9'], ["gn: unknown hyperparameter 'momentum'"]),
@@ -51,7 +51,7 @@ CASES = {
     'batch memory': (['--steps', '5', '--batch-size', str(10 ** 12)], ['batch_size 1000000000000', 'over the limit']),
     'batch float': (['--steps', '5', '--hp', 'adam.batch_size=1e12'], ['adam: batch_size must be an integer']),
     # learning rates, truncation
-    'lr nan': (['--steps', '5', '--lr', 'nan'], ['lr must be finite']),
+    'lr nan': (['--steps', '5', '--lr', 'nan'], ['lr must be a finite number, got nan']),
     'lr negative': (['--steps', '5', '--lr', '-1'], ['the learning rate lr must be >= 0']),
     'truncation nobody': (['--steps', '5', '--methods', 'adam,sgd', '--truncation', '1e-3'],
                           ['--truncation', 'truncation']),

@@ -45,7 +45,7 @@ def test_every_method_of_every_experiment_refuses_unknown_keys_and_wrong_types(e
             validate_hyperparameters(ex, m)  # the experiment's own defaults pass
             with pytest.raises(InvalidInputError, match=f"{m}: unknown hyperparameter 'optimizer'"):
                 validate_hyperparameters(ex, m, {'optimizer': 'sgd'})
-            with pytest.raises(InvalidInputError, match=f'{m}: lr must be a number'):
+            with pytest.raises(InvalidInputError, match=f'{m}: lr must be a finite number'):
                 validate_hyperparameters(ex, m, {'lr': True})  # a bool is not a number
             with pytest.raises(InvalidInputError, match=f'{m}: batch_size must be an integer'):
                 validate_hyperparameters(ex, m, {'batch_size': 8.0})
@@ -59,7 +59,7 @@ def test_every_method_of_every_experiment_refuses_unknown_keys_and_wrong_types(e
     ('hig', {'eps': 1e-7}, "unknown hyperparameter 'eps'"),
     ('adam', {'base': 'sgd'}, "'base' cannot be overridden"),
     ('adam', {'inverse': 'default'}, "unknown hyperparameter 'inverse'"),
-    ('adam', {'lr': float('nan')}, 'lr must be finite'),
+    ('adam', {'lr': float('nan')}, 'lr must be a finite number, got nan'),
     ('adam', {'lr': -1}, 'the learning rate lr must be >= 0'),
     ('adam', {'betas': (0.9,)}, 'betas must be 2 finite numbers'),
     ('adam', {'betas': (0.9, 1.5)}, 'from the optimizer'),
@@ -68,7 +68,7 @@ def test_every_method_of_every_experiment_refuses_unknown_keys_and_wrong_types(e
     ('sip', {'inverse': 'nope'}, "inverse must be one of 'default'"),
     ('hig', {'kappa': 2}, 'kappa'),
     ('hig', {'method': 'fast'}, 'method'),
-    ('hig', {'truncation': 'small'}, 'truncation must be a number'),
+    ('hig', {'truncation': 'small'}, 'truncation must be a finite number'),
     ('hig', {'chunk_rows': 1.5}, 'chunk_rows must be an integer'),
 ])
 def test_refusals_name_method_and_key(method, overrides, message):
