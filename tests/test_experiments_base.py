@@ -98,9 +98,9 @@ def test_heat_inverse_options_reach_the_physics():
 def test_sip_methods_merge_and_pass_inverse_options():
     ex = experiments.get('heat', preset='test')
     method = make_method('sip', ex.make_net(), ex, overrides={'inverse_options': {'noise': 0}})
-    assert method.inverse is ex.inverses['default'] and method.inverse_options == {'noise': 0.0}
+    assert method.inverse is ex.inverses['default'] and method.hyper['inverse_options'] == {'noise': 0.0}
     lbfgs = make_method('sip_lbfgs', ex.make_net(), ex)
-    assert lbfgs.inverse is ex.inverses['lbfgs'] and lbfgs.inverse_options == {'iterations': 2}
+    assert lbfgs.inverse is ex.inverses['lbfgs'] and lbfgs.hyper['inverse_options'] == {'iterations': 2}
     seen = []
     spy = Inverse(lambda z, t, *, y=None, noise: seen.append(noise) or torch.zeros_like(z), {'noise': 1e-6})
     spied = dataclasses.replace(ex, inverses={'default': spy})
@@ -111,9 +111,9 @@ def test_sip_methods_merge_and_pass_inverse_options():
 
 def test_make_method_refuses_bad_inverse_options_before_building():
     ex = experiments.get('heat', preset='test')
-    with pytest.raises(InvalidInputError, match="unknown inverse option 'nosie'"):
+    with pytest.raises(InvalidInputError, match="sip: unknown hyperparameter 'inverse_options.nosie'"):
         make_method('sip', ex.make_net(), ex, overrides={'inverse_options': {'nosie': 0.}})
     with pytest.raises(InvalidInputError, match='noise must be a finite number >= 0'):
         make_method('sip', ex.make_net(), ex, overrides={'inverse_options': {'noise': -1.}})
-    with pytest.raises(InvalidInputError, match='inverse_options need a SIP method'):
+    with pytest.raises(InvalidInputError, match="adam: unknown hyperparameter 'inverse_options.noise'"):
         make_method('adam', ex.make_net(), ex, overrides={'inverse_options': {'noise': 0.}})

@@ -49,8 +49,8 @@ def test_dashboard_bad_input_starts_nothing():
     d = Dashboard(experiments={'grid8': grid8})
     for kwargs, message in [
         (dict(hyper={'adam': {'lr': '-0.1'}}, steps='5'), 'adam: the learning rate lr must be >= 0'),
-        (dict(hyper={'adam': {'lr': 'fast'}}, steps='5'), 'adam: lr must be a number'),
-        (dict(hyper={'adam': {'lr': 'nan'}}, steps='5'), 'adam: lr must be finite'),
+        (dict(hyper={'adam': {'lr': 'fast'}}, steps='5'), 'adam: lr must be a finite number'),
+        (dict(hyper={'adam': {'lr': 'nan'}}, steps='5'), 'adam: lr must be a finite number, got nan'),
         (dict(hyper={'hig': {'batch_size': 'abc'}}, steps='5'), 'hig: batch_size must be an integer'),
         (dict(hyper={'hig': {'batch_size': '2.5'}}, steps='5'), 'hig: batch_size must be an integer'),
         (dict(hyper={'hig': {'batch_size': '0'}}, steps='5'), 'hig: batch_size must be an integer >= 1'),
