@@ -24,6 +24,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
+from . import checks
 from .errors import InvalidInputError
 from .experiments.settings import PRESETS
 from .methods import SECOND_ORDER, hyperparameter_spec, validate_hyperparameters
@@ -203,11 +204,7 @@ def _check_memory(experiment, method: str, hyper: Mapping, memory_limit: float, 
 
 # --- run options ---------------------------------------------------------------------------------------------
 def _integer(value, what: str, minimum: int):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInputError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return None if value is None else checks.integer(what, value, low=minimum)
 
 
 def _device(device) -> str:
@@ -292,9 +289,8 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
         InvalidInputError: with one line naming the bad value.
     """
     steps = _integer(steps, '--steps', 0)
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                or not math.isfinite(seconds) or seconds < 0):
-        raise InvalidInputError(f"--seconds must be a finite number >= 0, got {seconds!r}")
+    if seconds is not None:
+        seconds = checks.number('--seconds', seconds, low=0)
     if steps is None and seconds is None:
         raise InvalidInputError("give a budget: --steps N or --seconds S per method")
     seed = _integer(seed, '--seed', 0)
