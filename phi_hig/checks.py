@@ -19,7 +19,8 @@ import numpy as np
 
 from .errors import InvalidInputError, JacobianTooLargeError
 
-__all__ = ['is_number', 'is_integer', 'number', 'integer', 'flag', 'choice', 'check_size', 'human_bytes']
+__all__ = ['is_number', 'is_integer', 'number', 'integer', 'flag', 'choice', 'learning_rates', 'check_size',
+           'human_bytes']
 
 
 def is_number(value) -> bool:
@@ -93,6 +94,14 @@ def choice(name: str, value, options: Sequence):
     if not any(type(value) is type(o) and value == o for o in options):
         raise InvalidInputError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}")
     return value
+
+
+def learning_rates(param_groups, owner: str = '') -> list:
+    """The learning rate of every parameter group, each a finite number >= 0, whoever set it (a scheduler,
+    ``load_state_dict``, user code): checked before every step, so that a NaN rate never reaches a weight and a
+    negative one never ascends. ``owner`` prefixes the message (e.g. ``'adam: '``)."""
+    return [number(f"{owner}the learning rate param_groups[{i}]['lr']", group.get('lr'), low=0)
+            for i, group in enumerate(param_groups)]
 
 
 def human_bytes(nbytes: float) -> str:

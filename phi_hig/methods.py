@@ -297,35 +297,18 @@ class Method:
             raise InvalidInputError(f"method {name!r} is SIP and needs an experiment with an inverse physics solver")
         self.optimizer = _build_optimizer(self.base, net.parameters(), hyper)
 
-    def _check_learning_rates(self) -> None:
-        """A learning rate that reached ``param_groups`` after construction (set directly, by
-        ``load_state_dict``, by a scheduler) is checked before every step: NaN / ±inf raise
-        `NonFiniteStepError`, a negative or non-numeric one `InvalidInputError`; the weights are untouched."""
-        for i, group in enumerate(self.optimizer.param_groups):
-            lr = group.get('lr')
-            try:
-                value = float(lr)
-            except (TypeError, ValueError):
-                raise InvalidInputError(f"{self.name}: the learning rate of parameter group {i} is not a number: "
-                                        f"{lr!r}; the weights were left untouched") from None
-            if not math.isfinite(value):
-                raise NonFiniteStepError(f"{self.name}: the learning rate of parameter group {i} is {value}; "
-                                         f"the weights were left untouched")
-            if value < 0:
-                raise InvalidInputError(f"{self.name}: the learning rate of parameter group {i} is negative "
-                                        f"({value}); the weights were left untouched")
-
     def step(self, inputs: torch.Tensor, targets) -> float:
         """One update; returns the batch-mean physics loss before the update.
 
         Raises:
-            NonFiniteStepError: non-finite loss or learning rate; the weights were left untouched.
-            InvalidInputError: a negative learning rate in the optimizer; the weights were left untouched.
+            NonFiniteStepError: a non-finite loss; the weights were left untouched.
+            InvalidInputError: a learning rate in the optimizer that is not a finite number >= 0 (set after
+                construction, e.g. by a scheduler); the weights were left untouched.
         """
         if isinstance(self.optimizer, HIG):  # hig_step checks its own learning rates
             self.last_info = hig_step(self.net, self.optimizer, inputs, targets, self.simulate, self.loss)
             return self.last_info.loss
-        self._check_learning_rates()
+        checks.learning_rates(self.optimizer.param_groups, f"{self.name}: ")
         if self.base == 'sip':
             from .sip import sip_step
             optimizer = self.optimizer if self.clip is None else _Clipped(self.optimizer, self.net, self.clip)

@@ -113,10 +113,8 @@ class HIG(torch.optim.Optimizer):
             InvalidInputError: an invalid learning rate or a direction of the wrong length.
             NonFiniteStepError: an update that is not finite in its parameter's dtype.
         """
-        groups = []
-        for i, group in enumerate(self.param_groups):
-            lr = checks.number(f"param_groups[{i}]['lr']", group['lr'], low=0)
-            groups.append((lr, [p for p in group['params'] if p.requires_grad]))
+        lrs = checks.learning_rates(self.param_groups)
+        groups = [(lr, [p for p in group['params'] if p.requires_grad]) for lr, group in zip(lrs, self.param_groups)]
         total = sum(p.numel() for _, ps in groups for p in ps)
         if total != direction.numel():
             raise InvalidInputError(f"direction has {direction.numel()} entries for {total} parameters")
@@ -219,8 +217,7 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     if not isinstance(optimizer, HIG):
         raise InvalidInputError(f"optimizer must be a phi_hig.HIG, got {type(optimizer).__name__}")
     settings = optimizer.settings
-    for i, param_group in enumerate(optimizer.param_groups):
-        checks.number(f"param_groups[{i}]['lr']", param_group['lr'], low=0)
+    checks.learning_rates(optimizer.param_groups)
     call = NetworkCall(net, inputs)
     x = call.native_inputs
     if x.ndim == 0 or x.shape[0] == 0:
