@@ -72,22 +72,34 @@ def _spec(args, methods, overrides=None, common=None, **extra):
 
 
 def cmd_run(args) -> int:
+    """``run``: one process, or every process of a ``torchrun`` job (`phi_hig.parallel`): the global batch of each
+    method is split across the ranks; rank 0 prints, evaluates and writes."""
+    from . import parallel
     from .report import write_run
     from .runner import run
     common = {k: v for k, v in dict(lr=args.lr, batch_size=args.batch_size, truncation=args.truncation).items()
               if v is not None}
-    spec = _spec(args, args.methods, overrides=_per_method(args.hp, '--hp'), common=common,
-                 checkpoint_every=args.checkpoint_every, resume=args.resume)
-    result = run(spec, progress=not args.quiet)
-    print(f"{'method':<10} {'batch':>6} {'steps':>7} {'s/step':>9} {'test loss':>11}  status")
-    for m, f in result.summary['final'].items():
-        flags = f"  [{', '.join(f['flags'])}]" if f['flags'] else ''
-        print(f"{m:<10} {f['batch_size']:>6} {f['steps']:>7} {f['seconds_per_step']:>9.2e} "
-              f"{f.get('test_loss', float('nan')):>11.3e}  {f['status']}{flags}")
-    if args.out:
-        write_run(result, args.out)
-        print(f"wrote {args.out}/metrics.csv, summary.json, curves.png")
-    return 0
+    device = parallel.init_from_environment(args.device)
+    try:
+        args.device = device
+        spec = _spec(args, args.methods, overrides=_per_method(args.hp, '--hp'), common=common,
+                     checkpoint_every=args.checkpoint_every, resume=args.resume, world_size=parallel.world_size())
+        result = run(spec, progress=not args.quiet and parallel.is_root())
+        if not parallel.is_root():
+            return 0
+        print(f"{'method':<10} {'batch':>6} {'steps':>7} {'s/step':>9} {'test loss':>11}  status")
+        for m, f in result.summary['final'].items():
+            flags = f"  [{', '.join(f['flags'])}]" if f['flags'] else ''
+            print(f"{m:<10} {f['batch_size']:>6} {f['steps']:>7} {f['seconds_per_step']:>9.2e} "
+                  f"{f.get('test_loss', float('nan')):>11.3e}  {f['status']}{flags}")
+        if args.out:
+            write_run(result, args.out)
+            print(f"wrote {args.out}/metrics.csv, summary.json, curves.png")
+        return 0
+    except InvalidInputError as err:  # every rank refuses alike; rank 0 says why
+        return report_error(err) if parallel.is_root() else 2
+    finally:
+        parallel.shutdown()
 
 
 def _label(value) -> str:
@@ -200,6 +212,10 @@ def main(argv=None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     from .checkpoint import CheckpointWarning
     from .runner import RunWarning
+    from . import parallel
+    if parallel.launched() and args.command != 'run':
+        return report_error(f"{args.command} runs in one process; only 'run' splits its batches across torchrun's "
+                            f"processes")
     try:
         with plain_warnings(RunWarning, CheckpointWarning):
             return {'list': cmd_list, 'run': cmd_run, 'sweep': cmd_sweep}[args.command](args)

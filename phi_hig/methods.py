@@ -30,8 +30,9 @@ from typing import Dict, Mapping, Optional
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from . import checks
+from . import checks, parallel
 from .errors import InvalidInputError, NonFiniteStepError
 from .optimizer import HIG, hig_step
 
@@ -322,7 +323,10 @@ class Method:
         z = self.net(inputs)
         y = self.simulate(z) if self.simulate is not None else z
         loss = self.loss(y, targets).mean()
-        if not bool(torch.isfinite(loss)):
+        finite = bool(torch.isfinite(loss))
+        if isinstance(self.net, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
+            finite = parallel.all_true(finite, loss.device)
+        if not finite:
             raise NonFiniteStepError(f"{self.name}: the loss is not finite; the weights were left untouched")
         loss.backward()
         if self.clip is not None:

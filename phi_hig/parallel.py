@@ -23,8 +23,8 @@ import torch
 
 from .errors import InvalidInputError
 
-__all__ = ['init_from_environment', 'shutdown', 'world_size', 'rank', 'is_root', 'local_rows', 'wait_for_root',
-           'agree_max', 'broadcast_object', 'all_mean', 'TIMEOUT_ENV', 'ROOT_TIMEOUT_ENV']
+__all__ = ['init_from_environment', 'shutdown', 'launched', 'world_size', 'rank', 'is_root', 'local_rows',
+           'wait_for_root', 'agree_max', 'all_true', 'broadcast_object', 'all_mean', 'TIMEOUT_ENV', 'ROOT_TIMEOUT_ENV']
 
 TIMEOUT_ENV = 'PHI_HIG_COLLECTIVE_TIMEOUT'
 ROOT_TIMEOUT_ENV = 'PHI_HIG_ROOT_WORK_TIMEOUT'
@@ -135,6 +135,20 @@ def agree_max(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control_group)
     return float(t)
+
+
+def all_true(flag: bool, device=None) -> bool:
+    """True on every rank when ``flag`` is True on every rank (so that all ranks refuse a step together).
+
+    Uses the runner's control group when this process joined one through `init_from_environment`, else the
+    default group (a user's own ``torch.distributed`` program) with a tensor on ``device``."""
+    dist = _dist()
+    if dist is None:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64,
+                     device='cpu' if _control_group is not None else device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=_control_group)
+    return bool(float(t) == 1.0)
 
 
 def all_mean(value: float) -> float:

@@ -29,7 +29,8 @@ import torch
 from .checkpoint import Checkpoint, CheckpointWriter, load_for_resume
 from .errors import InvalidInputError, NonFiniteStepError
 from .experiments.base import DataStream, Experiment
-from .methods import make_method
+from . import parallel
+from .methods import SECOND_ORDER, make_method
 from .spec import RunSpec, run_spec
 
 __all__ = ['train', 'run', 'train_variants', 'RunResult', 'RunControl', 'RunWarning', 'evaluate',
@@ -175,9 +176,19 @@ def _restore(ck: Checkpoint, net, method, stream, device) -> None:
 
 
 def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_record, control, writers) -> tuple:
+    """Train one method. With several processes (`phi_hig.parallel`), every rank steps on its slice of the same
+    global batch; HIG / GN steps are distributed by `phi_hig.hig_step` itself, first-order and SIP methods train a
+    ``DistributedDataParallel`` wrapper of ``net``; rank 0 evaluates, keeps the records and writes checkpoints."""
     experiment = spec.experiment
-    method = make_method(name, net, experiment, validated=spec.hyperparameters[name])
+    world, root = parallel.world_size(), parallel.is_root()
+    hyper = spec.hyperparameters[name]
+    stepper = net
+    if world > 1 and hyper.get('base', name) not in SECOND_ORDER:
+        from torch.nn.parallel import DistributedDataParallel
+        stepper = DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
+    method = make_method(name, stepper, experiment, validated=hyper)
     batch_size = int(method.hyper['batch_size'])
+    rows = parallel.local_rows(batch_size)
     stream = DataStream(experiment, spec.seed)
     torch.manual_seed(spec.seed + 1)
     status, step, train_time = 'ok', 0, 0.0
@@ -187,13 +198,15 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
         step, train_time, unsaved = ck.step, ck.train_time, []
     else:
         records = [dict(experiment=experiment.name, method=name, step=0, wall_time=0.0, train_loss=float('nan'),
-                        **evaluate(experiment, net))]
+                        **_evaluate_on_root(experiment, net))]
         unsaved = list(records)  # records not yet handed to the checkpoint writer
-        if on_record:
+        if on_record and root:
             on_record(records[-1], method)
     watch = _Watch(name, records)
+    # whether the last record holds an evaluation, the same on every rank (resumed records are rank 0's)
+    evaluated = resumed is None or not _isnan(records[-1].get('test_loss'))
     every, identity = spec.checkpoint_every, spec.identity
-    writer = CheckpointWriter(spec.out, name, fresh=resumed is None) if every else None
+    writer = CheckpointWriter(spec.out, name, fresh=resumed is None) if every and root else None
     if writer is not None:
         writers.append(writer)  # closed (waited for) by `run` at the end: the last write overlaps what follows
     last_print = time.perf_counter()
@@ -206,7 +219,7 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
             status = f'stopped at step {step}'
             break
         x, t = stream.next(batch_size)
-        x, t = x.to(device), t.to(device)
+        x, t = x[rows].to(device), t[rows].to(device)
         t0 = time.perf_counter()
         try:
             loss = method.step(x, t)
@@ -221,15 +234,21 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         train_time += time.perf_counter() - t0
+        if world > 1:  # the ranks agree on the loss of the global batch and on when the time budget is spent
+            loss = loss if stepper is net else parallel.all_mean(loss)
+            train_time = parallel.agree_max(train_time) if spec.seconds is not None else train_time
         step += 1
         record = dict(experiment=experiment.name, method=name, step=step, wall_time=train_time, train_loss=loss,
                       test_loss=float('nan'))
         if method.last_info is not None:
             record['rank'] = method.last_info.rank
-        if step % spec.eval_every == 0 or done():
-            record.update(evaluate(experiment, net))
+        evaluated = step % spec.eval_every == 0 or done()  # the same on every rank
+        if evaluated:
+            record.update(_evaluate_on_root(experiment, net))
         records.append(record)
         unsaved.append(record)
+        if not root:
+            continue
         watch.see(record)
         if on_record:
             on_record(record, method)
@@ -242,15 +261,37 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
             test = [r['test_loss'] for r in records if not _isnan(r.get('test_loss'))][-1]
             print(f"[{experiment.name}/{name}] step {step:6d}  train {train_time:7.1f}s  "
                   f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
-    if _isnan(records[-1].get('test_loss')) and not status.startswith(('diverged', 'failed')):
-        records[-1].update(evaluate(experiment, net))  # a stopped method's last state
+    if not evaluated and not status.startswith(('diverged', 'failed')):
+        records[-1].update(_evaluate_on_root(experiment, net))  # a stopped method's last state
     if writer is not None and unsaved:
         writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records), unsaved)
     if status == 'ok' and spec.seconds is not None and step < MIN_STEPS and \
-            (spec.steps is None or step < spec.steps):
+            (spec.steps is None or step < spec.steps) and root:
         watch.flag('few_steps', f"{name}: only {step} step(s) in the time budget of {spec.seconds:g} s "
                                 f"(< {MIN_STEPS}): its final values are not comparable")
     return records, status, method, watch
+
+
+def _evaluate_on_root(experiment, net) -> dict:
+    """`evaluate` on rank 0 (the other ranks wait for it and record nothing)."""
+    values = evaluate(experiment, net) if parallel.is_root() else {}
+    parallel.wait_for_root()
+    return values
+
+
+def _resume(spec: RunSpec) -> dict:
+    """Every method's checkpoint, read and checked on rank 0 and sent to the other ranks (`load_for_resume`);
+    a refusal is raised on every rank."""
+    payload = None
+    if parallel.is_root():
+        try:
+            payload = ('ok', {m: load_for_resume(spec.out, m, spec.identity) for m in spec.methods})
+        except InvalidInputError as err:
+            payload = ('refused', str(err))
+    status, value = parallel.broadcast_object(payload)
+    if status != 'ok':
+        raise InvalidInputError(value)
+    return value
 
 
 def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] = None,
@@ -272,7 +313,9 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
         InvalidInputError: a checkpoint to resume from does not match or cannot be used (nothing trained).
     """
     experiment = spec.experiment
-    resumed = {m: load_for_resume(spec.out, m, spec.identity) for m in spec.methods} if spec.resume else {}
+    if spec.world_size != parallel.world_size():
+        raise InvalidInputError(f"the spec is for {spec.world_size} process(es), but {parallel.world_size()} run")
+    resumed = _resume(spec) if spec.resume else {}
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     net0 = experiment.make_net()

@@ -16,6 +16,7 @@ Shapes are never broadcast: a prediction, its correction and the update `Δx` mu
 from typing import Callable, Mapping, NamedTuple, Tuple
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from phi.field import Field
 from phiml import math
 from phiml.math import Tensor, batch, non_batch
@@ -180,7 +181,11 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     require_same_shape('the inverse update dx', dx, 'the prediction x', x0)
     proxy = sip_loss(prediction, x0 + dx)
     mean_proxy = _mean(proxy)
-    if not bool(torch.isfinite(torch.as_tensor(mean_proxy)).all()):
+    finite = bool(torch.isfinite(torch.as_tensor(mean_proxy)).all())
+    if isinstance(network, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
+        from . import parallel
+        finite = parallel.all_true(finite, mean_proxy.device)
+    if not finite:
         raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse "
                                  "update); the weights were left untouched")
     optimizer.zero_grad()

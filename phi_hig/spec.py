@@ -325,6 +325,10 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
     for m, values in (overrides or {}).items():
         given[m].update(values)
     hyper = {m: validate_hyperparameters(experiment, m, given[m]) for m in names}
+    for m in names:  # each rank takes an equal contiguous slice of the global batch
+        if hyper[m]['batch_size'] % world_size:
+            raise InvalidInputError(f"{m}: the global batch size {hyper[m]['batch_size']} is not divisible by the "
+                                    f"{world_size} processes; choose a multiple of {world_size} (--batch-size)")
     n_params = None
     for m in names:
         second = hyper[m].get('base', m) in SECOND_ORDER
