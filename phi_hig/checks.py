@@ -51,15 +51,12 @@ def number(name: str, value, *, low: Optional[float] = None, high: Optional[floa
     Raises:
         InvalidInputError: `value` is not a number, not finite, or out of range.
     """
+    if is_number(value) and math.isfinite(value) and \
+            (low is None or (value > low if low_open else value >= low)) and \
+            (high is None or (value < high if high_open else value <= high)):
+        return float(value)
     allowed = f"a finite number{_range_text(low, high, low_open, high_open)}" + (f" ({hint})" if hint else '')
-    if not is_number(value) or not math.isfinite(value):
-        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
-    value = float(value)
-    if low is not None and (value <= low if low_open else value < low):
-        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
-    if high is not None and (value >= high if high_open else value > high):
-        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
-    return value
+    raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
 
 
 def integer(name: str, value, *, low: Optional[int] = None, high: Optional[int] = None) -> int:

@@ -196,19 +196,21 @@ def _spectral(mu: torch.Tensor, w: torch.Tensor, rhs: torch.Tensor, settings: Ha
               path: str):
     """``σ_max^β · W diag(μ^((κ−1)/2)) Wᵀ rhs`` over the kept eigenpairs, or None when 'auto' must use the SVD.
 
-    The kept eigenvalues (μ ascending) are a suffix: the kept part of W is a view, never a copy."""
-    mu_max = float(mu[-1]) if mu.numel() else 0.0
+    The kept eigenvalues (μ ascending) are a suffix: the kept part of W is a view, never a copy. The decisions are
+    taken on a host copy of μ (n numbers), the products on W's device."""
+    m = mu.detach().cpu().numpy()
+    mu_max = float(m[-1]) if m.size else 0.0
     if mu_max <= 0.0:
         return torch.zeros_like(rhs), SpectralInfo(np.zeros(0), 0.0, 0, path)
-    first = int(torch.searchsorted(mu, _gram_threshold(mu_max, settings, floor_dim), right=True))
-    mu_k, w_k = mu[first:], w[:, first:]
-    if settings.method == 'auto' and mu_k.numel() and float(mu_k[0]) < AUTO_GRAM_MIN_RATIO * mu_max:
+    first = int(np.searchsorted(m, _gram_threshold(mu_max, settings, floor_dim), side='right'))
+    if settings.method == 'auto' and first < m.size and m[first] < AUTO_GRAM_MIN_RATIO * mu_max:
         return None
+    mu_k, w_k = mu[first:], w[:, first:]
     sigma_max = _pymath.sqrt(mu_max)
     out = w_k @ (mu_k ** ((settings.kappa - 1.0) / 2.0) * (w_k.T @ rhs))
     if settings.beta != 0:
         out = out * sigma_max ** settings.beta
-    return out, SpectralInfo(torch.sqrt(mu_k).flip(0).cpu().numpy(), sigma_max, int(mu_k.numel()), path)
+    return out, SpectralInfo(np.sqrt(m[first:])[::-1].copy(), sigma_max, m.size - first, path)
 
 
 def _svd_apply(J: torch.Tensor, g64: torch.Tensor, settings: HalfInverse, path: str = 'svd'):

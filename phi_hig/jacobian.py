@@ -205,12 +205,13 @@ def _layer_delta(m: nn.Module, grad: torch.Tensor) -> torch.Tensor:
     return grad.reshape(R, grad.shape[1], -1)
 
 
-def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: int, max_bytes):
+def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: int, max_bytes, objective=None):
     """One forward and one backward pass of ``simulate(net(·))`` on every sample repeated ``ny`` times.
 
-    Returns ``(y (b, |y|), P (b, |y|, |z|), factors)``, or None when ``ny`` is not |y| (then the caller learns
-    |y| and calls again). Layers not called exactly once per forward pass on batch-first inputs are dropped from
-    the factors (their parameters go to the dense block)."""
+    Returns ``(y (b, |y|), P (b, |y|, |z|), factors, objective)``, or None when ``ny`` is not |y| (then the caller
+    learns |y| and calls again); ``objective`` is ``(value, gradient)`` of ``objective(y)`` when one is given and the
+    pass is one chunk (the same backward call), else None. Layers not called exactly once per forward pass on
+    batch-first inputs are dropped from the factors (their parameters go to the dense block)."""
     b = inputs.shape[0]
     captured, calls = {}, {}
 
@@ -221,9 +222,10 @@ def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: i
     valid = dict(layers)
     handles = [m.register_forward_hook(hook) for m in layers]
     deltas, inputs_a, ys, P = {m: [] for m in layers}, {m: [] for m in layers}, [], None
-    eye = None
+    eye, value = None, None
+    chunks = _sample_chunks(b, ny, chunk_rows)
     try:
-        for chunk in _sample_chunks(b, ny, chunk_rows):
+        for chunk in chunks:
             xc = inputs[chunk]
             n = xc.shape[0]
             calls.clear()
@@ -243,7 +245,14 @@ def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: i
                     if calls.get(m, 0) != 1 or not _input_ok(m, *captured[m], n * ny):
                         del valid[m]
                 outs = [captured[m][1] for m in valid]
-                grads = torch.autograd.grad(yrf, [zr, *outs], eye.repeat(n, 1), allow_unused=True)
+                if objective is not None and len(chunks) == 1:  # its gradient in the same backward call
+                    y_leaf = yrf.detach()[::ny].clone().requires_grad_(True)
+                    value = objective(y_leaf)
+                    grads = torch.autograd.grad([yrf, value], [zr, *outs, y_leaf],
+                                                [eye.repeat(n, 1), torch.ones_like(value)], allow_unused=True)
+                    value, grads = (value.detach(), grads[-1]), grads[:-1]
+                else:
+                    grads = torch.autograd.grad(yrf, [zr, *outs], eye.repeat(n, 1), allow_unused=True)
             P[chunk] = 0 if grads[0] is None else grads[0].reshape(n, ny, -1)
             ys.append(yrf.detach()[::ny])
             for m, gr in zip(valid, grads[1:]):
@@ -253,8 +262,12 @@ def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: i
     finally:
         for h in handles:
             h.remove()
-    factors = [LayerFactor(torch.cat(inputs_a[m]), torch.cat(deltas[m]), *valid[m]) for m in valid]
-    return torch.cat(ys), P, factors
+    factors = [LayerFactor(_cat(inputs_a[m]), _cat(deltas[m]), *valid[m]) for m in valid]
+    return _cat(ys), P, factors, value
+
+
+def _cat(pieces: list) -> torch.Tensor:
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 def _generic_matrix(net, params, inputs, P, chunk_rows, max_bytes) -> torch.Tensor:
@@ -286,7 +299,7 @@ def _generic_matrix(net, params, inputs, P, chunk_rows, max_bytes) -> torch.Tens
 def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *, params=None,
                      structured: Optional[bool] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                      max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_bytes: float = DEFAULT_CHUNK_BYTES,
-                     n_out: Optional[int] = None) -> JacobianFactors:
+                     n_out: Optional[int] = None, objective: Optional[Callable] = None) -> JacobianFactors:
     """The stacked per-sample Jacobian of ``simulate(net(inputs))`` as a Jacobian operator, in factored form.
 
     Parameters of ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` layers (``groups == 1``, any padding mode,
@@ -306,21 +319,25 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *
         max_bytes: refuse any single J / G / P allocation above this size.
         chunk_bytes: bound on the row blocks that `JacobianFactors.gram` / `gram_dual` / `vjp` form.
         n_out: |y|, if known (e.g. from the previous step); else a forward pass of one sample finds it.
+        objective: optionally a scalar function of the flattened outputs ``(b, |y|)`` (e.g. the batch-mean loss);
+            when the pass is one chunk its value and gradient come from the same backward call and are stored in
+            the result's ``objective`` as ``(value, gradient)`` (else ``objective`` is None).
     """
     modules = list(net.modules())
     params = _trainable(net, params, modules)
     if inputs.shape[0] == 0:
         raise InvalidInputError("inputs must hold at least one example, got an empty batch")
     layers = _candidate_layers(net, params, modules) if structured is not False else {}
-    result = _replicated_pass(net, inputs, simulate, int(n_out), layers, chunk_rows, max_bytes) if n_out else None
+    pass_args = (layers, chunk_rows, max_bytes, objective)
+    result = _replicated_pass(net, inputs, simulate, int(n_out), *pass_args) if n_out else None
     if result is None:
         with torch.no_grad(), torch_backend():
             n_out = _flat_batch(simulate(net(inputs[:1])), 'simulate(net(inputs))').shape[1]
-        result = _replicated_pass(net, inputs, simulate, n_out, layers, chunk_rows, max_bytes)
+        result = _replicated_pass(net, inputs, simulate, n_out, *pass_args)
         if result is None:
             raise InvalidInputError("simulate(z) must return one row per input row with the same number of values "
                                     "for every batch size (examples must be independent)")
-    y, P, factors = result
+    y, P, factors, value = result
     covered = {c for f in factors for c in (f.weight_col, f.bias_col) if c is not None}
     rest = [i for i in range(len(params)) if i not in covered]
     if structured and rest:
@@ -328,7 +345,7 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *
                                 "nn.Conv2d (groups=1) layer applied once per forward pass to batch-first inputs")
     block = _generic_matrix(net, [params[i] for i in rest], inputs, P, chunk_rows, max_bytes) if rest else None
     return JacobianFactors(y, params, factors, rest, block, max_bytes=max_bytes, chunk_bytes=chunk_bytes,
-                           physics=P)
+                           physics=P, objective=value)
 
 
 def per_sample_jacobian(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwargs) -> torch.Tensor:

@@ -89,13 +89,19 @@ class HIG(torch.optim.Optimizer):
 
     @property
     def settings(self) -> HalfInverse:
-        """The validated `HalfInverse` settings, shared by all parameter groups (the spectrum is global)."""
-        first = {k: self.param_groups[0][k] for k in _SETTING_KEYS}
+        """The validated `HalfInverse` settings, shared by all parameter groups (the spectrum is global).
+
+        Read from ``param_groups`` every time (a user or ``load_state_dict`` may change them), validated when they
+        differ from the last settings read."""
+        first = tuple(self.param_groups[0][k] for k in _SETTING_KEYS)
         for group in self.param_groups[1:]:
-            if any(group[k] != first[k] for k in _SETTING_KEYS):
+            if tuple(group[k] for k in _SETTING_KEYS) != first:
                 raise InvalidInputError("all parameter groups of HIG must share truncation, kappa, beta, "
                                         "relative and method (only lr may differ per group)")
-        return HalfInverse(**first)
+        cached = getattr(self, '_settings', None)
+        if cached is None or cached[0] != first or any(type(a) is not type(b) for a, b in zip(cached[0], first)):
+            self._settings = (first, HalfInverse(**dict(zip(_SETTING_KEYS, first))))
+        return self._settings[1]
 
     def params(self) -> list:
         """The trainable parameters, in the column order of the Jacobian."""
@@ -119,13 +125,16 @@ class HIG(torch.optim.Optimizer):
         if total != direction.numel():
             raise InvalidInputError(f"direction has {direction.numel()} entries for {total} parameters")
         largest = float(direction.abs().max()) if total else 0.0
-        if largest != largest:
+        if largest != largest or largest == float('inf'):
             raise NonFiniteStepError("the update direction is not finite; the weights were left untouched")
         updates, offset = [], 0
         for lr, ps in groups:
+            cast = {}  # lr·d once per dtype of the group (one multiplication and one cast, then views)
             for p in ps:
+                if p.dtype not in cast:
+                    cast[p.dtype] = (lr * direction).to(p.dtype)
                 n = p.numel()
-                updates.append((p, (lr * direction[offset:offset + n]).view_as(p).to(p.dtype)))
+                updates.append((p, cast[p.dtype][offset:offset + n].view_as(p)))
                 offset += n
         # every |lr·d| below the dtype's largest value cannot overflow in the cast; else check each update
         safe = all(lr * largest < torch.finfo(p.dtype).max for lr, ps in groups for p in ps)
@@ -160,16 +169,29 @@ class HIGStepInfo:
     time_total: float
 
 
-def _loss_gradient(loss: Callable, layout: BatchLayout, y_flat: torch.Tensor, targets) -> tuple:
-    """``(mean loss, g)``: g = ∂(mean_i loss_i)/∂y as ``(b·|y|,)``, with y given to ``loss`` in its own form."""
-    y_var = y_flat.detach().requires_grad_(True)
-    with torch.enable_grad(), torch_backend():
-        mean = layout.per_example(loss(layout.unflatten(y_var), targets)).mean()
-        g, = torch.autograd.grad(mean, y_var, allow_unused=True)
-    mean = float(mean.detach())
+def _loss_objective(loss: Callable, layout: list, targets) -> Callable:
+    """The batch-mean loss as a function of the flattened outputs ``(b, |y|)``, y given to ``loss`` in its own
+    form (``layout`` holds the `BatchLayout` once simulate has run)."""
+    def objective(y_flat: torch.Tensor) -> torch.Tensor:
+        return layout[0].per_example(loss(layout[0].unflatten(y_flat), targets)).mean()
+    return objective
+
+
+def _loss_gradient(objective: Callable, y_flat: torch.Tensor, known=None) -> tuple:
+    """``(mean loss, g)``: g = ∂(mean_i loss_i)/∂y as ``(b·|y|,)``, from ``known = (value, gradient)`` when the
+    Jacobian pass computed them, else by one backward pass of the loss alone; refused when not finite."""
+    if known is None:
+        y_var = y_flat.detach().requires_grad_(True)
+        with torch.enable_grad(), torch_backend():
+            value = objective(y_var)
+            g, = torch.autograd.grad(value, y_var, allow_unused=True)
+        known = value.detach(), g
+    value, g = known
+    mean = float(value)
     if mean != mean or mean in (float('inf'), float('-inf')):
         raise NonFiniteStepError("the loss is not finite (NaN or Inf); the weights were left untouched")
-    g = torch.zeros_like(y_var) if g is None else g.reshape(-1)
+    g = torch.zeros_like(y_flat) if g is None else g
+    g = g.reshape(-1)
     if not bool(torch.isfinite(g).all()):
         raise NonFiniteStepError("the loss gradient g is not finite (NaN or Inf); the weights were left untouched")
     return mean, g
@@ -237,11 +259,12 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
             layouts.append(BatchLayout(y_user, x.shape[0], call.batch))
         return layouts[0].flatten(y_user)
 
+    objective = _loss_objective(loss, layouts, targets)
     operator = jacobian_factors(net, x, simulate_native, params=params, chunk_rows=optimizer.chunk_rows,
                                 max_bytes=optimizer.max_bytes, structured=optimizer.structured,
-                                n_out=optimizer._n_out)
+                                n_out=optimizer._n_out, objective=objective)
     optimizer._n_out = operator.n_out
-    mean_loss, g = _loss_gradient(loss, layouts[0], operator.y, targets)
+    mean_loss, g = _loss_gradient(objective, operator.y, operator.objective)
     structured, mixed = operator.structured, operator.mixed
     if group is not None:  # g of the global batch-mean loss, in rank order; the global operator
         operator = DistributedJacobian(operator, group)
