@@ -42,6 +42,10 @@ def pressure_solve(velocity: Field) -> Solve:
     """CG for the periodic pressure Poisson problem: `rank_deficiency=0` (needed in float32 and float64 in PhiFlow
     3.4), tolerance 1e-8 in float64 and 1e-4 in float32, starting from zero pressure."""
     require_grid('velocity', velocity)
+    return _pressure_solve(velocity)
+
+
+def _pressure_solve(velocity: Field) -> Solve:
     tol = 1e-8 if velocity.values.dtype.precision == 64 else 1e-4
     x0 = CenteredGrid(0, extrapolation.PERIODIC, velocity.bounds, velocity.resolution)
     return Solve('CG', tol, tol, max_iterations=10 * velocity.resolution.volume, x0=x0, rank_deficiency=0)
@@ -50,6 +54,10 @@ def pressure_solve(velocity: Field) -> Solve:
 def kinetic_energy(velocity: Field) -> Tensor:
     """`E = ∫ v² dx` per example (sum of squared staggered components times the cell volume)."""
     require_grid('velocity', velocity)
+    return _kinetic_energy(velocity)
+
+
+def _kinetic_energy(velocity: Field) -> Tensor:
     return math.sum(velocity.values ** 2, math.non_batch(velocity.values)) * math.prod(velocity.dx, 'vector')
 
 
@@ -79,11 +87,11 @@ def step(v: Field, m: Field, dt: float = DT, solve: Solve = None) -> Tuple[Field
 
 def _step(v: Field, m: Field, dt: float, solve: Solve = None) -> Tuple[Field, Field]:
     """`step` without the argument checks (the simulation loop checks once)."""
-    energy = kinetic_energy(v)
+    energy = _kinetic_energy(v)
     m = advect.mac_cormack(m, v, dt)
     v = advect.mac_cormack(v, v, dt)
-    v, _ = phi_fluid.make_incompressible(v, (), solve or pressure_solve(v))
-    new_energy = kinetic_energy(v)
+    v, _ = phi_fluid.make_incompressible(v, (), solve or _pressure_solve(v))
+    new_energy = _kinetic_energy(v)
     return v * math.where(new_energy > 0, math.sqrt(energy / math.where(new_energy > 0, new_energy, 1)), 1), m
 
 
@@ -104,7 +112,7 @@ def simulate(v0: Field, m0: Field, *, dt: float = DT, steps: int = STEPS) -> Tup
     """
     v0, m0 = _validated(v0, m0)
     dt, steps = _require_dt(dt), require_steps('steps', steps)
-    v, _ = phi_fluid.make_incompressible(to_staggered(v0), (), pressure_solve(v0))
+    v, _ = phi_fluid.make_incompressible(to_staggered(v0), (), _pressure_solve(v0))
     m = m0
     markers, velocities = [m], [v]
     for _ in range(steps):
