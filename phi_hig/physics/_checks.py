@@ -5,12 +5,11 @@ argument, the allowed values and what was given, so that a user calling `inverse
 of their inputs is wrong instead of getting NaN, a silently different problem, or a traceback from deep inside
 PhiML, NumPy or SciPy. Conventions:
 
-* Booleans are not numbers (`True` is refused wherever a number is expected); Python numbers, NumPy scalars and
-  0-d NumPy arrays are; PhiML `Tensor`s are where an argument may vary per example (batch dims only).
+* Numbers and integers follow the package's one rule, `phi_hig.checks` (booleans are not numbers, floats are not
+  integers, NumPy scalars are numbers); here 0-d NumPy arrays count as their scalar, and PhiML `Tensor`s are
+  accepted where an argument may vary per example (batch dims only).
 * Checks of plain numbers return them as Python `float` / `int`, so the caller computes with what it checked.
 """
-import math as pymath
-from numbers import Integral, Real
 from typing import Optional, Tuple
 
 import numpy as np
@@ -20,94 +19,61 @@ from phi.geom import Box
 from phiml import math
 from phiml.math import Shape, Solve, Tensor, batch
 
+from .. import checks
 from ..errors import InvalidInputError
 
 
 # ------------------------------------------------------------------------------------------------- numbers
 
-def _plain_number(value):
-    """`value` as a Python int/float if it is a real number (not a bool), else None."""
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in 'iuf':
-        value = value[()]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        return None
-    return int(value) if isinstance(value, Integral) else float(value)
-
-
-def _bounds_text(positive, non_negative, greater_than, at_least, at_most, less_than) -> str:
-    parts = []
-    if positive:
-        parts.append('> 0')
-    if non_negative:
-        parts.append('≥ 0')
-    if greater_than is not None:
-        parts.append(f'> {greater_than}')
-    if at_least is not None:
-        parts.append(f'≥ {at_least}')
-    if less_than is not None:
-        parts.append(f'< {less_than}')
-    if at_most is not None:
-        parts.append(f'≤ {at_most}')
-    return ' and '.join(parts)
+def _unwrapped(value):
+    """A 0-d NumPy array as its scalar (`np.array(0.5)` counts as the number 0.5); anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
 
 
 def require_number(name: str, value, *, positive: bool = False, non_negative: bool = False,
-                   greater_than=None, at_least=None, at_most=None, less_than=None,
+                   low: float = None, high: float = None, low_open: bool = False, high_open: bool = False,
                    tensor: bool = True, batch_like: Tuple[str, object] = None):
-    """Returns `value` if it is a finite real number (or, if allowed, a finite PhiML `Tensor`) within the bounds.
-
-    Booleans are refused; NumPy scalars and 0-d arrays are accepted and returned as a Python `float` / `int`.
+    """Returns `value` if it is a finite number within the bounds, by the package's rule (`phi_hig.checks.number`:
+    booleans are not numbers, NumPy scalars are), or, if allowed, a PhiML `Tensor` of such numbers.
 
     Args:
         name: Argument name used in the error message.
-        value: Object to check.
-        positive, non_negative, greater_than, at_least, at_most, less_than: Bounds every value must satisfy.
-        tensor: Accept a PhiML `Tensor` (every element checked). Its dims must all be batch dims.
+        value: Object to check. A 0-d NumPy array counts as its scalar.
+        positive: Shorthand for `low=0, low_open=True`; `non_negative` for `low=0`.
+        low, high, low_open, high_open: Bounds as in `phi_hig.checks.number`.
+        tensor: Accept a PhiML `Tensor` (e.g. one value per example): its dims must all be batch dims, and every
+            element must satisfy the rule.
         batch_like: `(other_name, other)`: a `Tensor` value's batch dims must have the sizes they have in `other`.
 
     Returns:
-        The number as a Python `int` / `float`, or the `Tensor` unchanged.
+        The number as a Python `float`, or the `Tensor` unchanged.
     """
-    bounds = _bounds_text(positive, non_negative, greater_than, at_least, at_most, less_than)
-    allowed = f"a finite number{' ' + bounds if bounds else ''}" + (" or a PhiML Tensor of such numbers with batch dims only" if tensor else "")
+    if positive:
+        low, low_open = 0, True
+    elif non_negative:
+        low, low_open = 0, False
+    bounds = dict(low=low, high=high, low_open=low_open, high_open=high_open)
+    hint = 'or a PhiML Tensor of such numbers with batch dims only' if tensor else ''
     if tensor and isinstance(value, Tensor):
-        if value.shape.non_batch:
-            raise InvalidInputError(f"{name} must be {allowed}, but the Tensor has non-batch dims {value.shape.non_batch}")
-        if value.dtype.kind not in (int, float):
-            raise InvalidInputError(f"{name} must be {allowed} but got a Tensor of dtype {value.dtype}")
+        if value.shape.non_batch or value.dtype.kind not in (int, float):
+            raise InvalidInputError(f"{name} must be a finite number ({hint}), got a Tensor of shape {value.shape} "
+                                    f"and dtype {value.dtype}")
         if batch_like is not None:
             require_batch_compatible(batch_like[0], batch_like[1], name, value)
         if value.available:
             require_finite(name, value)
-            checks = [(positive, lambda: value > 0), (non_negative, lambda: value >= 0),
-                      (greater_than is not None, lambda: value > greater_than), (at_least is not None, lambda: value >= at_least),
-                      (at_most is not None, lambda: value <= at_most), (less_than is not None, lambda: value < less_than)]
-            if not all(bool(ok().all) for active, ok in checks if active):
-                raise InvalidInputError(f"{name} must be {allowed} but got {value}")
+            for extreme in (value.min, value.max):  # the rule for every element: for the smallest and the largest
+                checks.number(name, float(extreme), hint=hint, **bounds)
         return value
-    number = _plain_number(value)
-    if number is None:
-        raise InvalidInputError(f"{name} must be {allowed} but got {value!r} ({type(value).__name__})")
-    if not pymath.isfinite(number):
-        raise InvalidInputError(f"{name} must be {allowed} but got {number}")
-    ok = ((not positive or number > 0) and (not non_negative or number >= 0)
-          and (greater_than is None or number > greater_than) and (at_least is None or number >= at_least)
-          and (at_most is None or number <= at_most) and (less_than is None or number < less_than))
-    if not ok:
-        raise InvalidInputError(f"{name} must be {allowed} but got {number}")
-    return number
+    return checks.number(name, _unwrapped(value), hint=hint, **bounds)
 
 
 def require_integer(name: str, value, *, minimum: Optional[int] = None) -> int:
-    """Returns `value` as a Python `int` if it is an integer (Python or NumPy, not a bool, not a float) ≥ `minimum`."""
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in 'iu':
-        value = value[()]
-    allowed = "an integer" + (f" ≥ {minimum}" if minimum is not None else "")
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise InvalidInputError(f"{name} must be {allowed} but got {value!r} ({type(value).__name__})")
-    if minimum is not None and value < minimum:
-        raise InvalidInputError(f"{name} must be {allowed} but got {int(value)}")
-    return int(value)
+    """Returns `value` as an `int` ≥ `minimum` by the package's rule (`phi_hig.checks.integer`: booleans and floats,
+    even 2.0, are not integers; NumPy integers and 0-d integer arrays are)."""
+    return checks.integer(name, _unwrapped(value), low=minimum)
 
 
 def require_steps(name: str, value) -> int:
@@ -118,18 +84,18 @@ def require_steps(name: str, value) -> int:
 def require_range(name: str, value, *, integer: bool = False, non_negative: bool = False) -> tuple:
     """Returns `(low, high)` if `value` is a pair of finite numbers (integers if `integer`) with `low ≤ high`."""
     kind = 'integers' if integer else 'finite numbers'
-    allowed = f"a pair (low, high) of {kind}{' ≥ 0' if non_negative else ''} with low ≤ high"
+    allowed = f"a pair (low, high) of {kind}{' >= 0' if non_negative else ''} with low <= high"
     if isinstance(value, (str, bytes)) or not hasattr(value, '__len__') or len(value) != 2:
-        raise InvalidInputError(f"{name} must be {allowed} but got {value!r}")
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
     try:
         if integer:
             low, high = (require_integer(name, v, minimum=0 if non_negative else None) for v in value)
         else:
             low, high = (require_number(name, v, non_negative=non_negative, tensor=False) for v in value)
     except InvalidInputError:
-        raise InvalidInputError(f"{name} must be {allowed} but got {value!r}") from None
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}") from None
     if low > high:
-        raise InvalidInputError(f"{name} must be {allowed} but got low {low} > high {high}")
+        raise InvalidInputError(f"{name} must be {allowed}, got low {low} > high {high}")
     return low, high
 
 
@@ -140,7 +106,7 @@ def require_seed(name: str, value):
     try:
         return require_integer(name, value, minimum=0)
     except InvalidInputError:
-        raise InvalidInputError(f"{name} must be None, an integer ≥ 0 or a numpy.random.Generator but got {value!r}") from None
+        raise InvalidInputError(f"{name} must be None, an integer >= 0 or a numpy.random.Generator, got {value!r}") from None
 
 
 # ------------------------------------------------------------------------------------------------- shapes
@@ -152,14 +118,14 @@ def require_shape(name: str, value, kind: str, *, rank: int = None, min_size: in
         rank: Required number of dims, if any.
     """
     example = "spatial(x=64, y=64)" if kind == 'spatial' else "batch(examples=4)"
-    allowed = f"a PhiML Shape of {rank if rank else 'one or more'} {kind} dim{'s' if rank != 1 else ''} of size ≥ {min_size}, e.g. {example}"
+    allowed = f"a PhiML Shape of {rank if rank else 'one or more'} {kind} dim{'s' if rank != 1 else ''} of size >= {min_size}, e.g. {example}"
     if not isinstance(value, Shape):
-        raise InvalidInputError(f"{name} must be {allowed} but got {value!r} ({type(value).__name__})")
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
     own = value.spatial if kind == 'spatial' else value.batch
     if own.rank != value.rank or value.rank == 0 or (rank is not None and value.rank != rank):
-        raise InvalidInputError(f"{name} must be {allowed} but got {value}")
+        raise InvalidInputError(f"{name} must be {allowed}, got {value}")
     if any(not isinstance(s, int) or s < min_size for s in value.sizes):
-        raise InvalidInputError(f"{name} must be {allowed} but got sizes {value}")
+        raise InvalidInputError(f"{name} must be {allowed}, got sizes {value}")
     return value
 
 
@@ -169,12 +135,12 @@ def require_bounds(name: str, value, resolution: Shape) -> Optional[Box]:
         return None
     allowed = f"None or a phi.geom.Box over the dims {','.join(resolution.names)}, e.g. Box({', '.join(f'{n}=1' for n in resolution.names)})"
     if not isinstance(value, Box):
-        raise InvalidInputError(f"{name} must be {allowed} but got {value!r} ({type(value).__name__})")
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
     names = value.vector.item_names
     if names is None or set(names) != set(resolution.names):
         raise InvalidInputError(f"{name} must be {allowed} but has dims {names}")
     if not bool((value.size > 0).all):
-        raise InvalidInputError(f"{name} must be {allowed} with upper > lower but got {_box_text(value)}")
+        raise InvalidInputError(f"{name} must be {allowed} with upper > lower, got {_box_text(value)}")
     return value
 
 
@@ -190,11 +156,11 @@ def require_grid(name: str, value, *, staggered: bool = None) -> Field:
     """
     if not isinstance(value, Field) or not value.is_grid:
         kind = {True: 'StaggeredGrid', False: 'CenteredGrid', None: 'grid Field (CenteredGrid or StaggeredGrid)'}[staggered]
-        raise InvalidInputError(f"{name} must be a PhiFlow {kind} but got {type(value).__name__}")
+        raise InvalidInputError(f"{name} must be a PhiFlow {kind}, got {type(value).__name__}")
     if staggered is True and not value.is_staggered:
-        raise InvalidInputError(f"{name} must be a StaggeredGrid but got a centred grid")
+        raise InvalidInputError(f"{name} must be a StaggeredGrid, got a centred grid")
     if staggered is False and value.is_staggered:
-        raise InvalidInputError(f"{name} must be a CenteredGrid but got a StaggeredGrid")
+        raise InvalidInputError(f"{name} must be a CenteredGrid, got a StaggeredGrid")
     require_finite(name, value)
     return value
 
@@ -270,7 +236,7 @@ def require_solve(name: str, value) -> Optional[Solve]:
     """Returns `value` if it is None or a PhiML `Solve` configuration."""
     if value is not None and not isinstance(value, Solve):
         raise InvalidInputError(f"{name} must be None or a phiml.math.Solve, e.g. Solve('CG', 1e-5, 1e-5), "
-                                f"but got {value!r} ({type(value).__name__})")
+                                f"got {value!r} ({type(value).__name__})")
     return value
 
 

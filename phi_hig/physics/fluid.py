@@ -563,7 +563,7 @@ def _require_vector(name: str, value, template: Field) -> Tensor:
     axes = ','.join(template.resolution.names)
     allowed = f"a PhiML Tensor with channel dim vector={axes} (e.g. math.wrap([1., 0.], channel(vector='{axes}'))), other dims batch only"
     if not isinstance(value, Tensor) or 'vector' not in value.shape or value.shape.get_item_names('vector') != template.resolution.names:
-        raise InvalidInputError(f"{name} must be {allowed} but got {value!r}")
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
     if value.shape.without('vector').non_batch:
         raise InvalidInputError(f"{name} must be {allowed} but has the dims {value.shape.without('vector').non_batch}")
     require_finite(name, value)

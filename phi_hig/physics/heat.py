@@ -120,12 +120,12 @@ def inverse(x: Field, y_target: Field, diffusivity: Union[float, Tensor], dt: Un
     noise = require_number('noise', noise, non_negative=True, batch_like=('x', x))
     if signal_amplitude is not None:
         signal_amplitude = require_number('signal_amplitude', signal_amplitude, positive=True, batch_like=('x', x))
-    signal_prior = require_number('signal_prior', signal_prior, greater_than=0, less_than=1, tensor=False)
-    lower_threshold = require_number('lower_threshold', lower_threshold, at_least=0, at_most=1, tensor=False)
-    upper_threshold = require_number('upper_threshold', upper_threshold, at_least=0, at_most=1, tensor=False)
+    signal_prior = require_number('signal_prior', signal_prior, low=0, high=1, low_open=True, high_open=True, tensor=False)
+    lower_threshold = require_number('lower_threshold', lower_threshold, low=0, high=1, tensor=False)
+    upper_threshold = require_number('upper_threshold', upper_threshold, low=0, high=1, tensor=False)
     if lower_threshold > upper_threshold:
         raise InvalidInputError(f"lower_threshold ({lower_threshold}) must not exceed upper_threshold ({upper_threshold})")
-    max_exponent = require_number('max_exponent', max_exponent, positive=True, at_most=700, tensor=False)
+    max_exponent = require_number('max_exponent', max_exponent, positive=True, high=700, tensor=False)
     if y is None:
         y = forward(x, diffusivity, dt)
     else:
@@ -202,7 +202,7 @@ def hot_rectangles(resolution: Shape = spatial(x=64, y=64),
     count = require_range('count', count, integer=True, non_negative=True)
     half_size = require_range('half_size', half_size, non_negative=True)
     strength = require_range('strength', strength)
-    centre_fraction = require_number('centre_fraction', centre_fraction, positive=True, at_most=1, tensor=False)
+    centre_fraction = require_number('centre_fraction', centre_fraction, positive=True, high=1, tensor=False)
     seed = require_seed('seed', seed)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     sizes = resolution.sizes
