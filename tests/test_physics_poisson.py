@@ -168,3 +168,21 @@ def test_dst_solve_refuses_another_grid_size():
     import torch
     with pytest.raises(InvalidInputError, match=r'shape \(\.\.\., 8, 12\)'):
         poisson.DSTPoisson(8, 12)(torch.zeros(2, 12, 8))
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda: poisson.DSTPoisson(0, 4), 'h must be an integer >= 1'),
+    (lambda: poisson.DSTPoisson(8, 2.5), 'w must be an integer >= 1'),
+    (lambda: poisson.DSTPoisson(True, 4), 'h must be an integer >= 1'),
+    (lambda: poisson.noise(0, 2), 'rng must be a numpy.random.Generator'),
+    (lambda: poisson.noise(np.random.default_rng(0), 0), 'n must be an integer >= 1'),
+    (lambda: poisson.noise(np.random.default_rng(0), 2, shape=8), 'shape must be a tuple of integers >= 2'),
+    (lambda: poisson.noise(np.random.default_rng(0), 2, shape=(0, 8)), 'shape[0] must be an integer >= 2'),
+    (lambda: poisson.noise(np.random.default_rng(0), 2, scale=0.), 'scale must be a finite number > 0'),
+    (lambda: poisson.noise(np.random.default_rng(0), 2, scale=0.1), 'scale=0.1 leaves no frequency'),  # was NaN
+    (lambda: poisson.noise(np.random.default_rng(0), 2, smoothness=float('nan')), 'smoothness must be a finite number >= 0'),
+])
+def test_dst_solver_and_noise_refuse_bad_arguments(call, message):
+    with pytest.raises(PhiHigError) as info:
+        call()
+    assert message in str(info.value), str(info.value)

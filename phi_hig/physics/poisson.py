@@ -27,7 +27,8 @@ from phi.field import Field
 from phiml import math
 from phiml.math import Solve
 
-from ._checks import require_grid, require_same_grid, require_periodic, require_solve, laplace_is_singular, boundary_text
+from ._checks import (require_grid, require_same_grid, require_periodic, require_solve, require_integer, require_number,
+                      laplace_is_singular, boundary_text)
 from ..errors import InvalidInputError
 
 __all__ = ['default_solve', 'forward', 'inverse', 'laplace_symbol', 'inverse_laplace_periodic', 'DSTPoisson', 'noise']
@@ -142,6 +143,7 @@ class DSTPoisson:
     """
 
     def __init__(self, h: int, w: int):
+        h, w = require_integer('h', h, minimum=1), require_integer('w', w, minimum=1)
         self.s_h, lam_h = self._basis(h)
         self.s_w, lam_w = self._basis(w)
         self.lam = lam_h[:, None] + lam_w[None, :]
@@ -168,10 +170,28 @@ def noise(rng: np.random.Generator, n: int, shape=(64, 64), scale: float = 10., 
     Complex normal amplitudes times `(1/k²)^smoothness` with `k = j·scale/N` per axis (frequency index j; the
     formula of `phi.field.Noise`), modes with `k² ≤ 0.1` removed, real part of the inverse FFT, normalized per
     example to std 1 and then mean 0. Returns `(n, *shape)` float64.
+
+    Args:
+        rng: A `numpy.random.Generator`.
+        n: Number of examples, an integer ≥ 1.
+        shape: Grid shape, a tuple of integers ≥ 2.
+        scale: Finite number > 0; it must leave at least one frequency with `k² > 0.1`, else every mode is removed.
+        smoothness: Finite number ≥ 0.
     """
+    if not isinstance(rng, np.random.Generator):
+        raise InvalidInputError(f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(0)), got {rng!r}")
+    n = require_integer('n', n, minimum=1)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, '__len__') or len(shape) == 0:
+        raise InvalidInputError(f"shape must be a tuple of integers >= 2, got {shape!r}")
+    shape = tuple(require_integer(f'shape[{i}]', s, minimum=2) for i, s in enumerate(shape))
+    scale = require_number('scale', scale, positive=True, tensor=False)
+    smoothness = require_number('smoothness', smoothness, non_negative=True, tensor=False)
     k = np.meshgrid(*[np.fft.fftfreq(s) * s * scale / s for s in shape], indexing='ij')
     k2 = sum(ki ** 2 for ki in k)
     weight = np.where(k2 > 0.1, 1 / np.where(k2 > 0, k2, 1), 0) ** smoothness
+    if not np.any(weight > 0):
+        raise InvalidInputError(f"scale={scale:g} leaves no frequency with k² > 0.1 on a grid of shape {shape}: the noise "
+                                f"would be zero (NaN after normalization); use a larger scale")
     amp = rng.normal(size=(n, *shape)) + 1j * rng.normal(size=(n, *shape))
     values = np.real(np.fft.ifftn(amp * weight, axes=tuple(range(1, len(shape) + 1))))
     axes = tuple(range(1, len(shape) + 1))
