@@ -151,7 +151,7 @@ def _refused(call, message):
     assert message in str(info.value), str(info.value)
 
 
-STEPS, DT, RADIUS = 'steps must be an integer ≥ 1', 'dt must be a finite number > 0', 'radius must be a finite number > 0'
+STEPS, DT, RADIUS = 'steps must be an integer >= 1', 'dt must be a finite number > 0', 'radius must be a finite number > 0'
 _EXAMPLE = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=7, radius=2.)
 
 
@@ -169,10 +169,10 @@ def test_forward_refuses_zero_steps_and_non_positive_time_steps(name, value, mes
 @pytest.mark.parametrize('name, value, message', [
     ('steps', 0, STEPS), ('dt', 0., DT), ('dt', -0.25, DT), ('radius', 0., RADIUS), ('radius', -1., RADIUS),
     ('radius', float('nan'), RADIUS), ('radius', True, RADIUS),
-    ('max_centre_shift', -1., 'max_centre_shift must be a finite number ≥ 0'),
-    ('max_centre_shift', float('nan'), 'max_centre_shift must be a finite number ≥ 0'),
-    ('max_relative_strength_change', float('nan'), 'max_relative_strength_change must be a finite number ≥ 0'),
-    ('search_below', -1., 'search_below must be a finite number ≥ 0'),
+    ('max_centre_shift', -1., 'max_centre_shift must be a finite number >= 0'),
+    ('max_centre_shift', float('nan'), 'max_centre_shift must be a finite number >= 0'),
+    ('max_relative_strength_change', float('nan'), 'max_relative_strength_change must be a finite number >= 0'),
+    ('search_below', -1., 'search_below must be a finite number >= 0'),
     ('y', 3, 'y must be a PhiFlow grid Field'),
     ('m_target', _EXAMPLE.m0.with_extrapolation(extrapolation.ZERO), 'm_target must have periodic boundaries'),
 ])
@@ -220,12 +220,12 @@ def test_fit_translation_vortex_refuses_non_vector_fields_and_bad_radius():
 @pytest.mark.parametrize('name, value, message', [
     ('time', 0., 'time must be a finite number > 0'), ('time', float('nan'), 'time must be a finite number > 0'),
     ('radius', 0., RADIUS), ('radius', -1., RADIUS),
-    ('strength', (2., 1.), 'strength must be a pair (low, high) of finite numbers ≥ 0 with low ≤ high'),
-    ('strength', (-1., 2.), 'strength must be a pair (low, high) of finite numbers ≥ 0'),
-    ('small_scale', float('nan'), 'small_scale must be a finite number ≥ 0'),
-    ('marker_smoothness', -1., 'marker_smoothness must be a finite number ≥ 0'),
-    ('seed', 'a', 'seed must be None, an integer ≥ 0 or a numpy.random.Generator'),
-    ('resolution', spatial(x=1, y=1), 'resolution must be a PhiML Shape of 2 spatial dims of size ≥ 2'),
+    ('strength', (2., 1.), 'strength must be a pair (low, high) of finite numbers >= 0 with low <= high'),
+    ('strength', (-1., 2.), 'strength must be a pair (low, high) of finite numbers >= 0'),
+    ('small_scale', float('nan'), 'small_scale must be a finite number >= 0'),
+    ('marker_smoothness', -1., 'marker_smoothness must be a finite number >= 0'),
+    ('seed', 'a', 'seed must be None, an integer >= 0 or a numpy.random.Generator'),
+    ('resolution', spatial(x=1, y=1), 'resolution must be a PhiML Shape of 2 spatial dims of size >= 2'),
     ('resolution', spatial(x=16), 'resolution must be a PhiML Shape of 2 spatial dims'),
     ('batch_shape', 2, 'batch_shape must be a PhiML Shape of one or more batch dims'),
     ('bounds', 3, 'bounds must be None or a phi.geom.Box over the dims x,y'),
