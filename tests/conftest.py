@@ -7,6 +7,19 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+@pytest.fixture(autouse=True)
+def seeded_global_generators():
+    """Every test starts from the same global random state (Python, NumPy, torch), whatever ran before it, so a test
+    run alone draws what it draws in the whole suite."""
+    import random
+    import numpy as np
+    import torch
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with one torch thread (tiny problems on a shared CPU), restored afterwards."""

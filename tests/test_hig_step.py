@@ -124,31 +124,45 @@ def test_loss_must_be_per_sample():
 
 
 def test_phiml_dense_net():
+    """20 HIG steps on PhiML's float32 `dense_net` divide the loss by ≥ 10. Measured first/final over seeds 0–4:
+    58.7, 51.0, 80.1, 52.8, 56.9 (worst 51.0 under every kernel setting of the README, 5× the threshold); gradient
+    descent (κ = 1, same η) reaches 1.3–1.7. (The former check, loss[-1] < loss[0] over 5 steps, had ratios 1.25–1.9.)"""
     from phi.torch.nets import dense_net
+    torch.manual_seed(0)
     net = dense_net(2, 3, [8, 8], activation='tanh')
     assert isinstance(net, nn.Module)
     x = torch.randn(10, 2)
     target = torch.randn(10, 3)
     opt = HIG(net, learning_rate=1.0, truncation=1e-6)
-    losses = [hig_step(net, opt, x, target, None, per_sample_loss).loss for _ in range(5)]
-    assert losses[-1] < losses[0]
+    first = per_sample_loss(net(x), target).mean().item()
+    for _ in range(20):
+        hig_step(net, opt, x, target, None, per_sample_loss)
+    assert first / per_sample_loss(net(x), target).mean().item() >= 10
 
 
 def test_hig_trains_ill_conditioned_toy():
-    """Toy of the HIG paper at γ = 0.01 (γ inside the physics): 500 HIG steps cut the loss by 5x."""
+    """Toy of the HIG paper at γ = 0.01 (γ inside the physics), float64: 2000 HIG steps cut the loss by ≥ 6x.
+
+    No exact trajectory matters: measured first/final over seeds 0–4: 53.7, 50.2, 72.1, 23.2, 24.3; under
+    MKL_CBWR=COMPATIBLE/AVX2, ATEN_CPU_CAPABILITY=default, OPENBLAS_CORETYPE=Haswell and 1 or 2 threads seed 0
+    ranges 43.0–54.7 and the worst seed stays at 23.2, 3.9× the threshold (seeds 5–9: ≥ 26). Gradient descent
+    (κ = 1, same η and steps) reaches 1.2–2.1 or diverges, so the test fails for an update that is not
+    half-inverted. (The former 500 float32 steps ended at ratios 4.1–5.6 against a threshold of 5: seed 0 failed
+    on AMD EPYC.)
+    """
     torch.manual_seed(0)
-    x = torch.rand(1024, 1) * 2 - 1
+    x = torch.rand(1024, 1, dtype=torch.float64) * 2 - 1
     target = torch.cat([torch.sin(6 * x), torch.cos(9 * x)], 1)
     sim = lambda z: torch.stack([z[:, 0], 0.01 * z[:, 1]], -1)
-    net = nn.Sequential(nn.Linear(1, 7), nn.Tanh(), nn.Linear(7, 2))
+    net = nn.Sequential(nn.Linear(1, 7), nn.Tanh(), nn.Linear(7, 2)).double()
     opt = HIG(net, 1.0, 1e-6)
     first = per_sample_loss(sim(net(x)), target).mean().item()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest, several are slow on a loaded machine
     try:
-        for _ in range(500):
+        for _ in range(2000):
             idx = torch.randint(0, 1024, (256,))
             hig_step(net, opt, x[idx], target[idx], sim, per_sample_loss)
     finally:
         torch.set_num_threads(threads)
-    assert per_sample_loss(sim(net(x)), target).mean().item() < first / 5
+    assert first / per_sample_loss(sim(net(x)), target).mean().item() >= 6

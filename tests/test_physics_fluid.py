@@ -6,7 +6,7 @@ from phi.field import CenteredGrid, StaggeredGrid
 from phi.geom import Box
 from phiml.math import batch, spatial, channel, extrapolation
 
-from phi_hig.errors import InvalidInputError
+from phi_hig.errors import InvalidInputError, PhiHigError
 from phi_hig.physics import fluid
 
 VEC = channel(vector='x,y')
@@ -141,3 +141,110 @@ def test_inverse_with_the_callers_trajectory_equals_inverse_that_simulates_itsel
         fluid.inverse(estimate, m_target, example.m0, steps=3, trajectory=(trajectory[0].time[:2], trajectory[1]))
     with pytest.raises(InvalidInputError, match='trajectory must be the pair'):
         fluid.inverse(estimate, m_target, example.m0, steps=3, trajectory=trajectory[0])
+
+
+# ------------------------------------------------------------------------------------ refused arguments
+
+def _refused(call, message):
+    with pytest.raises(PhiHigError) as info:
+        call()
+    assert message in str(info.value), str(info.value)
+
+
+STEPS, DT, RADIUS = 'steps must be an integer >= 1', 'dt must be a finite number > 0', 'radius must be a finite number > 0'
+_EXAMPLE = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=7, radius=2.)
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('steps', 0, STEPS), ('steps', -1, STEPS), ('steps', 2.5, STEPS), ('steps', True, STEPS), ('steps', '3', STEPS),
+    ('dt', 0., DT), ('dt', -0.25, DT), ('dt', float('nan'), DT), ('dt', float('inf'), DT), ('dt', True, DT), ('dt', 'a', DT),
+])
+def test_forward_refuses_zero_steps_and_non_positive_time_steps(name, value, message):
+    """On today's main steps=0 returned the initial frame, dt=-0.25 ran the flow backwards and dt=nan ended in a
+    CG `Diverged` traceback."""
+    _refused(lambda: fluid.forward(_EXAMPLE.v0, _EXAMPLE.m0, **{name: value}), message)
+    _refused(lambda: fluid.simulate(_EXAMPLE.v0, _EXAMPLE.m0, **{name: value}), message)
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('steps', 0, STEPS), ('dt', 0., DT), ('dt', -0.25, DT), ('radius', 0., RADIUS), ('radius', -1., RADIUS),
+    ('radius', float('nan'), RADIUS), ('radius', True, RADIUS),
+    ('max_centre_shift', -1., 'max_centre_shift must be a finite number >= 0'),
+    ('max_centre_shift', float('nan'), 'max_centre_shift must be a finite number >= 0'),
+    ('max_relative_strength_change', float('nan'), 'max_relative_strength_change must be a finite number >= 0'),
+    ('search_below', -1., 'search_below must be a finite number >= 0'),
+    ('y', 3, 'y must be a PhiFlow grid Field'),
+    ('m_target', _EXAMPLE.m0.with_extrapolation(extrapolation.ZERO), 'm_target must have periodic boundaries'),
+])
+def test_inverse_refuses_what_gave_nan_or_a_silent_result(name, value, message):
+    """On today's main steps=0, dt=0, radius ≤ 0 and max_relative_strength_change=nan returned NaN corrections."""
+    arguments = dict(m_target=_EXAMPLE.m0, steps=2) | {name: value}
+    _refused(lambda: fluid.inverse(_EXAMPLE.v0 * 0.5, m0=_EXAMPLE.m0, **arguments), message)
+
+
+def test_step_and_reverse_markers_refuse_bad_arguments():
+    v = fluid.to_staggered(_EXAMPLE.v0)
+    shifted = CenteredGrid(_EXAMPLE.m0.values, extrapolation.PERIODIC, bounds=Box['x,y', 1:17, 0:16])
+    _refused(lambda: fluid.step(v, _EXAMPLE.m0, -1.), DT)
+    _refused(lambda: fluid.step(v, _EXAMPLE.m0, solve='CG'), 'solve must be None or a phiml.math.Solve')
+    _refused(lambda: fluid.step(v.with_extrapolation(extrapolation.ZERO), _EXAMPLE.m0), 'v must have periodic boundaries')
+    _refused(lambda: fluid.step(v, shifted), 'm has bounds lower (x=1, y=0), upper (x=17, y=16) but v has bounds lower (x=0, y=0)')
+    _refused(lambda: fluid.step(3, _EXAMPLE.m0), 'v must be a PhiFlow grid Field')
+    velocities = fluid.simulate(_EXAMPLE.v0, _EXAMPLE.m0, steps=1)[1]
+    _refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, velocities, dt=0.), DT)
+    _refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, velocities, dt=float('nan')), DT)
+    _refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, v), "velocities must be a velocity trajectory with at least 2 frames")
+    _refused(lambda: fluid.reverse_markers(_blob(spatial(x=8, y=8)), velocities), 'm_target has resolution')
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('radius', 0., RADIUS), ('radius', float('nan'), RADIUS), ('radius', True, RADIUS),
+    ('strength', float('nan'), 'strength must be a finite number'), ('strength', True, 'strength must be a finite number'),
+    ('translation', 1., 'translation must be a PhiML Tensor with channel dim vector=x,y'),
+    ('translation', math.wrap([1., float('nan')], VEC), 'translation contains non-finite values'),
+    ('centre', math.wrap([1., 2., 3.], channel(vector='x,y,z')), 'centre must be a PhiML Tensor with channel dim vector=x,y'),
+    ('strength', math.ones(batch(examples=3)), "batch dimension 'examples' has size 2 in template but 3 in strength"),
+])
+def test_translation_vortex_refuses_bad_parameters(name, value, message):
+    arguments = dict(translation=math.wrap([1., 0.], VEC), strength=1., centre=math.wrap([8., 8.], VEC)) | {name: value}
+    _refused(lambda: fluid.translation_vortex(_EXAMPLE.v0, **arguments), message)
+
+
+def test_fit_translation_vortex_refuses_non_vector_fields_and_bad_radius():
+    _refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0, 0.), RADIUS)
+    _refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0, -1.), RADIUS)
+    _refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.m0), 'v must be a vector field with one component per spatial axis')
+    _refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0 * float('nan')), 'v contains non-finite values')
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('time', 0., 'time must be a finite number > 0'), ('time', float('nan'), 'time must be a finite number > 0'),
+    ('radius', 0., RADIUS), ('radius', -1., RADIUS),
+    ('strength', (2., 1.), 'strength must be a pair (low, high) of finite numbers >= 0 with low <= high'),
+    ('strength', (-1., 2.), 'strength must be a pair (low, high) of finite numbers >= 0'),
+    ('small_scale', float('nan'), 'small_scale must be a finite number >= 0'),
+    ('marker_smoothness', -1., 'marker_smoothness must be a finite number >= 0'),
+    ('seed', 'a', 'seed must be None, an integer >= 0 or a numpy.random.Generator'),
+    ('resolution', spatial(x=1, y=1), 'resolution must be a PhiML Shape of 2 spatial dims of size >= 2'),
+    ('resolution', spatial(x=16), 'resolution must be a PhiML Shape of 2 spatial dims'),
+    ('batch_shape', 2, 'batch_shape must be a PhiML Shape of one or more batch dims'),
+    ('bounds', 3, 'bounds must be None or a phi.geom.Box over the dims x,y'),
+])
+def test_random_example_refuses_bad_settings(name, value, message):
+    arguments = dict(resolution=spatial(x=16, y=16), batch_shape=batch(examples=1), seed=0, radius=2.) | {name: value}
+    _refused(lambda: fluid.random_example(**arguments), message)
+
+
+def test_numpy_integers_and_scalars_are_accepted():
+    expected = fluid.forward(_EXAMPLE.v0, _EXAMPLE.m0, steps=2, dt=0.25)
+    same = fluid.forward(_EXAMPLE.v0, _EXAMPLE.m0, steps=np.int64(2), dt=np.float32(0.25))  # 0.25 is exact in float32
+    assert math.max(abs(same.values - expected.values), same.values.shape) == 0
+
+
+def test_loss_and_helpers_refuse_non_grids():
+    trajectory = fluid.forward(_EXAMPLE.v0, _EXAMPLE.m0, steps=1)
+    _refused(lambda: fluid.loss(trajectory.time[-1], _EXAMPLE.m0), "trajectory must be a marker trajectory with a batch dim 'time'")
+    _refused(lambda: fluid.loss(trajectory, _blob(spatial(x=8, y=8))), 'm_target has resolution')
+    for call in (fluid.kinetic_energy, fluid.pressure_solve):
+        _refused(lambda: call(3), 'velocity must be a PhiFlow grid Field')
+    _refused(lambda: fluid.to_staggered(_EXAMPLE.m0), 'v must be a vector field')

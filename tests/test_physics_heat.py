@@ -7,7 +7,7 @@ from phi.geom import Box
 from phi.physics import diffuse
 from phiml.math import batch, spatial, extrapolation
 
-from phi_hig.errors import InvalidInputError
+from phi_hig.errors import InvalidInputError, PhiHigError
 from phi_hig.physics import heat
 
 
@@ -118,7 +118,86 @@ def test_bad_inputs_raise_naming_the_argument():
         heat.inverse(x, heat.hot_rectangles(spatial(x=16, y=16), batch(examples=3), seed=0), 1., 1.)
     with pytest.raises(InvalidInputError, match='y_target contains non-finite'):
         heat.inverse(x, x * float('inf'), 1., 1.)
-    with pytest.raises(InvalidInputError, match='noise must be non-negative'):
+    with pytest.raises(InvalidInputError, match='noise must be a finite number >= 0'):
         heat.inverse(x, x, 1., 1., noise=-1.)
-    with pytest.raises(InvalidInputError, match='dt must be finite'):
+    with pytest.raises(InvalidInputError, match='dt must be a finite number >= 0.*got nan'):
         heat.forward(x, 1., float('nan'))
+
+
+def _refused(call, message):
+    with pytest.raises(PhiHigError) as info:
+        call()
+    assert message in str(info.value), str(info.value)
+
+
+NUMBER = 'must be a finite number'
+_X = heat.hot_rectangles(spatial(x=16, y=16), batch(examples=2), seed=0)
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('diffusivity', True, 'diffusivity ' + NUMBER), ('dt', np.True_, 'dt ' + NUMBER),      # booleans are not numbers
+    ('diffusivity', math.ones(batch(examples=3)), "batch dimension 'examples' has size 2 in x but 3 in diffusivity"),
+    ('dt', math.ones(spatial(x=3)), 'dt must be a finite number (or a PhiML Tensor of such numbers with batch dims only), got a Tensor of shape'),
+])
+def test_forward_refuses_bad_diffusion_parameters(name, value, message):
+    _refused(lambda: heat.forward(_X, **({'diffusivity': 1., 'dt': 1.} | {name: value})), message)
+
+
+def test_numpy_scalars_and_zero_d_arrays_are_numbers():
+    expected = heat.forward(_X, 0.5, 3.)
+    for diffusivity, dt in [(np.float32(0.5), np.int64(3)), (np.array(0.5), np.array(3.))]:
+        assert np.max(np.abs(_np(heat.forward(_X, diffusivity, dt)) - _np(expected))) == 0
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('signal_prior', 'a', 'signal_prior must be a finite number > 0 and < 1'),
+    ('signal_prior', None, 'signal_prior must be a finite number > 0 and < 1'),
+    ('lower_threshold', -0.5, 'lower_threshold must be a finite number >= 0 and <= 1'),
+    ('lower_threshold', 'a', 'lower_threshold must be a finite number >= 0 and <= 1'),
+    ('upper_threshold', 2., 'upper_threshold must be a finite number >= 0 and <= 1'),
+    ('upper_threshold', True, 'upper_threshold must be a finite number >= 0 and <= 1'),
+    ('upper_threshold', None, 'upper_threshold must be a finite number >= 0 and <= 1'),
+    ('max_exponent', float('nan'), 'max_exponent must be a finite number > 0 and <= 700'),
+    ('max_exponent', float('inf'), 'max_exponent must be a finite number > 0 and <= 700'),
+    ('max_exponent', -1., 'max_exponent must be a finite number > 0 and <= 700'),
+    ('max_exponent', True, 'max_exponent must be a finite number > 0 and <= 700'),
+    ('max_exponent', None, 'max_exponent must be a finite number > 0 and <= 700'),
+    ('signal_amplitude', math.ones(spatial(x=16)), 'signal_amplitude must be a finite number (or a PhiML Tensor'),
+    ('y', _X.with_extrapolation(extrapolation.ZERO), 'y must have periodic boundaries'),
+])
+def test_inverse_refuses_bad_thresholds_and_options(name, value, message):
+    _refused(lambda: heat.inverse(_X, _X * 0.9, 1., 1., **{name: value}), message)
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('count', (-1, 2), 'count must be a pair (low, high) of integers >= 0 with low <= high'),
+    ('count', (5, 3), 'count must be a pair (low, high) of integers >= 0 with low <= high, got low 5 > high 3'),
+    ('count', (1.5, 3), 'count must be a pair (low, high) of integers'),
+    ('count', (True, 2), 'count must be a pair (low, high) of integers'),
+    ('count', 3, 'count must be a pair (low, high)'),
+    ('half_size', (-1., 2.), 'half_size must be a pair (low, high) of finite numbers >= 0'),
+    ('half_size', (0., float('inf')), 'half_size must be a pair (low, high) of finite numbers >= 0'),
+    ('strength', (1., 0.), 'strength must be a pair (low, high) of finite numbers with low <= high'),
+    ('strength', (float('nan'), 1.), 'strength must be a pair (low, high) of finite numbers'),
+    ('centre_fraction', 0., 'centre_fraction must be a finite number > 0 and <= 1'),
+    ('centre_fraction', 1.5, 'centre_fraction must be a finite number > 0 and <= 1'),
+    ('centre_fraction', float('nan'), 'centre_fraction must be a finite number > 0 and <= 1'),
+    ('centre_fraction', True, 'centre_fraction must be a finite number > 0 and <= 1'),
+    ('seed', 1.5, 'seed must be None, an integer >= 0 or a numpy.random.Generator'),
+    ('seed', -1, 'seed must be None, an integer >= 0 or a numpy.random.Generator'),
+    ('resolution', batch(x=8), 'resolution must be a PhiML Shape of one or more spatial dims'),
+    ('resolution', (8, 8), 'resolution must be a PhiML Shape of one or more spatial dims'),
+    ('batch_shape', batch(examples=0), 'batch_shape must be a PhiML Shape of one or more batch dims of size >= 1'),
+    ('bounds', 3, 'bounds must be None or a phi.geom.Box over the dims x,y'),
+    ('bounds', Box(x=1, y=1, z=1), 'bounds must be None or a phi.geom.Box over the dims x,y'),
+])
+def test_hot_rectangles_refuses_bad_ranges_and_shapes(name, value, message):
+    arguments = dict(resolution=spatial(x=8, y=8), batch_shape=batch(examples=2), seed=0) | {name: value}
+    _refused(lambda: heat.hot_rectangles(**arguments), message)
+
+
+def test_hot_rectangles_accepts_the_edges_of_its_ranges():
+    x = heat.hot_rectangles(spatial(x=8, y=8), batch(examples=3), seed=np.int64(1), count=(0, 0), centre_fraction=1)
+    assert np.all(_np(x) == 0)  # zero rectangles: an empty field
+    x = heat.hot_rectangles(spatial(x=8, y=8), batch(examples=3), seed=1, count=(2, 2), half_size=(1., 1.), strength=(1., 1.))
+    assert np.allclose(_np(x).sum(axis=(1, 2)), 2 * 2 * 2)  # two 2x2 rectangles of strength 1 per example (overlaps add)

@@ -6,7 +6,7 @@ from phi.field import CenteredGrid, StaggeredGrid
 from phi.geom import Box
 from phiml.math import batch, spatial, extrapolation
 
-from phi_hig.errors import InvalidInputError
+from phi_hig.errors import InvalidInputError, PhiHigError
 from phi_hig.physics import poisson
 
 
@@ -72,6 +72,59 @@ def test_periodic_forward_solve_converges_and_drops_the_mean():
     assert _relative(y, poisson.inverse_laplace_periodic(x)) <= 1e-6
 
 
+def _neumann(seed, size=2, nx=7, ny=5):
+    rng = np.random.default_rng(seed)
+    values = math.tensor(rng.normal(size=(size, nx, ny)), batch('examples'), spatial('x,y'))
+    return CenteredGrid(values, extrapolation.ZERO_GRADIENT, bounds=Box(x=2.8, y=2.5))  # Δx = (0.4, 0.5)
+
+
+def test_neumann_forward_matches_the_minimum_norm_solution_of_the_hand_assembled_operator():
+    """Zero-flux boundaries: ghost cell = boundary cell, so the 1D rows are (−1, 1)/h² at both ends. The operator is
+    singular (constants); NumPy's least-squares minimum-norm solution is the zero-mean one."""
+    x = _neumann(7)
+    x = x - field.mean(x)
+    def lap1d(n, h):
+        d = np.diag(-2 * np.ones(n)) + np.diag(np.ones(n - 1), 1) + np.diag(np.ones(n - 1), -1)
+        d[0, 0] = d[-1, -1] = -1
+        return d / h ** 2
+    L = np.kron(lap1d(7, 0.4), np.eye(5)) + np.kron(np.eye(7), lap1d(5, 0.5))
+    y = poisson.forward(x).values.numpy('examples,x,y')
+    for b, rhs in enumerate(x.values.numpy('examples,x,y')):
+        expected = np.linalg.lstsq(L, rhs.reshape(-1), rcond=None)[0].reshape(7, 5)
+        assert np.linalg.norm(y[b] - expected) <= 1e-8 * np.linalg.norm(expected)
+
+
+@pytest.mark.parametrize('boundary', [extrapolation.ZERO_GRADIENT,
+                                      extrapolation.combine_sides(x=extrapolation.PERIODIC, y=extrapolation.ZERO_GRADIENT)])
+def test_neumann_source_with_non_zero_mean_has_no_solution(boundary):
+    """Σ∇²y = boundary flux = 0, so a source with non-zero mean is outside the range: refused, saying so
+    (today's main ran CG into a `Diverged` traceback)."""
+    x = _neumann(8).with_extrapolation(boundary)
+    x = x - field.mean(x) + 1e-3
+    for call in (lambda: poisson.forward(x), lambda: poisson.inverse(x, x)):
+        with pytest.raises(PhiHigError, match='x has a non-zero mean.*no solution'):
+            call()
+
+
+def test_solve_and_grid_arguments_are_refused_naming_them():
+    x = _dirichlet(9)
+    for call, message in [(lambda: poisson.forward(x, solve='CG'), 'solve must be None or a phiml.math.Solve'),
+                          (lambda: poisson.inverse(x, x, solve=1), 'solve must be None or a phiml.math.Solve'),
+                          (lambda: poisson.laplace_symbol(3), 'grid must be a PhiFlow grid'),
+                          (lambda: poisson.default_solve(np.zeros((4, 4))), 'x must be a PhiFlow CenteredGrid')]:
+        with pytest.raises(PhiHigError, match=message):
+            call()
+
+
+def test_mismatched_bounds_print_both_grids_corners():
+    x = _dirichlet(10)
+    shifted = CenteredGrid(x.values, extrapolation.ZERO, bounds=Box['x,y', 1:4.9, 0:4.5])
+    with pytest.raises(PhiHigError) as info:
+        poisson.inverse(x, shifted)
+    assert 'y_target has bounds lower (x=1, y=0), upper (x=4.9, y=4.5)' in str(info.value)
+    assert 'x has bounds lower (x=0, y=0), upper (x=3.9, y=4.5)' in str(info.value)
+
+
 def test_bad_inputs_raise_naming_the_argument():
     x = _dirichlet(6)
     other_res = CenteredGrid(0, extrapolation.ZERO, x=12, y=9, bounds=Box(x=3.9, y=4.5))
@@ -115,3 +168,21 @@ def test_dst_solve_refuses_another_grid_size():
     import torch
     with pytest.raises(InvalidInputError, match=r'shape \(\.\.\., 8, 12\)'):
         poisson.DSTPoisson(8, 12)(torch.zeros(2, 12, 8))
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda: poisson.DSTPoisson(0, 4), 'h must be an integer >= 1'),
+    (lambda: poisson.DSTPoisson(8, 2.5), 'w must be an integer >= 1'),
+    (lambda: poisson.DSTPoisson(True, 4), 'h must be an integer >= 1'),
+    (lambda: poisson.noise(0, 2), 'rng must be a numpy.random.Generator'),
+    (lambda: poisson.noise(np.random.default_rng(0), 0), 'n must be an integer >= 1'),
+    (lambda: poisson.noise(np.random.default_rng(0), 2, shape=8), 'shape must be a tuple of integers >= 2'),
+    (lambda: poisson.noise(np.random.default_rng(0), 2, shape=(0, 8)), 'shape[0] must be an integer >= 2'),
+    (lambda: poisson.noise(np.random.default_rng(0), 2, scale=0.), 'scale must be a finite number > 0'),
+    (lambda: poisson.noise(np.random.default_rng(0), 2, scale=0.1), 'scale=0.1 leaves no frequency'),  # was NaN
+    (lambda: poisson.noise(np.random.default_rng(0), 2, smoothness=float('nan')), 'smoothness must be a finite number >= 0'),
+])
+def test_dst_solver_and_noise_refuse_bad_arguments(call, message):
+    with pytest.raises(PhiHigError) as info:
+        call()
+    assert message in str(info.value), str(info.value)

@@ -1,4 +1,6 @@
-"""Incompressible Navier–Stokes marker transport as a SIP physics (seed 003, B.4), with a reverse-simulation inverse.
+"""Incompressible Navier–Stokes marker transport as a SIP physics, with a reverse-simulation inverse.
+
+The setup follows Holl, Koltun & Thuerey 2021, appendix B.4.
 
 Forward: a passive marker `m` and the velocity `v` (staggered MAC grid, periodic box) are advected with
 second-order MacCormack advection, `v` is made divergence-free by a CG pressure solve and rescaled to the
@@ -9,6 +11,10 @@ marker frame. All functions treat batch dims other than `time` as independent ex
 Inverse (`inverse`): a reverse-simulation estimator of the low-dimensional part of `v0` — a uniform translation
 plus one Gaussian vortex of known radius (the prior of the data, `translation_vortex`). See its docstring
 for what it estimates and its limits. Data: `random_example` draws `(m0, v0)` like the paper's data set.
+
+Every public function refuses bad arguments with `phi_hig.errors.InvalidInputError` naming the argument and the
+allowed values: `steps` is an integer ≥ 1, `dt` a finite number > 0 (time runs forward; `reverse_markers` does the
+reversal itself), `radius` a finite number > 0, grids periodic and on the same bounds; booleans are not numbers.
 """
 from typing import NamedTuple, Tuple, Union
 
@@ -20,7 +26,9 @@ from phi.physics import advect, fluid as phi_fluid
 from phiml import math
 from phiml.math import Shape, Solve, Tensor, batch, spatial, channel, extrapolation
 
-from ._checks import require_grid, require_same_grid, require_batch_compatible
+from ._checks import (require_grid, require_vector_grid, require_same_grid, require_batch_compatible, require_periodic,
+                      require_number, require_steps, require_range, require_seed, require_shape, require_bounds,
+                      require_solve, require_finite)
 from ..errors import InvalidInputError
 
 DT = 0.25
@@ -33,6 +41,11 @@ VORTEX_RADIUS = 8.
 def pressure_solve(velocity: Field) -> Solve:
     """CG for the periodic pressure Poisson problem: `rank_deficiency=0` (needed in float32 and float64 in PhiFlow
     3.4), tolerance 1e-8 in float64 and 1e-4 in float32, starting from zero pressure."""
+    require_grid('velocity', velocity)
+    return _pressure_solve(velocity)
+
+
+def _pressure_solve(velocity: Field) -> Solve:
     tol = 1e-8 if velocity.values.dtype.precision == 64 else 1e-4
     x0 = CenteredGrid(0, extrapolation.PERIODIC, velocity.bounds, velocity.resolution)
     return Solve('CG', tol, tol, max_iterations=10 * velocity.resolution.volume, x0=x0, rank_deficiency=0)
@@ -40,11 +53,17 @@ def pressure_solve(velocity: Field) -> Solve:
 
 def kinetic_energy(velocity: Field) -> Tensor:
     """`E = ∫ v² dx` per example (sum of squared staggered components times the cell volume)."""
+    require_grid('velocity', velocity)
+    return _kinetic_energy(velocity)
+
+
+def _kinetic_energy(velocity: Field) -> Tensor:
     return math.sum(velocity.values ** 2, math.non_batch(velocity.values)) * math.prod(velocity.dx, 'vector')
 
 
 def to_staggered(v: Field) -> StaggeredGrid:
     """`v` as a periodic staggered grid (centred values are interpolated to the faces)."""
+    require_vector_grid('v', v)
     if v.is_staggered:
         return v
     return field.resample(v, StaggeredGrid(0, extrapolation.PERIODIC, v.bounds, v.resolution))
@@ -55,12 +74,24 @@ def step(v: Field, m: Field, dt: float = DT, solve: Solve = None) -> Tuple[Field
 
     Guarantees: the returned velocity is divergence-free up to the pressure-solve tolerance and has the kinetic
     energy of the input velocity (unless that is zero).
+
+    Args:
+        v: Velocity, centred or staggered periodic 2D vector grid.
+        m: Marker, periodic `CenteredGrid` on the grid of `v`.
+        dt: Time step, a finite number > 0.
+        solve: Pressure `Solve`; defaults to `pressure_solve(v)`.
     """
-    energy = kinetic_energy(v)
+    v, m = _validated(v, m, 'v', 'm')
+    return _step(v, m, _require_dt(dt), require_solve('solve', solve))
+
+
+def _step(v: Field, m: Field, dt: float, solve: Solve = None) -> Tuple[Field, Field]:
+    """`step` without the argument checks (the simulation loop checks once)."""
+    energy = _kinetic_energy(v)
     m = advect.mac_cormack(m, v, dt)
     v = advect.mac_cormack(v, v, dt)
-    v, _ = phi_fluid.make_incompressible(v, (), solve or pressure_solve(v))
-    new_energy = kinetic_energy(v)
+    v, _ = phi_fluid.make_incompressible(v, (), solve or _pressure_solve(v))
+    new_energy = _kinetic_energy(v)
     return v * math.where(new_energy > 0, math.sqrt(energy / math.where(new_energy > 0, new_energy, 1)), 1), m
 
 
@@ -69,16 +100,23 @@ def simulate(v0: Field, m0: Field, *, dt: float = DT, steps: int = STEPS) -> Tup
 
     `v0` (centred or staggered, periodic) is first projected to be divergence-free; then `steps` calls of `step`.
 
+    Args:
+        v0: Initial velocity, centred or staggered periodic 2D vector grid.
+        m0: Initial marker, periodic `CenteredGrid` on the grid of `v0`.
+        dt: Time step, a finite number > 0.
+        steps: Number of steps, an integer ≥ 1.
+
     Returns:
         `(markers, velocities)`, each stacked along `batch('time')` with `steps + 1` frames; frame 0 holds `m0`
         and the projected `v0`.
     """
     v0, m0 = _validated(v0, m0)
-    v, _ = phi_fluid.make_incompressible(to_staggered(v0), (), pressure_solve(v0))
+    dt, steps = _require_dt(dt), require_steps('steps', steps)
+    v, _ = phi_fluid.make_incompressible(to_staggered(v0), (), _pressure_solve(v0))
     m = m0
     markers, velocities = [m], [v]
     for _ in range(steps):
-        v, m = step(v, m, dt)
+        v, m = _step(v, m, dt)
         markers.append(m)
         velocities.append(v)
     return field.stack(markers, batch('time')), field.stack(velocities, batch('time'))
@@ -93,7 +131,18 @@ def forward(v0: Field, m0: Field, *, dt: float = DT, steps: int = STEPS) -> Fiel
 
 
 def loss(trajectory: Field, m_target: Field) -> Tensor:
-    """Per-example `½‖m_T − m*‖²` of the last frame (an L2 observation loss; the paper weights frequencies)."""
+    """Per-example `½‖m_T − m*‖²` of the last frame (an L2 observation loss; the paper weights frequencies).
+
+    Args:
+        trajectory: Marker trajectory along `batch('time')`, as returned by `forward`.
+        m_target: Observed final marker, `CenteredGrid` on the grid of the trajectory.
+    """
+    require_grid('trajectory', trajectory, staggered=False)
+    if 'time' not in trajectory.shape:
+        raise InvalidInputError(f"trajectory must be a marker trajectory with a batch dim 'time' (as returned by forward) "
+                                f"but has shape {trajectory.shape}")
+    require_grid('m_target', m_target, staggered=False)
+    require_same_grid('trajectory', trajectory.time[-1], 'm_target', m_target)
     diff = trajectory.time[-1].values - m_target.values
     return 0.5 * math.sum(diff ** 2, spatial)
 
@@ -109,12 +158,22 @@ def translation_vortex(template: Field, translation: Tensor, strength: Tensor, c
     counter-clockwise. It is divergence-free in the continuum and has zero mean, so `translation` is the mean.
 
     Args:
-        template: Grid whose type, resolution and bounds the result takes.
-        translation: Vector `Tensor` (channel `vector`), optionally with batch dims.
-        strength: Scalar `Tensor` or number.
-        centre: Position `Tensor` (channel `vector`).
-        radius: Vortex radius in physical units.
+        template: 2D grid whose type, resolution and bounds the result takes.
+        translation: Vector `Tensor` (channel `vector` with the template's axes), optionally with batch dims.
+        strength: Finite number or `Tensor` with batch dims only.
+        centre: Position `Tensor` (channel `vector`), optionally with batch dims.
+        radius: Vortex radius in physical units, a finite number > 0.
     """
+    require_grid('template', template)
+    if template.spatial_rank != 2:
+        raise InvalidInputError(f"template must be a 2D grid but has resolution {template.resolution}")
+    translation = _require_vector('translation', translation, template)
+    strength = require_number('strength', strength, batch_like=('template', template))
+    centre = _require_vector('centre', centre, template)
+    radius = _require_radius(radius)
+    for (name_a, a), (name_b, b) in [(('translation', translation), ('strength', strength)),
+                                     (('translation', translation), ('centre', centre)), (('strength', strength), ('centre', centre))]:
+        require_batch_compatible(name_a, a, name_b, b)
     size = template.bounds.size
 
     def velocity(position):
@@ -140,7 +199,14 @@ def fit_translation_vortex(v: Field, radius: float = VORTEX_RADIUS) -> VortexFit
     picks the cell with the largest |correlation|, refines it to sub-cell accuracy with a parabola per axis, and
     sets the strength to correlation / ‖unit vortex‖². Exact for `v = translation_vortex(...)` up to
     discretization; other structure of `v` (small vortices) biases it only through its overlap with the vortex.
+
+    Args:
+        v: Periodic 2D velocity, centred or staggered.
+        radius: Radius of the fitted vortex, a finite number > 0.
     """
+    require_vector_grid('v', v)
+    require_periodic('v', v)
+    radius = _require_radius(radius)
     centred = field.resample(v, CenteredGrid(0, extrapolation.PERIODIC, v.bounds, v.resolution)) if v.is_staggered else v
     dims = centred.resolution.names
     values = math.stop_gradient(centred.values).numpy([*batch(centred.values).names, *dims, 'vector'])
@@ -214,11 +280,12 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, trajector
         trajectory: `(markers, velocities)` as returned by `simulate(v0, m0, dt=dt, steps=steps)`, to skip that
             simulation when the caller has already run it (the result is then the same). Checked for its number
             of frames and its grid, not for having come from `v0`.
-        dt, steps: Time stepping of the forward simulation.
-        radius: Vortex radius of the prior.
-        max_centre_shift: Cap of |δp| per step; default `radius`.
-        max_relative_strength_change: Cap of |δs| per step relative to |s|.
-        search_below: Below this |s| the vortex centre is searched instead of linearized (caps not applied).
+        dt, steps: Time stepping of the forward simulation: `dt` a finite number > 0, `steps` an integer ≥ 1.
+        radius: Vortex radius of the prior, a finite number > 0.
+        max_centre_shift: Cap of |δp| per step, a finite number ≥ 0; default `radius`.
+        max_relative_strength_change: Cap of |δs| per step relative to |s|, a finite number ≥ 0.
+        search_below: Below this |s| the vortex centre is searched instead of linearized (caps not applied); a
+            finite number ≥ 0.
 
     Returns:
         `Δv0`, a grid of the same kind, resolution, batch dims, backend and dtype as `v0`. It is computed in
@@ -226,8 +293,17 @@ def inverse(v0: Field, m_target: Field, m0: Field, *, y: Field = None, trajector
     """
     v0, m0 = _validated(v0, m0)
     require_grid('m_target', m_target, staggered=False)
+    require_periodic('m_target', m_target)
     require_same_grid('m0', m0, 'm_target', m_target)
     require_batch_compatible('v0', v0, 'm_target', m_target)
+    if y is not None:
+        require_grid('y', y)
+    dt, steps, radius = _require_dt(dt), require_steps('steps', steps), _require_radius(radius)
+    if max_centre_shift is not None:
+        max_centre_shift = require_number('max_centre_shift', max_centre_shift, non_negative=True, tensor=False)
+    max_relative_strength_change = require_number('max_relative_strength_change', max_relative_strength_change,
+                                                  non_negative=True, tensor=False)
+    search_below = require_number('search_below', search_below, non_negative=True, tensor=False)
     backend, dtype = v0.values.backend, v0.values.dtype
     with math.NUMPY, math.precision(64):  # no gradient is needed: NumPy/SciPy is faster and float64 safer
         v0, m0, m_target = (_numpy64(f) for f in (v0, m0, m_target))
@@ -248,7 +324,22 @@ def reverse_markers(m_target: Field, velocities: Field, dt: float = DT) -> Field
 
     Frame `k` (of `velocities.time.size`) is the marker advected from the last frame back to step `k` with the
     velocities `v_{N−1}, …, v_k` that the forward simulation used; the last frame is `m_target` itself.
+
+    Args:
+        m_target: Final marker, periodic `CenteredGrid`.
+        velocities: Velocity trajectory on the grid of `m_target` with at least 2 frames along `batch('time')`, as
+            returned by `simulate`.
+        dt: The forward time step, a finite number > 0 (the reversal negates it).
     """
+    require_grid('m_target', m_target, staggered=False)
+    require_periodic('m_target', m_target)
+    require_vector_grid('velocities', velocities)
+    frames = velocities.shape.get_size('time') if 'time' in velocities.shape else 0
+    if frames < 2:
+        raise InvalidInputError(f"velocities must be a velocity trajectory with at least 2 frames along batch dim 'time' "
+                                f"(as returned by simulate) but has shape {velocities.shape}")
+    require_same_grid('velocities', velocities, 'm_target', m_target)
+    dt = _require_dt(dt)
     steps = velocities.shape.get_size('time') - 1
     frames = [m_target]
     for k in reversed(range(steps)):
@@ -361,7 +452,7 @@ def random_example(resolution: Shape = spatial(x=64, y=64), batch_shape: Shape =
                    seed: Union[int, np.random.Generator, None] = None, *, bounds: Box = None,
                    time: float = DT * STEPS, radius: float = VORTEX_RADIUS, strength: Tuple[float, float] = (1., 4.),
                    small_scale: float = 0.1, marker_smoothness: float = 3.) -> FluidExample:
-    """Draws `(m0, v0)` like the paper's Navier–Stokes data (seed 003, B.4; REFERENCE §4).
+    """Draws `(m0, v0)` like the paper's Navier–Stokes data (Holl, Koltun & Thuerey 2021, appendix B.4).
 
     * `m0`: smooth random noise thresholded at 0 (values 0/1) inside a box of half the domain size per axis,
       placed uniformly so that it lies inside the domain.
@@ -371,9 +462,28 @@ def random_example(resolution: Shape = spatial(x=64, y=64), batch_shape: Shape =
       stream function with spectrum ∝ `exp(−|k|/k₀)`, scaled to RMS speed `small_scale`·(vortex strength).
 
     Deterministic for an integer `seed`.
+
+    Args:
+        resolution: Two spatial dims, each of size ≥ 2.
+        batch_shape: Batch dims of the result (one or more).
+        seed: None, an integer ≥ 0 or a NumPy `Generator`.
+        bounds: Physical domain, a `Box` over the dims of `resolution`; defaults to cells of size 1.
+        time: Duration `t > 0` over which the translation carries the marker to the centre.
+        radius: Vortex radius, > 0.
+        strength: Range `(low, high)` of the vortex strength magnitude, `0 ≤ low ≤ high`; the sign is random.
+        small_scale: RMS speed of the small vortices relative to the vortex strength, ≥ 0.
+        marker_smoothness: Smoothness of the marker noise (Gaussian filter width in cells), ≥ 0.
     """
+    resolution = require_shape('resolution', resolution, 'spatial', rank=2, min_size=2)
+    batch_shape = require_shape('batch_shape', batch_shape, 'batch')
+    bounds = require_bounds('bounds', bounds, resolution)
+    seed = require_seed('seed', seed)
+    time = require_number('time', time, positive=True, tensor=False)
+    radius = _require_radius(radius)
+    strength = require_range('strength', strength, non_negative=True)
+    small_scale = require_number('small_scale', small_scale, non_negative=True, tensor=False)
+    marker_smoothness = require_number('marker_smoothness', marker_smoothness, non_negative=True, tensor=False)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    resolution = spatial(resolution)
     nx, ny = resolution.sizes
     bounds = bounds or Box(**dict(zip(resolution.names, resolution.sizes)))
     grid = CenteredGrid(0, extrapolation.PERIODIC, bounds, resolution)
@@ -428,14 +538,34 @@ def _validated_trajectory(trajectory, m0: Field, steps: int) -> Tuple[Field, Fie
     return _numpy64(markers), _numpy64(velocities)
 
 
-def _validated(v0, m0) -> Tuple[Field, Field]:
-    require_grid('v0', v0)
-    require_grid('m0', m0, staggered=False)
+def _validated(v0, m0, v_name: str = 'v0', m_name: str = 'm0') -> Tuple[Field, Field]:
+    """Velocity and marker checked: periodic 2D grids (vector / centred scalar) on the same grid."""
+    require_grid(m_name, m0, staggered=False)
     if m0.spatial_rank != 2:
-        raise InvalidInputError(f"m0 must be a 2D grid (the fluid physics is two-dimensional) but has resolution {m0.resolution}")
-    if 'vector' not in v0.shape or v0.shape.get_size('vector') != v0.spatial_rank:
-        raise InvalidInputError(f"v0 must be a vector field with one component per spatial axis but has shape {v0.shape}")
-    if v0.extrapolation != extrapolation.PERIODIC or m0.extrapolation != extrapolation.PERIODIC:
-        raise InvalidInputError(f"v0 and m0 must have periodic boundaries but have {v0.extrapolation} and {m0.extrapolation}")
-    require_same_grid('v0', v0, 'm0', m0)
+        raise InvalidInputError(f"{m_name} must be a 2D grid (the fluid physics is two-dimensional) but has resolution {m0.resolution}")
+    require_vector_grid(v_name, v0)
+    require_periodic(v_name, v0)
+    require_periodic(m_name, m0)
+    require_same_grid(v_name, v0, m_name, m0)
     return v0, m0
+
+
+def _require_dt(dt) -> float:
+    return require_number('dt', dt, positive=True, tensor=False)
+
+
+def _require_radius(radius) -> float:
+    return require_number('radius', radius, positive=True, tensor=False)
+
+
+def _require_vector(name: str, value, template: Field) -> Tensor:
+    """A finite PhiML Tensor with a channel dim 'vector' naming the axes of `template`, other dims batch only."""
+    axes = ','.join(template.resolution.names)
+    allowed = f"a PhiML Tensor with channel dim vector={axes} (e.g. math.wrap([1., 0.], channel(vector='{axes}'))), other dims batch only"
+    if not isinstance(value, Tensor) or 'vector' not in value.shape or value.shape.get_item_names('vector') != template.resolution.names:
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    if value.shape.without('vector').non_batch:
+        raise InvalidInputError(f"{name} must be {allowed} but has the dims {value.shape.without('vector').non_batch}")
+    require_finite(name, value)
+    require_batch_compatible('template', template, name, value)
+    return value

@@ -4,12 +4,17 @@ The forward map is diffusion over time `dt`, exact in Fourier space: each mode i
 `exp(−ℓ_k)` with the log-damping `ℓ_k = ν·dt·(2π)²·|k|²`, `k` in cycles per unit length of the physical
 grid. PhiFlow's `diffuse.fourier` computes the same with `k` in cycles per *cell*, i.e. it ignores the cell
 size: both agree for Δx = 1, and in general `diffuse.fourier(x, ν, dt)` equals `forward(x, ν/Δx², dt)` on
-square cells. The paper's case (seed 003, B.3) is 64 × 64 cells of size 1 with `ν·dt = 8`.
+square cells. The paper's case (Holl, Koltun & Thuerey 2021, appendix B.3) is 64 × 64 cells of size 1 with
+`ν·dt = 8`.
 
 The inverse (`inverse`) amplifies each Fourier mode of the residual by `exp(ℓ_k·a_k)` with an action
-`a_k ∈ [−1, 1]` chosen from the Bayesian probability that the mode is signal rather than noise (REFERENCE
-§4): modes whose amplification stays below roughly `1/(noise·rms(r))` are inverted exactly, noisy modes get the
-gradient-descent damping `exp(−ℓ_k)`, undecided ones pass through unchanged. It is always computed in float64.
+`a_k ∈ [−1, 1]` chosen from the Bayesian probability that the mode is signal rather than noise (Holl, Koltun &
+Thuerey 2021, appendix B.3): modes whose amplification stays below roughly `1/(noise·rms(r))` are inverted
+exactly, noisy modes get the gradient-descent damping `exp(−ℓ_k)`, undecided ones pass through unchanged. It is
+always computed in float64.
+
+Every function refuses bad arguments with `phi_hig.errors.InvalidInputError` naming the argument and the allowed
+values (booleans are not numbers; NumPy scalars are).
 """
 from typing import Tuple, Union
 
@@ -19,12 +24,15 @@ from phi.geom import Box
 from phiml import math
 from phiml.math import Shape, Tensor, batch, spatial, extrapolation
 
-from ._checks import require_grid, require_same_grid, require_periodic, require_number, require_batch_compatible
+from ._checks import (require_grid, require_same_grid, require_periodic, require_number, require_range,
+                      require_seed, require_shape, require_bounds)
 from ..errors import InvalidInputError
 
 
 def log_damping(grid: Field, diffusivity, dt) -> Tensor:
     """`ℓ_k = ν·dt·(2π)²·|k|²` per FFT mode of `grid`, `k` in cycles per unit length (physical cell size `grid.dx`)."""
+    require_grid('grid', grid)
+    diffusivity, dt = _diffusion_parameters(grid, diffusivity, dt)
     k = math.fftfreq(grid.resolution, grid.dx)
     return diffusivity * dt * (2 * math.PI) ** 2 * math.squared_norm(k)
 
@@ -39,16 +47,15 @@ def forward(x: Field, diffusivity: Union[float, Tensor], dt: Union[float, Tensor
 
     Args:
         x: Periodic `CenteredGrid`, initial temperature.
-        diffusivity: `ν`, number or `Tensor` (e.g. per example).
-        dt: Diffusion time.
+        diffusivity: `ν ≥ 0`, number or `Tensor` with batch dims of `x` (e.g. per example).
+        dt: Diffusion time `≥ 0`, number or `Tensor` like `diffusivity`.
 
     Returns:
         `y`, the diffused `CenteredGrid`.
     """
     require_grid('x', x, staggered=False)
     require_periodic('x', x)
-    require_number('diffusivity', diffusivity, non_negative=True)
-    require_number('dt', dt, non_negative=True)
+    diffusivity, dt = _diffusion_parameters(x, diffusivity, dt)
     kernel = math.exp(-log_damping(x, diffusivity, dt))
     return x.with_values(math.real(math.ifft(math.fft(x.values) * kernel)))
 
@@ -61,7 +68,7 @@ def inverse(x: Field, y_target: Field, diffusivity: Union[float, Tensor], dt: Un
             lower_threshold: float = 0.5,
             upper_threshold: float = 0.68,
             max_exponent: float = 200.) -> Field:
-    """Update `Δx` of one step (η = 1) of the Bayesian-damped inverse diffusion (seed 003, B.3; REFERENCE §4).
+    """Update `Δx` of one step (η = 1) of the Bayesian-damped inverse diffusion (Holl, Koltun & Thuerey 2021, B.3).
 
     With `r = y* − y` and `A_k = FFT(r)_k` (unnormalized forward FFT, NumPy convention), per example and mode:
 
@@ -91,14 +98,15 @@ def inverse(x: Field, y_target: Field, diffusivity: Union[float, Tensor], dt: Un
         y_target: Observed `y*` on the same grid.
         diffusivity: `ν`.
         dt: Diffusion time.
-        y: `forward(x, diffusivity, dt)` if already computed.
+        y: `forward(x, diffusivity, dt)` if already computed (a periodic grid like `x`).
         noise: Relative noise level ε (number or per-example `Tensor`), ≥ 0.
-        signal_amplitude: Expected FFT amplitude of the signal at k = 0. Defaults to the square root of the
-            number of cells (64 on the paper's 64 × 64 grid).
-        signal_prior: Prior probability π_s that a mode is signal (noise prior `1 − π_s`); ½ in the paper.
-        lower_threshold: Act (damp) where `p_k ≤ lower_threshold`.
-        upper_threshold: Act (amplify) where `p_k ≥ upper_threshold`.
-        max_exponent: Upper clamp of `ℓ_k·a_k`, prevents overflow.
+        signal_amplitude: Expected FFT amplitude of the signal at k = 0, > 0 (number or per-example `Tensor`).
+            Defaults to the square root of the number of cells (64 on the paper's 64 × 64 grid).
+        signal_prior: Prior probability π_s ∈ (0, 1) that a mode is signal (noise prior `1 − π_s`); ½ in the paper.
+        lower_threshold: Act (damp) where `p_k ≤ lower_threshold`; a probability in [0, 1].
+        upper_threshold: Act (amplify) where `p_k ≥ upper_threshold`; a probability in [0, 1], ≥ `lower_threshold`.
+        max_exponent: Upper clamp of `ℓ_k·a_k`, prevents overflow: a number in (0, 700] (`exp(700)` is still a
+            finite float64).
 
     Returns:
         `Δx`, a periodic `CenteredGrid` like `x`.
@@ -108,21 +116,21 @@ def inverse(x: Field, y_target: Field, diffusivity: Union[float, Tensor], dt: Un
     require_grid('y_target', y_target, staggered=False)
     require_periodic('y_target', y_target)
     require_same_grid('x', x, 'y_target', y_target)
-    require_number('diffusivity', diffusivity, non_negative=True)
-    require_number('dt', dt, non_negative=True)
-    require_number('noise', noise, non_negative=True)
-    if isinstance(noise, Tensor):
-        require_batch_compatible('x', x, 'noise', noise)
+    diffusivity, dt = _diffusion_parameters(x, diffusivity, dt)
+    noise = require_number('noise', noise, non_negative=True, batch_like=('x', x))
     if signal_amplitude is not None:
-        require_number('signal_amplitude', signal_amplitude, positive=True)
-    if not 0 < signal_prior < 1:
-        raise InvalidInputError(f"signal_prior must lie in (0, 1) but got {signal_prior}")
-    if not lower_threshold <= upper_threshold:
+        signal_amplitude = require_number('signal_amplitude', signal_amplitude, positive=True, batch_like=('x', x))
+    signal_prior = require_number('signal_prior', signal_prior, low=0, high=1, low_open=True, high_open=True, tensor=False)
+    lower_threshold = require_number('lower_threshold', lower_threshold, low=0, high=1, tensor=False)
+    upper_threshold = require_number('upper_threshold', upper_threshold, low=0, high=1, tensor=False)
+    if lower_threshold > upper_threshold:
         raise InvalidInputError(f"lower_threshold ({lower_threshold}) must not exceed upper_threshold ({upper_threshold})")
+    max_exponent = require_number('max_exponent', max_exponent, positive=True, high=700, tensor=False)
     if y is None:
         y = forward(x, diffusivity, dt)
     else:
         require_grid('y', y, staggered=False)
+        require_periodic('y', y)
         require_same_grid('x', x, 'y', y)
     with math.precision(64):
         r = math.cast(math.stop_gradient(y_target.values - y.values), math.DType(float, 64))
@@ -143,6 +151,12 @@ def inverse(x: Field, y_target: Field, diffusivity: Union[float, Tensor], dt: Un
 _RATIO_CAP = 1e150  # |A|/σ and |A|/e above this are equal for the decision and their squares stay finite
 
 
+def _diffusion_parameters(x: Field, diffusivity, dt):
+    """`(ν, dt)` checked: finite and ≥ 0, numbers or Tensors with batch dims of `x` only."""
+    return (require_number('diffusivity', diffusivity, non_negative=True, batch_like=('x', x)),
+            require_number('dt', dt, non_negative=True, batch_like=('x', x)))
+
+
 def _log_odds(mag: Tensor, sigma: Tensor, ell: Tensor, e0) -> Tensor:
     """`½(|A|/σ)² − ½(|A|/e_k)²` with `e_k = e0·exp(−ℓ_k)`, finite for σ = 0 and for underflowing `e_k`."""
     safe_sigma = math.where(sigma > 0, sigma, 1.)
@@ -161,7 +175,7 @@ def hot_rectangles(resolution: Shape = spatial(x=64, y=64),
                    half_size: Tuple[float, float] = (0., 10.),
                    strength: Tuple[float, float] = (0., 1.),
                    centre_fraction: float = 0.8) -> CenteredGrid:
-    """Random initial temperatures made of hot axis-aligned rectangles (seed 003, B.3; REFERENCE §4).
+    """Random initial temperatures made of hot axis-aligned rectangles (Holl, Koltun & Thuerey 2021, appendix B.3).
 
     Per example: `count[0]…count[1]` rectangles (inclusive); centres uniform in the middle `centre_fraction` of
     the domain per axis; half-sizes uniform in `half_size` cells per axis; strengths uniform in `strength`.
@@ -170,20 +184,27 @@ def hot_rectangles(resolution: Shape = spatial(x=64, y=64),
     the other side. Deterministic for an integer `seed`.
 
     Args:
-        resolution: Spatial shape of the grid (any number of dims; 2D in the paper).
-        batch_shape: Batch dims of the result; every entry is an independent example.
-        seed: Seed or NumPy `Generator`.
-        bounds: Physical domain; defaults to cells of size 1.
-        count: Inclusive range of the number of rectangles per example.
-        half_size: Range of half-sizes, in cells.
-        strength: Range of the rectangle values.
-        centre_fraction: Fraction of each axis (centred) in which rectangle centres lie.
+        resolution: Spatial shape of the grid (any number of spatial dims; 2D in the paper).
+        batch_shape: Batch dims of the result (one or more); every entry is an independent example.
+        seed: None, an integer ≥ 0 or a NumPy `Generator`.
+        bounds: Physical domain, a `Box` over the dims of `resolution`; defaults to cells of size 1.
+        count: Inclusive range `(low, high)` of the number of rectangles per example, integers `0 ≤ low ≤ high`.
+        half_size: Range `(low, high)` of half-sizes in cells, `0 ≤ low ≤ high`.
+        strength: Range `(low, high)` of the rectangle values, finite with `low ≤ high`.
+        centre_fraction: Fraction of each axis (centred) in which rectangle centres lie, in (0, 1].
 
     Returns:
         Periodic `CenteredGrid` with shape `batch_shape & resolution` in float64 NumPy.
     """
+    resolution = require_shape('resolution', resolution, 'spatial')
+    batch_shape = require_shape('batch_shape', batch_shape, 'batch')
+    bounds = require_bounds('bounds', bounds, resolution)
+    count = require_range('count', count, integer=True, non_negative=True)
+    half_size = require_range('half_size', half_size, non_negative=True)
+    strength = require_range('strength', strength)
+    centre_fraction = require_number('centre_fraction', centre_fraction, positive=True, high=1, tensor=False)
+    seed = require_seed('seed', seed)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    resolution = spatial(resolution)
     sizes = resolution.sizes
     n_examples = batch_shape.volume
     data = np.zeros((n_examples, *sizes))

@@ -5,15 +5,20 @@ PhiFlow's `field.laplace` (second-order 5-point stencil in 2D, physical cell siz
 from the grid's extrapolation), so `field.laplace(forward(x)) == x` up to the solver tolerance and
 `x + inverse(x, forward(x_star)) == x_star` up to the same tolerance.
 
-Periodic grids: the Laplacian is singular there (constants are in its null space), so `forward` solves for
-the zero-mean part of `x` and returns the zero-mean solution. `inverse_laplace_periodic` inverts the same discrete
-operator exactly by dividing by its Fourier symbol (PhiFlow's own `field.fourier_poisson` is broken in 3.4,
-and `math.fourier_poisson` uses the continuous symbol, ≈3 % off the discrete Laplacian).
+Periodic and zero-flux (Neumann, `extrapolation.ZERO_GRADIENT`) grids: the Laplacian is singular there
+(constants are in its null space) and its range holds only zero-mean sources. Periodic: `forward` solves for the
+zero-mean part of `x` and returns the zero-mean solution. Neumann: a source whose mean is not zero (beyond
+round-off) has no solution, and `forward` refuses it; a zero-mean source gets the zero-mean solution.
+`inverse_laplace_periodic` inverts the periodic operator exactly by dividing by its Fourier symbol (PhiFlow's own
+`field.fourier_poisson` is broken in 3.4, and `math.fourier_poisson` uses the continuous symbol, ≈3 % off the
+discrete Laplacian).
 
 Zero-Dirichlet grids of cells of size 1: `DSTPoisson` solves the same discrete system as `forward` exactly, by a
 discrete sine transform on batched torch tensors (what CG converges to, and exactly differentiable by autograd).
 `noise` draws the PhiFlow-style noise sources of the Poisson experiment (Holl, Koltun & Thuerey 2022, §3.5) from a
 NumPy generator.
+
+Every function refuses bad arguments with `phi_hig.errors.InvalidInputError` naming the argument.
 """
 import numpy as np
 import torch
@@ -22,15 +27,21 @@ from phi.field import Field
 from phiml import math
 from phiml.math import Solve
 
-from ._checks import require_grid, require_same_grid, require_periodic
+from ._checks import (require_grid, require_same_grid, require_periodic, require_solve, require_integer, require_number,
+                      laplace_is_singular, boundary_text)
 from ..errors import InvalidInputError
 
 __all__ = ['default_solve', 'forward', 'inverse', 'laplace_symbol', 'inverse_laplace_periodic', 'DSTPoisson', 'noise']
 
 
 def default_solve(x: Field) -> Solve:
-    """CG with PhiML's precision-dependent default tolerances (1e-5 in float32, 1e-12 in float64), starting at 0."""
-    return Solve('CG', x0=x * 0, rank_deficiency=0 if _is_periodic(x) else None)
+    """CG with PhiML's precision-dependent default tolerances (1e-5 in float32, 1e-12 in float64), starting at 0.
+
+    On singular problems (periodic or zero-flux boundaries) it sets `rank_deficiency=0`, which CG needs to converge
+    there (PhiFlow 3.4).
+    """
+    require_grid('x', x, staggered=False)
+    return Solve('CG', x0=x * 0, rank_deficiency=0 if laplace_is_singular(x) else None)
 
 
 def forward(x: Field, *, solve: Solve = None) -> Field:
@@ -39,17 +50,22 @@ def forward(x: Field, *, solve: Solve = None) -> Field:
     Args:
         x: Source term, `CenteredGrid`. Its extrapolation is the boundary condition of `y` (zero Dirichlet for
             `extrapolation.ZERO`). On periodic grids the mean of `x` (per example) is removed first: it is not in
-            the range of the Laplacian.
-        solve: Optional `Solve` configuration. Defaults to `default_solve(x)`. On periodic grids a
+            the range of the Laplacian. With zero-flux (Neumann) boundaries `x` must have zero mean per example
+            (to within 1e-5 of its RMS in float32, 1e-10 in float64; that round-off mean is removed).
+        solve: Optional `Solve` configuration. Defaults to `default_solve(x)`. On periodic and Neumann grids a
             `rank_deficiency` of 0 is required for CG to converge (PhiFlow 3.4); `default_solve` sets it.
 
     Returns:
-        `y`, a `CenteredGrid` like `x` with `field.laplace(y) == x` (periodic: `x − mean(x)`, and `y` has zero
-        mean) up to the solver tolerance.
+        `y`, a `CenteredGrid` like `x` with `field.laplace(y) == x` (periodic: `x − mean(x)`; periodic and
+        Neumann: `y` has zero mean) up to the solver tolerance.
+
+    Raises:
+        InvalidInputError: `x` is not a finite `CenteredGrid`, `solve` is not a `Solve`, or the boundaries are
+            zero-flux and `x` has a non-zero mean, so that no solution exists.
     """
     require_grid('x', x, staggered=False)
-    if _is_periodic(x):
-        x = x - field.mean(x)
+    require_solve('solve', solve)
+    x = _solvable_source(x)
     if solve is None:
         solve = default_solve(x)
     return math.solve_linear(field.laplace, x, solve)
@@ -63,7 +79,8 @@ def inverse(x: Field, y_target: Field, *, y: Field = None, solve: Solve = None) 
 
     Args:
         x: Current estimate of the source, `CenteredGrid`.
-        y_target: Target solution `y*` on the same grid as `x`.
+        y_target: Target solution `y*` on the same grid as `x` (its values only: the boundary condition is that of
+            `x`).
         y: `forward(x)` if already computed; computed otherwise.
         solve: Solver configuration for `forward` when `y` is not given.
 
@@ -73,6 +90,7 @@ def inverse(x: Field, y_target: Field, *, y: Field = None, solve: Solve = None) 
     require_grid('x', x, staggered=False)
     require_grid('y_target', y_target, staggered=False)
     require_same_grid('x', x, 'y_target', y_target)
+    require_solve('solve', solve)
     if y is None:
         y = forward(x, solve=solve)
     else:
@@ -86,6 +104,7 @@ def laplace_symbol(grid: Field) -> math.Tensor:
 
     `k_d` are the frequencies of `math.fft` in cycles per cell. `λ_0 = 0`; all other entries are negative.
     """
+    require_grid('grid', grid)
     k = math.fftfreq(grid.resolution)  # cycles per cell
     return math.sum((2 * math.cos(2 * math.PI * k) - 2) / grid.dx ** 2, 'vector')
 
@@ -124,6 +143,7 @@ class DSTPoisson:
     """
 
     def __init__(self, h: int, w: int):
+        h, w = require_integer('h', h, minimum=1), require_integer('w', w, minimum=1)
         self.s_h, lam_h = self._basis(h)
         self.s_w, lam_w = self._basis(w)
         self.lam = lam_h[:, None] + lam_w[None, :]
@@ -150,10 +170,28 @@ def noise(rng: np.random.Generator, n: int, shape=(64, 64), scale: float = 10., 
     Complex normal amplitudes times `(1/k²)^smoothness` with `k = j·scale/N` per axis (frequency index j; the
     formula of `phi.field.Noise`), modes with `k² ≤ 0.1` removed, real part of the inverse FFT, normalized per
     example to std 1 and then mean 0. Returns `(n, *shape)` float64.
+
+    Args:
+        rng: A `numpy.random.Generator`.
+        n: Number of examples, an integer ≥ 1.
+        shape: Grid shape, a tuple of integers ≥ 2.
+        scale: Finite number > 0; it must leave at least one frequency with `k² > 0.1`, else every mode is removed.
+        smoothness: Finite number ≥ 0.
     """
+    if not isinstance(rng, np.random.Generator):
+        raise InvalidInputError(f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(0)), got {rng!r}")
+    n = require_integer('n', n, minimum=1)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, '__len__') or len(shape) == 0:
+        raise InvalidInputError(f"shape must be a tuple of integers >= 2, got {shape!r}")
+    shape = tuple(require_integer(f'shape[{i}]', s, minimum=2) for i, s in enumerate(shape))
+    scale = require_number('scale', scale, positive=True, tensor=False)
+    smoothness = require_number('smoothness', smoothness, non_negative=True, tensor=False)
     k = np.meshgrid(*[np.fft.fftfreq(s) * s * scale / s for s in shape], indexing='ij')
     k2 = sum(ki ** 2 for ki in k)
     weight = np.where(k2 > 0.1, 1 / np.where(k2 > 0, k2, 1), 0) ** smoothness
+    if not np.any(weight > 0):
+        raise InvalidInputError(f"scale={scale:g} leaves no frequency with k² > 0.1 on a grid of shape {shape}: the noise "
+                                f"would be zero (NaN after normalization); use a larger scale")
     amp = rng.normal(size=(n, *shape)) + 1j * rng.normal(size=(n, *shape))
     values = np.real(np.fft.ifftn(amp * weight, axes=tuple(range(1, len(shape) + 1))))
     axes = tuple(range(1, len(shape) + 1))
@@ -164,3 +202,23 @@ def noise(rng: np.random.Generator, n: int, shape=(64, 64), scale: float = 10., 
 
 def _is_periodic(x: Field) -> bool:
     return x.extrapolation == math.extrapolation.PERIODIC
+
+
+def _solvable_source(x: Field) -> Field:
+    """`x` projected onto the range of the Laplacian: periodic: minus its mean; Neumann: refused unless its mean is
+    round-off, which is removed; Dirichlet: unchanged."""
+    if _is_periodic(x):
+        return x - field.mean(x)
+    if not laplace_is_singular(x):
+        return x
+    mean = field.mean(x)
+    rms = math.sqrt(field.mean(x ** 2))
+    tolerance = 1e-10 if x.values.dtype.precision == 64 else 1e-5
+    if bool((abs(mean) > tolerance * rms).any):
+        worst = float((abs(mean) / math.maximum(rms, 1e-300)).max)
+        raise InvalidInputError(
+            f"x has a non-zero mean (largest |mean| / RMS over the examples: {worst:.3g}), but with zero-flux "
+            f"boundaries ({boundary_text(x.extrapolation)}) ∇²y = x has no solution unless x has zero mean: the Laplacian of y "
+            f"integrates to the boundary flux, which is zero. Pass x - field.mean(x), or use Dirichlet boundaries "
+            f"(extrapolation.ZERO)")
+    return x - mean
