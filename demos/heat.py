@@ -2,7 +2,7 @@
 and SIP with L-BFGS-B (n iterations) as the inverse.
 
     python demos/heat.py                                          # 64 × 64, batch 128 (the paper)
-    python demos/heat.py --steps 150 --batch 32 --methods adam,sip  # the CPU study of the closing note
+    python demos/heat.py --steps 150 --batch 32 --methods adam,sip  # the CPU study of the README's table
     python demos/heat.py --gui
 
 Writes metrics.csv, summary.json, curves.png, x_error.png (Σ|x − x*|) and examples.png to runs/heat/.

@@ -2,7 +2,7 @@
 inverse ∇².
 
     python demos/poisson.py                                  # 64 × 64, batch 128, CG (the paper; slow on a CPU)
-    python demos/poisson.py --steps 300 --batch 32 --solver dst   # the CPU study of the closing note
+    python demos/poisson.py --steps 300 --batch 32 --solver dst   # the CPU study of the README's table
     python demos/poisson.py --gui
 
 Writes metrics.csv, summary.json, curves.png (held-out loss), x_error.png (Σ|x − x*| per example against

@@ -46,8 +46,8 @@ def closest_minimum(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     largest minimum a/(3π/2), or x ≤ 0) map to the largest minimum a/(3π/2) (for x ≤ 0 the nearest positive
     minima would be the ones accumulating at 0+). Allowing negative solutions made network outputs that cross
     0 jump between the two accumulation branches and collapse onto x ≈ 0, where every x is close to some
-    minimum; with positive solutions only this still happens from some initializations (see the closing note
-    of issue 6).
+    minimum; with positive solutions only this still happens from some initializations (README, 'What the
+    demos reproduce': the analytic inverse does not converge on every seed).
     """
     safe = torch.where(x > 0, x, torch.full_like(x, float('inf')))
     t = a / (TWO_PI * safe) - 0.75
