@@ -38,8 +38,8 @@ def _dist():
 
 
 def launched() -> bool:
-    """True in a process started by torchrun (or any launcher that sets ``WORLD_SIZE`` > 1)."""
-    return int(os.environ.get('WORLD_SIZE', '1') or 1) > 1
+    """True in a process started by torchrun (even with one process) or by any launcher setting ``WORLD_SIZE`` > 1."""
+    return 'TORCHELASTIC_RUN_ID' in os.environ or int(os.environ.get('WORLD_SIZE', '1') or 1) > 1
 
 
 def _seconds(env: str, default: float) -> float:
