@@ -127,38 +127,31 @@ def wait_for_root() -> None:
         dist.barrier(group=_root_group)
 
 
-def agree_max(value: float) -> float:
-    """The largest ``value`` over the ranks, on every rank (e.g. training time, so that all stop together)."""
+def _reduced(value: float, op: str, device=None) -> float:
+    """``value`` reduced over the ranks with ``op`` ('MAX', 'MIN' or 'SUM'), on every rank. Uses the runner's
+    control group when this process joined one through `init_from_environment`, else the default group (a
+    user's own ``torch.distributed`` program) with a tensor on ``device``."""
     dist = _dist()
     if dist is None:
-        return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_control_group)
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device='cpu' if _control_group is not None else device)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op), group=_control_group)
     return float(t)
 
 
-def all_true(flag: bool, device=None) -> bool:
-    """True on every rank when ``flag`` is True on every rank (so that all ranks refuse a step together).
+def agree_max(value: float) -> float:
+    """The largest ``value`` over the ranks, on every rank (e.g. training time, so that all stop together)."""
+    return _reduced(value, 'MAX')
 
-    Uses the runner's control group when this process joined one through `init_from_environment`, else the
-    default group (a user's own ``torch.distributed`` program) with a tensor on ``device``."""
-    dist = _dist()
-    if dist is None:
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64,
-                     device='cpu' if _control_group is not None else device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=_control_group)
-    return bool(float(t) == 1.0)
+
+def all_true(flag: bool, device=None) -> bool:
+    """True on every rank when ``flag`` is True on every rank (so that all ranks refuse a step together)."""
+    return _reduced(1.0 if flag else 0.0, 'MIN', device) == 1.0
 
 
 def all_mean(value: float) -> float:
     """The mean of ``value`` over the ranks (a batch-mean loss of equal local batches → the global mean)."""
-    dist = _dist()
-    if dist is None:
-        return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=_control_group)
-    return float(t) / dist.get_world_size()
+    return _reduced(value, 'SUM') / world_size()
 
 
 def broadcast_object(obj: Optional[object]) -> object:

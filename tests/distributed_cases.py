@@ -1,8 +1,8 @@
 """Cases of the distributed tests, shared by the worker processes and the one-process references.
 
 ``python tests/distributed_cases.py RANK WORLD PORT OUT`` runs every case as one rank of a gloo process group on
-127.0.0.1 and saves what it ended with to ``OUT/rank{RANK}.pt``; `reference(case)` runs the same case in one
-process on the whole batch. Every case is float64 and seeded, so the ranks and the reference start from the same
+127.0.0.1 and saves what it ended with to ``OUT/rank{RANK}.pt``; the same functions run each case in one
+process on the whole batch (`run_hig` and `run_first_order` without a group). Every case is float64 and seeded, so the ranks and the reference start from the same
 weights and the same global batch.
 """
 import os
@@ -11,31 +11,18 @@ import sys
 import torch
 from torch import nn
 
+from test_jacobian import Scale, nonlinear_physics  # noqa: E402  (tests/ is on sys.path: run from there)
+
 B = 6
 STEPS = 3
 SPLITS = {2: [3, 3]}
 UNEVEN = {2: [4, 3]}
 
 
-class Scale(nn.Module):
-    """A layer the structured Jacobian does not know: its parameter goes to the dense block."""
-
-    def __init__(self, n):
-        super().__init__()
-        self.s = nn.Parameter(torch.linspace(0.5, 1.5, n, dtype=torch.float64))
-
-    def forward(self, x):
-        return x * self.s
-
-
 def coupled_physics(z):
     """Couples the values inside a sample (never across samples): cumulative sums and products of neighbours."""
     z = z.reshape(z.shape[0], -1)
     return torch.cat([torch.cumsum(z, 1), z[:, :-1] * z[:, 1:]], 1)
-
-
-def nonlinear_physics(z):
-    return torch.stack([z[:, 0] * z[:, 1], torch.sin(z[:, 2]), z[:, 3] ** 2 + z[:, 0]], -1)
 
 
 def badly_scaled_physics(z):

@@ -17,15 +17,6 @@ def _flat(net):
     return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).clone()
 
 
-@pytest.fixture
-def phiml64():
-    from phiml import math
-    previous = math.get_precision()
-    math.set_global_precision(64)
-    yield
-    math.set_global_precision(previous)
-
-
 def _poisson_problem(seed=0, b=2, res=6):
     """Sources and targets of a zero-Dirichlet 6×6 Poisson problem as float64 NumPy arrays (b, res, res)."""
     rng = np.random.default_rng(seed)
@@ -38,7 +29,7 @@ def _conv_net(seed=1):
     return conv_net(1, 1, [4, 4], activation='tanh').double()
 
 
-def test_fields_tensors_and_torch_give_the_same_update(phiml64):
+def test_fields_tensors_and_torch_give_the_same_update(float64):
     """The same HIG step through Fields (field.laplace), PhiML tensors and hand-converted torch tensors:
     identical updates to 1e-10 relative, equal to an independent float64 SVD of the brute-force Jacobian."""
     from phi import field
@@ -89,7 +80,7 @@ def test_fields_tensors_and_torch_give_the_same_update(phiml64):
     assert info_f.rank > 0
 
 
-def test_phiml_dense_net_on_tensors_with_channel_dims(phiml64):
+def test_phiml_dense_net_on_tensors_with_channel_dims(float64):
     """A phiml.nn dense net on PhiML tensors with a channel dim, physics Tensor → Tensor, equals the torch form."""
     from phi.torch.nets import dense_net
     from phiml import math
@@ -146,7 +137,7 @@ def test_jax_backed_tensor_is_refused():
         hig_step(net, HIG(net), x, x, None, lambda y, t: math.l2_loss(y - t))
 
 
-def test_loss_over_the_wrong_dims_is_refused(phiml64):
+def test_loss_over_the_wrong_dims_is_refused(float64):
     from phiml import math
     from phiml.math import batch, channel
     net = torch.nn.Linear(2, 2).double()
