@@ -2,8 +2,8 @@
 
 ``python tests/distributed_cases.py RANK WORLD PORT OUT`` runs every case as one rank of a gloo process group on
 127.0.0.1 and saves what it ended with to ``OUT/rank{RANK}.pt``; the same functions run each case in one
-process on the whole batch (`run_hig` and `run_first_order` without a group). Every case is float64 and seeded, so the ranks and the reference start from the same
-weights and the same global batch.
+process on the whole batch (`run_hig` and `run_first_order` without a group). Every case is float64 and
+seeded, so the ranks and the reference start from the same weights and the same global batch.
 """
 import os
 import sys
