@@ -40,9 +40,11 @@ from typing import Optional
 
 import torch
 
+from .errors import NonFiniteStepError, PhiHigError
 from .factors import JacobianFactors, LayerFactor
+from .hig import SpectralInfo
 
-__all__ = ['DistributedJacobian', 'active_group', 'world_size', 'rank']
+__all__ = ['DistributedJacobian', 'RootSharing', 'active_group', 'world_size', 'rank']
 
 
 def active_group(group=None):
@@ -143,6 +145,10 @@ class DistributedJacobian:
         rows = [c * self.local.n_out for c in self.counts]
         return _gather_rows(self.local.matrix(), rows, self.group, self.root, self.is_root)
 
+    def sharing(self, device) -> 'RootSharing':
+        """How `phi_hig.hig.apply_half_inverse` shares the root's decisions and results with the other ranks."""
+        return RootSharing(self, device)
+
     def broadcast(self, t: torch.Tensor) -> torch.Tensor:
         """The root's ``t`` on every rank (``t`` must have the root's shape and dtype on every rank)."""
         import torch.distributed as dist
@@ -183,3 +189,48 @@ class DistributedJacobian:
             return None
         return JacobianFactors(y, loc.params, [LayerFactor(*f) for f in layers], loc.dense_cols, block,
                                max_bytes=loc.max_bytes, chunk_bytes=loc.chunk_bytes)
+
+
+class RootSharing:
+    """What the root of a distributed operator computed, on every rank: the ``sharing`` of `DistributedJacobian`
+    through which `phi_hig.hig.apply_half_inverse` takes its decisions and receives the root's results."""
+
+    _PATHS = ('gram', 'gram-dual', 'svd')
+
+    def __init__(self, operator, device):
+        self.root = bool(operator.is_root)
+        self._broadcast = operator.broadcast
+        self.device = device
+
+    def numbers(self, values: list) -> list:
+        """The root's list of floats on every rank."""
+        t = torch.tensor(values if self.root else [0.0] * len(values), dtype=torch.float64, device=self.device)
+        return self._broadcast(t).tolist()
+
+    def root_result(self, compute, size: int):
+        """``compute()`` on the root — None, or ``(vector of length size, SpectralInfo)`` — on every rank.
+
+        An exception on the root is re-raised on every rank as a `NonFiniteStepError` / `PhiHigError` of the same
+        message, so that no rank waits for a broadcast that never comes."""
+        status, result, message = 0.0, None, ''
+        if self.root:
+            try:
+                result = compute()
+                status = 1.0 if result is not None else 0.0
+            except Exception as err:  # shared below, raised on every rank
+                status, message = (2.0 if isinstance(err, NonFiniteStepError) else 3.0), f"{type(err).__name__}: {err}"
+        header = self.numbers([status, float(result[1].rank) if status == 1 else 0.0,
+                               result[1].sigma_max if status == 1 else 0.0,
+                               float(self._PATHS.index(result[1].path)) if status == 1 else 0.0])
+        status = header[0]
+        if status >= 2:
+            cls = NonFiniteStepError if status == 2 else PhiHigError
+            raise cls(f"on the root rank: {message}" if self.root else "the root rank failed (see its error)")
+        if status == 0:
+            return None
+        rank = int(header[1])
+        vec = result[0] if self.root else torch.empty(size, dtype=torch.float64, device=self.device)
+        sv = torch.as_tensor(result[1].singular_values, dtype=torch.float64, device=self.device) if self.root else \
+            torch.empty(rank, dtype=torch.float64, device=self.device)
+        vec, sv = self._broadcast(vec.to(self.device)), self._broadcast(sv)
+        return vec, SpectralInfo(sv.cpu().numpy(), header[2], rank, self._PATHS[int(header[3])])

@@ -264,9 +264,10 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
     ``n_rows²`` (``n_params²`` on the dual path) is allocated above ``max_bytes``.
 
     A distributed operator (`phi_hig.distributed.DistributedJacobian`) returns its Gram matrices and ``matrix()``
-    on its root rank only (``is_root``) and shares tensors with ``broadcast``: the eigendecomposition or SVD runs
-    once, on the root, every decision is taken from numbers the root broadcast, and every rank returns the same
-    direction and raises the same errors.
+    on its root rank only and provides ``sharing(device)``, through which the core takes every decision from
+    numbers the root computed and receives the root's results (`phi_hig.distributed.RootSharing`): the
+    eigendecomposition or SVD runs once, on the root, and every rank returns the same direction and raises the
+    same errors.
 
     Args:
         settings: a `HalfInverse`.
@@ -280,7 +281,7 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
     m, n = int(operator.n_rows), int(operator.n_params)
     floor_dim = max(m, n)
     g64 = g.reshape(-1).to(torch.float64)
-    share = _Sharing(operator, g64.device)
+    share = operator.sharing(g64.device) if hasattr(operator, 'sharing') else _Local
     path = gram_path(settings, m, n, max_bytes)
     reason, top = '', None
     if path in ('gram', 'dual'):
@@ -318,53 +319,17 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
     return _finite_result(d, info)
 
 
-class _Sharing:
-    """What the root of a distributed operator computed, on every rank (the identity for one-process operators)."""
+class _Local:
+    """How the core shares results for a one-process operator: they are already everywhere (the identity)."""
+    root = True
 
-    _PATHS = ('gram', 'gram-dual', 'svd')
+    @staticmethod
+    def numbers(values: list) -> list:
+        return values
 
-    def __init__(self, operator, device):
-        self.root = bool(getattr(operator, 'is_root', True))
-        self._broadcast = getattr(operator, 'broadcast', None)
-        self.device = device
-
-    def numbers(self, values: list) -> list:
-        """The root's list of floats on every rank."""
-        if self._broadcast is None:
-            return values
-        t = torch.tensor(values if self.root else [0.0] * len(values), dtype=torch.float64, device=self.device)
-        return self._broadcast(t).tolist()
-
-    def root_result(self, compute, size: int):
-        """``compute()`` on the root — None, or ``(vector of length size, SpectralInfo)`` — on every rank.
-
-        An exception on the root is re-raised on every rank as a `NonFiniteStepError` / `PhiHigError` of the same
-        message, so that no rank waits for a broadcast that never comes."""
-        if self._broadcast is None:
-            return compute()
-        status, result, message = 0.0, None, ''
-        if self.root:
-            try:
-                result = compute()
-                status = 1.0 if result is not None else 0.0
-            except Exception as err:  # shared below, raised on every rank
-                status, message = (2.0 if isinstance(err, NonFiniteStepError) else 3.0), f"{type(err).__name__}: {err}"
-        header = self.numbers([status, float(result[1].rank) if status == 1 else 0.0,
-                               result[1].sigma_max if status == 1 else 0.0,
-                               float(self._PATHS.index(result[1].path)) if status == 1 else 0.0])
-        status = header[0]
-        if status >= 2:
-            from .errors import PhiHigError
-            cls = NonFiniteStepError if status == 2 else PhiHigError
-            raise cls(f"on the root rank: {message}" if self.root else "the root rank failed (see its error)")
-        if status == 0:
-            return None
-        rank = int(header[1])
-        vec = result[0] if self.root else torch.empty(size, dtype=torch.float64, device=self.device)
-        sv = torch.as_tensor(result[1].singular_values, dtype=torch.float64, device=self.device) if self.root else \
-            torch.empty(rank, dtype=torch.float64, device=self.device)
-        vec, sv = self._broadcast(vec.to(self.device)), self._broadcast(sv)
-        return vec, SpectralInfo(sv.cpu().numpy(), header[2], rank, self._PATHS[int(header[3])])
+    @staticmethod
+    def root_result(compute, size: int):
+        return compute()
 
 
 def _finite_result(d: torch.Tensor, info: SpectralInfo):
