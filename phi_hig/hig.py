@@ -209,34 +209,62 @@ def _spectral(mu: torch.Tensor, w: torch.Tensor, rhs: torch.Tensor, settings: Ha
     sigma_max = _pymath.sqrt(mu_max)
     out = w_k @ (mu_k ** ((settings.kappa - 1.0) / 2.0) * (w_k.T @ rhs))
     if settings.beta != 0:
-        out = out * sigma_max ** settings.beta
+        out = out * _power(sigma_max, settings.beta)
     return out, SpectralInfo(np.sqrt(m[first:])[::-1].copy(), sigma_max, m.size - first, path)
 
 
+def _power(x: float, p: float) -> float:
+    """``x ** p`` for x > 0 that is ``inf`` (not an `OverflowError`) when the true value exceeds float64."""
+    try:
+        return x ** p
+    except OverflowError:
+        return float('inf')
+
+
+def _normalized(J: torch.Tensor) -> tuple:
+    """``(J64, k)``: J in float64 divided by the exact power of two 2^k with ``2^(k−1) ≤ max|J| < 2^k`` (k = 0 for
+    J = 0), so that nothing of a full-rank J under- or overflows however small or large it is."""
+    J64 = J.to(torch.float64)
+    top = float(J64.abs().max()) if J64.numel() else 0.0
+    k = _pymath.frexp(top)[1] if top > 0 else 0
+    return (torch.ldexp(J64, torch.tensor(-k, device=J.device)) if k else J64), k
+
+
+def _scaled_settings(settings: HalfInverse, k: int) -> HalfInverse:
+    """The settings for ``J / 2^k``: an absolute truncation τ becomes τ / 2^k (a relative one is unchanged)."""
+    if not k or settings.relative:
+        return settings
+    return HalfInverse(settings.kappa, settings.beta, _pymath.ldexp(settings.truncation, -k), False, settings.method)
+
+
+def _rescaled(d: torch.Tensor, info: SpectralInfo, k: int, settings: HalfInverse) -> tuple:
+    """Undo `_normalized`: ``d(2^k J') = 2^(k(κ+β)) · d(J')`` (in two factors, so that a representable result is
+    never lost to an overflowing intermediate) and σ = 2^k σ'."""
+    if k:
+        half = _power(2.0, k * (settings.kappa + settings.beta) / 2)
+        d = d * half * half
+        info = SpectralInfo(info.singular_values * 2.0 ** k, info.sigma_max * 2.0 ** k, info.rank, info.path,
+                            info.fallback)
+    return d, info
+
+
 def _svd_apply(J: torch.Tensor, g64: torch.Tensor, settings: HalfInverse, path: str = 'svd'):
-    """The SVD path on the matrix J, normalized by an exact power of two: ``d(2^k J') = 2^(k(κ+β)) d(J')``."""
+    """The SVD path on the matrix J, normalized by an exact power of two (`_normalized`)."""
     if not bool(torch.isfinite(J).all()):
         raise NonFiniteStepError("the Jacobian J is not finite (NaN or Inf); the weights were left untouched")
-    J64 = J.to(torch.float64)
+    J64, k = _normalized(J)
     m, n = J64.shape
-    top = float(J64.abs().max()) if J64.numel() else 0.0
-    if top == 0.0:
-        return torch.zeros(n, dtype=torch.float64, device=J.device), SpectralInfo(np.zeros(0), 0.0, 0, path)
-    k = _pymath.frexp(top)[1]
-    J64 = torch.ldexp(J64, torch.tensor(-k, device=J.device)) if k else J64
-    scaled = HalfInverse(settings.kappa, settings.beta, settings.truncation * (1.0 if settings.relative else 2.0 ** -k),
-                         settings.relative, 'svd') if (k and not settings.relative) else settings
+    scaled = _scaled_settings(settings, k)
     u, s, vh = torch.linalg.svd(J64, full_matrices=False)
     s_max = s[:1]
+    if not s.numel() or float(s_max) == 0.0:
+        return torch.zeros(n, dtype=torch.float64, device=J.device), SpectralInfo(np.zeros(0), 0.0, 0, path)
     keep = _svd_keep(s, s_max, scaled, max(m, n))
     s_k = s[keep]
     d = vh[keep].T @ (s_k ** settings.kappa * (u[:, keep].T @ g64))
     if settings.beta != 0:
-        d = d * float(s_max) ** settings.beta
-    if k:
-        d = d * 2.0 ** (k * (settings.kappa + settings.beta))
-    sigma = (s_k * 2.0 ** k).cpu().numpy()
-    return d, SpectralInfo(sigma, float(s_max) * 2.0 ** k, int(keep.sum()), path)
+        d = d * _power(float(s_max), settings.beta)
+    return _rescaled(d, SpectralInfo(s_k.cpu().numpy(), float(s_max), int(keep.sum()), path), k, settings)
 
 
 # ------------------------------------------------------------------------------------------- the one function
@@ -382,8 +410,9 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     `DenseJacobian` and `apply_half_inverse`; see the module docstring for paths and accuracy.
 
     Invariants: discarded singular values contribute exactly zero, so ``truncation=0`` gives the pseudo-inverse
-    and a zero or rank-deficient J gives a finite result that is zero in its null directions; a finite full-rank
-    J gives the same direction at any scale (up to the factor ``s^(κ+β)`` of a scale s).
+    and a zero or rank-deficient J gives a finite result that is zero in its null directions; a finite J gives
+    the same direction at any scale (up to the factor ``s^(κ+β)`` of a scale s) on every path: J is divided by an
+    exact power of two first.
 
     Args:
         J: the stacked Jacobian ``(m, n)``: a NumPy array, a torch tensor (CPU or CUDA) or a PhiML tensor. For a
@@ -402,6 +431,9 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         NonFiniteStepError: the result overflows J's dtype (e.g. float32), never an inf result.
     """
     settings = HalfInverse(kappa, beta, truncation, relative, method)
+    return_info = checks.flag('return_info', return_info)
+    if max_bytes is not None:
+        max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True, hint='or None for no limit')
     phiml_cols = None
     from phiml import math as _m
     from phiml.math import Tensor as _PhiTensor
@@ -424,7 +456,10 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         raise InvalidInputError(f"J must be 2-D (m, n), got shape {tuple(Jt.shape)}")
     if gt.ndim != 1 or gt.shape[0] != Jt.shape[0]:
         raise InvalidInputError(f"g must have shape ({Jt.shape[0]},) to match J {tuple(Jt.shape)}, got {tuple(gt.shape)}")
-    d, info = apply_half_inverse(settings, DenseJacobian(Jt, max_bytes), gt.to(Jt.device), max_bytes=max_bytes)
+    Jn, k = _normalized(Jt)  # a given J of any scale: no Gram matrix under- or overflows, on any path
+    d, info = apply_half_inverse(_scaled_settings(settings, k), DenseJacobian(Jn, max_bytes), gt.to(Jt.device),
+                                 max_bytes=max_bytes)
+    d, info = _rescaled(d, info, k, settings)
     d = d.to(Jt.dtype)
     if not bool(torch.isfinite(d).all()):
         raise NonFiniteStepError(f"the half-inverse direction overflows {str(Jt.dtype).replace('torch.', '')} (its "

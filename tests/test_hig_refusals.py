@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from phi_hig import HIG, hig_step, half_inverse, InvalidInputError, NonFiniteStepError, PhiHigError
-from phi_hig.hig import HalfInverse
+from phi_hig.hig import DenseJacobian, HalfInverse, apply_half_inverse
 
 from test_half_inverse import reference, random_matrix
 
@@ -77,20 +77,40 @@ def test_update_overflowing_the_parameter_dtype_raises_and_changes_nothing():
 
 @pytest.mark.parametrize('scale', [1e-170, 1e-100, 1e100, 1e160])
 @pytest.mark.parametrize('shape', [(8, 20), (20, 8)])
-def test_full_rank_jacobian_at_any_scale_gives_the_svd_answer(scale, shape):
-    """d(s·J) = s^(κ+β)·d(J): the 'auto' path falls back to the normalized SVD where the float64 Gram under- or
-    overflows (1e-170: the Gram entries underflow to 0; 1e160: they overflow to inf)."""
+@pytest.mark.parametrize('method', ['auto', 'gram', 'dual', 'svd'])
+def test_full_rank_jacobian_at_any_scale_gives_the_svd_answer(scale, shape, method):
+    """d(s·J) = s^(κ+β)·d(J) on every path: half_inverse divides a given J by an exact power of two first
+    (1e-170: its Gram entries would underflow to 0; 1e160: overflow to inf)."""
     rng = np.random.default_rng(1)
     J = random_matrix(rng, *shape, np.logspace(0, -3, min(shape)), [])
     g = rng.standard_normal(shape[0])
     kappa, beta = -0.5, -0.25
     expected = scale ** (kappa + beta) * reference(J, g, kappa, beta, 1e-6)
-    d, info = half_inverse(scale * J, g, kappa, beta, 1e-6, return_info=True)
+    d, info = half_inverse(scale * J, g, kappa, beta, 1e-6, method=method, return_info=True)
     assert np.all(np.isfinite(d))
     assert np.linalg.norm(d - expected) <= 1e-9 * np.linalg.norm(expected)
     assert info.sigma_max == pytest.approx(scale, rel=1e-9)
-    if scale in (1e-170, 1e160):
-        assert info.path == 'svd' and 'under- or overflows' in info.fallback
+
+
+@pytest.mark.parametrize('scale', [1e-170, 1e160])
+def test_the_core_falls_back_to_the_normalized_svd_when_an_operators_gram_under_or_overflows(scale):
+    """An operator (here a dense one, not normalized) whose float64 Gram matrix is out of range: 'auto' takes the
+    SVD path of its matrix, normalized, and gives the right answer."""
+    rng = np.random.default_rng(1)
+    J = random_matrix(rng, 8, 20, np.logspace(0, -3, 8), [])
+    g = rng.standard_normal(8)
+    expected = scale ** -0.75 * reference(J, g, -0.5, -0.25, 1e-6)
+    d, info = apply_half_inverse(HalfInverse(-0.5, -0.25, 1e-6), DenseJacobian(torch.from_numpy(scale * J)),
+                                 torch.from_numpy(g))
+    assert info.path == 'svd' and 'under- or overflows' in info.fallback
+    assert np.linalg.norm(d.numpy() - expected) <= 1e-9 * np.linalg.norm(expected)
+
+
+def test_a_result_whose_true_value_overflows_raises():
+    with pytest.raises(NonFiniteStepError, match='overflows'):
+        half_inverse(4 * np.eye(3), np.ones(3), kappa=-0.5, beta=1000.0)  # 4^999.5 overflows float64
+    d = half_inverse(1e-100 * np.eye(3), np.ones(3), kappa=1.0, beta=-3.5)  # 1e250: representable
+    assert np.allclose(d, 1e250 * np.ones(3), rtol=1e-12)
 
 
 def test_absolute_truncation_scales_with_j():
@@ -105,10 +125,19 @@ def test_absolute_truncation_scales_with_j():
         assert np.linalg.norm(d - expected) <= 1e-9 * np.linalg.norm(expected)
 
 
-def test_forced_gram_path_at_overflowing_scale_says_what_to_use():
-    J = np.eye(4) * 1e160
+def test_forced_gram_path_of_an_operator_at_overflowing_scale_says_what_to_use():
+    J = torch.eye(4, dtype=torch.float64) * 1e160
     with pytest.raises(NonFiniteStepError, match="use method='auto' or 'svd'"):
-        half_inverse(J, np.ones(4), method='gram')
+        apply_half_inverse(HalfInverse(method='gram'), DenseJacobian(J), torch.ones(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('kwargs,match', [(dict(max_bytes='big'), 'max_bytes must be a finite number > 0'),
+                                          (dict(max_bytes=-1), 'max_bytes must be a finite number > 0'),
+                                          (dict(max_bytes=float('nan')), 'max_bytes must be a finite number > 0'),
+                                          (dict(return_info='no'), 'return_info must be True or False')])
+def test_half_inverse_refuses_bad_keyword_arguments(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        half_inverse(np.eye(3), np.ones(3), **kwargs)
 
 
 def test_float32_result_that_overflows_raises():
