@@ -104,6 +104,7 @@ class NetworkCall:
         self.kind = kind_of(name, inputs)
         if self.kind == 'torch':
             self.inputs, self.native_inputs, self.batch = inputs, inputs, None
+            self._check_dtype(name)
             return
         self.inputs = _to_torch_backend(inputs)
         captured = []
@@ -113,12 +114,18 @@ class NetworkCall:
             return x
         _native_call(self.kind)(capture, self.inputs)
         self.native_inputs = captured[0]
+        self._check_dtype(name)
         values = self.inputs.values if self.kind == 'field' else self.inputs
         self.batch = values.shape.batch
         if not self.batch:
             raise InvalidInputError(f"{name} has no batch dimension; HIG needs a batch of examples (PhiML batch dims)")
         self.rest = values.shape.non_batch
         self._templates = {}
+
+    def _check_dtype(self, name: str) -> None:
+        dtype = getattr(self.native_inputs, 'dtype', None)
+        if dtype is None or not dtype.is_floating_point:
+            raise InvalidInputError(f"{name} must hold floating-point values (a network's input), got {dtype}")
 
     def wrap(self, native: torch.Tensor):
         """A native network output with any leading batch size N as a value of the input's kind."""

@@ -71,7 +71,7 @@ class HIG(torch.optim.Optimizer):
         chunk_rows = checks.integer('chunk_rows', chunk_rows, low=1)
         if structured not in (None, True, False):
             raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
-        params = net.parameters() if isinstance(net, nn.Module) else net
+        params = _parameters(net)
         defaults = dict(lr=lr, **{k: getattr(settings, k) for k in _SETTING_KEYS})
         super().__init__(params, defaults)
         self.max_bytes, self.chunk_rows, self.structured = max_bytes, chunk_rows, structured
@@ -145,6 +145,26 @@ class HIG(torch.optim.Optimizer):
             p.sub_(u)
 
 
+def _parameters(net) -> list:
+    """The parameters (or parameter groups) HIG is built on, refused unless they are torch tensors."""
+    if isinstance(net, nn.Module):
+        params = list(net.parameters())
+    elif hasattr(net, '__iter__') and not isinstance(net, (torch.Tensor, np.ndarray, str, bytes, dict)):
+        params = list(net)
+    else:
+        raise InvalidInputError(f"HIG needs a torch.nn.Module or an iterable of its parameters (or parameter groups), "
+                                f"got {type(net).__name__}")
+    if not params:
+        raise InvalidInputError("HIG got no parameters: the network has none (or the list is empty)")
+    for p in params:
+        tensors = p.get('params', []) if isinstance(p, dict) else [p]
+        tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+        if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise InvalidInputError(f"HIG needs torch tensors as parameters, got {type(p).__name__}"
+                                    f"{'' if not isinstance(p, dict) else ' (a parameter group without tensors)'}")
+    return params
+
+
 @dataclass
 class HIGStepInfo:
     """Diagnostics of one `hig_step`.
@@ -173,7 +193,11 @@ def _loss_objective(loss: Callable, layout: list, targets) -> Callable:
     """The batch-mean loss as a function of the flattened outputs ``(b, |y|)``, y given to ``loss`` in its own
     form (``layout`` holds the `BatchLayout` once simulate has run)."""
     def objective(y_flat: torch.Tensor) -> torch.Tensor:
-        return layout[0].per_example(loss(layout[0].unflatten(y_flat), targets)).mean()
+        value = layout[0].per_example(loss(layout[0].unflatten(y_flat), targets)).mean()
+        if not value.requires_grad:
+            raise InvalidInputError("loss(y, targets) is not differentiable in y (it returned a value without a "
+                                    "gradient, e.g. computed from a detached y or from .numpy())")
+        return value
     return objective
 
 

@@ -204,3 +204,23 @@ def test_non_finite_network_weights_raise_and_change_nothing():
 def test_every_refusal_is_a_phi_hig_error():
     assert issubclass(InvalidInputError, PhiHigError) and issubclass(NonFiniteStepError, PhiHigError)
     assert math.isfinite(1.0)
+
+
+@pytest.mark.parametrize('net,match', [(np.zeros(3), 'torch.nn.Module or an iterable'),
+                                       (lambda x: x, 'torch.nn.Module or an iterable'),
+                                       ([], 'no parameters'), ([np.zeros(2)], 'torch tensors as parameters'),
+                                       ([{'params': []}], 'parameter group without tensors')])
+def test_hig_refuses_what_is_not_torch_parameters(net, match):
+    with pytest.raises(InvalidInputError, match=match):
+        HIG(net)
+
+
+def test_integer_inputs_and_a_loss_without_gradient_are_refused_before_any_change():
+    net, x, t = _problem()
+    opt = HIG(net)
+    before = _state(net, opt)
+    with pytest.raises(InvalidInputError, match='floating-point'):
+        hig_step(net, opt, x.long(), t, None, _loss)
+    with pytest.raises(InvalidInputError, match='not differentiable in y'):
+        hig_step(net, opt, x, t, None, lambda y, t: _loss(y.detach(), t))
+    _unchanged(net, before)
