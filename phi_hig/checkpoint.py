@@ -19,6 +19,7 @@ checkpoint is never more than one write behind and a slow disk never slows the t
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -36,7 +37,7 @@ from .files import append_durable, atomic_write, read_lines, remove_stale_tempor
 __all__ = ['FORMAT', 'Checkpoint', 'CheckpointWarning', 'CheckpointWriter', 'checkpoint_path', 'previous_path',
            'history_path', 'pack', 'unpack', 'encode', 'read_checkpoint', 'load_for_resume', 'identity_difference']
 
-FORMAT = 'phi_hig-checkpoint-2'
+FORMAT = 'phi_hig-checkpoint-3'
 _TENSOR = '$tensor'
 
 
@@ -132,10 +133,25 @@ class Checkpoint:
 
 
 def _content(ck: Checkpoint) -> dict:
-    """What `encode` saves: plain data and the packed state (a copy: the training may go on meanwhile)."""
-    return dict(format=FORMAT, method=ck.method, identity=ck.identity, step=ck.step, train_time=ck.train_time,
-                position=ck.position, records=ck.records, state=pack(dict(net=ck.net, optimizer=ck.optimizer,
-                                                                          rng=ck.rng)))
+    """What `encode` saves: plain data, the packed state (a copy: the training may go on meanwhile) and the
+    checksum of both (`_checksum`)."""
+    content = dict(format=FORMAT, method=ck.method, identity=ck.identity, step=ck.step, train_time=ck.train_time,
+                   position=ck.position, records=ck.records, state=pack(dict(net=ck.net, optimizer=ck.optimizer,
+                                                                             rng=ck.rng)))
+    content['checksum'] = _checksum(content)
+    return content
+
+
+def _checksum(content: dict) -> str:
+    """SHA-256 of a checkpoint's plain data and of the bytes of its packed tensors: a file whose bytes changed
+    after it was written (a flipped bit, a partial overwrite) no longer matches and is not resumed from."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in content.items() if k not in ('state', 'checksum')},
+                                       sort_keys=True, default=str).encode())
+    digest.update(json.dumps(content['state']['skeleton'], sort_keys=True, default=str).encode())
+    for key in sorted(content['state']['buffers']):
+        digest.update(key.encode())
+        digest.update(content['state']['buffers'][key].contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _save(content: dict) -> bytes:
@@ -159,6 +175,8 @@ def read_checkpoint(path: str) -> Checkpoint:
         raw = torch.load(path, map_location='cpu', weights_only=True)
         if not isinstance(raw, dict) or raw.get('format') != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
+        if raw.get('checksum') != _checksum(raw):
+            raise ValueError("its checksum does not match its content: the file was changed after it was written")
         state = unpack(raw['state'])
         ck = Checkpoint(method=raw['method'], identity=raw['identity'], step=int(raw['step']),
                         train_time=float(raw['train_time']), position=int(raw['position']),

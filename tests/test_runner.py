@@ -197,6 +197,20 @@ def test_torn_latest_checkpoint_resumes_from_the_previous_with_a_warning(tmp_pat
         assert len(f.readlines()) == 8  # cut back to the previous checkpoint (step 7; none written now)
 
 
+def test_a_checkpoint_whose_tensor_bytes_changed_is_not_resumed_from(tmp_path):
+    """A file that still loads but whose weights changed after writing (a flipped bit) fails its checksum: the run
+    resumes from the previous checkpoint with a warning and matches the uninterrupted run."""
+    from phi_hig.checkpoint import CheckpointWarning, checkpoint_path
+    ex, out, args, full = _resume_setup(tmp_path)
+    raw = torch.load(checkpoint_path(out, 'adam'), weights_only=True)
+    buffer = raw['state']['buffers']['float32']
+    buffer[3] = buffer[3] + 1.0  # the checksum field is left as it was
+    torch.save(raw, checkpoint_path(out, 'adam'))
+    with pytest.warns(CheckpointWarning, match='checksum'):
+        resumed = phi_hig.train(ex, ['adam'], resume=True, **args)
+    assert [repr(r['train_loss']) for r in resumed.records] == [repr(r['train_loss']) for r in full.records]
+
+
 def test_unusable_checkpoints_refuse_naming_the_file(tmp_path, capsys):
     from phi_hig.checkpoint import checkpoint_path, previous_path
     ex, out, args, full = _resume_setup(tmp_path)
@@ -260,7 +274,7 @@ def test_growing_loss_and_too_few_steps_are_warned_and_flagged():
 # --- SIGKILL at random moments ----------------------------------------------------------------------------
 def _cli_run(out, *extra, env=None):
     args = [sys.executable, '-m', 'phi_hig', 'run', 'toy', '--preset', 'test', '--methods', 'adam,hig',
-            '--steps', '400', '--seed', '3', '--threads', '1', '--checkpoint-every', '7', '--out', out, '--quiet',
+            '--steps', '1500', '--seed', '3', '--threads', '1', '--checkpoint-every', '7', '--out', out, '--quiet',
             *extra]
     return subprocess.Popen(args, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -289,7 +303,8 @@ def _wait_until(predicate, proc, timeout=60):
 
 
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
-    """A checkpointing CLI run is SIGKILLed at 5 seeded moments and resumed each time; its metrics.csv then equals
+    """A checkpointing CLI run (1500 steps each of Adam and HIG: long enough that no kill comes too late) is
+    SIGKILLed at 5 seeded moments and resumed each time; its metrics.csv then equals
     that of an uninterrupted run of the same seed in every column but wall_time. The moments: one during start-up,
     two anywhere in the training, two inside a checkpoint write (a test hook pauses every atomic write halfway)."""
     import random
