@@ -25,7 +25,7 @@ from phiml.math import batch, channel, Solve
 
 from . import checks
 from .backend import torch_backend
-from .errors import InvalidInputError
+from .errors import InvalidInputError, NonFiniteStepError
 from .hig import HalfInverse, batched_half_inverse
 from .sip import l2_loss
 
@@ -172,6 +172,8 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
         _check_batched(x, y_target)
         per_example = loss or l2_loss
         target = y_target.detach()
+        with torch.no_grad():
+            _finite_forward(forward(x.detach(), **conditions))
 
         def objective(params):
             native = params.native(['examples', 'params'])
@@ -210,6 +212,15 @@ def _check_batched(x, y_target):
             raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
 
 
+def _finite_forward(y) -> None:
+    """Refuse a simulation output that is not finite (`NonFiniteStepError` naming the examples): an inverse step
+    from it would be NaN or, for an optimizer that stops at a NaN objective, silently zero."""
+    if isinstance(y, torch.Tensor) and not bool(torch.isfinite(y).all()):
+        bad = (~torch.isfinite(y.reshape(y.shape[0], -1))).any(1).nonzero().reshape(-1).tolist()
+        raise NonFiniteStepError(f"forward(x) is not finite (NaN or Inf) for example(s) {bad[:10]}"
+                                 f"{' …' if len(bad) > 10 else ''}; no inverse step exists there")
+
+
 def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
     """Per-example gradient `(B, n)` and Hessian `(B, n, n)` of `loss(forward(x), y*)`, by n extra backward passes.
 
@@ -220,7 +231,9 @@ def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
     loss = loss or l2_loss
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        total = loss(forward(x, **conditions), y_target.detach()).sum()
+        y = forward(x, **conditions)
+        _finite_forward(y)
+        total = loss(y, y_target.detach()).sum()
         grad, = torch.autograd.grad(total, x, create_graph=hessian)
         if not hessian:
             return grad.detach(), None
@@ -238,6 +251,7 @@ def _jacobian(forward, x, y_target, conditions):
         if not isinstance(y, torch.Tensor) or y.shape != y_target.shape:
             raise InvalidInputError(f"forward(x) must return a torch tensor of the shape of y_target "
                                     f"{tuple(y_target.shape)}, got {getattr(y, 'shape', type(y).__name__)}")
+        _finite_forward(y)
         rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, allow_unused=True)[0] for i in range(y.shape[1])]
     rows = [torch.zeros_like(x) if r is None else r for r in rows]
     return torch.stack(rows, dim=1).detach(), y.detach()

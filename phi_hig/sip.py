@@ -13,6 +13,7 @@ functions.
 Shapes are never broadcast: a prediction, its correction and the update `Δx` must have exactly the same shape
 (torch) or the same dims with the same sizes (PhiML tensors and Fields; the order of the dims does not matter).
 """
+import inspect
 from typing import Callable, Mapping, NamedTuple, Tuple
 
 import torch
@@ -21,6 +22,7 @@ from phi.field import Field
 from phiml import math
 from phiml.math import Tensor, batch, non_batch
 
+from . import checks
 from .errors import InvalidInputError, NonFiniteStepError
 from .native import call_network
 
@@ -153,8 +155,10 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
         `SIPStepResult(physics_loss, proxy_loss)`, per example and detached, measured before the update.
 
     Raises:
-        InvalidInputError: an argument is of the wrong kind, the inputs or targets are not finite, or `Δx` does
-            not have exactly the shape of the prediction.
+        InvalidInputError: an argument is of the wrong kind, a learning rate of the optimizer is not a finite
+            number >= 0, `forward` / `inverse` cannot take the conditions and options given, the inputs or targets
+            are not finite, `Δx` does not have exactly the shape of the prediction, or the prediction carries no
+            gradient.
         NonFiniteStepError: the proxy loss is not finite.
     """
     forward, inverse = _physics_pair(physics)
@@ -168,9 +172,13 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
         raise InvalidInputError(f"network must be a torch.nn.Module or a callable, got {type(network).__name__}")
     if not (callable(getattr(optimizer, 'zero_grad', None)) and callable(getattr(optimizer, 'step', None))):
         raise InvalidInputError(f"optimizer must be a torch optimizer (zero_grad() and step()), got {type(optimizer).__name__}")
+    if hasattr(optimizer, 'param_groups'):
+        checks.learning_rates(optimizer.param_groups)
     for i, value in enumerate(inputs if isinstance(inputs, tuple) else (inputs,)):
         _require_finite(f'inputs[{i}]' if isinstance(inputs, tuple) else 'inputs', value)
     _require_finite('targets', targets)
+    _check_call('the physics forward', forward, ('x',), conditions)
+    _check_call('the physics inverse', inverse, ('x', 'y_target'), dict(conditions, y=None, **inverse_options))
     prediction = _predict(network, inputs)
     x0 = _detach(prediction)
     with torch.no_grad():
@@ -188,10 +196,27 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     if not finite:
         raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse "
                                  "update); the weights were left untouched")
+    if not getattr(mean_proxy, 'requires_grad', False):
+        raise InvalidInputError("SIP step: the prediction does not depend on the network's parameters (it carries no "
+                                "gradient: a detached or NumPy output?), so there is nothing to train")
     optimizer.zero_grad()
     mean_proxy.backward()
     optimizer.step()
     return SIPStepResult(_detach(physics_loss), _detach(proxy))
+
+
+def _check_call(what: str, fn: Callable, positional: tuple, keywords: dict) -> None:
+    """Refuse (`InvalidInputError`) when ``fn`` cannot take ``positional`` arguments and ``keywords`` by name: a
+    missing or unknown condition or inverse option, named before anything runs."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: let the call tell
+        return
+    try:
+        signature.bind(*positional, **keywords)
+    except TypeError as err:
+        raise InvalidInputError(f"{what} {getattr(fn, '__name__', fn)!r} cannot take the conditions / inverse "
+                                f"options given ({', '.join(keywords) or 'none'}): {err}") from None
 
 
 def _mapping(name: str, value) -> dict:

@@ -197,3 +197,18 @@ def test_pseudo_inverse_apply_refuses_mismatched_shapes():
         inverses.pseudo_inverse_apply(torch.ones(2, 3, 4), torch.ones(2, 4))
     with pytest.raises(InvalidInputError, match=r'jac must be a torch tensor of shape \(B, m, n\)'):
         inverses.pseudo_inverse_apply(torch.ones(3, 4), torch.ones(3))
+
+
+@pytest.mark.parametrize('build', ['gradient_descent', 'newton', 'saddle_free_newton', 'gauss_newton', 'iterative'])
+def test_a_non_finite_simulation_is_refused_naming_the_examples(build):
+    """forward(x) = NaN for example 1 only: every generic inverse says so instead of returning NaN (or, for an
+    optimizer that stops at a NaN objective, a silent zero step)."""
+    import phi_hig.inverses as inv
+    from phi_hig.errors import NonFiniteStepError
+
+    def forward(x):
+        return torch.where(torch.arange(x.shape[0])[:, None] == 1, torch.full_like(x, float('nan')), x ** 3)
+    inverse = getattr(inv, build)(forward)
+    x = torch.rand(3, 2, dtype=torch.float64) + 0.5
+    with pytest.raises(NonFiniteStepError, match=r'for example\(s\) \[1\]'):
+        inverse(x, torch.zeros(3, 2, dtype=torch.float64))

@@ -247,3 +247,43 @@ def test_failed_sip_steps_leave_weights_and_grad_as_they_were():
     with pytest.raises(InvalidInputError, match='inverse_options must be None or a dict'):
         sip.sip_step(net, opt, torch.randn(4, 3), torch.randn(4, 3), (identity, good_inverse), inverse_options=[1])
     assert _untouched(net, weights, grads)
+
+
+@pytest.mark.parametrize('lr', [float('nan'), float('inf'), -0.1])
+def test_sip_step_refuses_a_bad_learning_rate_set_after_construction(lr):
+    """A rate written into param_groups later (by a scheduler, load_state_dict or user code) is checked at every
+    step: refused, and the weights and gradients are left as they were."""
+    net, weights, grads = _net_with_gradients()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    opt.param_groups[0]['lr'] = lr
+    with pytest.raises(InvalidInputError, match=r"learning rate param_groups\[0\]\['lr'\]"):
+        sip.sip_step(net, opt, torch.randn(4, 3), torch.randn(4, 3), (lambda x: x, lambda x, t, *, y=None: t - y))
+    assert _untouched(net, weights, grads)
+
+
+def test_sip_step_refuses_conditions_and_options_the_physics_cannot_take():
+    """A missing or unknown condition and a mistyped inverse option are named before the network runs."""
+    net, weights, grads = _net_with_gradients()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    forward = lambda x, scale: scale * x
+    inverse = lambda x, y_target, *, y=None, scale, noise=0.: (y_target - y) / scale
+    args = net, opt, torch.randn(4, 3), torch.randn(4, 3), (forward, inverse)
+    with pytest.raises(InvalidInputError, match="physics forward .*cannot take .*none.*scale"):
+        sip.sip_step(*args)
+    with pytest.raises(InvalidInputError, match="physics forward .*cannot take .*scale, dt"):
+        sip.sip_step(*args, conditions=dict(scale=2., dt=1.))
+    with pytest.raises(InvalidInputError, match="physics inverse .*cannot take .*nosie"):
+        sip.sip_step(*args, conditions=dict(scale=2.), inverse_options=dict(nosie=0.1))
+    assert _untouched(net, weights, grads)
+    sip.sip_step(*args, conditions=dict(scale=2.), inverse_options=dict(noise=0.1))  # the right names run
+    assert not _untouched(net, weights, grads)
+
+
+def test_sip_step_refuses_a_prediction_without_gradient():
+    """A network whose output is detached has nothing to train: a clear refusal instead of torch's backward error."""
+    net, weights, grads = _net_with_gradients()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    detached = lambda x: net(x).detach()
+    with pytest.raises(InvalidInputError, match='does not depend on the network'):
+        sip.sip_step(detached, opt, torch.randn(4, 3), torch.randn(4, 3), (lambda x: x, lambda x, t, *, y=None: t - y))
+    assert _untouched(net, weights, grads)
