@@ -263,7 +263,8 @@ def _browser_or_skip():
     return driver, profile
 
 
-def _wait(predicate, timeout, what):
+def _wait(predicate, timeout, what, every=0.1, last=None):
+    """Poll ``predicate`` until it is truthy; on time-out say what ``last()`` (e.g. the run's status) was."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -272,8 +273,8 @@ def _wait(predicate, timeout, what):
             value = None
         if value:
             return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f" (then: {last()})" if last else ''))
 
 
 def _hp_input(driver, method, key):
@@ -366,20 +367,25 @@ def test_browser_dashboard():
         assert sum(server.dashboard.run.steps_done().values()) > before, 'training stopped without a page'
         driver.get(server.url)
         _wait(lambda: _status(driver)[0] == 'running', 20, 'the running status on a reopened page')
+        # pause as soon as hig has taken a few steps (hig runs ~1000 steps/s here: waiting for the page's curves
+        # first could let it finish its 2000 steps before the click); the status says so and the steps stop
+        # advancing; the page then shows both methods' curves, the examples and the spectrum
+        run = server.dashboard.run
+        _wait(lambda: run.steps_done().get('hig', 0) >= 5, 60, 'the first hig steps', every=0.02,
+              last=lambda: (run.status, run.steps_done()))
+        driver.find_element(By.ID, 'pause').click()
+        _wait(lambda: _status(driver)[0] == 'paused', 10, 'status paused', last=lambda: (run.status, run.steps_done()))
+        steps = run.steps_done()
+        time.sleep(0.5)
+        assert run.steps_done() == steps and 0 < steps['hig'] < 2000, steps
         _wait(lambda: (_points(driver, 'loss-graph') or {}).get('hig train', 0) >= 3
-              and _points(driver, 'loss-graph').get('adam test', 0) >= 2, 40, 'loss points of adam and hig')
+              and _points(driver, 'loss-graph').get('adam test', 0) >= 2, 20, 'loss points of adam and hig')
         pts = _points(driver, 'loss-graph')
         assert pts['adam train'] > 10 and pts['hig train'] >= 3, pts
         ex = _wait(lambda: _points(driver, 'example-graph'), 10, 'the example view')
         assert any(k.startswith('adam:') for k in ex) and any(k.startswith('hig:') for k in ex), ex
         assert min(ex.values()) > 10, ex
         _wait(lambda: (_points(driver, 'spectrum-graph') or {}).get('hig', 0) > 0, 10, 'the HIG spectrum')
-        # pause: the status says so and the steps stop advancing; then stop
-        driver.find_element(By.ID, 'pause').click()
-        _wait(lambda: _status(driver)[0] == 'paused', 10, 'status paused')
-        steps = server.dashboard.run.steps_done()
-        time.sleep(0.5)
-        assert server.dashboard.run.steps_done() == steps
         # a second tab sees the same run: its status, its settings and its curves
         first_tab = driver.current_window_handle
         driver.switch_to.new_window('tab')
