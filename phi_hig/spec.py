@@ -29,7 +29,7 @@ from .errors import InvalidInputError
 from .experiments.settings import PRESETS
 from .methods import SECOND_ORDER, hyperparameter_spec, validate_hyperparameters
 
-__all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'batch_bytes', 'PRESETS',
+__all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'check_device', 'batch_bytes', 'PRESETS',
            'DEFAULT_BATCH_BYTES']
 
 
@@ -207,7 +207,13 @@ def _integer(value, what: str, minimum: int):
     return None if value is None else checks.integer(what, value, low=minimum)
 
 
-def _device(device) -> str:
+def check_device(device) -> str:
+    """``device`` as a torch device string, if phi_hig can train there: 'cpu', an available CUDA device or MPS.
+    The one rule of ``--device`` (`run_spec`, the benchmark ``python -m phi_hig bench``).
+
+    Raises:
+        InvalidInputError: not a torch device, or not available in this torch build / on this machine.
+    """
     try:
         d = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -297,7 +303,7 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
     eval_every = _integer(eval_every, '--eval-every', 1)
     threads = _integer(threads, '--threads', 1)
     world_size = _integer(world_size, 'world_size', 1)
-    device = _device(device)
+    device = check_device(device)
     checkpoint_every = _integer(checkpoint_every, '--checkpoint-every', 1)
     if out is not None:
         out = _writable_folder(out)
