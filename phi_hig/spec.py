@@ -374,7 +374,7 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
             given[m][key] = value
     for m, values in overrides.items():
         given[m].update(values)
-    hyper = {m: validate_hyperparameters(experiment, m, given[m]) for m in names}
+    hyper = {m: validate_hyperparameters(experiment, m, given[m], device=device) for m in names}
     for m in names:  # each rank takes an equal contiguous slice of the global batch
         if hyper[m]['batch_size'] % world_size:
             raise InvalidInputError(f"{m}: the global batch size {hyper[m]['batch_size']} is not divisible by the "

@@ -61,6 +61,8 @@ def test_dashboard_bad_input_starts_nothing():
         (dict(more={'adam': 'optimizer=sgd'}, steps='5'), "unknown hyperparameter 'optimizer'"),
         (dict(more={'hig': 'clip=1'}, steps='5'), "unknown hyperparameter 'clip'"),
         (dict(more={'adam': 'amsgrad=1'}, steps='5'), 'amsgrad must be True or False'),
+        (dict(more={'adam': 'capturable=True'}, steps='5'), 'adam: capturable=True cannot step on cpu'),
+        (dict(more={'adam': 'differentiable=True'}, steps='5'), 'adam: differentiable=True cannot step on cpu'),
         (dict(steps='ten'), '--steps must be an integer'),
         (dict(steps='', seconds=''), 'give a budget'),
         (dict(steps='5', seconds='-2'), '--seconds must be a finite number >= 0'),
