@@ -29,8 +29,8 @@ from .errors import InvalidInputError
 from .experiments.settings import PRESETS
 from .methods import SECOND_ORDER, hyperparameter_spec, validate_hyperparameters
 
-__all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'check_device', 'batch_bytes', 'PRESETS',
-           'DEFAULT_BATCH_BYTES']
+__all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'check_device', 'check_mapping',
+           'batch_bytes', 'PRESETS', 'DEFAULT_BATCH_BYTES']
 
 
 DEFAULT_BATCH_BYTES = 4 * 1024 ** 3
@@ -268,8 +268,9 @@ def _method_list(methods, experiment) -> tuple:
     return tuple(names)
 
 
-def _mapping(value, what: str, allowed: str = 'a dict') -> dict:
-    """``value`` (None: empty) as a dict; `InvalidInputError` naming ``what`` unless it is a mapping."""
+def check_mapping(value, what: str, allowed: str = 'a dict') -> dict:
+    """``value`` (None: empty) as a new dict; `InvalidInputError` naming ``what`` and saying ``allowed`` unless it
+    is a mapping (the rule of every dict-valued argument: `run_spec`'s, the dashboard's)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -280,12 +281,12 @@ def _mapping(value, what: str, allowed: str = 'a dict') -> dict:
 def _overrides(overrides) -> dict:
     """``overrides``: a mapping of method name -> mapping of hyperparameters (each checked)."""
     allowed = "a dict of method name -> dict of hyperparameters, e.g. {'adam': {'lr': 0.01}}"
-    out = _mapping(overrides, 'overrides', allowed)
+    out = check_mapping(overrides, 'overrides', allowed)
     for method, values in out.items():
         if not isinstance(method, str):
             raise InvalidInputError(f"overrides must be {allowed}; got the key {method!r}")
-        out[method] = _mapping(values, f"overrides[{method!r}]", f"a dict of hyperparameters (overrides must be "
-                                                                  f"{allowed})")
+        out[method] = check_mapping(values, f"overrides[{method!r}]",
+                                    f"a dict of hyperparameters (overrides must be {allowed})")
     return out
 
 
@@ -351,9 +352,9 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
     if memory_limit is not None:
         memory_limit = checks.number('memory_limit', memory_limit, low=0, low_open=True,
                                      hint='bytes of one batch of inputs and targets; None: no limit')
-    settings = _mapping(settings, 'settings', "a dict of experiment settings, e.g. {'gamma': 1}")
+    settings = check_mapping(settings, 'settings', "a dict of experiment settings, e.g. {'gamma': 1}")
     overrides = _overrides(overrides)
-    common = _mapping(common, 'common', "a dict of hyperparameters for every method, e.g. {'lr': 0.01}")
+    common = check_mapping(common, 'common', "a dict of hyperparameters for every method, e.g. {'lr': 0.01}")
     if checkpoint_every is not None and out is None:
         raise InvalidInputError("--checkpoint-every needs --out (the folder the checkpoints go to)")
     if resume and out is None:
