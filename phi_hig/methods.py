@@ -192,14 +192,20 @@ def _flatten(overrides: Mapping) -> dict:
     return flat
 
 
-def validate_hyperparameters(experiment, method: str, overrides: Optional[Mapping] = None) -> dict:
+def validate_hyperparameters(experiment, method: str, overrides: Optional[Mapping] = None, *,
+                             device='cpu') -> dict:
     """The full hyperparameters of ``method``: the experiment's defaults updated by ``overrides``, checked.
+
+    Besides the types, the optimizer itself checks the values: it is built on a throw-away parameter on ``device``
+    and, for a first-order method or SIP, makes one step with a zero gradient there (options such as Adam's
+    ``capturable`` or ``differentiable`` fail only when stepping).
 
     Args:
         experiment: an `Experiment`.
         method: a method the experiment defines.
         overrides: key -> value; SIP inverse options as ``{'inverse_options': {...}}`` or
             ``{'inverse_options.NAME': value}``.
+        device: the torch device the method will train on (a valid one: `phi_hig.spec.check_device`).
 
     Returns:
         A new dict: the experiment's keys and the overrides, values converted to their kinds; for HIG / GN
@@ -208,7 +214,8 @@ def validate_hyperparameters(experiment, method: str, overrides: Optional[Mappin
 
     Raises:
         InvalidInputError: naming the method and the key, for an unknown or inapplicable key (the message lists
-            the accepted ones), a value of the wrong type or out of range, or a ``base`` override.
+            the accepted ones), a value of the wrong type or out of range, a ``base`` override, or values the
+            optimizer cannot step with on ``device``.
     """
     defaults = _experiment_defaults(experiment, method)
     overrides = _flatten(overrides)
@@ -239,25 +246,39 @@ def validate_hyperparameters(experiment, method: str, overrides: Optional[Mappin
             hyper['inverse_options'] = inverse_choices(experiment)[hyper['inverse']].resolve(given)
         except InvalidInputError as err:
             raise InvalidInputError(f"{method}: inverse_options: {err}") from None
-    _check_ranges(method, base, hyper)
+    args = _optimizer_args(hyper)  # the keys a refusal by the optimizer names: those given, else those not default
+    named = [k for k in args if k in overrides] or [k for k in args if k in spec and args[k] != spec[k].default]
+    _check_ranges(method, base, hyper, device, named)
     return hyper
 
 
-def _check_ranges(method: str, base: str, hyper: dict) -> None:
-    """Value checks beyond the type: the optimizer's own, on a throw-away parameter (nothing is trained)."""
+def _check_ranges(method: str, base: str, hyper: dict, device='cpu', named=()) -> None:
+    """Value checks beyond the type: the optimizer's own, on a throw-away parameter on ``device`` (nothing is
+    trained). A first-order optimizer (also SIP's) makes one step with a zero gradient; a refusal names the method
+    and the optimizer keys ``named``."""
     if hyper.get('batch_size', 1) < 1:
         raise InvalidInputError(f"{method}: batch_size must be an integer >= 1, got {hyper['batch_size']!r}")
     if hyper.get('lr', 0.0) < 0:
         raise InvalidInputError(f"{method}: the learning rate lr must be >= 0, got {hyper['lr']!r}")
     if hyper.get('clip') is not None and hyper['clip'] <= 0:
         raise InvalidInputError(f"{method}: clip (the maximum gradient norm) must be > 0, got {hyper['clip']!r}")
-    dummy = [torch.zeros(1, requires_grad=True)]
+    dummy = [torch.zeros(1, device=device, requires_grad=True)]
     try:
-        _build_optimizer(base, dummy, hyper)
+        optimizer = _build_optimizer(base, dummy, hyper)
     except InvalidInputError as err:
         raise InvalidInputError(f"{method}: {err}") from None
     except (ValueError, TypeError, RuntimeError) as err:
         raise InvalidInputError(f"{method}: {type(err).__name__} from the optimizer: {err}") from None
+    if base in SECOND_ORDER:  # HIG's step() always raises HIGUsageError (it steps through hig_step)
+        return
+    dummy[0].grad = torch.zeros_like(dummy[0])
+    try:
+        optimizer.step()
+    except Exception as err:  # e.g. Adam's capturable=True off an accelerator, differentiable=True on a leaf
+        args = _optimizer_args(hyper)
+        what = ', '.join(f'{k}={args[k]!r}' for k in named) or 'its hyperparameters'
+        raise InvalidInputError(f"{method}: {what} cannot step on {torch.device(device)}: {type(err).__name__}: "
+                                f"{' '.join(str(err).split())}") from None
 
 
 def _optimizer_args(hyper: dict) -> dict:
@@ -380,6 +401,7 @@ def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict]
     if validated is not None:
         hyper = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in validated.items()}
     else:
-        hyper = validate_hyperparameters(experiment, name, overrides)
+        device = next((p.device for p in net.parameters()), 'cpu')
+        hyper = validate_hyperparameters(experiment, name, overrides, device=device)
     inverse = inverse_choices(experiment).get(hyper['inverse']) if hyper.get('base', name) == 'sip' else None
     return Method(name, net, experiment.simulate, experiment.loss, hyper, inverse=inverse)

@@ -19,6 +19,7 @@ import re
 import sys
 from typing import List
 
+from . import checks
 from .errors import InvalidInputError
 from .files import atomic_write, remove_stale_temporaries
 
@@ -26,6 +27,8 @@ __all__ = ['print_table', 'write_run', 'write_metrics_csv', 'pyplot', 'plot_curv
            'summary_rows', 'write_report', 'main', 'REPORT_FILES']
 
 BASE_COLUMNS = ['experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss']
+NUMBER_COLUMNS = ('wall_time', 'train_loss', 'test_loss')
+"""Columns of ``metrics.csv`` that hold a number or nothing (NaN) in every row; ``step`` holds an integer >= 0."""
 
 
 def write_metrics_csv(records: List[dict], path: str) -> None:
@@ -157,13 +160,19 @@ def _number(text: str):
 def read_run(path: str) -> tuple:
     """Read a run directory written by `write_run`.
 
+    A folder with ``metrics.csv`` but no ``summary.json`` (e.g. written by hand or by another tool) is accepted:
+    the report then derives what it can (methods, steps, times, losses) from the rows.
+
     Returns:
         ``(records, summary)``: the metrics rows as dicts (numbers parsed, empty cells NaN) and the summary
-        dict (``{}`` when ``summary.json`` is missing: the report then derives what it can from the rows).
+        dict (``{}`` when ``summary.json`` is missing).
 
     Raises:
         FileNotFoundError: when ``path`` is not a directory or has no ``metrics.csv``.
-        InvalidInputError: naming the file, when ``metrics.csv`` or ``summary.json`` is unreadable or malformed.
+        InvalidInputError: naming the file, when ``metrics.csv`` or ``summary.json`` is unreadable or malformed:
+            columns ``method`` or ``step`` missing, a row with more or fewer cells than the header, or, naming
+            the row and the column, a ``step`` that is not an integer >= 0 or a ``wall_time`` / ``train_loss`` /
+            ``test_loss`` that is neither a number nor empty.
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"run directory {path!r} does not exist")
@@ -184,6 +193,12 @@ def read_run(path: str) -> tuple:
             raise InvalidInputError(f"{csv_path} is malformed: row {i + 2} has more or fewer cells than the header")
     records = [{k: (v if k in ('experiment', 'method', 'status', 'flags') else _number(v)) for k, v in row.items()}
                for row in rows]
+    for i, record in enumerate(records):
+        where = f"{csv_path} is malformed: row {i + 2}, column"
+        checks.integer(f"{where} 'step'", record['step'], low=0)
+        for column in NUMBER_COLUMNS:
+            if column in record and not checks.is_number(record[column]):  # empty: NaN, a number
+                raise InvalidInputError(f"{where} {column!r} must be a number or empty, got {record[column]!r}")
     summary = {}
     summary_path = os.path.join(path, 'summary.json')
     if os.path.exists(summary_path):

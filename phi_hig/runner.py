@@ -21,11 +21,12 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
+from . import checks
 from .checkpoint import Checkpoint, CheckpointWriter, load_for_resume
 from .errors import InvalidInputError, NonFiniteStepError
 from .experiments.base import DataStream, Experiment
@@ -310,8 +311,21 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
         initial_state: a ``state_dict`` to start every method from instead of the seeded initialization.
 
     Raises:
-        InvalidInputError: a checkpoint to resume from does not match or cannot be used (nothing trained).
+        InvalidInputError: ``spec`` is not a `RunSpec`, ``progress`` not a bool, ``on_record`` not callable,
+            ``control`` not a `RunControl`, ``initial_state`` not a state dict of the experiment's network, or a
+            checkpoint to resume from does not match or cannot be used (nothing trained).
     """
+    if not isinstance(spec, RunSpec):
+        raise InvalidInputError(f"spec must be a RunSpec (phi_hig.run_spec), got {type(spec).__name__}")
+    progress = checks.flag('progress', progress)
+    if on_record is not None and not callable(on_record):
+        raise InvalidInputError(f"on_record must be a function on_record(record, method) or None, got {on_record!r}")
+    if control is not None and not isinstance(control, RunControl):
+        raise InvalidInputError(f"control must be a phi_hig.RunControl or None, got {control!r} "
+                                f"({type(control).__name__})")
+    if initial_state is not None and not isinstance(initial_state, Mapping):
+        raise InvalidInputError(f"initial_state must be a state_dict of the experiment's network (a dict of "
+                                f"tensors) or None, got {type(initial_state).__name__}")
     experiment = spec.experiment
     if spec.world_size != parallel.world_size():
         raise InvalidInputError(f"the spec is for {spec.world_size} process(es), but {parallel.world_size()} run")
@@ -319,8 +333,12 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     net0 = experiment.make_net()
-    if initial_state is not None:
-        net0.load_state_dict(initial_state)
+    if initial_state is not None:  # strict: every key of the network, of its shape, and no other
+        try:
+            net0.load_state_dict(initial_state)
+        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
+            raise InvalidInputError(f"initial_state does not fit the network of {experiment.name!r}: "
+                                    f"{' '.join(str(err).split())}") from None
     records, statuses, nets, watches, writers = [], {}, {}, {}, []
     previous_threads = torch.get_num_threads()
     threads = spec.threads or experiment.threads or previous_threads

@@ -29,8 +29,8 @@ from .errors import InvalidInputError
 from .experiments.settings import PRESETS
 from .methods import SECOND_ORDER, hyperparameter_spec, validate_hyperparameters
 
-__all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'batch_bytes', 'PRESETS',
-           'DEFAULT_BATCH_BYTES']
+__all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'check_device', 'check_mapping',
+           'batch_bytes', 'PRESETS', 'DEFAULT_BATCH_BYTES']
 
 
 DEFAULT_BATCH_BYTES = 4 * 1024 ** 3
@@ -207,7 +207,13 @@ def _integer(value, what: str, minimum: int):
     return None if value is None else checks.integer(what, value, low=minimum)
 
 
-def _device(device) -> str:
+def check_device(device) -> str:
+    """``device`` as a torch device string, if phi_hig can train there: 'cpu', an available CUDA device or MPS.
+    The one rule of ``--device`` (`run_spec`, the benchmark ``python -m phi_hig bench``).
+
+    Raises:
+        InvalidInputError: not a torch device, or not available in this torch build / on this machine.
+    """
     try:
         d = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -227,6 +233,8 @@ def _device(device) -> str:
 
 
 def _writable_folder(out) -> str:
+    if not isinstance(out, (str, os.PathLike)):
+        raise InvalidInputError(f"--out must be a folder path (a str or os.PathLike), got {out!r}")
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise InvalidInputError(f"--out {out!r} is an existing file, not a folder")
@@ -243,8 +251,11 @@ def _method_list(methods, experiment) -> tuple:
         names = list(experiment.methods)
     elif isinstance(methods, str):
         names = [m.strip() for m in methods.split(',') if m.strip()]
+    elif isinstance(methods, (list, tuple)) and all(isinstance(m, str) for m in methods):
+        names = [m.strip() for m in methods if m.strip()]
     else:
-        names = [str(m).strip() for m in methods if str(m).strip()]
+        raise InvalidInputError(f"--methods must be method names (a comma-separated string or a list of strings), "
+                                f"got {methods!r}")
     if not names:
         raise InvalidInputError(f"--methods is empty; {experiment.name} has {', '.join(experiment.methods)}")
     twice = sorted({m for m in names if names.count(m) > 1})
@@ -255,6 +266,42 @@ def _method_list(methods, experiment) -> tuple:
             raise InvalidInputError(f"experiment {experiment.name!r} does not define method {m!r}; "
                                     f"it supports {', '.join(experiment.methods)}")
     return tuple(names)
+
+
+def check_mapping(value, what: str, allowed: str = 'a dict') -> dict:
+    """``value`` (None: empty) as a new dict; `InvalidInputError` naming ``what`` and saying ``allowed`` unless it
+    is a mapping (the rule of every dict-valued argument: `run_spec`'s, the dashboard's)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{what} must be {allowed}, got {value!r} ({type(value).__name__})")
+    return dict(value)
+
+
+def _overrides(overrides) -> dict:
+    """``overrides``: a mapping of method name -> mapping of hyperparameters (each checked)."""
+    allowed = "a dict of method name -> dict of hyperparameters, e.g. {'adam': {'lr': 0.01}}"
+    out = check_mapping(overrides, 'overrides', allowed)
+    for method, values in out.items():
+        if not isinstance(method, str):
+            raise InvalidInputError(f"overrides must be {allowed}; got the key {method!r}")
+        out[method] = check_mapping(values, f"overrides[{method!r}]",
+                                    f"a dict of hyperparameters (overrides must be {allowed})")
+    return out
+
+
+def _experiment_of(experiment, preset, settings):
+    """A registered name (built with ``preset`` and ``settings``) or an `Experiment` as it is."""
+    from .experiments.base import Experiment
+    if isinstance(experiment, str):
+        return build_experiment(experiment, 'paper' if preset is None else preset, settings)
+    if not isinstance(experiment, Experiment):
+        from .experiments import NAMES
+        raise InvalidInputError(f"experiment must be a registered experiment's name ({', '.join(NAMES)}) or an "
+                                f"Experiment, got {experiment!r} ({type(experiment).__name__})")
+    if preset is not None or settings:
+        raise InvalidInputError("preset and settings apply to an experiment name, not to a built Experiment")
+    return experiment
 
 
 def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, preset: Optional[str] = None,
@@ -281,8 +328,8 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
         threads: torch threads (>= 1).
         out: output folder (created when the run writes; must not be an existing file).
         checkpoint_every: checkpoint cadence in steps (>= 1; needs ``out``).
-        resume: continue from the checkpoints in ``out`` (needs ``out``).
-        memory_limit: bytes one batch's inputs and targets may take (None: no limit).
+        resume: True to continue from the checkpoints in ``out`` (needs ``out``).
+        memory_limit: bytes one batch's inputs and targets may take (a number > 0; None: no limit).
         world_size: number of training processes.
 
     Raises:
@@ -293,38 +340,42 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
         seconds = checks.number('--seconds', seconds, low=0)
     if steps is None and seconds is None:
         raise InvalidInputError("give a budget: --steps N or --seconds S per method")
-    seed = _integer(seed, '--seed', 0)
+    seed = checks.integer('--seed', seed, low=0)
     eval_every = _integer(eval_every, '--eval-every', 1)
     threads = _integer(threads, '--threads', 1)
     world_size = _integer(world_size, 'world_size', 1)
-    device = _device(device)
+    device = check_device(device)
     checkpoint_every = _integer(checkpoint_every, '--checkpoint-every', 1)
     if out is not None:
         out = _writable_folder(out)
+    resume = checks.flag('resume', resume)
+    if memory_limit is not None:
+        memory_limit = checks.number('memory_limit', memory_limit, low=0, low_open=True,
+                                     hint='bytes of one batch of inputs and targets; None: no limit')
+    settings = check_mapping(settings, 'settings', "a dict of experiment settings, e.g. {'gamma': 1}")
+    overrides = _overrides(overrides)
+    common = check_mapping(common, 'common', "a dict of hyperparameters for every method, e.g. {'lr': 0.01}")
     if checkpoint_every is not None and out is None:
         raise InvalidInputError("--checkpoint-every needs --out (the folder the checkpoints go to)")
     if resume and out is None:
         raise InvalidInputError("--resume needs --out (the folder holding the checkpoints)")
-    if isinstance(experiment, str):
-        experiment = build_experiment(experiment, preset or 'paper', settings)
-    elif preset is not None or settings:
-        raise InvalidInputError("preset and settings apply to an experiment name, not to a built Experiment")
+    experiment = _experiment_of(experiment, preset, settings)
     names = _method_list(methods, experiment)
-    unknown = [m for m in (overrides or {}) if m not in names]
+    unknown = [m for m in overrides if m not in names]
     if unknown:
         raise InvalidInputError(f"hyperparameters (overrides, --hp) given for {', '.join(unknown)}, which is not "
                                 f"among the methods run ({', '.join(names)})")
     given = {m: {} for m in names}
-    for key, value in (common or {}).items():
+    for key, value in common.items():
         takers = [m for m in names if key in hyperparameter_spec(experiment, m)]
         if not takers:
-            raise InvalidInputError(f"--{key.replace('_', '-')}: none of the methods run ({', '.join(names)}) has "
+            raise InvalidInputError(f"--{str(key).replace('_', '-')}: none of the methods run ({', '.join(names)}) has "
                                     f"a hyperparameter {key!r}")
         for m in takers:
             given[m][key] = value
-    for m, values in (overrides or {}).items():
+    for m, values in overrides.items():
         given[m].update(values)
-    hyper = {m: validate_hyperparameters(experiment, m, given[m]) for m in names}
+    hyper = {m: validate_hyperparameters(experiment, m, given[m], device=device) for m in names}
     for m in names:  # each rank takes an equal contiguous slice of the global batch
         if hyper[m]['batch_size'] % world_size:
             raise InvalidInputError(f"{m}: the global batch size {hyper[m]['batch_size']} is not divisible by the "

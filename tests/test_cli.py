@@ -42,6 +42,9 @@ CASES = {
     'hp unknown gn': (['--steps', '5', '--hp', 'gn.momentum=0.9'], ["gn: unknown hyperparameter 'momentum'"]),
     'hp not run': (['--steps', '5', '--methods', 'adam', '--hp', 'hig.lr=1'], ['hig', 'not among the methods run']),
     'hp syntax': (['--steps', '5', '--hp', 'lr=1'], ['METHOD.KEY=VALUE']),
+    'hp capturable': (['--steps', '5', '--hp', 'adam.capturable=True'], ['adam: capturable=True cannot step on cpu']),
+    'hp differentiable': (['--steps', '5', '--hp', 'adam.differentiable=True'],
+                          ['adam: differentiable=True cannot step on cpu']),
     'set type': (['--steps', '5', '--set', 'gamma=abc'], ['gamma']),
     'set unknown': (['--steps', '5', '--set', 'gama=1'], ['gama']),
     'preset': (['--steps', '5', '--preset', 'tset'], ['preset', 'tset']),
@@ -204,3 +207,34 @@ def test_every_experiment_refuses_unknown_settings_and_presets(experiment, tmp_p
     assert cli(['run', experiment, '--preset', 'tset', '--steps', '1', '--out', out]) == 2
     _one_error_line(capsys.readouterr().err, 'tset')
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['--bogus'], ['--bogus']),
+    (['--cases', 'foo'], ['--cases', "'foo'", "'toy'", "'qdipole'"]),
+    (['--cases', 'toy', 'foo'], ['--cases', "'foo'"]),
+    (['--device', 'bogus'], ["--device 'bogus'"]),  # the rule of `run` (phi_hig.spec.check_device)
+    (['--reps', '0'], ['--reps must be an integer >= 1']),
+    (['--reps', 'x'], ['--reps', "'x'"]),
+    (['--threads', '-1'], ['--threads must be an integer >= 0']),
+    (['--output', '{tmp}'], ['--output', 'is a folder']),
+    (['--output', '{tmp}/no/such/folder/x.md'], ['--output', 'not a writable folder']),
+])
+def test_bench_refuses_before_running_anything(argv, words, tmp_path, capsys, monkeypatch):
+    from phi_hig.bench import hig_step
+    monkeypatch.setattr(hig_step, 'driver', lambda args: pytest.fail('the benchmark ran'))
+    monkeypatch.chdir(tmp_path)
+    assert cli(['bench', '--cases', 'toy'] + [a.format(tmp=tmp_path) for a in argv]) == 2
+    captured = capsys.readouterr()
+    _one_error_line(captured.err, *words)
+    assert captured.out == '' and os.listdir(tmp_path) == []
+
+
+def test_bench_cuda_on_a_build_without_it(tmp_path, capsys, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip('this torch has CUDA')
+    from phi_hig.bench import hig_step
+    monkeypatch.setattr(hig_step, 'driver', lambda args: pytest.fail('the benchmark ran'))
+    monkeypatch.chdir(tmp_path)
+    assert cli(['bench', '--device', 'cuda']) == 2
+    _one_error_line(capsys.readouterr().err, "--device 'cuda'", 'CUDA')

@@ -61,6 +61,8 @@ def test_dashboard_bad_input_starts_nothing():
         (dict(more={'adam': 'optimizer=sgd'}, steps='5'), "unknown hyperparameter 'optimizer'"),
         (dict(more={'hig': 'clip=1'}, steps='5'), "unknown hyperparameter 'clip'"),
         (dict(more={'adam': 'amsgrad=1'}, steps='5'), 'amsgrad must be True or False'),
+        (dict(more={'adam': 'capturable=True'}, steps='5'), 'adam: capturable=True cannot step on cpu'),
+        (dict(more={'adam': 'differentiable=True'}, steps='5'), 'adam: differentiable=True cannot step on cpu'),
         (dict(steps='ten'), '--steps must be an integer'),
         (dict(steps='', seconds=''), 'give a budget'),
         (dict(steps='5', seconds='-2'), '--seconds must be a finite number >= 0'),
@@ -446,3 +448,49 @@ def test_main_reports_bad_arguments(capsys):
         s.listen()
         assert main(['toy', '--port', str(s.getsockname()[1])]) == 2
     assert 'in use' in capsys.readouterr().err
+
+
+def test_gui_refuses_bad_page_defaults_before_serving(capsys):
+    """`gui toy --methods foo` and the like are refused at once with one line (before: the server started and the
+    page could never run); the refusal is `run`'s rule (`phi_hig.spec.run_spec`)."""
+    pytest.importorskip('dash')
+    from phi_hig.gui import main
+    for argv, message in [(['toy', '--methods', 'foo'], "does not define method 'foo'"),
+                          (['toy', '--preset', 'tset'], 'preset'),
+                          (['toy', '--steps', '-3'], 'steps'),
+                          (['toy', '--port', '70000'], 'port')]:
+        t0 = time.perf_counter()
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's own refusals
+            code = exit_.code
+        assert code == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and 'Traceback' not in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert time.perf_counter() - t0 < 30, argv
+
+
+def test_dashboard_refuses_arguments_of_the_wrong_kind():
+    """Arguments that are not the dicts / lists / text `Dashboard.start` documents are named, and start nothing."""
+    d = Dashboard(experiments={'grid8': grid8})
+    for kwargs, message in [(dict(hyper=[('adam', 1)]), 'hyper must be a dict'),
+                            (dict(hyper={'adam': '0.1'}), r"hyper\['adam'\] must be a dict"),
+                            (dict(more={'adam': 3}), r"more\['adam'\] must be text"),
+                            (dict(more='lr=1'), 'more must be a dict'),
+                            (dict(settings=['gamma']), 'settings must be a dict')]:
+        with pytest.raises(InvalidInputError, match=message):
+            d.start('grid8', ['adam'], steps='5', preset='test', **kwargs)
+    with pytest.raises(InvalidInputError, match='methods must be a list'):
+        d.start('grid8', 'adam', steps='5', preset='test')
+    with pytest.raises(InvalidInputError, match='unknown experiment'):
+        d.start(['grid8'], ['adam'], steps='5')
+    assert d.run is None
+    with pytest.raises(InvalidInputError, match="defaults has no key 'step'"):
+        Dashboard(experiments={'grid8': grid8}, default='grid8', defaults={'step': 5})
+    with pytest.raises(InvalidInputError, match='view_fn must be a function'):
+        Dashboard(view_fn='images')
+    from phi_hig.gui import Server
+    with pytest.raises(InvalidInputError, match='dashboard must be a phi_hig.gui.Dashboard'):
+        Server(object())
+    with pytest.raises(InvalidInputError, match='interval_ms'):
+        Server(d, interval_ms=0)

@@ -199,3 +199,32 @@ def test_first_order_keys_come_from_torch():
             for key, p in inspect.signature(cls.__init__).parameters.items():
                 if key not in ('self', 'params'):
                     assert spec[key].default == p.default
+
+
+@pytest.mark.parametrize('method, overrides, words', [
+    ('adam', {'capturable': True}, ['adam: capturable=True cannot step on cpu', 'AssertionError']),
+    ('adam', {'differentiable': True}, ['adam: differentiable=True cannot step on cpu', 'RuntimeError']),
+    ('sgd', {'differentiable': True}, ['sgd: differentiable=True cannot step on cpu']),
+    ('sip', {'capturable': True}, ['sip: capturable=True cannot step on cpu']),  # SIP's Adam
+])
+def test_options_the_optimizer_cannot_step_with_are_refused_before_training(method, overrides, words):
+    """Adam's ``capturable`` (an accelerator's option) and ``differentiable`` (needs non-leaf parameters) pass the
+    constructor and fail at the first step: one zero-gradient step on a throw-away parameter refuses them."""
+    ex = get('linear_chain', preset='test') if method == 'sip' else toy(preset='test')
+    for call in (lambda: validate_hyperparameters(ex, method, overrides),
+                 lambda: phi_hig.train(ex, [method], steps=1, overrides={method: overrides}, progress=False),
+                 lambda: make_method(method, ex.make_net(), ex, overrides)):
+        with pytest.raises(InvalidInputError) as err:
+            call()
+        for w in words:
+            assert w in str(err.value), (w, str(err.value))
+
+
+def test_the_check_step_names_the_device_and_leaves_hig_and_good_options_alone():
+    ex = toy(preset='test')
+    assert validate_hyperparameters(ex, 'adam', {'foreach': True, 'fused': None})['foreach'] is True
+    assert validate_hyperparameters(ex, 'hig', {'lr': 0.5}, device='cpu')['lr'] == 0.5  # HIG.step is never called
+    state = torch.get_rng_state()
+    with pytest.raises(InvalidInputError, match="adam: capturable=True cannot step on meta"):
+        validate_hyperparameters(ex, 'adam', {'capturable': True}, device='meta')
+    assert torch.equal(state, torch.get_rng_state())  # the check draws no random numbers

@@ -116,6 +116,45 @@ def test_malformed_files_exit_2_naming_the_file_and_write_nothing(run_dir, tmp_p
     assert not os.path.exists(os.path.join(run, 'report.md'))
 
 
+@pytest.mark.parametrize('column, value, words', [
+    ('step', 'abc', ["row 4, column 'step' must be an integer >= 0", "'abc'"]),
+    ('step', '1.5', ["row 4, column 'step' must be an integer >= 0", '1.5']),
+    ('step', '-1', ["row 4, column 'step' must be an integer >= 0"]),
+    ('step', '', ["row 4, column 'step' must be an integer >= 0"]),
+    ('test_loss', 'x', ["row 4, column 'test_loss' must be a number or empty", "'x'"]),
+    ('train_loss', 'low', ["row 4, column 'train_loss' must be a number or empty"]),
+    ('wall_time', '1s', ["row 4, column 'wall_time' must be a number or empty"]),
+])
+def test_non_numeric_values_in_numeric_columns_exit_2_naming_file_row_and_column(run_dir, tmp_path, capsys,
+                                                                                 column, value, words):
+    import csv
+    path, _ = run_dir
+    run = _copy_run(path, tmp_path / 'run')
+    with open(os.path.join(run, 'metrics.csv'), newline='') as f:
+        rows = list(csv.DictReader(f))
+    rows[2][column] = value  # the third data row: line 4 of the file
+    with open(os.path.join(run, 'metrics.csv'), 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    capsys.readouterr()
+    assert main([run]) == 2
+    _one_error_line(capsys.readouterr().err, 'metrics.csv is malformed', *words)
+    assert not os.path.exists(os.path.join(run, 'report.md'))
+    with pytest.raises(InvalidInputError, match='metrics.csv is malformed'):
+        read_run(run)
+
+
+def test_a_run_without_summary_json_is_reported_from_its_rows(run_dir, tmp_path, capsys):
+    path, _ = run_dir
+    run = _copy_run(path, tmp_path / 'run')
+    os.remove(os.path.join(run, 'summary.json'))
+    records, summary = read_run(run)
+    assert summary == {} and records
+    assert main([run]) == 0
+    assert '| adam |' in open(os.path.join(run, 'report.md')).read()
+
+
 def test_report_argument_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(['somewhere', '--bogus'])

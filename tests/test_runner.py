@@ -93,6 +93,32 @@ def test_invalid_arguments():
         phi_hig.train(ex, ['adam'], steps=1, overrides={'adam': {'lr': -1}}, progress=False)
 
 
+
+@pytest.mark.parametrize('kwargs, words', [
+    (dict(initial_state={'foo': torch.zeros(1)}), ['initial_state does not fit the network', 'Unexpected key', 'foo']),
+    (dict(initial_state={'0.weight': torch.zeros(3, 3)}), ['initial_state does not fit', 'Missing key']),
+    (dict(initial_state=[1, 2]), ['initial_state must be a state_dict', 'list']),
+    (dict(on_record=3), ['on_record must be a function', '3']),
+    (dict(control='x'), ['control must be a phi_hig.RunControl or None', "'x'"]),
+    (dict(progress='yes'), ['progress must be True or False']),
+])
+def test_train_refuses_bad_run_arguments_before_training(kwargs, words, tmp_path):
+    ex = toy(preset='test')
+    with pytest.raises(InvalidInputError) as err:
+        phi_hig.train(ex, ['adam'], steps=3, out=str(tmp_path / 'out'), checkpoint_every=1,
+                      **dict(dict(progress=False), **kwargs))
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+    assert not os.path.exists(tmp_path / 'out')  # nothing trained, nothing written
+
+
+def test_a_fitting_initial_state_is_used():
+    ex = toy(preset='test')
+    state = {k: torch.full_like(v, 0.1) for k, v in ex.make_net().state_dict().items()}
+    result = phi_hig.train(ex, ['adam'], steps=0, progress=False, initial_state=state)
+    assert all(torch.equal(v, state[k]) for k, v in result.nets['adam'].state_dict().items())
+
+
 def test_divergence_is_recorded_not_raised():
     ex = toy(preset='test')
     result = phi_hig.train(ex, ['sgd', 'adam'], steps=30, progress=False, overrides={'sgd': {'lr': 1e30}})

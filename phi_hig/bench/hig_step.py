@@ -43,6 +43,9 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .. import checks
+from ..errors import InvalidInputError
+
 PATHS = ('structured', 'adam', 'gram-dense', 'svd', 'authors', 'reference')
 LABELS = {'authors': '(a) authors: float32 J, float32 SVD, explicit matrix', 'svd': '(b) ours: SVD path (float64)',
           'gram-dense': '(c) ours: Gram path, materialized J', 'structured': '(d) ours: structured Gram (default)',
@@ -344,17 +347,47 @@ def driver(args) -> str:
     return text
 
 
+def _check_output(output) -> None:
+    """``--output``: a file whose folder exists and is writable (checked before the benchmark runs, not after)."""
+    if output is None:
+        return
+    if os.path.isdir(output):
+        raise InvalidInputError(f"--output {output!r} is a folder; give the Markdown file to write")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"--output {output!r}: {folder!r} is not a writable folder")
+
+
+def check_arguments(args) -> None:
+    """Refuse a bad option before any case runs (`InvalidInputError` naming it): unknown cases, a device phi_hig
+    cannot use (`phi_hig.spec.check_device`, the rule of ``run``), ``--reps`` < 1, ``--threads`` < 0, an
+    ``--output`` that cannot be written."""
+    from .problems import CASES
+    from ..spec import check_device
+    for case in ([args.case] if args.worker else args.cases or []):
+        checks.choice('--cases' if not args.worker else '--case', case, tuple(CASES))
+    args.device = check_device(args.device)
+    checks.integer('--reps', args.reps, low=1)
+    checks.integer('--threads', args.threads, low=0)  # 0: torch's default
+    _check_output(args.output)
+
+
 def main(argv=None) -> int:
-    """Command-line entry point (``python -m phi_hig bench [options]``); returns the exit status."""
+    """Command-line entry point (``python -m phi_hig bench [options]``); returns the exit status.
+
+    A bad option is exit code 2 with one line ``phi_hig: error: …`` (`phi_hig.cli`), before any case runs.
+    """
+    from ..cli import Parser, report_error
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog='python -m phi_hig bench', description=__doc__.split('\n')[0])
+    parser = Parser(prog='python -m phi_hig bench', description=__doc__.split('\n')[0])
     parser.add_argument('--cases', nargs='*', help=f"cases (default: {' '.join(DEFAULT_CASES)})")
     parser.add_argument('--quick', action='store_true', help="skip (a) and (b), the slow SVD paths")
     parser.add_argument('--skip-authors', action='store_true', help="skip (a), the authors' formulation")
     parser.add_argument('--skip', nargs='*', choices=PATHS, help="paths to skip")
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--reps', type=int, default=5, help="timed repetitions after the first step (fast paths)")
-    parser.add_argument('--threads', type=int, default=0, help="torch threads per worker (default: torch's default)")
+    parser.add_argument('--threads', type=int, default=0, help="torch threads per worker (0, the default: torch's "
+                                                               "default)")
     parser.add_argument('--output', help="Markdown file to write (default benchmarks/results/hig_step_<device>.md in "
                                          "the repository root, else hig_step_<device>.md)")
     parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
@@ -363,12 +396,15 @@ def main(argv=None) -> int:
     parser.add_argument('--out-dir', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = argv
+    try:
+        check_arguments(args)
+    except InvalidInputError as err:
+        return report_error(err)
     if args.worker:
         print(json.dumps(worker(args.case, args.path, args.device, args.reps, args.out_dir, args.threads)))
         return 0
     driver(args)
     return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())

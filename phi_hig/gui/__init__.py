@@ -18,6 +18,7 @@ import sys
 import threading
 from typing import Optional, Sequence
 
+from ..errors import InvalidInputError
 from .state import Dashboard, LiveRun, parse_fields, parse_extra
 
 __all__ = ['main', 'launch', 'LaunchAction', 'serve', 'create_app', 'Server', 'Dashboard', 'LiveRun', 'parse_fields',
@@ -54,6 +55,12 @@ class Server:
 
     def __init__(self, dashboard: Dashboard, port: Optional[int] = None, interval_ms: int = 600):
         import logging
+        from .. import checks
+        if not isinstance(dashboard, Dashboard):
+            raise InvalidInputError(f"dashboard must be a phi_hig.gui.Dashboard, got {type(dashboard).__name__}")
+        if port is not None:
+            port = checks.integer('--port', port, low=0, high=65535)
+        interval_ms = checks.integer('interval_ms', interval_ms, low=1)
         from werkzeug.serving import make_server
         logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no line per poll request
         self.dashboard = dashboard
@@ -113,18 +120,24 @@ def serve(experiment: Optional[str] = None, port: Optional[int] = None, *, backg
         preset: preset preselected in the page ('paper' or 'test').
         steps: step budget preselected in the page.
         seconds: wall-clock budget preselected in the page.
-        methods: methods preselected in the page (default adam and hig where defined).
+        methods: methods preselected in the page (names, or one comma-separated string; default adam and hig
+            where defined).
         out: write every run that ends to ``out/EXPERIMENT-TIME`` (metrics.csv, summary.json, curves.png).
         quiet: do not print the address.
         interval_ms: page refresh interval.
+
+    Raises:
+        InvalidInputError: before anything is served: an unknown experiment, or a preset, budget, methods or
+            ``out`` that ``run`` would refuse for it (`phi_hig.spec.run_spec`, through `Dashboard`), or a bad
+            port or interval.
     """
     if isinstance(experiment, str) or experiment is None:
         name = experiment
     else:  # an Experiment object
         experiments = dict(experiments or {}, **{experiment.name: experiment})
         name = experiment.name
-    defaults = {k: v for k, v in dict(preset=preset, steps=steps, seconds=seconds,
-                                      methods=list(methods) if methods else None).items() if v is not None}
+    defaults = {k: v for k, v in dict(preset=preset, steps=steps, seconds=seconds, methods=methods).items()
+                if v is not None}
     if seconds is not None and steps is None:
         defaults['steps'] = None
     dashboard = Dashboard(experiments=experiments, default=name, defaults=defaults, out=out)
@@ -179,10 +192,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument('--methods', help='comma-separated methods preselected (default adam,hig)')
     p.add_argument('--out', help='write each run that ends to OUT/EXPERIMENT-TIME (then: python -m phi_hig report)')
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
-    from ..errors import InvalidInputError
-    try:
+    try:  # every value is checked (`Dashboard`, `Server`) before the server starts
         serve(args.experiment, port=args.port, preset=args.preset, steps=args.steps, seconds=args.seconds,
-              methods=[m.strip() for m in args.methods.split(',')] if args.methods else None, out=args.out)
+              methods=args.methods, out=args.out)
     except (ImportError, InvalidInputError, OSError) as err:
         return report_error(err)
     return 0

@@ -9,7 +9,7 @@ import json
 
 from ..errors import InvalidInputError
 from ..experiments.settings import PRESETS
-from .state import Dashboard, HYPER_KEYS
+from .state import DEFAULT_STEPS, Dashboard, HYPER_KEYS
 
 __all__ = ['create_app']
 
@@ -77,7 +77,7 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
         run = d.run if d.run is not None and d.run.active else None  # a new tab shows the run in progress
         exp = run.config['experiment'] if run is not None else d.default
         preset = run.config['preset'] if run is not None else d.defaults.get('preset', 'paper')
-        steps = run.config['steps'] if run is not None else d.defaults.get('steps', 2000)
+        steps = run.config['steps'] if run is not None else d.defaults.get('steps', DEFAULT_STEPS)
         seconds = run.config['seconds'] if run is not None else d.defaults.get('seconds')
         return html.Div(style=_CSS['page'], children=[
             html.H2('phi_hig — live training', style=dict(margin='4px 0 8px 0')),
@@ -141,7 +141,7 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
         if run is not None and run.config['experiment'] == name:
             chosen = [m for m in run.config['methods'] if m in available]
         else:
-            chosen = [m for m in d.defaults.get('methods', ('adam', 'hig')) if m in available] or available[:2]
+            chosen = d.preselected(available)
         return available, chosen
 
     @app.callback(Output('settings-row', 'children'), Input('experiment', 'value'))

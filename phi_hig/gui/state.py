@@ -20,23 +20,34 @@ import numpy as np
 from ..cli import parse_value
 from ..errors import InvalidInputError
 
-__all__ = ['LiveRun', 'Dashboard', 'parse_fields', 'parse_extra', 'config_dict', 'HYPER_KEYS']
+__all__ = ['LiveRun', 'Dashboard', 'parse_fields', 'parse_extra', 'config_dict', 'HYPER_KEYS', 'PAGE_DEFAULTS',
+           'DEFAULT_STEPS', 'DEFAULT_METHODS']
 
 HYPER_KEYS = ('lr', 'batch_size', 'truncation')
 """The hyperparameters the page shows as columns (for the methods that accept them: `methods.hyperparameter_spec`);
 any other key goes into a method's "more" field as ``KEY=VALUE, KEY=VALUE``."""
+PAGE_DEFAULTS = ('preset', 'steps', 'seconds', 'methods')
+"""The initial page values a `Dashboard` takes (``defaults``)."""
+DEFAULT_STEPS = 2000
+"""The step budget per method the page starts with when none is given."""
+DEFAULT_METHODS = ('adam', 'hig')
+"""The methods the page preselects when none are given (those the experiment defines; else its first two)."""
 
 
-def parse_fields(values: Dict[str, Dict[str, object]], what: str = 'hyperparameter') -> Dict[str, Dict[str, object]]:
+def parse_fields(values: Dict[str, Dict[str, object]], what: str = 'hyper') -> Dict[str, Dict[str, object]]:
     """Raw page values ``{method: {key: text}}`` as typed values (`phi_hig.cli.parse_value`). Whether a value
     fits is decided by `phi_hig.spec.run_spec` (the rule the command line uses too).
 
     Raises:
-        InvalidInputError: an empty field, naming the method and the key.
+        InvalidInputError: ``values`` is not a dict of dicts (the message names ``what``), or an empty field,
+            naming the method and the key.
     """
+    from ..spec import check_mapping
+    allowed = f"a dict of method -> dict of raw values, e.g. {{'adam': {{'lr': '0.01'}}}}"
     out = {}
-    for method, fields in (values or {}).items():
-        for key, text in fields.items():
+    for method, fields in check_mapping(values, what, allowed).items():
+        for key, text in check_mapping(fields, f"{what}[{method!r}]", f"a dict of raw values ({what} must be "
+                                                                      f"{allowed})").items():
             if text is None or (isinstance(text, str) and not text.strip()):
                 raise InvalidInputError(f"{method}: {key} is empty")
             out.setdefault(method, {})[key] = parse_value(text)
@@ -48,9 +59,16 @@ _SPLIT = re.compile(r',\s*(?=[A-Za-z_][\w.]*\s*=)')
 
 def parse_extra(method: str, text) -> dict:
     """A method's "more" field, ``KEY=VALUE, KEY=VALUE`` (a comma before the next ``KEY=`` separates; values
-    may be tuples), as ``{key: value}``."""
+    may be tuples), as ``{key: value}``; None or blank text: none.
+
+    Raises:
+        InvalidInputError: ``text`` is not a string, or an item is not ``KEY=VALUE``.
+    """
+    if text is not None and not isinstance(text, str):
+        raise InvalidInputError(f"more[{method!r}] must be text KEY=VALUE, KEY=VALUE, got {text!r} "
+                                f"({type(text).__name__})")
     out = {}
-    for item in _SPLIT.split(text.strip()) if isinstance(text, str) and text.strip() else []:
+    for item in _SPLIT.split(text.strip()) if text and text.strip() else []:
         key, sep, value = item.partition('=')
         if not sep or not key.strip():
             raise InvalidInputError(f"{method}: more hyperparameters must look like KEY=VALUE, KEY=VALUE; got {item!r}")
@@ -250,9 +268,14 @@ class Dashboard:
         default: experiment preselected in the page.
         view_fn: ``view_fn(experiment, net) -> view`` computing the example view (default
             `phi_hig.gui.views.example_view`).
-        defaults: initial values of the page (preset, steps, seconds, methods).
+        defaults: initial values of the page (`PAGE_DEFAULTS`: preset, steps, seconds, methods), checked with
+            ``default`` by `phi_hig.spec.run_spec` (the rule of ``run``) when any is given or ``out`` is.
         out: if given, every run that ends (finished or stopped) is written to ``out/EXPERIMENT-TIME`` with
             `phi_hig.report.write_run` (then ``python -m phi_hig report`` makes its figures).
+
+    Raises:
+        InvalidInputError: an unknown ``default`` experiment, or ``defaults`` / ``out`` that `run_spec` refuses
+            for it (nothing is served then).
     """
 
     def __init__(self, experiments: Optional[dict] = None, default: Optional[str] = None,
@@ -269,12 +292,39 @@ class Dashboard:
         if view_fn is None:
             from .views import example_view
             view_fn = example_view
+        if not callable(view_fn):
+            raise InvalidInputError(f"view_fn must be a function view_fn(experiment, net), got {view_fn!r}")
         self.view_fn = view_fn
         self.out = out
         self.run: Optional[LiveRun] = None
         self._lock = threading.Lock()
         self._cache: Dict[tuple, object] = {}
         self._build_lock = threading.Lock()
+        self._check_defaults()
+
+    def _check_defaults(self) -> None:
+        """Refuse initial page values the page could not start with: what `start` (through `run_spec`) would
+        refuse for the default experiment, its preset, budget and preselected methods, and ``out``."""
+        from ..spec import check_mapping, run_spec
+        self.defaults = check_mapping(self.defaults, 'defaults', f"a dict with keys {', '.join(PAGE_DEFAULTS)}")
+        unknown = [k for k in self.defaults if k not in PAGE_DEFAULTS]
+        if unknown:
+            raise InvalidInputError(f"defaults has no key {unknown[0]!r}; the page's defaults: {', '.join(PAGE_DEFAULTS)}")
+        if self.default is None or not (self.defaults or self.out is not None):
+            return
+        preset = self.defaults.get('preset', 'paper')
+        exp = self.experiment(self.default, preset)
+        methods = self.defaults.get('methods')
+        spec = run_spec(exp, self.preselected(list(exp.methods)) if methods is None else methods,
+                        steps=self.defaults.get('steps', DEFAULT_STEPS), seconds=self.defaults.get('seconds'),
+                        out=self.out)
+        if methods is not None:
+            self.defaults['methods'] = list(spec.methods)
+
+    def preselected(self, available: List[str]) -> List[str]:
+        """The methods the page preselects among ``available``: the ``methods`` default (else `DEFAULT_METHODS`)
+        that are among them, else the first two."""
+        return [m for m in self.defaults.get('methods', DEFAULT_METHODS) if m in available] or available[:2]
 
     def _factory(self, name: str):
         """The factory of ``name`` (None for an `Experiment` object offered as it is)."""
@@ -340,26 +390,30 @@ class Dashboard:
 
         Args:
             experiment: experiment name.
-            methods: method names (at least one, each defined by the experiment).
-            hyper: per method, raw values as typed (`parse_fields`), e.g. ``{'adam': {'lr': '0.01'}}``.
+            methods: a list of method names (at least one, each defined by the experiment).
+            hyper: a dict of method -> dict of raw values as typed (`parse_fields`), e.g.
+                ``{'adam': {'lr': '0.01'}}``.
             steps: step budget per method (raw; empty for none).
             seconds: wall-clock budget per method (raw; empty for none).
             preset: experiment preset.
             seed: integer seed (raw; empty for 0).
-            settings: experiment settings as typed, e.g. ``{'gamma': '1'}`` (only those changed).
-            more: per method, further hyperparameters as ``KEY=VALUE, KEY=VALUE`` (`parse_extra`).
+            settings: a dict of experiment settings as typed, e.g. ``{'gamma': '1'}`` (only those changed).
+            more: a dict of method -> further hyperparameters as text ``KEY=VALUE, KEY=VALUE`` (`parse_extra`).
 
         Raises:
             InvalidInputError: for any bad input; no run is started then.
         """
-        from ..spec import run_spec
-        if experiment not in self.names:
+        from ..spec import check_mapping, run_spec
+        if not isinstance(experiment, str) or experiment not in self.names:
             raise InvalidInputError(f"unknown experiment {experiment!r}; available: {', '.join(self.names)}")
-        settings = parse_fields({'setting': settings or {}}).get('setting', {})
-        overrides = parse_fields(hyper)
-        for m, text in (more or {}).items():
+        settings = check_mapping(settings, 'settings', "a dict of setting -> raw value, e.g. {'gamma': '1'}")
+        settings = parse_fields({'setting': settings}).get('setting', {})
+        overrides = parse_fields(hyper, 'hyper')
+        for m, text in check_mapping(more, 'more', "a dict of method -> text 'KEY=VALUE, KEY=VALUE'").items():
             overrides.setdefault(m, {}).update(parse_extra(m, text))
-        methods = [m for m in (methods or []) if m]
+        if methods is not None and not isinstance(methods, (list, tuple)):
+            raise InvalidInputError(f"methods must be a list of method names, got {methods!r}")
+        methods = [m for m in methods or [] if m]  # run_spec checks each name
         if not methods:
             raise InvalidInputError("select at least one method")
         exp = self.experiment(experiment, preset, settings)
