@@ -33,7 +33,7 @@ from ..nets import dense
 __all__ = ['exp']
 
 
-@factory
+@factory(test=dict(batch_size=8, n_test=32))
 def exp(preset: str = 'paper', batch_size: Count = 128, n_test: Count = 1000, x_range: Tuple[float, float] = (-12., 0.),
         lr: Positive = 1e-3, network_input: Literal['log', 'y'] = 'log') -> Experiment:
     """Build the exponential experiment.
@@ -51,8 +51,6 @@ def exp(preset: str = 'paper', batch_size: Count = 128, n_test: Count = 1000, x_
     """
     if not x_range[0] < x_range[1]:
         raise InvalidInputError(f"setting 'x_range' of experiment 'exp' must be (low, high) with low < high; got {x_range!r}")
-    if preset == 'test':
-        batch_size, n_test = 8, 32
 
     def simulate(z):
         return torch.exp(z)

@@ -82,7 +82,7 @@ def _dataset(seed, n, h, w, steps, cache_dir):
     return cache.load_or_create(path, lambda: _generate(np.random.default_rng(seed), n, h, w, steps))
 
 
-@factory
+@factory(test=dict(resolution=(16, 16), batch_size=2, n_train=2, n_test=2, cache_dir=None, sim_steps=2))
 def fluid(preset: str = 'paper', resolution: Grid(16, 'the 5-level U-net') = (64, 64), batch_size: Count = 64,
           n_train: Count = 1024, n_test: Count = 32, k_w: Positive = 0.1, lr: Positive = 0.005,
           cache_dir: Optional[str] = 'runs/cache', sim_steps: Count = physics.STEPS) -> Experiment:
@@ -104,8 +104,6 @@ def fluid(preset: str = 'paper', resolution: Grid(16, 'the 5-level U-net') = (64
         cache_dir: where generated data sets are stored (None: never cache).
         sim_steps: time steps of Δt = 0.25 (paper: 8, t = 2).
     """
-    if preset == 'test':
-        resolution, batch_size, n_train, n_test, cache_dir, sim_steps = (16, 16), 2, 2, 2, None, 2
     h, w = resolution
     weights = frequency_weights(h, w, k_w)
     periodic = extrapolation.PERIODIC

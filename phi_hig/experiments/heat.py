@@ -50,7 +50,7 @@ class MeanShift(nn.Module):
         return x - x.mean(dims, keepdim=True) + y.mean(dims, keepdim=True)
 
 
-@factory
+@factory(test=dict(resolution=(16, 16), batch_size=4, n_test=4))
 def heat(preset: str = 'paper', resolution: Grid(8, 'the 4-level U-net') = (64, 64), batch_size: Count = 128,
          n_test: Count = 64) -> Experiment:
     """Build the heat experiment.
@@ -67,7 +67,7 @@ def heat(preset: str = 'paper', resolution: Grid(8, 'the 4-level U-net') = (64, 
     """
     lbfgs_iterations = 32
     if preset == 'test':
-        resolution, batch_size, n_test, lbfgs_iterations = (16, 16), 4, 4, 2
+        lbfgs_iterations = 2
     h, w = resolution
     periodic = extrapolation.PERIODIC
 

@@ -34,7 +34,7 @@ from ..physics.oscillators import chain_rhs, simulate_chain, sum_squares
 __all__ = ['linear_chain']
 
 
-@factory
+@factory(test=dict(steps=6, n_train=64, n_test=64))
 def linear_chain(preset: str = 'paper', steps: Count = 24, dt: Positive = 0.5, coupling: float = 0.2,
                  control: Sequence[float] = (0.0, 1.0), n_train: Count = 4096, n_test: Count = 4096,
                  hidden: Sequence[Count] = (20, 20, 20), data_seed: Seed = 0) -> Experiment:
@@ -59,7 +59,7 @@ def linear_chain(preset: str = 'paper', steps: Count = 24, dt: Positive = 0.5, c
                                 f"got {control!r}")
     big, small = 256, 32
     if preset == 'test':
-        steps, n_train, n_test, big, small = min(steps, 6), 64, 64, 8, 8
+        big, small = 8, 8
     gen = torch.Generator().manual_seed(data_seed)
     train = torch.rand(n_train, 4, generator=gen)
     test = torch.rand(n_test, 4, generator=gen)

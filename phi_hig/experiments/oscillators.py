@@ -38,7 +38,7 @@ from ..physics.oscillators import chain_rhs, simulate_chain, sum_squares
 __all__ = ['oscillators']
 
 
-@factory
+@factory(test=dict(steps=12, n_train=64, n_test=64))
 def oscillators(preset: str = 'paper', n_oscillators: Count = 2, steps: Count = 96, dt: Positive = 0.125,
                 cubic: Optional[float] = None, alpha: Optional[float] = None, control: Sequence[float] = (0.0, 3.0),
                 n_train: Count = 4096, n_test: Count = 4096, hidden: Sequence[Count] = (20, 20, 20),
@@ -66,7 +66,7 @@ def oscillators(preset: str = 'paper', n_oscillators: Count = 2, steps: Count = 
         control = (0.0,) * (n_oscillators - 1) + (control[-1],)
     big, small = 512, 128
     if preset == 'test':
-        steps, n_train, n_test, big, small = min(steps, 12), 64, 64, 8, 8
+        big, small = 8, 8
     n_state = 2 * n_oscillators
     gen = torch.Generator().manual_seed(data_seed)
     train = torch.rand(n_train, n_state, generator=gen)

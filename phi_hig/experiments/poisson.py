@@ -39,7 +39,7 @@ from ..physics.grids import to_grid, from_grid
 __all__ = ['poisson']
 
 
-@factory
+@factory(test=dict(resolution=(16, 16), batch_size=4, n_test=4))
 def poisson(preset: str = 'paper', resolution: Grid(8, "the 4-level U-net; the paper's 80 × 60 is not, use e.g. (80, 64)") = (64, 64), batch_size: Count = 128,
             solver: Optional[Literal['cg', 'dst']] = None, noise_scale: Positive = 10., n_test: Count = 64,
             cg_tolerance: Positive = 1e-5) -> Experiment:
@@ -55,8 +55,6 @@ def poisson(preset: str = 'paper', resolution: Grid(8, "the 4-level U-net; the p
         n_test: size of the held-out set.
         cg_tolerance: relative and absolute CG tolerance.
     """
-    if preset == 'test':
-        resolution, batch_size, n_test = (16, 16), 4, 4
     solver = solver or ('dst' if preset == 'test' else 'cg')
     h, w = resolution
     exact = physics.DSTPoisson(h, w)

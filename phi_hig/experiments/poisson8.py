@@ -66,7 +66,7 @@ def noise_sources(seed: int, n: int, res: int = 8):
     return torch.as_tensor(phi_v, dtype=torch.float32), torch.as_tensor(rho_v, dtype=torch.float32)
 
 
-@factory
+@factory(test=dict(batch_size=4, n_test=16))
 def poisson8(preset: str = 'paper', network: Literal['paper', 'code'] = 'paper', res: Count = 8, n_test: Count = 1024,
              batch_size: Count = 64, data_seed: Seed = 0) -> Experiment:
     """Build the 8×8 Poisson experiment.
@@ -79,8 +79,6 @@ def poisson8(preset: str = 'paper', network: Literal['paper', 'code'] = 'paper',
         batch_size: batch size of both methods (paper: 64).
         data_seed: seed of the held-out set (the training stream is seeded by the runner).
     """
-    if preset == 'test':
-        batch_size, n_test = 4, 16
     hidden = {'paper': (64, 256, 64), 'code': (64, 128, 64)}[network]
     sizes = [res * res, *hidden, res * res]
 

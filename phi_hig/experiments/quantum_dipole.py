@@ -180,7 +180,7 @@ class DipoleCNN(nn.Module):
         return self.head(self.convs(h).flatten(1))
 
 
-@factory
+@factory(test=dict(steps=24, n_train=32, n_test=32))
 def quantum_dipole(preset: str = 'paper', network: Literal['mlp', 'cnn'] = 'mlp', steps: Count = 384,
                    dt: Positive = 0.05, points: Count = 14, n_train: Count = 1024, n_test: Count = 1024,
                    phases: bool = False, data_seed: Seed = 0) -> Experiment:
@@ -204,7 +204,7 @@ def quantum_dipole(preset: str = 'paper', network: Literal['mlp', 'cnn'] = 'mlp'
                                 f"network {network!r}; got {points!r}")
     batch = 16
     if preset == 'test':
-        steps, n_train, n_test, batch = min(steps, 24), 32, 32, 4
+        batch = 4
     dx = 2 / (points + 1)
     rng = np.random.default_rng(data_seed)
 

@@ -4,7 +4,8 @@ An experiment factory `name(preset='paper', **settings) -> Experiment` declares 
 parameter whose annotation says what it accepts and whose default is the paper's value. The `factory` decorator
 validates every call against that signature before the factory runs:
 
-* `preset` must be one of `PRESETS` ('paper': the papers' sizes; 'test': the tiny version the test suite runs);
+* `preset` must be one of `PRESETS` ('paper': the papers' sizes; 'test': the tiny version the test suite runs,
+  whose values the decorator holds as data and which fill only the settings not given explicitly);
 * a setting must be a parameter of the factory (the error lists the known ones);
 * its value must fit the annotation: `int` (an integer; a bool is not), `float` (a finite number; ints and NumPy
   scalars are accepted and converted), `str`, `bool`, `Optional[...]` (None allowed), `Literal[...]` (one of
@@ -21,6 +22,7 @@ import collections.abc
 import functools
 import inspect
 import math
+import types
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Callable, Literal, Optional, Tuple, Union
@@ -223,15 +225,28 @@ def validate(fn: Callable, preset, settings: dict) -> dict:
     return parsed
 
 
-def factory(fn: Callable) -> Callable:
+def factory(fn: Optional[Callable] = None, *, test: Optional[dict] = None) -> Callable:
     """Decorator of an experiment factory: every call is validated by `validate` before `fn` runs.
 
-    The decorated factory takes the preset and the settings by name (`preset` may also come first, by
-    position) and passes `fn` the parsed values; `inspect.signature` still shows `fn`'s signature.
+    Used as ``@factory`` or ``@factory(test=dict(batch_size=8, n_test=32))``: ``test`` holds the settings preset
+    'test' changes (the tiny version), validated like any setting when the module is imported. The decorated
+    factory takes the preset and the settings by name (`preset` may also come first, by position) and passes `fn`
+    the parsed values; `inspect.signature` still shows `fn`'s signature.
+
+    Guarantees: a setting given explicitly always reaches `fn` as given (parsed): with preset 'test' it wins over
+    the preset's value, which only fills settings not given. The preset's values are available as the decorated
+    factory's ``test_settings`` (read-only).
     """
+    if fn is None:
+        return lambda f: factory(f, test=test)
     parameters(fn)  # the annotations resolve: fail at import, not at the first call
+    test_settings = types.MappingProxyType(validate(fn, 'test', dict(test or {})))
 
     @functools.wraps(fn)
     def build(preset: str = 'paper', **settings):
-        return fn(preset=preset, **validate(fn, preset, settings))
+        given = validate(fn, preset, settings)
+        if preset == 'test':
+            given = {**test_settings, **given}
+        return fn(preset=preset, **given)
+    build.test_settings = test_settings
     return build

@@ -97,7 +97,7 @@ class _ClippedSine(torch.autograd.Function):
         return grad * d1, None, None
 
 
-@factory
+@factory(test=dict(batch_size=16, n_test=32))
 def sine(preset: str = 'paper', batch_size: Count = 1000, n_test: Count = 1000, x0: Positive = 1.,
          clip: Positive = 1., lr: Positive = 0.002) -> Experiment:
     """Build the single-parameter experiment.
@@ -113,8 +113,6 @@ def sine(preset: str = 'paper', batch_size: Count = 1000, n_test: Count = 1000, 
         clip: bound of the physics gradient ∂P/∂x in Adam's backward pass, `[−clip, clip]` (the paper's 1).
         lr: Adam learning rate of every method (paper: 0.002).
     """
-    if preset == 'test':
-        batch_size, n_test = 16, 32
 
     def x_and_a(z):
         return z[:, :1], z[:, 1:2]

@@ -27,7 +27,7 @@ from ..nets import dense
 __all__ = ['synthetic2d']
 
 
-@factory
+@factory(test=dict(batch_size=8, n_test=32))
 def synthetic2d(preset: str = 'paper', xi: Positive = 1., phi: float = 0., gamma: float = 1.,
                 variant: Literal['paper', 'code'] = 'paper', batch_size: Count = 100, n_test: Count = 1000,
                 lr: Positive = 1e-3) -> Experiment:
@@ -46,8 +46,6 @@ def synthetic2d(preset: str = 'paper', xi: Positive = 1., phi: float = 0., gamma
         n_test: held-out examples.
         lr: learning rate of every method except Adadelta (lr 1, its usual value).
     """
-    if preset == 'test':
-        batch_size, n_test = 8, 32
     c, s = math.cos(math.radians(phi)), math.sin(math.radians(phi))
     rotation = torch.tensor([[c, -s], [s, c]]) * gamma
 

@@ -20,7 +20,7 @@ def _targets(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(6 * x), torch.cos(9 * x)], dim=1)
 
 
-@factory
+@factory(test=dict(n_points=64, batch_size=16))
 def toy(gamma: float = 0.01, n_points: Count = 1024, batch_size: Count = 256, hidden: Count = 7,
         preset: str = 'paper') -> Experiment:
     """Build the toy experiment.
@@ -32,8 +32,6 @@ def toy(gamma: float = 0.01, n_points: Count = 1024, batch_size: Count = 256, hi
         hidden: width of the tanh hidden layer (paper: 7).
         preset: 'paper' or 'test' (64 points, batch 16).
     """
-    if preset == 'test':
-        n_points, batch_size = 64, 16
     gen = torch.Generator().manual_seed(12345)
     x_train = torch.rand(n_points, 1, generator=gen) * 2 - 1
     x_test = torch.rand(n_points, 1, generator=gen) * 2 - 1
