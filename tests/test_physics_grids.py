@@ -29,3 +29,33 @@ def test_gradients_flow_through_the_adapters():
     values = torch.randn(2, 4, 4, requires_grad=True)
     (from_grid(to_grid(values)) ** 2).sum().backward()
     assert torch.allclose(values.grad, 2 * values.detach())
+
+
+def test_arrays_of_another_layout_are_refused_not_reinterpreted():
+    """Before: a 1-D array failed deep in PhiML, a list raised AttributeError, and a 3-component vector axis was
+    wrapped as if its components were x, y."""
+    import pytest
+    from phi_hig.errors import InvalidInputError
+    for values, message in [(np.ones(4), r'got \(4,\)'), (np.ones((4, 4)), r'got \(4, 4\)'),
+                            ([[[1.0]]], 'got list'), (math.ones(), 'must be a torch or NumPy array'),
+                            (np.ones((2, 3, 4, 4)), r'got \(2, 3, 4, 4\)'), (np.ones((0, 4, 4)), r'got \(0, 4, 4\)'),
+                            (np.ones((2, 2, 2, 4, 4)), 'got')]:
+        with pytest.raises(InvalidInputError, match='to_grid: values must'):
+            to_grid(values)
+        with pytest.raises(InvalidInputError, match=message):
+            to_grid(values)
+
+
+def test_grids_without_the_adapter_dims_are_refused():
+    import pytest
+    from phi.field import CenteredGrid
+    from phi_hig.errors import InvalidInputError
+    scalar, vector = to_grid(np.ones((2, 3, 4))), to_grid(np.ones((2, 2, 3, 4)))
+    with pytest.raises(InvalidInputError, match='exactly the dims b, vector, x, y'):
+        from_grid(scalar, vector=True)
+    with pytest.raises(InvalidInputError, match=r'vector=True for a vector field'):
+        from_grid(vector)
+    with pytest.raises(InvalidInputError, match='exactly the dims b, x, y'):
+        from_grid(CenteredGrid(0, x=3, y=4))  # no batch dim b
+    with pytest.raises(InvalidInputError, match='must be a PhiFlow Field'):
+        from_grid(np.ones((2, 3, 4)))

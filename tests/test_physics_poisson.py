@@ -186,3 +186,16 @@ def test_dst_solver_and_noise_refuse_bad_arguments(call, message):
     with pytest.raises(PhiHigError) as info:
         call()
     assert message in str(info.value), str(info.value)
+
+
+def test_dst_poisson_keeps_a_non_finite_example_to_itself():
+    """The documented pass-through: a NaN in one example's x makes that example's y non-finite (the caller's
+    finite-loss check refuses the step) and leaves the others equal to their own solves."""
+    import torch
+    from phi_hig.physics.poisson import DSTPoisson
+    x = torch.rand(3, 4, 5, dtype=torch.float64)
+    clean = DSTPoisson(4, 5)(x)
+    x[1, 2, 2] = float('nan')
+    y = DSTPoisson(4, 5)(x)
+    assert not torch.isfinite(y[1]).any()
+    assert torch.allclose(y[0], clean[0], rtol=1e-14, atol=0) and torch.allclose(y[2], clean[2], rtol=1e-14, atol=0)

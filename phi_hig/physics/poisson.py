@@ -140,6 +140,11 @@ class DSTPoisson:
     Invariant: for `x` of shape `(…, h, w)`, `y = DSTPoisson(h, w)(x)` has the shape and dtype of `x` and
     `field.laplace(to_grid(y)) == x` to round-off (`phi_hig.physics.grids.to_grid`, zero boundary), i.e. `y` is
     the solution that `forward` approaches with CG.
+
+    Non-finite values are not refused here: the solve is linear and dense, so a NaN or Inf in one example's `x`
+    makes that example's whole `y` non-finite and leaves the other examples exact (the operator is applied per
+    leading index). It runs inside the training step, where the caller's finite-loss check (`phi_hig.hig_step`,
+    `phi_hig.sip_step`) refuses the step; check `torch.isfinite` first when calling it directly.
     """
 
     def __init__(self, h: int, w: int):
