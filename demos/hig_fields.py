@@ -8,10 +8,9 @@ through the same physics trains alongside from the same initial weights, for com
     python demos/hig_fields.py --steps 300
 
 η: g is the gradient of the batch-mean loss; start at η = 1 and divide by 10 while the loss jumps up (here η = 1
-oscillates, 0.3 converges). Writes loss.csv (method, step, loss) to --out (default runs/hig_fields).
+oscillates, 0.3 converges). Writes loss.csv (method, step, train_loss) to --out (default runs/hig_fields).
 """
 import argparse
-import csv
 import os
 
 from phi.torch.flow import *  # noqa: F401,F403  (PhiFlow as usual: field, math, CenteredGrid, Noise, nets)
@@ -38,12 +37,11 @@ def main(argv=None):
         info = phi_hig.hig_step(net, hig, rho, rho, field.laplace, loss)  # Fields in: network, physics, loss
         l_adam = float(math.stop_gradient(update_weights(
             twin, adam_opt, lambda r: math.mean(loss(field.laplace(field.native_call(twin, r)), r), 'b'), rho)))
-        rows += [('hig', step, info.loss), ('adam', step, l_adam)]
+        rows += [dict(method='hig', step=step, train_loss=info.loss), dict(method='adam', step=step, train_loss=l_adam)]
         if step % 10 == 0 or step == args.steps - 1:
             print(f"step {step:4d}  HIG loss {info.loss:9.4f} (rank {info.rank})  Adam loss {l_adam:9.4f}")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'loss.csv'), 'w', newline='') as f:
-        csv.writer(f).writerows([('method', 'step', 'loss'), *rows])
+    phi_hig.report.write_metrics_csv(rows, os.path.join(args.out, 'loss.csv'))
 
 
 if __name__ == '__main__':

@@ -10,12 +10,11 @@ same batches (``phi_hig.train``). Writes ``linear_chain_seed<K>.csv``, ``loss.pn
 import os
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # one BLAS thread for SciPy's eigh (small problems, shared CPU)
 os.environ.setdefault('OMP_NUM_THREADS', '1')
-import statistics
 
 import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments.linear_chain import linear_chain
-from phi_hig.report import print_table, plot_curves, write_metrics_csv
+from phi_hig.report import plot_curves, seed_table, write_metrics_csv
 
 METHODS = ['adam', 'sip', 'hig']
 
@@ -36,16 +35,9 @@ def main(argv=None):
             plot_curves(result.records, os.path.join(args.out, 'loss.png'),
                         title=f'linear chain: {args.seconds:g} s per method (book: HIG ≈ 2e-8, Adam ≈ 5e-5, SIP ≈ 8e-5)')
         for m in methods:
-            f = result.summary['final'][m]
-            table.setdefault(m, []).append((f['test_loss'], f['steps']))
-    lines = [f"linear_chain: {args.seconds:g} s per method, {args.seeds} seed(s); held-out loss",
-             f"{'method':>6} {'median':>10} {'min':>10} {'max':>10} {'steps':>7}"]
-    for m, rows in table.items():
-        losses = [r[0] for r in rows]
-        lines.append(f"{m:>6} {statistics.median(losses):10.3e} {min(losses):10.3e} {max(losses):10.3e} "
-                     f"{int(statistics.median(r[1] for r in rows)):7d}")
-    print_table(lines, os.path.join(args.out, 'table.txt'))
-
+            table.setdefault(m, []).append(result.summary['final'][m])
+    seed_table(f"linear_chain: {args.seconds:g} s per method, {args.seeds} seed(s); held-out loss", table,
+               os.path.join(args.out, 'table.txt'))
 
 if __name__ == '__main__':
     main()

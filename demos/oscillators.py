@@ -14,7 +14,6 @@ and ``table_<study>.txt``.
 import os
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')  # SciPy's eigh in HIG: one BLAS thread is fastest for these
 os.environ.setdefault('OMP_NUM_THREADS', '1')       # sizes on a small, shared CPU (set before NumPy loads)
-import statistics
 
 import torch
 
@@ -22,7 +21,7 @@ import phi_hig
 from phi_hig.demo import demo_parser
 from phi_hig.experiments.oscillators import oscillators
 from phi_hig.physics.oscillators import chain_rhs, rk4
-from phi_hig.report import print_table, write_metrics_csv, pyplot
+from phi_hig.report import pyplot, seed_table, write_metrics_csv
 from phi_hig.runner import train_variants
 
 TABLE2 = ['adam', 'gn', 'hig', 'sgd', 'adagrad', 'adadelta', 'rmsprop']
@@ -114,14 +113,9 @@ def main(argv=None):
             figure(experiment, curves, os.path.join(args.out, f'fig_{args.study}.png'),
                    f'oscillators: {args.study}, {args.seconds:g} s per run')
         for label, (_, final, _) in curves.items():
-            table.setdefault(label, []).append((final['test_loss'], final['steps'], final['status']))
-    lines = [f"oscillators, study {args.study}: {args.seconds:g} s per run, {args.seeds} seed(s)",
-             f"{'run':>16} {'median test':>12} {'min':>10} {'max':>10} {'steps':>7}  status"]
-    for label, rows in table.items():
-        losses = [r[0] for r in rows]
-        lines.append(f"{label:>16} {statistics.median(losses):12.3e} {min(losses):10.3e} {max(losses):10.3e} "
-                     f"{int(statistics.median(r[1] for r in rows)):7d}  {rows[0][2]}")
-    print_table(lines, os.path.join(args.out, f'table_{args.study}.txt'))
+            table.setdefault(label, []).append(final)
+    seed_table(f"oscillators, study {args.study}: {args.seconds:g} s per run, {args.seeds} seed(s)", table,
+               os.path.join(args.out, f'table_{args.study}.txt'))
 
 
 if __name__ == '__main__':

@@ -9,7 +9,6 @@ one step of the Bayesian-damped inverse solver; Adam trains a twin from the same
 Prints the error Σ|x − x*| per example of both; writes loss.csv (method, step, x_error) to --out.
 """
 import argparse
-import csv
 import os
 
 from phi.torch.flow import *  # noqa: F401,F403
@@ -44,12 +43,11 @@ def main(argv=None):
         adam_opt.step()
         errors = [float(math.mean(math.sum(abs(field.native_call(n, y_star) - x_star).values, spatial), 'b'))
                   for n in (net, twin)]
-        rows += [('sip', step, errors[0]), ('adam', step, errors[1])]
+        rows += [dict(method=m, step=step, x_error=e) for m, e in zip(('sip', 'adam'), errors)]
         if step % 10 == 0 or step == args.steps - 1:
             print(f"step {step:4d}  Σ|x − x*|: SIP {errors[0]:8.2f}  Adam {errors[1]:8.2f}")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'loss.csv'), 'w', newline='') as f:
-        csv.writer(f).writerows([('method', 'step', 'x_error'), *rows])
+    phi_hig.report.write_metrics_csv(rows, os.path.join(args.out, 'loss.csv'))
 
 
 if __name__ == '__main__':

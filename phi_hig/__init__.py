@@ -3,8 +3,8 @@
 Half-inverse gradients (HIG) update a network with a truncated, half-inverted per-sample Jacobian of
 network and physics; scale-invariant physics (SIP) training replaces the physics gradient with the update
 of an inverse solver. Importing this package has no side effects: it switches no backend and prints
-nothing. Submodules that need PhiFlow (``physics``, ``sip``, ``inverses``, ``experiments``, ``train``) load on
-first use.
+nothing. Submodules that need PhiFlow (``physics``, ``sip``, ``inverses``, ``experiments``, ``train``) and
+``report`` (results files and figures) load on first use.
 """
 
 __version__ = "0.1.0"
@@ -20,6 +20,7 @@ _LAZY = {
     'sip': ('.sip', None),
     'inverses': ('.inverses', None),
     'experiments': ('.experiments', None),
+    'report': ('.report', None),
     'train': ('.runner', 'train'),
     'RunControl': ('.runner', 'RunControl'),
     'RunSpec': ('.spec', 'RunSpec'),
@@ -43,4 +44,4 @@ def __getattr__(name):
 __all__ = ['__version__', 'half_inverse', 'HIG', 'hig_step', 'per_sample_jacobian', 'gram',
            'physics_jacobian', 'PhiHigError', 'InvalidInputError', 'JacobianTooLargeError',
            'NonFiniteStepError', 'HIGUsageError', 'physics', 'sip', 'inverses', 'sip_loss', 'sip_step',
-           'experiments', 'train', 'RunControl', 'RunSpec', 'run_spec']
+           'experiments', 'report', 'train', 'RunControl', 'RunSpec', 'run_spec']

@@ -16,14 +16,15 @@ import json
 import math
 import os
 import re
+import statistics
 import sys
-from typing import List
+from typing import Dict, List
 
 from . import checks
 from .errors import InvalidInputError
 from .files import atomic_write, remove_stale_temporaries
 
-__all__ = ['print_table', 'write_run', 'write_metrics_csv', 'pyplot', 'plot_curves', 'sweep_figure', 'read_run',
+__all__ = ['print_table', 'seed_table', 'write_run', 'write_metrics_csv', 'pyplot', 'plot_curves', 'sweep_figure', 'read_run',
            'summary_rows', 'write_report', 'main', 'REPORT_FILES']
 
 BASE_COLUMNS = ['experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss']
@@ -385,6 +386,24 @@ def print_table(lines: List[str], path: str) -> None:
     print(text)
     with open(path, 'w') as f:
         f.write(text + '\n')
+
+
+def seed_table(title: str, finals: Dict[str, List[dict]], path: str) -> None:
+    """Print and write (`print_table`) the spread over seeds of each run: median, min and max held-out loss, the
+    median step count and the first seed's status.
+
+    Args:
+        title: the table's first line.
+        finals: per run label, one ``summary['final'][method]`` dict per seed (``test_loss``, ``steps``,
+            ``status``).
+        path: the text file written.
+    """
+    lines = [title, f"{'run':>16} {'median test':>12} {'min':>10} {'max':>10} {'steps':>7}  status"]
+    for label, rows in finals.items():
+        losses = [r['test_loss'] for r in rows]
+        lines.append(f"{label:>16} {statistics.median(losses):12.3e} {min(losses):10.3e} {max(losses):10.3e} "
+                     f"{int(statistics.median(r['steps'] for r in rows)):7d}  {rows[0].get('status', '')}")
+    print_table(lines, path)
 
 
 def main(argv=None) -> int:

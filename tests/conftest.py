@@ -20,24 +20,26 @@ def seeded_global_generators():
     yield
 
 
+def _set_during_test(get, set_, value):
+    """Set a global with ``set_(value)`` for one test and restore what ``get()`` returned before."""
+    previous = get()
+    set_(value)
+    yield
+    set_(previous)
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with one torch thread (tiny problems on a shared CPU), restored afterwards."""
     import torch
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    yield from _set_during_test(torch.get_num_threads, torch.set_num_threads, 1)
 
 
 @pytest.fixture
 def float64():
     """Run a test with PhiML's global precision at 64 bit, restored afterwards."""
     from phiml import math
-    previous = math.get_precision()
-    math.set_global_precision(64)
-    yield
-    math.set_global_precision(previous)
+    yield from _set_during_test(math.get_precision, math.set_global_precision, 64)
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +47,4 @@ def phiml_default_backend():
     """Restore PhiML's global default backend after every test: a script under test that runs
     ``from phi.torch.flow import *`` (the library demos) switches it to torch for the rest of the process."""
     from phiml import backend
-    previous = backend.default_backend()
-    yield
-    backend.set_global_default_backend(previous)
+    yield from _set_during_test(backend.default_backend, backend.set_global_default_backend, backend.default_backend())

@@ -74,7 +74,8 @@ def test_library_demo_is_short_runs_and_writes_its_losses(name, tmp_path):
     with open(tmp_path / 'loss.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert {r['method'] for r in rows} == methods
-    assert all(float(v) == float(v) for r in rows for k, v in r.items() if k != 'method')  # finite, not NaN
+    assert all(float(v) == float(v) for r in rows for k, v in r.items() if k != 'method' and v)  # not NaN
+    assert all(r['step'] for r in rows)
 
 
 @pytest.mark.parametrize('name', list(CASES))

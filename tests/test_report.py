@@ -183,3 +183,15 @@ def test_flagged_methods_get_no_ratios(run_dir, tmp_path, capsys):
     assert math.isnan(rows['adam']['ratio'])
     assert main([run]) == 0
     assert 'not compared: fewer than 10 steps' in capsys.readouterr().out
+
+
+def test_seed_table_gives_median_min_max_over_seeds(tmp_path, capsys):
+    from phi_hig.report import seed_table
+    finals = {'hig': [dict(test_loss=3e-3, steps=10, status='ok'), dict(test_loss=1e-3, steps=30, status='ok'),
+                      dict(test_loss=2e-3, steps=20, status='ok')],
+              'adam': [dict(test_loss=5.0, steps=7, status='diverged')]}
+    seed_table('title', finals, str(tmp_path / 't.txt'))
+    lines = (tmp_path / 't.txt').read_text().splitlines()
+    assert lines[0] == 'title' and capsys.readouterr().out.splitlines() == lines
+    assert lines[2].split() == ['hig', '2.000e-03', '1.000e-03', '3.000e-03', '20', 'ok']
+    assert lines[3].split() == ['adam', '5.000e+00', '5.000e+00', '5.000e+00', '7', 'diverged']

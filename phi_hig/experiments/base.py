@@ -16,7 +16,7 @@ from torch import nn
 from .. import checks
 from ..errors import InvalidInputError
 
-__all__ = ['Experiment', 'Inverse', 'DataStream']
+__all__ = ['Experiment', 'Inverse', 'newton_inverse', 'DataStream']
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -79,6 +79,18 @@ class Inverse:
 
     def __call__(self, z, targets, *, y=None, **overrides):
         return self.solve(z, targets, y=y, **self.resolve(overrides))
+
+
+def newton_inverse(simulate: Callable, n_y: int, max_step: float) -> Inverse:
+    """The SIP inverse of a low-dimensional experiment whose targets start with `y*` (their first ``n_y`` columns):
+    one saddle-free Newton step (`phi_hig.inverses.saddle_free_newton`; Holl, Koltun & Thuerey 2022, §3.4) of
+    ``simulate``, computed in float64 and returned in the network's dtype, with the option ``max_step`` (its
+    default given here; a finite number > 0, checked when set)."""
+    from ..inverses import saddle_free_newton
+
+    def solve(z, targets, *, y=None, max_step):
+        return saddle_free_newton(simulate, max_step=max_step)(z.double(), targets[:, :n_y].double()).to(z.dtype)
+    return Inverse(solve, {'max_step': max_step}, lambda o: saddle_free_newton(simulate, max_step=o['max_step']))
 
 
 def _option_value(key: str, value, default):

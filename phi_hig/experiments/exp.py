@@ -24,10 +24,9 @@ from typing import Literal, Tuple
 import numpy as np
 import torch
 
-from .base import Experiment, Inverse
+from .base import Experiment, Inverse, newton_inverse
 from .settings import Count, Positive, factory
 from ..errors import InvalidInputError
-from ..inverses import saddle_free_newton
 from ..nets import dense
 
 __all__ = ['exp']
@@ -58,12 +57,6 @@ def exp(preset: str = 'paper', batch_size: Count = 128, n_test: Count = 1000, x_
     def loss(y, targets):
         return 0.5 * ((y - targets[:, :1]) ** 2).sum(1)
 
-    def newton(max_step):
-        return saddle_free_newton(simulate, max_step=max_step)
-
-    def inverse(z, targets, *, y=None, max_step):
-        return newton(max_step)(z.double(), targets[:, :1].double()).to(z.dtype)
-
     def rescaled(z, targets, *, y=None):
         y = simulate(z) if y is None else y
         g = (y - targets[:, :1]) * y  # ∂L/∂x
@@ -90,7 +83,7 @@ def exp(preset: str = 'paper', batch_size: Count = 128, n_test: Count = 1000, x_
     return Experiment(
         name='exp', make_net=lambda: dense([1, 10, 20, 10, 1]), simulate=simulate, loss=loss, methods=methods,
         generate=generate, test_set=generate(np.random.default_rng(987654), n_test), metrics=metrics,
-        inverses={'default': Inverse(inverse, {'max_step': 2.}, lambda o: newton(o['max_step'])),
+        inverses={'default': newton_inverse(simulate, 1, max_step=2.),
                   'rescaled': Inverse(rescaled)},
         eval_every=100, threads=1,
         settings=dict(preset=preset, batch_size=batch_size, n_test=n_test, x_range=list(x_range), lr=lr,

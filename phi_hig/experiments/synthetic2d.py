@@ -19,9 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .base import Experiment, Inverse
+from .base import Experiment, newton_inverse
 from .settings import Count, Positive, factory
-from ..inverses import saddle_free_newton
 from ..nets import dense
 
 __all__ = ['synthetic2d']
@@ -58,12 +57,6 @@ def synthetic2d(preset: str = 'paper', xi: Positive = 1., phi: float = 0., gamma
     def loss(y, targets):
         return 0.5 * ((y - targets[:, :2]) ** 2).sum(1)
 
-    def newton(max_step):
-        return saddle_free_newton(simulate, max_step=max_step)
-
-    def inverse(z, targets, *, y=None, max_step):
-        return newton(max_step)(z.double(), targets[:, :2].double()).to(z.dtype)
-
     def generate(rng, n):
         x_star = torch.as_tensor(rng.uniform(-1, 1, size=(n, 2)), dtype=torch.float32)
         y_star = simulate(x_star)
@@ -79,7 +72,7 @@ def synthetic2d(preset: str = 'paper', xi: Positive = 1., phi: float = 0., gamma
     return Experiment(
         name='synthetic2d', make_net=lambda: dense([2, 32, 64, 32, 2]), simulate=simulate, loss=loss,
         methods=methods, generate=generate, test_set=generate(np.random.default_rng(987654), n_test),
-        metrics=metrics, inverses={'default': Inverse(inverse, {'max_step': 1.}, lambda o: newton(o['max_step']))},
+        metrics=metrics, inverses={'default': newton_inverse(simulate, 2, max_step=1.)},
         eval_every=100, threads=1,
         settings=dict(preset=preset, xi=xi, phi=phi, gamma=gamma, variant=variant, batch_size=batch_size,
                       n_test=n_test, lr=lr),

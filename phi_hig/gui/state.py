@@ -132,26 +132,22 @@ class LiveRun:
 
     def pause(self) -> None:
         """Pause after the current step (no effect unless running)."""
-        with self.lock:
-            if self.status == 'running':
-                self.control.pause()
-                self.status = 'paused'
-                self.version += 1
+        self._transition(('running',), self.control.pause, 'paused')
 
     def resume(self) -> None:
         """Continue a paused run."""
-        with self.lock:
-            if self.status == 'paused':
-                self.control.resume()
-                self.status = 'running'
-                self.version += 1
+        self._transition(('paused',), self.control.resume, 'running')
 
     def stop(self) -> None:
         """Stop after the current step; methods not yet started are skipped."""
+        self._transition(('running', 'paused', 'starting'), self.control.stop, 'stopping')
+
+    def _transition(self, allowed: tuple, action, status: str) -> None:
+        """Under the lock: if the status is one of ``allowed``, tell the run (``action()``) and show ``status``."""
         with self.lock:
-            if self.status in ('running', 'paused', 'starting'):
-                self.control.stop()
-                self.status = 'stopping'
+            if self.status in allowed:
+                action()
+                self.status = status
                 self.version += 1
 
     @property
