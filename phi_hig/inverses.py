@@ -172,16 +172,26 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
         _check_batched(x, y_target)
         per_example = loss or l2_loss
         target = y_target.detach()
-        with torch.no_grad():
-            _finite_forward(forward(x.detach(), **conditions))
+        with torch.no_grad():  # everything that can refuse runs here, before the optimizer's worker threads
+            y0 = forward(x.detach(), **conditions)
+            _finite_forward(y0)
+            _per_example_loss(per_example, y0, target)
+        failure = []
 
         def objective(params):
             native = params.native(['examples', 'params'])
-            return math.wrap(per_example(forward(native, **conditions), target), batch('examples'))
+            try:
+                value = per_example(forward(native, **conditions), target)
+            except Exception as err:  # raising inside math.minimize would leave its threads waiting forever:
+                failure.append(err)   # end the optimization with a NaN objective, re-raise afterwards
+                value = native.sum(-1) * float('nan')
+            return math.wrap(value, batch('examples'))
         x0 = math.wrap(x.detach().to(torch.float64), batch('examples'), channel('params'))
         solve = Solve(method, 0, 0, max_iterations=iterations, x0=x0, suppress=[math.NotConverged, math.Diverged])
         with torch_backend():
             x_new = math.minimize(objective, solve)
+        if failure:
+            raise failure[0]
         return (x_new.native(['examples', 'params']) - x0.native(['examples', 'params'])).to(x.dtype)
     return inverse
 
@@ -221,6 +231,23 @@ def _finite_forward(y) -> None:
                                  f"{' …' if len(bad) > 10 else ''}; no inverse step exists there")
 
 
+def _per_example_loss(loss, y, y_target):
+    """``loss(y, y_target)``, refused (`InvalidInputError`) unless it has one value per example."""
+    value = loss(y, y_target)
+    if not isinstance(value, torch.Tensor) or tuple(value.shape) != (y.shape[0],):
+        raise InvalidInputError(f"loss(y, y_target) must return one value per example, shape ({y.shape[0]},); got "
+                                f"{getattr(value, 'shape', type(value).__name__)}")
+    return value
+
+
+def _differentiable(y, x) -> None:
+    """Refuse a forward whose output does not carry x's gradient (detached, NumPy, integer): no gradient-based
+    inverse step exists for it."""
+    if not (isinstance(y, torch.Tensor) and y.requires_grad):
+        raise InvalidInputError("forward(x) is not differentiable in x: its output carries no gradient (detached, "
+                                "NumPy or integer?); the gradient-based inverses need a differentiable torch forward")
+
+
 def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
     """Per-example gradient `(B, n)` and Hessian `(B, n, n)` of `loss(forward(x), y*)`, by n extra backward passes.
 
@@ -232,6 +259,7 @@ def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         y = forward(x, **conditions)
+        _differentiable(y, x)
         _finite_forward(y)
         total = loss(y, y_target.detach()).sum()
         grad, = torch.autograd.grad(total, x, create_graph=hessian)
@@ -251,6 +279,7 @@ def _jacobian(forward, x, y_target, conditions):
         if not isinstance(y, torch.Tensor) or y.shape != y_target.shape:
             raise InvalidInputError(f"forward(x) must return a torch tensor of the shape of y_target "
                                     f"{tuple(y_target.shape)}, got {getattr(y, 'shape', type(y).__name__)}")
+        _differentiable(y, x)
         _finite_forward(y)
         rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, allow_unused=True)[0] for i in range(y.shape[1])]
     rows = [torch.zeros_like(x) if r is None else r for r in rows]

@@ -152,8 +152,8 @@ def _parameters(net) -> list:
     elif hasattr(net, '__iter__') and not isinstance(net, (torch.Tensor, np.ndarray, str, bytes, dict)):
         params = list(net)
     else:
-        raise InvalidInputError(f"HIG needs a torch.nn.Module or an iterable of its parameters (or parameter groups), "
-                                f"got {type(net).__name__}")
+        raise InvalidInputError(f"HIG(net): net must be a torch.nn.Module or an iterable of its parameters (or "
+                                f"parameter groups), got {type(net).__name__}")
     if not params:
         raise InvalidInputError("HIG got no parameters: the network has none (or the list is empty)")
     for p in params:

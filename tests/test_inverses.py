@@ -1,5 +1,6 @@
 """Generic inverse updates of phi_hig.inverses: convergence against analytic solutions, agreement with
 `half_inverse`, and the refusals of their settings and inputs."""
+import time
 import numpy as np
 import pytest
 import torch
@@ -212,3 +213,37 @@ def test_a_non_finite_simulation_is_refused_naming_the_examples(build):
     x = torch.rand(3, 2, dtype=torch.float64) + 0.5
     with pytest.raises(NonFiniteStepError, match=r'for example\(s\) \[1\]'):
         inverse(x, torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_iterative_refuses_before_the_optimizer_and_leaves_no_thread_behind():
+    """PhiML's minimize runs one waiting thread per example; an error inside it used to leave them blocked for ever
+    (the process could not exit). Shape errors are refused before it starts, and a forward that fails later ends
+    the optimization and raises, with every thread gone."""
+    import threading
+    import phi_hig.inverses as inv
+    before = set(threading.enumerate())
+    x = torch.rand(5, 3, dtype=torch.float64)
+    forward = lambda x: x ** 2
+    with pytest.raises(InvalidInputError, match='shape'):
+        inv.iterative(forward, iterations=3)(x, torch.zeros(5, 2, dtype=torch.float64))
+    with pytest.raises(InvalidInputError, match=r'one value per example, shape \(5,\)'):
+        inv.iterative(forward, iterations=3, loss=lambda y, t: ((y - t) ** 2).sum())(x, forward(x))
+    calls = []
+
+    def failing_later(x):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError('the solver broke down')
+        return x ** 2
+    with pytest.raises(RuntimeError, match='the solver broke down'):
+        inv.iterative(failing_later, iterations=5)(x, torch.ones(5, 3, dtype=torch.float64))
+    time.sleep(0.2)
+    assert not [t for t in threading.enumerate() if t not in before and t.is_alive()]
+
+
+@pytest.mark.parametrize('build', ['gradient_descent', 'newton', 'saddle_free_newton', 'gauss_newton'])
+def test_a_forward_without_gradient_is_refused(build):
+    import phi_hig.inverses as inv
+    inverse = getattr(inv, build)(lambda x: (x ** 3).detach())
+    with pytest.raises(InvalidInputError, match='not differentiable in x'):
+        inverse(torch.rand(3, 2, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64))
