@@ -241,7 +241,9 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
         optimizer: a `HIG` built on ``net``'s parameters.
         inputs: the network inputs: a batch-first torch tensor, a PhiML tensor or a PhiFlow Field (batch dims =
             examples), on the torch or NumPy backend.
-        targets: whatever ``loss`` needs besides y (passed through).
+        targets: whatever ``loss`` needs besides y (passed through, not checked: it may be a tensor, a Field, a
+            tuple or a shared reference; a ``loss`` that broadcasts targets of another batch size is the
+            caller's to refuse; its result must still hold one value per example).
         simulate: the physics ``z -> y`` in the form of the network output (Field → Field, e.g.
             ``field.laplace``; Tensor → Tensor; torch → torch), treating examples independently and accepting
             any batch size; None for the identity.
