@@ -44,7 +44,7 @@ from .errors import NonFiniteStepError, PhiHigError
 from .factors import JacobianFactors, LayerFactor
 from .hig import SpectralInfo
 
-__all__ = ['DistributedJacobian', 'RootSharing', 'active_group', 'world_size', 'rank']
+__all__ = ['DistributedJacobian', 'RootSharing', 'active_group']
 
 
 def active_group(group=None):
@@ -62,24 +62,6 @@ def active_group(group=None):
         return None
     g = group if group is not None else dist.group.WORLD
     return g if dist.get_world_size(g) > 1 else None
-
-
-def world_size(group=None) -> int:
-    """Number of processes of the active group (1 without one)."""
-    g = active_group(group)
-    if g is None:
-        return 1
-    import torch.distributed as dist
-    return dist.get_world_size(g)
-
-
-def rank(group=None) -> int:
-    """This process's rank in the active group (0 without one)."""
-    g = active_group(group)
-    if g is None:
-        return 0
-    import torch.distributed as dist
-    return dist.get_rank(g)
 
 
 def _gather_rows(t: torch.Tensor, counts: list, group, root: int, is_root: bool) -> Optional[torch.Tensor]:

@@ -83,7 +83,6 @@ class JacobianFactors:
         layers: the factors of the structured layers.
         dense_cols: indices (into ``params``) of the parameters held in ``dense_block``.
         dense_block: their columns of J, or None.
-        physics: the physics Jacobian ``P`` (``b × |y| × |z|``) the factors were computed with, if kept.
         objective: ``(value, gradient)`` of the objective given to `phi_hig.jacobian.jacobian_factors`, or None.
         structured: True when no parameter needs the dense block (nothing of size |θ| × b·|y| exists).
     """
@@ -94,7 +93,6 @@ class JacobianFactors:
     dense_block: Optional[torch.Tensor] = None
     max_bytes: Optional[float] = DEFAULT_MAX_BYTES
     chunk_bytes: float = DEFAULT_CHUNK_BYTES
-    physics: Optional[torch.Tensor] = None
     objective: Optional[tuple] = None
     _J64: Optional[torch.Tensor] = _field(default=None, repr=False)  # all of J in float64, when one block holds it
 

@@ -50,7 +50,7 @@ def _flat_batch(t: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def physics_jacobian(simulate: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
-                     y: Optional[torch.Tensor] = None, n_out: Optional[int] = None,
+                     y: Optional[torch.Tensor] = None,
                      chunk_rows: int = DEFAULT_CHUNK_ROWS, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
     """The block-diagonal Jacobian of a batched simulation: ``P[i, k, j] = ∂y_(i,k)/∂z_(i,j)``.
 
@@ -63,8 +63,6 @@ def physics_jacobian(simulate: Callable[[torch.Tensor], torch.Tensor], z: torch.
             accept any batch size.
         z: the simulation input, ``(b, *z_shape)``.
         y: ``simulate(z)``, if already computed.
-        n_out: |y| of an earlier call, if known: then y is read off the replicated pass instead of a separate
-            forward pass (a wrong value is detected from the replicated output's shape and the pass redone).
         chunk_rows: at most this many replicated rows (samples × outputs) per backward pass.
         max_bytes: refuse to allocate P above this size.
 
@@ -75,40 +73,25 @@ def physics_jacobian(simulate: Callable[[torch.Tensor], torch.Tensor], z: torch.
     z = z.detach()
     b = z.shape[0]
     nz = z[0].numel()
-    from_replicas = y is None and n_out is not None
-    if y is None and not from_replicas:
+    if y is None:
         with torch.no_grad(), torch_backend():
             y = simulate(z)
-    if y is not None:
-        yf = _flat_batch(y, 'simulate(z)')
-        if yf.shape[0] != b:
-            raise InvalidInputError(f"simulate(z) returned batch size {yf.shape[0]} for an input of batch size {b}")
-        ny = yf.shape[1]
-    else:
-        ny = int(n_out)
+    yf = _flat_batch(y, 'simulate(z)')
+    if yf.shape[0] != b:
+        raise InvalidInputError(f"simulate(z) returned batch size {yf.shape[0]} for an input of batch size {b}")
+    ny = yf.shape[1]
     check_size("The physics Jacobian", (b, ny, nz), z.element_size(), max_bytes)
     P = torch.empty(b, ny, nz, dtype=z.dtype, device=z.device)
-    eye = None
-    y_rows = []
+    eye = torch.eye(ny, dtype=yf.dtype, device=z.device)
     for chunk in _sample_chunks(b, ny, chunk_rows):
         zc = z[chunk]
         n = zc.shape[0]
         zr = zc.repeat_interleave(ny, dim=0).requires_grad_(True)
         with torch.enable_grad(), torch_backend():
-            yr = simulate(zr)
-            if from_replicas and (not isinstance(yr, torch.Tensor) or yr.ndim == 0 or yr.shape[0] != n * ny
-                                  or yr[0].numel() != ny):
-                return physics_jacobian(simulate, z, chunk_rows=chunk_rows, max_bytes=max_bytes)  # wrong hint
-            yrf = _flat_batch(yr, 'simulate(z)')
-            if eye is None:
-                eye = torch.eye(ny, dtype=yrf.dtype, device=z.device)
-            grad, = torch.autograd.grad(yrf, zr, eye.repeat(n, 1), allow_unused=True)
+            yrf = _flat_batch(simulate(zr), 'simulate(z)')
+            grad, = torch.autograd.grad(yrf, zr, eye.to(yrf.dtype).repeat(n, 1), allow_unused=True)
         P[chunk] = 0 if grad is None else grad.reshape(n, ny, nz)
-        if from_replicas:
-            y_rows.append(yr.detach()[::ny])
-    if from_replicas:
-        y = torch.cat(y_rows)
-    return _flat_batch(y, 'simulate(z)').detach(), P
+    return yf.detach(), P
 
 
 def _sample_chunks(b: int, ny: int, chunk_rows: int):
@@ -331,9 +314,7 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *
     pass_args = (layers, chunk_rows, max_bytes, objective)
     result = _replicated_pass(net, inputs, simulate, int(n_out), *pass_args) if n_out else None
     if result is None:
-        with torch.no_grad(), torch_backend():
-            n_out = _flat_batch(simulate(net(inputs[:1])), 'simulate(net(inputs))').shape[1]
-        result = _replicated_pass(net, inputs, simulate, n_out, *pass_args)
+        result = _replicated_pass(net, inputs, simulate, _output_size(net, inputs, simulate), *pass_args)
         if result is None:
             raise InvalidInputError("simulate(z) must return one row per input row with the same number of values "
                                     "for every batch size (examples must be independent)")
@@ -345,7 +326,13 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *
                                 "nn.Conv2d (groups=1) layer applied once per forward pass to batch-first inputs")
     block = _generic_matrix(net, [params[i] for i in rest], inputs, P, chunk_rows, max_bytes) if rest else None
     return JacobianFactors(y, params, factors, rest, block, max_bytes=max_bytes, chunk_bytes=chunk_bytes,
-                           physics=P, objective=value)
+                           objective=value)
+
+
+def _output_size(net: nn.Module, inputs: torch.Tensor, simulate: Callable) -> int:
+    """|y|: the number of values ``simulate(net(·))`` returns per example, from a no-grad pass of one example."""
+    with torch.no_grad(), torch_backend():
+        return _flat_batch(simulate(net(inputs[:1])), 'simulate(net(inputs))').shape[1]
 
 
 def per_sample_jacobian(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwargs) -> torch.Tensor:
@@ -363,8 +350,7 @@ def gram(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwar
     the network's parameters all sit in Linear / Conv layers. Raises `JacobianTooLargeError` before allocating
     above ``max_bytes``."""
     simulate = simulate or (lambda z: z)
-    with torch.no_grad(), torch_backend():
-        n_out = _flat_batch(simulate(net(inputs[:1])), 'simulate(net(inputs))').shape[1]
+    n_out = _output_size(net, inputs, simulate)
     check_size("The Gram matrix J Jᵀ (float64)", (inputs.shape[0] * n_out,) * 2, 8,
                kwargs.get('max_bytes', DEFAULT_MAX_BYTES))
     return jacobian_factors(net, inputs, simulate, n_out=n_out, **kwargs).gram()
