@@ -88,10 +88,13 @@ def init_from_environment(device: str = 'cpu') -> str:
 
 
 def shutdown() -> None:
-    """Leave the process group (if this process joined one)."""
+    """Leave the process group (if this process joined one). Unreachable DDP reducers and their gloo work are
+    collected first, while the interpreter is whole (freed during its shutdown they can abort the process)."""
     global _root_group, _control_group
     dist = _dist()
     if dist is not None:
+        import gc
+        gc.collect()
         dist.destroy_process_group()
     _root_group = _control_group = None
 

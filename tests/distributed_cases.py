@@ -131,6 +131,7 @@ def run_first_order(kind, rows=slice(None), ddp=False):
 
 def main(rank, world, port, out):
     import datetime
+    import gc
     import torch.distributed as dist
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world,
@@ -147,7 +148,9 @@ def main(rank, world, port, out):
             per = B // world
             results[kind] = dict(flat=run_first_order(kind, slice(rank * per, (rank + 1) * per), ddp=True))
         torch.save(results, os.path.join(out, f'rank{rank}.pt'))
+        dist.barrier()  # both ranks done before either tears the group down
     finally:
+        gc.collect()  # DDP's reducer and pending gloo work go now, not during interpreter shutdown
         dist.destroy_process_group()
 
 
