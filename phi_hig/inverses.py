@@ -173,7 +173,7 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
         per_example = loss or l2_loss
         target = y_target.detach()
         with torch.no_grad():  # everything that can refuse runs here, before the optimizer's worker threads
-            y0 = forward(x.detach(), **conditions)
+            y0 = forward(x.detach(), **conditions) if y is None else y
             _finite_forward(y0)
             _per_example_loss(per_example, y0, target)
         failure = []

@@ -247,3 +247,22 @@ def test_a_forward_without_gradient_is_refused(build):
     inverse = getattr(inv, build)(lambda x: (x ** 3).detach())
     with pytest.raises(InvalidInputError, match='not differentiable in x'):
         inverse(torch.rand(3, 2, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64))
+
+
+def test_iterative_uses_a_given_simulation_instead_of_running_it_again():
+    """sip_step passes y = forward(x): the check before the optimizer uses it (one forward fewer per step), a y of
+    the wrong shape is refused, and the update is the same."""
+    import phi_hig.inverses as inv
+    calls = []
+
+    def forward(x):
+        calls.append(1)
+        return x ** 2
+    x = torch.rand(5, 3, dtype=torch.float64) + 0.5
+    target = torch.ones(5, 3, dtype=torch.float64)
+    without = inv.iterative(forward, iterations=2)(x, target)
+    n_without, calls[:] = len(calls), []
+    with_y = inv.iterative(forward, iterations=2)(x, target, y=x ** 2)
+    assert len(calls) == n_without - 1 and torch.allclose(with_y, without, rtol=1e-12, atol=0)
+    with pytest.raises(InvalidInputError, match='shape'):
+        inv.iterative(forward, iterations=2)(x, target, y=torch.ones(5, 2, dtype=torch.float64))

@@ -88,7 +88,8 @@ def heat(preset: str = 'paper', resolution: Grid(8, 'the 4-level U-net') = (64, 
         return iterative(lambda flat: diffuse(flat.reshape(-1, h, w)).flatten(1), iterations=iterations)
 
     def inverse_lbfgs(z, targets, *, y=None, iterations):
-        dx = lbfgs(iterations)(z[:, 0].double().flatten(1), targets[:, 0].double().flatten(1))
+        y = None if y is None else y[:, 0].double().flatten(1)  # simulate(z), already known: no extra diffusion
+        dx = lbfgs(iterations)(z[:, 0].double().flatten(1), targets[:, 0].double().flatten(1), y=y)
         return dx.reshape(z.shape).to(z.dtype)
 
     inverses = {
