@@ -64,9 +64,15 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _spec(args, methods, overrides=None, common=None, **extra):
+def _spec(args, methods, overrides=None, common=None, experiment=None, **extra):
+    """The `RunSpec` of the command line's arguments; ``experiment``: the one built from them already (a sweep
+    builds it once for all its points)."""
     from .spec import run_spec
-    return run_spec(args.experiment, methods, preset=args.preset, settings=parse_assignments(args.set, '--set'),
+    if experiment is None:
+        experiment, preset, settings = args.experiment, args.preset, parse_assignments(args.set, '--set')
+    else:
+        preset = settings = None
+    return run_spec(experiment, methods, preset=preset, settings=settings,
                     overrides=overrides, common=common, steps=args.steps, seconds=args.seconds, seed=args.seed,
                     eval_every=args.eval_every, device=args.device, threads=args.threads, out=args.out, **extra)
 
@@ -102,12 +108,9 @@ def cmd_run(args) -> int:
         parallel.shutdown()
 
 
-def _label(value) -> str:
-    return f'{value:g}' if isinstance(value, float) else str(value)
-
-
 def cmd_sweep(args) -> int:
-    from .report import sweep_figure, write_metrics_csv
+    from .report import sweep_figure, value_label, write_metrics_csv
+    from .spec import build_experiment
     from .runner import run
     grid = {}
     for key in ('kappa', 'beta', 'truncation'):
@@ -127,12 +130,14 @@ def cmd_sweep(args) -> int:
     points = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
     out = args.out or os.path.join('runs', f'sweep_{args.experiment}')
     args.out = out
-    specs = [_spec(args, [args.method], overrides={args.method: point}) for point in points]  # all refused first
+    experiment = build_experiment(args.experiment, args.preset, parse_assignments(args.set, '--set'))
+    specs = [_spec(args, [args.method], overrides={args.method: point}, experiment=experiment)
+             for point in points]  # all refused first
     reserved = ('experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss', 'status', 'flags')
     column = {k: f'hp_{k}' if k in reserved else k for k in keys}  # e.g. HIG's own 'method' hyperparameter
     rows, records = [], []
     for point, spec in zip(points, specs):
-        label = ' '.join(f'{k}={_label(v)}' for k, v in point.items())
+        label = ' '.join(f'{k}={value_label(v)}' for k, v in point.items())
         result = run(spec, progress=not args.quiet)
         final = result.summary['final'][args.method]
         swept = {column[k]: v for k, v in point.items()}
@@ -143,7 +148,7 @@ def cmd_sweep(args) -> int:
         records += [dict(r, method=label, **swept) for r in result.records]
     print(' '.join(f'{k:>12}' for k in keys) + f" {'test loss':>11}  status")
     for r in rows:
-        print(' '.join(f'{_label(r[column[k]]):>12}' for k in keys) + f" {r['test_loss']:>11.3e}  {r['status']}"
+        print(' '.join(f'{value_label(r[column[k]]):>12}' for k in keys) + f" {r['test_loss']:>11.3e}  {r['status']}"
               + (f" [{r['flags']}]" if r['flags'] else ''))
     os.makedirs(out, exist_ok=True)
     write_metrics_csv(rows, os.path.join(out, 'sweep.csv'))

@@ -35,7 +35,7 @@ from .errors import InvalidInputError
 from .files import append_durable, atomic_write, read_lines, remove_stale_temporaries
 
 __all__ = ['FORMAT', 'Checkpoint', 'CheckpointWarning', 'CheckpointWriter', 'checkpoint_path', 'previous_path',
-           'history_path', 'pack', 'unpack', 'encode', 'read_checkpoint', 'load_for_resume', 'identity_difference']
+           'history_path', 'pack', 'unpack', 'read_checkpoint', 'load_for_resume', 'identity_difference']
 
 FORMAT = 'phi_hig-checkpoint-3'
 _TENSOR = '$tensor'
@@ -133,7 +133,7 @@ class Checkpoint:
 
 
 def _content(ck: Checkpoint) -> dict:
-    """What `encode` saves: plain data, the packed state (a copy: the training may go on meanwhile) and the
+    """What a checkpoint file holds: plain data, the packed state (a copy: the training may go on meanwhile) and the
     checksum of both (`_checksum`)."""
     content = dict(format=FORMAT, method=ck.method, identity=ck.identity, step=ck.step, train_time=ck.train_time,
                    position=ck.position, records=ck.records, state=pack(dict(net=ck.net, optimizer=ck.optimizer,
@@ -158,11 +158,6 @@ def _save(content: dict) -> bytes:
     buf = io.BytesIO()
     torch.save(content, buf)
     return buf.getvalue()
-
-
-def encode(ck: Checkpoint) -> bytes:
-    """The bytes of a checkpoint file (``torch.save`` of plain data and packed tensors)."""
-    return _save(_content(ck))
 
 
 def read_checkpoint(path: str) -> Checkpoint:

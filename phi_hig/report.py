@@ -24,7 +24,7 @@ from . import checks
 from .errors import InvalidInputError
 from .files import atomic_write, remove_stale_temporaries
 
-__all__ = ['print_table', 'seed_table', 'write_run', 'write_metrics_csv', 'pyplot', 'plot_curves', 'sweep_figure', 'read_run',
+__all__ = ['print_table', 'seed_table', 'finite', 'value_label', 'write_run', 'write_metrics_csv', 'pyplot', 'plot_curves', 'sweep_figure', 'read_run',
            'summary_rows', 'write_report', 'main', 'REPORT_FILES']
 
 BASE_COLUMNS = ['experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss']
@@ -80,7 +80,8 @@ def plot_curves(records: List[dict], path: str, key: str = 'test_loss', title: s
     plt.close(fig)
 
 
-def _axis_label(v) -> str:
+def value_label(v) -> str:
+    """A swept value as text: floats in ``%g`` form (``1e-06``, ``0.5``), anything else as ``str``."""
     return f'{v:g}' if isinstance(v, float) else str(v)
 
 
@@ -108,8 +109,8 @@ def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: 
         if numeric and max(xs) > 10 * min(xs):
             ax.set_xscale('log')
         if not numeric:
-            ax.set_xticks(range(len(xs)), [_axis_label(x) for x in xs])
-        if all(_finite(y) and y > 0 for y in ys):
+            ax.set_xticks(range(len(xs)), [value_label(x) for x in xs])
+        if all(finite(y) and y > 0 for y in ys):
             ax.set_yscale('log')
         ax.set(xlabel=varied[0], ylabel=f"final {key.replace('_', ' ')}", title=title)
     else:
@@ -121,11 +122,11 @@ def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: 
             for i, y in enumerate(grid[ky]):
                 for j, x in enumerate(grid[kx]):
                     v = value.get((x, y) + tuple(fixed), float('nan'))
-                    image[i, j] = math.log10(v) if _finite(v) and v > 0 else np.nan
+                    image[i, j] = math.log10(v) if finite(v) and v > 0 else np.nan
             im = ax.imshow(image, origin='lower', aspect='auto', cmap='viridis')
-            ax.set_xticks(range(len(grid[kx])), [_axis_label(x) for x in grid[kx]])
-            ax.set_yticks(range(len(grid[ky])), [_axis_label(y) for y in grid[ky]])
-            where = ', '.join(f'{k} = {_axis_label(v)}' for k, v in zip(rest, fixed))
+            ax.set_xticks(range(len(grid[kx])), [value_label(x) for x in grid[kx]])
+            ax.set_yticks(range(len(grid[ky])), [value_label(y) for y in grid[ky]])
+            where = ', '.join(f'{k} = {value_label(v)}' for k, v in zip(rest, fixed))
             ax.set(xlabel=kx, ylabel=ky, title=f'{title}' + (f', {where}' if where else ''))
             fig.colorbar(im, ax=ax, label=f"log10 final {key.replace('_', ' ')}")
     fig.tight_layout()
@@ -213,7 +214,8 @@ def read_run(path: str) -> tuple:
     return records, summary
 
 
-def _finite(v) -> bool:
+def finite(v) -> bool:
+    """A real number (not a bool) that is finite."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -239,7 +241,7 @@ def summary_rows(records: List[dict], summary: dict, baseline: str = None, key: 
     rows = []
     for m in methods:
         mine = [r for r in records if r['method'] == m]
-        values = [r[key] for r in mine if _finite(r.get(key))]
+        values = [r[key] for r in mine if finite(r.get(key))]
         f = final.get(m, {})
         steps = f.get('steps', mine[-1]['step'] if mine else 0)
         seconds = f.get('train_seconds', mine[-1]['wall_time'] if mine else float('nan'))
@@ -259,10 +261,10 @@ def summary_rows(records: List[dict], summary: dict, baseline: str = None, key: 
             r['ratio'] = r['time_ratio'] = float('nan')
             r['baseline'] = baseline
             continue
-        ok = base is not None and _finite(base['final']) and base['final'] != 0 and _finite(r['final'])
+        ok = base is not None and finite(base['final']) and base['final'] != 0 and finite(r['final'])
         r['ratio'] = r['final'] / base['final'] if ok else float('nan')
-        ok = base is not None and _finite(base['seconds_per_step']) and base['seconds_per_step'] > 0 and \
-            _finite(r['seconds_per_step'])
+        ok = base is not None and finite(base['seconds_per_step']) and base['seconds_per_step'] > 0 and \
+            finite(r['seconds_per_step'])
         r['time_ratio'] = r['seconds_per_step'] / base['seconds_per_step'] if ok else float('nan')
         r['baseline'] = baseline
     return rows
@@ -271,7 +273,7 @@ def summary_rows(records: List[dict], summary: dict, baseline: str = None, key: 
 def _fmt(v, spec: str = '.3e') -> str:
     if isinstance(v, str):
         return v
-    return format(v, spec) if _finite(v) else '–'
+    return format(v, spec) if finite(v) else '–'
 
 
 def write_report(path: str, out: str = None, baseline: str = None, key: str = 'test_loss') -> str:
@@ -338,7 +340,7 @@ def write_report(path: str, out: str = None, baseline: str = None, key: str = 't
               '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
         ratio = f"not compared: {r['note']}" if r['flags'] else _fmt(r['ratio'], '.3g')
-        per_step = r['seconds_per_step'] * 1e3 if _finite(r['seconds_per_step']) else r['seconds_per_step']
+        per_step = r['seconds_per_step'] * 1e3 if finite(r['seconds_per_step']) else r['seconds_per_step']
         lines.append(f"| {r['method']} | {r['status'] or '–'} | {_fmt(r['batch_size'], 'd')} | {r['steps']} | "
                      f"{_fmt(r['train_seconds'], '.2f')} | {_fmt(per_step, '.3g')} | "
                      f"{'–' if r['flags'] else _fmt(r['time_ratio'], '.2f')} | {_fmt(r['final'])} | {ratio} | "

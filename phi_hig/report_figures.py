@@ -2,17 +2,11 @@
 ratios, the experiment's metrics and the toy's y-space trajectory. matplotlib through `phi_hig.report.pyplot`."""
 from __future__ import annotations
 
-import math
 import re
 
-from .report import BASE_COLUMNS, pyplot
+from .report import BASE_COLUMNS, finite, pyplot
 
-__all__ = ['plot_loss', 'plot_final', 'metric_columns', 'plot_metrics', 'plot_trajectory', 'method_colors', 'finite']
-
-
-def finite(v) -> bool:
-    """A real number (not a bool) that is finite."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+__all__ = ['plot_loss', 'plot_final', 'metric_columns', 'plot_metrics', 'plot_trajectory', 'method_colors']
 
 
 def _smooth(values, window: int):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,7 +23,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
-from . import checks
+from . import checks, nets
 from .errors import InvalidInputError
 from .experiments.settings import PRESETS
 from .methods import SECOND_ORDER, hyperparameter_spec, validate_hyperparameters
@@ -164,8 +163,7 @@ def _example_numel(value) -> int:
 def parameter_count(experiment) -> int:
     """|θ| of the experiment's network (built once, without touching torch's global random state)."""
     with torch.random.fork_rng(devices=[]):
-        net = experiment.make_net()
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+        return nets.parameter_count(experiment.make_net())
 
 
 def batch_bytes(experiment, hyper: Mapping, n_params: Optional[int] = None) -> dict:
