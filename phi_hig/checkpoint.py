@@ -133,13 +133,11 @@ class Checkpoint:
 
 
 def _content(ck: Checkpoint) -> dict:
-    """What a checkpoint file holds: plain data, the packed state (a copy: the training may go on meanwhile) and the
-    checksum of both (`_checksum`)."""
-    content = dict(format=FORMAT, method=ck.method, identity=ck.identity, step=ck.step, train_time=ck.train_time,
-                   position=ck.position, records=ck.records, state=pack(dict(net=ck.net, optimizer=ck.optimizer,
-                                                                             rng=ck.rng)))
-    content['checksum'] = _checksum(content)
-    return content
+    """What a checkpoint file holds but its checksum: plain data and the packed state (a copy: the training may go
+    on meanwhile). The writer thread adds the checksum (`_checksum`) when it serializes it."""
+    return dict(format=FORMAT, method=ck.method, identity=ck.identity, step=ck.step, train_time=ck.train_time,
+                position=ck.position, records=ck.records, state=pack(dict(net=ck.net, optimizer=ck.optimizer,
+                                                                          rng=ck.rng)))
 
 
 def _checksum(content: dict) -> str:
@@ -379,7 +377,7 @@ class CheckpointWriter:
                     self._cond.notify_all()
 
     def _write(self, content: dict, lines: List[str]) -> None:
-        blob = _save(content)
+        blob = _save(dict(content, checksum=_checksum(content)))  # hashed here, off the training thread
         if self._fresh:  # a new run: the old checkpoints go first, so none can outlive the history it matched
             for path in (self.latest, self.previous):
                 if os.path.exists(path):
