@@ -298,8 +298,13 @@ def write_report(path: str, out: str = None, baseline: str = None, key: str = 't
         FileNotFoundError: no such run directory / no metrics.csv.
         InvalidInputError: unknown baseline method or loss column.
     """
-    from . import report_figures as rf
     records, summary = read_run(path)
+    return _write_report(path, records, summary, out, baseline, key)
+
+
+def _write_report(path: str, records: List[dict], summary: dict, out, baseline, key) -> str:
+    """`write_report` of a run already read (``read_run(path)``)."""
+    from . import report_figures as rf
     out = out or path
     os.makedirs(out, exist_ok=True)
     methods = _methods(records, summary)
@@ -434,7 +439,7 @@ def main(argv=None) -> int:
         tables = {run: read_run(run) for run in runs}  # refuse before writing anything
         for run, (records, summary) in tables.items():
             out = args.out if len(runs) == 1 else (os.path.join(args.out, os.path.basename(run)) if args.out else None)
-            md = write_report(run, out, args.baseline, args.key)
+            md = _write_report(run, records, summary, out, args.baseline, args.key)
             written.append(md)
             print(f"{md}")
             for r in summary_rows(records, summary, args.baseline, args.key):
