@@ -19,7 +19,7 @@ import itertools
 import os
 import sys
 
-from .cli import Parser, fail, parse_assignments, parse_values, plain_warnings, report_error
+from .cli import Parser, parse_assignments, parse_values, plain_warnings, report_error
 from .errors import InvalidInputError
 
 _DELEGATED = {'report': ('phi_hig.report', 'figures and a Markdown table of a run folder (python -m phi_hig report DIR)'),

@@ -154,7 +154,7 @@ class JacobianFactors:
         more than one position) form their per-row weight gradients in row blocks of at most
         ``chunk_bytes`` and accumulate ``J_l J_lᵀ``; the dense block likewise.
         """
-        R, b, ny = self.n_rows, self.n_samples, self.n_out
+        R, ny = self.n_rows, self.n_out
         check_size("The Gram matrix J Jᵀ (float64)", (R, R), 8, self.max_bytes)
         G = torch.zeros(R, R, dtype=torch.float64, device=self.y.device)
         for f in self.layers:

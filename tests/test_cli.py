@@ -11,17 +11,9 @@ import pytest
 import torch
 
 from phi_hig.__main__ import main as cli
+from helpers import one_error_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _one_error_line(err: str, *words) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith('phi_hig: error: '), err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope='module')
@@ -89,7 +81,7 @@ def test_run_refuses_before_training(name, tmp_path, a_file, capsys):
     t0 = time.perf_counter()
     assert cli(RUN + argv) == 2
     assert time.perf_counter() - t0 < 10  # refused at once (a 10^12 batch is never built)
-    _one_error_line(capsys.readouterr().err, *words)
+    one_error_line(capsys.readouterr().err, *words)
     assert not os.path.exists(out)  # nothing trained, nothing written
 
 
@@ -97,13 +89,13 @@ def test_cuda_on_a_build_without_it(capsys):
     if torch.cuda.is_available():
         pytest.skip('this torch has CUDA')
     assert cli(RUN + ['--steps', '1', '--device', 'cuda']) == 2
-    _one_error_line(capsys.readouterr().err, "--device 'cuda'", 'CUDA')
+    one_error_line(capsys.readouterr().err, "--device 'cuda'", 'CUDA')
 
 
 def test_gram_of_a_too_large_hig_batch_is_refused(capsys):
     assert cli(['run', 'poisson8', '--preset', 'test', '--methods', 'hig', '--steps', '1',
                 '--hp', 'hig.batch_size=100000']) == 2
-    _one_error_line(capsys.readouterr().err, 'hig: batch_size 100000', 'Gram', 'max_bytes')
+    one_error_line(capsys.readouterr().err, 'hig: batch_size 100000', 'Gram', 'max_bytes')
 
 
 @pytest.mark.parametrize('argv, words', [
@@ -119,7 +111,7 @@ def test_gram_of_a_too_large_hig_batch_is_refused(capsys):
 def test_sweep_refuses_before_training(argv, words, tmp_path, capsys):
     out = str(tmp_path / 'sweep')
     assert cli(argv + ['--out', out, '--quiet']) == 2
-    _one_error_line(capsys.readouterr().err, *words)
+    one_error_line(capsys.readouterr().err, *words)
     assert not os.path.exists(out)
 
 
@@ -130,7 +122,7 @@ def test_subprocess_exit_code_and_single_line():
         result = subprocess.run([sys.executable, '-m', 'phi_hig', *argv], cwd=ROOT, capture_output=True, text=True,
                                 timeout=120)
         assert result.returncode == 2, result.stderr
-        _one_error_line(result.stderr, word)
+        one_error_line(result.stderr, word)
         assert 'Traceback' not in result.stderr
 
 
@@ -162,7 +154,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(checkpointed, argv, words, c
     argv = ['run', 'toy', '--quiet', '--methods', 'adam', '--steps', '21', '--out', checkpointed, '--resume'] + \
         (['--preset', 'test'] if '--preset' not in argv else []) + argv
     assert cli(argv) == 2
-    line = _one_error_line(capsys.readouterr().err, '--resume: the checkpoint', 'checkpoint_adam.pt', *words)
+    line = one_error_line(capsys.readouterr().err, '--resume: the checkpoint', 'checkpoint_adam.pt', *words)
     assert 'Traceback' not in line
     assert {f: os.path.getmtime(os.path.join(checkpointed, f)) for f in os.listdir(checkpointed)} == stamps
 
@@ -189,23 +181,23 @@ def test_sweep_over_any_hyperparameter(tmp_path, capsys):
     assert os.path.getsize(tmp_path / 'line' / 'sweep.png') > 1000
 
 
-def test_report_through_the_command_line_refuses_a_malformed_file(checkpointed, tmp_path, capsys):
+def test_report_through_the_command_line_refuses_a_malformed_file(tmp_path, capsys):
     run = tmp_path / 'run'
     run.mkdir()
     (run / 'metrics.csv').write_text('experiment,method,step\ntoy,adam\n')
     assert cli(['report', str(run)]) == 2
-    _one_error_line(capsys.readouterr().err, 'metrics.csv')
+    one_error_line(capsys.readouterr().err, 'metrics.csv')
     assert cli(['report', str(run), '--bogus']) == 2
-    _one_error_line(capsys.readouterr().err, '--bogus')
+    one_error_line(capsys.readouterr().err, '--bogus')
 
 
 @pytest.mark.parametrize('experiment', __import__('phi_hig.experiments', fromlist=['NAMES']).NAMES)
 def test_every_experiment_refuses_unknown_settings_and_presets(experiment, tmp_path, capsys):
     out = str(tmp_path / 'out')
     assert cli(['run', experiment, '--preset', 'test', '--steps', '1', '--set', 'bogus_setting=1', '--out', out]) == 2
-    _one_error_line(capsys.readouterr().err, 'bogus_setting')
+    one_error_line(capsys.readouterr().err, 'bogus_setting')
     assert cli(['run', experiment, '--preset', 'tset', '--steps', '1', '--out', out]) == 2
-    _one_error_line(capsys.readouterr().err, 'tset')
+    one_error_line(capsys.readouterr().err, 'tset')
     assert not os.path.exists(out)
 
 
@@ -226,7 +218,7 @@ def test_bench_refuses_before_running_anything(argv, words, tmp_path, capsys, mo
     monkeypatch.chdir(tmp_path)
     assert cli(['bench', '--cases', 'toy'] + [a.format(tmp=tmp_path) for a in argv]) == 2
     captured = capsys.readouterr()
-    _one_error_line(captured.err, *words)
+    one_error_line(captured.err, *words)
     assert captured.out == '' and os.listdir(tmp_path) == []
 
 
@@ -237,4 +229,4 @@ def test_bench_cuda_on_a_build_without_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(hig_step, 'driver', lambda args: pytest.fail('the benchmark ran'))
     monkeypatch.chdir(tmp_path)
     assert cli(['bench', '--device', 'cuda']) == 2
-    _one_error_line(capsys.readouterr().err, "--device 'cuda'", 'CUDA')
+    one_error_line(capsys.readouterr().err, "--device 'cuda'", 'CUDA')

@@ -4,7 +4,6 @@ The two ranks of `distributed_cases.py` each hold a contiguous slice of the glob
 batch (computed here, in the test process) is the reference every distributed result must equal.
 """
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,22 +11,17 @@ import pytest
 import torch
 
 import distributed_cases as cases
+from helpers import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 150
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
 def ranks(tmp_path_factory):
     """Run both ranks once for all cases (each with a timeout, ended by the test) and load what they saved."""
     out = tmp_path_factory.mktemp('dist')
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS='1')
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, 'distributed_cases.py'), str(r), '2', str(port),
                                str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -8,7 +8,7 @@ import torch
 
 from phi_hig import experiments
 from phi_hig.errors import InvalidInputError
-from phi_hig.experiments import Experiment, Inverse
+from phi_hig.experiments import Inverse
 from phi_hig.methods import make_method
 
 

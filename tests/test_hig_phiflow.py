@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-import phi_hig
 from phi_hig import HIG, hig_step, InvalidInputError, PhiHigError
 from phi_hig.backend import torch_backend
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-import phi_hig
 from phi_hig import HIG, hig_step, HIGUsageError, NonFiniteStepError, InvalidInputError
 
 from test_half_inverse import reference

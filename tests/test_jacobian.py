@@ -1,7 +1,6 @@
 """Per-sample Jacobians and Gram matrices against a brute-force per-sample autograd loop."""
 import time
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

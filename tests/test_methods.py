@@ -1,13 +1,12 @@
 """The one rule of which hyperparameters each method accepts, and the learning-rate checks of `Method.step`."""
 import inspect
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
 import phi_hig
-from phi_hig.errors import InvalidInputError, NonFiniteStepError
+from phi_hig.errors import InvalidInputError
 from phi_hig.experiments import NAMES, get, toy
 from phi_hig.experiments.base import Experiment
 from phi_hig.methods import (FIRST_ORDER, hyperparameter_spec, make_method, validate_hyperparameters)
@@ -78,7 +77,7 @@ def test_refusals_name_method_and_key(method, overrides, message):
 
 
 def _options_experiment(calls):
-    """A 1-D SIP problem whose inverse has options (the `Inverse` format of interfaces.md)."""
+    """A 1-D SIP problem whose inverse has options (an `Inverse` with options and a check)."""
     def solve(z, targets, *, y=None, damping=1.0, steps=1, exact=False):
         calls.append(dict(damping=damping, steps=steps, exact=exact))
         return damping * (targets - z)
@@ -86,11 +85,8 @@ def _options_experiment(calls):
     def check(options):
         if options['damping'] <= 0:
             raise InvalidInputError(f"damping must be > 0, got {options['damping']}")
-    try:
-        from phi_hig.experiments.base import Inverse
-        inverse = Inverse(solve=solve, options=dict(damping=1.0, steps=1, exact=False), check=check)
-    except ImportError:  # before worker "floor"'s Inverse: any object with solve / options / check
-        inverse = SimpleNamespace(solve=solve, options=dict(damping=1.0, steps=1, exact=False), check=check)
+    from phi_hig.experiments.base import Inverse
+    inverse = Inverse(solve=solve, options=dict(damping=1.0, steps=1, exact=False), check=check)
     x = torch.linspace(-1, 1, 32).reshape(-1, 1)
     return Experiment(name='options', make_net=lambda: nn.Linear(1, 1), simulate=lambda z: z,
                       loss=lambda y, t: 0.5 * ((y - t) ** 2).sum(-1),

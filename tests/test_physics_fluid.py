@@ -6,8 +6,9 @@ from phi.field import CenteredGrid, StaggeredGrid
 from phi.geom import Box
 from phiml.math import batch, spatial, channel, extrapolation
 
-from phi_hig.errors import InvalidInputError, PhiHigError
+from phi_hig.errors import InvalidInputError
 from phi_hig.physics import fluid
+from helpers import refused
 
 VEC = channel(vector='x,y')
 
@@ -145,12 +146,6 @@ def test_inverse_with_the_callers_trajectory_equals_inverse_that_simulates_itsel
 
 # ------------------------------------------------------------------------------------ refused arguments
 
-def _refused(call, message):
-    with pytest.raises(PhiHigError) as info:
-        call()
-    assert message in str(info.value), str(info.value)
-
-
 STEPS, DT, RADIUS = 'steps must be an integer >= 1', 'dt must be a finite number > 0', 'radius must be a finite number > 0'
 _EXAMPLE = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=7, radius=2.)
 
@@ -162,8 +157,8 @@ _EXAMPLE = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=7, 
 def test_forward_refuses_zero_steps_and_non_positive_time_steps(name, value, message):
     """On today's main steps=0 returned the initial frame, dt=-0.25 ran the flow backwards and dt=nan ended in a
     CG `Diverged` traceback."""
-    _refused(lambda: fluid.forward(_EXAMPLE.v0, _EXAMPLE.m0, **{name: value}), message)
-    _refused(lambda: fluid.simulate(_EXAMPLE.v0, _EXAMPLE.m0, **{name: value}), message)
+    refused(lambda: fluid.forward(_EXAMPLE.v0, _EXAMPLE.m0, **{name: value}), message)
+    refused(lambda: fluid.simulate(_EXAMPLE.v0, _EXAMPLE.m0, **{name: value}), message)
 
 
 @pytest.mark.parametrize('name, value, message', [
@@ -179,22 +174,22 @@ def test_forward_refuses_zero_steps_and_non_positive_time_steps(name, value, mes
 def test_inverse_refuses_what_gave_nan_or_a_silent_result(name, value, message):
     """On today's main steps=0, dt=0, radius ≤ 0 and max_relative_strength_change=nan returned NaN corrections."""
     arguments = dict(m_target=_EXAMPLE.m0, steps=2) | {name: value}
-    _refused(lambda: fluid.inverse(_EXAMPLE.v0 * 0.5, m0=_EXAMPLE.m0, **arguments), message)
+    refused(lambda: fluid.inverse(_EXAMPLE.v0 * 0.5, m0=_EXAMPLE.m0, **arguments), message)
 
 
 def test_step_and_reverse_markers_refuse_bad_arguments():
     v = fluid.to_staggered(_EXAMPLE.v0)
     shifted = CenteredGrid(_EXAMPLE.m0.values, extrapolation.PERIODIC, bounds=Box['x,y', 1:17, 0:16])
-    _refused(lambda: fluid.step(v, _EXAMPLE.m0, -1.), DT)
-    _refused(lambda: fluid.step(v, _EXAMPLE.m0, solve='CG'), 'solve must be None or a phiml.math.Solve')
-    _refused(lambda: fluid.step(v.with_extrapolation(extrapolation.ZERO), _EXAMPLE.m0), 'v must have periodic boundaries')
-    _refused(lambda: fluid.step(v, shifted), 'm has bounds lower (x=1, y=0), upper (x=17, y=16) but v has bounds lower (x=0, y=0)')
-    _refused(lambda: fluid.step(3, _EXAMPLE.m0), 'v must be a PhiFlow grid Field')
+    refused(lambda: fluid.step(v, _EXAMPLE.m0, -1.), DT)
+    refused(lambda: fluid.step(v, _EXAMPLE.m0, solve='CG'), 'solve must be None or a phiml.math.Solve')
+    refused(lambda: fluid.step(v.with_extrapolation(extrapolation.ZERO), _EXAMPLE.m0), 'v must have periodic boundaries')
+    refused(lambda: fluid.step(v, shifted), 'm has bounds lower (x=1, y=0), upper (x=17, y=16) but v has bounds lower (x=0, y=0)')
+    refused(lambda: fluid.step(3, _EXAMPLE.m0), 'v must be a PhiFlow grid Field')
     velocities = fluid.simulate(_EXAMPLE.v0, _EXAMPLE.m0, steps=1)[1]
-    _refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, velocities, dt=0.), DT)
-    _refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, velocities, dt=float('nan')), DT)
-    _refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, v), "velocities must be a velocity trajectory with at least 2 frames")
-    _refused(lambda: fluid.reverse_markers(_blob(spatial(x=8, y=8)), velocities), 'm_target has resolution')
+    refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, velocities, dt=0.), DT)
+    refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, velocities, dt=float('nan')), DT)
+    refused(lambda: fluid.reverse_markers(_EXAMPLE.m0, v), "velocities must be a velocity trajectory with at least 2 frames")
+    refused(lambda: fluid.reverse_markers(_blob(spatial(x=8, y=8)), velocities), 'm_target has resolution')
 
 
 @pytest.mark.parametrize('name, value, message', [
@@ -207,14 +202,14 @@ def test_step_and_reverse_markers_refuse_bad_arguments():
 ])
 def test_translation_vortex_refuses_bad_parameters(name, value, message):
     arguments = dict(translation=math.wrap([1., 0.], VEC), strength=1., centre=math.wrap([8., 8.], VEC)) | {name: value}
-    _refused(lambda: fluid.translation_vortex(_EXAMPLE.v0, **arguments), message)
+    refused(lambda: fluid.translation_vortex(_EXAMPLE.v0, **arguments), message)
 
 
 def test_fit_translation_vortex_refuses_non_vector_fields_and_bad_radius():
-    _refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0, 0.), RADIUS)
-    _refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0, -1.), RADIUS)
-    _refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.m0), 'v must be a vector field with one component per spatial axis')
-    _refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0 * float('nan')), 'v contains non-finite values')
+    refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0, 0.), RADIUS)
+    refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0, -1.), RADIUS)
+    refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.m0), 'v must be a vector field with one component per spatial axis')
+    refused(lambda: fluid.fit_translation_vortex(_EXAMPLE.v0 * float('nan')), 'v contains non-finite values')
 
 
 @pytest.mark.parametrize('name, value, message', [
@@ -232,7 +227,7 @@ def test_fit_translation_vortex_refuses_non_vector_fields_and_bad_radius():
 ])
 def test_random_example_refuses_bad_settings(name, value, message):
     arguments = dict(resolution=spatial(x=16, y=16), batch_shape=batch(examples=1), seed=0, radius=2.) | {name: value}
-    _refused(lambda: fluid.random_example(**arguments), message)
+    refused(lambda: fluid.random_example(**arguments), message)
 
 
 def test_numpy_integers_and_scalars_are_accepted():
@@ -243,8 +238,8 @@ def test_numpy_integers_and_scalars_are_accepted():
 
 def test_loss_and_helpers_refuse_non_grids():
     trajectory = fluid.forward(_EXAMPLE.v0, _EXAMPLE.m0, steps=1)
-    _refused(lambda: fluid.loss(trajectory.time[-1], _EXAMPLE.m0), "trajectory must be a marker trajectory with a batch dim 'time'")
-    _refused(lambda: fluid.loss(trajectory, _blob(spatial(x=8, y=8))), 'm_target has resolution')
+    refused(lambda: fluid.loss(trajectory.time[-1], _EXAMPLE.m0), "trajectory must be a marker trajectory with a batch dim 'time'")
+    refused(lambda: fluid.loss(trajectory, _blob(spatial(x=8, y=8))), 'm_target has resolution')
     for call in (fluid.kinetic_energy, fluid.pressure_solve):
-        _refused(lambda: call(3), 'velocity must be a PhiFlow grid Field')
-    _refused(lambda: fluid.to_staggered(_EXAMPLE.m0), 'v must be a vector field')
+        refused(lambda: call(3), 'velocity must be a PhiFlow grid Field')
+    refused(lambda: fluid.to_staggered(_EXAMPLE.m0), 'v must be a vector field')

@@ -7,8 +7,9 @@ from phi.geom import Box
 from phi.physics import diffuse
 from phiml.math import batch, spatial, extrapolation
 
-from phi_hig.errors import InvalidInputError, PhiHigError
+from phi_hig.errors import InvalidInputError
 from phi_hig.physics import heat
+from helpers import refused
 
 
 pytestmark = pytest.mark.usefixtures('float64')  # conftest.py: PhiML precision 64 for every test
@@ -124,12 +125,6 @@ def test_bad_inputs_raise_naming_the_argument():
         heat.forward(x, 1., float('nan'))
 
 
-def _refused(call, message):
-    with pytest.raises(PhiHigError) as info:
-        call()
-    assert message in str(info.value), str(info.value)
-
-
 NUMBER = 'must be a finite number'
 _X = heat.hot_rectangles(spatial(x=16, y=16), batch(examples=2), seed=0)
 
@@ -140,7 +135,7 @@ _X = heat.hot_rectangles(spatial(x=16, y=16), batch(examples=2), seed=0)
     ('dt', math.ones(spatial(x=3)), 'dt must be a finite number (or a PhiML Tensor of such numbers with batch dims only), got a Tensor of shape'),
 ])
 def test_forward_refuses_bad_diffusion_parameters(name, value, message):
-    _refused(lambda: heat.forward(_X, **({'diffusivity': 1., 'dt': 1.} | {name: value})), message)
+    refused(lambda: heat.forward(_X, **({'diffusivity': 1., 'dt': 1.} | {name: value})), message)
 
 
 def test_numpy_scalars_and_zero_d_arrays_are_numbers():
@@ -166,7 +161,7 @@ def test_numpy_scalars_and_zero_d_arrays_are_numbers():
     ('y', _X.with_extrapolation(extrapolation.ZERO), 'y must have periodic boundaries'),
 ])
 def test_inverse_refuses_bad_thresholds_and_options(name, value, message):
-    _refused(lambda: heat.inverse(_X, _X * 0.9, 1., 1., **{name: value}), message)
+    refused(lambda: heat.inverse(_X, _X * 0.9, 1., 1., **{name: value}), message)
 
 
 @pytest.mark.parametrize('name, value, message', [
@@ -193,7 +188,7 @@ def test_inverse_refuses_bad_thresholds_and_options(name, value, message):
 ])
 def test_hot_rectangles_refuses_bad_ranges_and_shapes(name, value, message):
     arguments = dict(resolution=spatial(x=8, y=8), batch_shape=batch(examples=2), seed=0) | {name: value}
-    _refused(lambda: heat.hot_rectangles(**arguments), message)
+    refused(lambda: heat.hot_rectangles(**arguments), message)
 
 
 def test_hot_rectangles_accepts_the_edges_of_its_ranges():

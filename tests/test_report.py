@@ -6,6 +6,7 @@ import pytest
 
 from phi_hig.errors import InvalidInputError
 from phi_hig.report import main, read_run, summary_rows, write_report, write_run
+from helpers import one_error_line
 
 
 @pytest.fixture(scope='module')
@@ -94,13 +95,6 @@ def _copy_run(path, dst):
     return str(dst)
 
 
-def _one_error_line(err: str, *words):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith('phi_hig: error: '), err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
-
 @pytest.mark.parametrize('damage', ['summary_json', 'summary_type', 'csv_binary', 'csv_cells', 'csv_columns'])
 def test_malformed_files_exit_2_naming_the_file_and_write_nothing(run_dir, tmp_path, capsys, damage):
     path, _ = run_dir
@@ -112,7 +106,7 @@ def test_malformed_files_exit_2_naming_the_file_and_write_nothing(run_dir, tmp_p
         f.write(content)
     capsys.readouterr()
     assert main([run]) == 2
-    _one_error_line(capsys.readouterr().err, name)
+    one_error_line(capsys.readouterr().err, name)
     assert not os.path.exists(os.path.join(run, 'report.md'))
 
 
@@ -139,7 +133,7 @@ def test_non_numeric_values_in_numeric_columns_exit_2_naming_file_row_and_column
         writer.writerows(rows)
     capsys.readouterr()
     assert main([run]) == 2
-    _one_error_line(capsys.readouterr().err, 'metrics.csv is malformed', *words)
+    one_error_line(capsys.readouterr().err, 'metrics.csv is malformed', *words)
     assert not os.path.exists(os.path.join(run, 'report.md'))
     with pytest.raises(InvalidInputError, match='metrics.csv is malformed'):
         read_run(run)
@@ -159,7 +153,7 @@ def test_report_argument_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(['somewhere', '--bogus'])
     assert exit_.value.code == 2
-    _one_error_line(capsys.readouterr().err, '--bogus')
+    one_error_line(capsys.readouterr().err, '--bogus')
 
 
 def test_flagged_methods_get_no_ratios(run_dir, tmp_path, capsys):

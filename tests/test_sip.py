@@ -6,7 +6,6 @@ import pytest
 import torch
 from phi import field, math
 from phi.field import CenteredGrid
-from phi.geom import Box
 from phiml.math import batch, spatial, channel, extrapolation
 
 from phi_hig import inverses, sip

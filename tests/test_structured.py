@@ -2,7 +2,6 @@
 
 Every check compares against `brute_force_jacobian` (one autograd pass per sample and output row) in float64.
 """
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -3,12 +3,11 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
-import pytest
+from helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # τ = 1e-3: a float32 HIG step at τ = 1e-6 amplifies last-bit differences of the batch split by up to 1e6
@@ -16,19 +15,13 @@ ARGS = ['run', 'toy', '--preset', 'test', '--steps', '30', '--eval-every', '5', 
         '--hp', 'hig.lr=0.3', '--hp', 'gn.lr=1', '--hp', 'hig.truncation=1e-3', '--hp', 'gn.truncation=1e-3']
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _env():
     return dict(os.environ, OMP_NUM_THREADS='1', PHI_HIG_COLLECTIVE_TIMEOUT='30')
 
 
-def _torchrun(args, n=2, **kwargs):
+def _torchrun(args, n=2):
     return [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={n}', '--master_addr=127.0.0.1',
-            f'--master_port={_free_port()}', '-m', 'phi_hig', *args]
+            f'--master_port={free_port()}', '-m', 'phi_hig', *args]
 
 
 def _rows(path):

@@ -28,7 +28,6 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 from phiml import math
-from phiml.math import extrapolation
 
 from .base import Experiment, Inverse
 from .settings import Count, Grid, Positive, factory

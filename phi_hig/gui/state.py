@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..cli import parse_value
+from ..cli import parse_assignments, parse_value
 from ..errors import InvalidInputError
 
 __all__ = ['LiveRun', 'Dashboard', 'parse_fields', 'parse_extra', 'config_dict', 'HYPER_KEYS', 'PAGE_DEFAULTS',
@@ -43,7 +43,7 @@ def parse_fields(values: Dict[str, Dict[str, object]], what: str = 'hyper') -> D
             naming the method and the key.
     """
     from ..spec import check_mapping
-    allowed = f"a dict of method -> dict of raw values, e.g. {{'adam': {{'lr': '0.01'}}}}"
+    allowed = "a dict of method -> dict of raw values, e.g. {'adam': {'lr': '0.01'}}"
     out = {}
     for method, fields in check_mapping(values, what, allowed).items():
         for key, text in check_mapping(fields, f"{what}[{method!r}]", f"a dict of raw values ({what} must be "
@@ -67,13 +67,8 @@ def parse_extra(method: str, text) -> dict:
     if text is not None and not isinstance(text, str):
         raise InvalidInputError(f"more[{method!r}] must be text KEY=VALUE, KEY=VALUE, got {text!r} "
                                 f"({type(text).__name__})")
-    out = {}
-    for item in _SPLIT.split(text.strip()) if text and text.strip() else []:
-        key, sep, value = item.partition('=')
-        if not sep or not key.strip():
-            raise InvalidInputError(f"{method}: more hyperparameters must look like KEY=VALUE, KEY=VALUE; got {item!r}")
-        out[key.strip()] = parse_value(value)
-    return out
+    items = _SPLIT.split(text.strip()) if text and text.strip() else []
+    return parse_assignments(items, f"{method}: each of the more hyperparameters (KEY=VALUE, KEY=VALUE)")
 
 
 def config_dict(spec, overrides: Optional[dict] = None, settings: Optional[dict] = None) -> dict:
