@@ -73,10 +73,10 @@ class ByteCounter:
 def _hig_setup(case, rank, world):
     from phi_hig import HIG, hig_step
     from phi_hig.bench.problems import CASES as PROBLEMS
+    from phi_hig.parallel import local_rows
     problem = PROBLEMS[case]()
     b = problem.inputs.shape[0]
-    per = b // world
-    rows = slice(rank * per, (rank + 1) * per)
+    rows = local_rows(b)
     x, t = problem.inputs[rows], problem.targets[rows]
     opt = HIG(problem.net, learning_rate=0.0, truncation=problem.truncation)  # lr 0: every step is the same step
 
@@ -88,6 +88,7 @@ def _hig_setup(case, rank, world):
 def _sip_setup(case, rank, world):
     from phi_hig import experiments, sip_step
     from phi_hig.experiments import DataStream
+    from phi_hig.parallel import local_rows
     ex = experiments.get(case, preset='paper', **({'resolution': (32, 32), 'n_train': 16, 'n_test': 2}
                                                    if case == 'fluid' else {'resolution': (32, 32), 'n_test': 2}))
     b = 16
@@ -98,11 +99,10 @@ def _sip_setup(case, rank, world):
         from torch.nn.parallel import DistributedDataParallel
         model = DistributedDataParallel(net)
     x, t = DataStream(ex, 0).next(b)
-    per = b // world
-    x, t = x[rank * per:(rank + 1) * per], t[rank * per:(rank + 1) * per]
+    x, t = x[local_rows(b)], t[local_rows(b)]
     opt = torch.optim.Adam(model.parameters(), lr=0.0)
     inverse = ex.inverses['default']
-    physics = (ex.simulate, lambda z, y_t, y=None: inverse.solve(z, y_t, y=y, **inverse.options))
+    physics = (ex.simulate, inverse)  # Inverse(z, targets, y=...) runs solve with its default options
 
     def step():
         return sip_step(model, opt, x, t, physics, loss=ex.loss)

@@ -22,7 +22,7 @@ net = ex.make_net().cuda()
 x, t = (v.cuda() for v in DataStream(ex, 0).next(128))
 inv = ex.inverses['default']
 opt = torch.optim.Adam(net.parameters(), lr=0.0)
-physics = (ex.simulate, lambda z, y_t, y=None: inv.solve(z, y_t, y=y, **inv.options))
+physics = (ex.simulate, inv)
 def sip():
     sip_step(net, opt, x, t, physics, loss=ex.loss)
 def adam():
