@@ -196,13 +196,13 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
     if resumed is not None:
         ck, records = resumed
         _restore(ck, net, method, stream, device)
-        step, train_time, unsaved = ck.step, ck.train_time, []
+        step, train_time = ck.step, ck.train_time
     else:
         records = [dict(experiment=experiment.name, method=name, step=0, wall_time=0.0, train_loss=float('nan'),
                         **_evaluate_on_root(experiment, net))]
-        unsaved = list(records)  # records not yet handed to the checkpoint writer
         if on_record and root:
             on_record(records[-1], method)
+    saved = len(records) if resumed is not None else 0  # records[saved:]: not yet handed to the checkpoint writer
     watch = _Watch(name, records)
     # whether the last record holds an evaluation, the same on every rank (resumed records are rank 0's)
     evaluated = resumed is None or not _isnan(records[-1].get('test_loss'))
@@ -247,7 +247,6 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
         if evaluated:
             record.update(_evaluate_on_root(experiment, net))
         records.append(record)
-        unsaved.append(record)
         if not root:
             continue
         watch.see(record)
@@ -255,8 +254,9 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
             on_record(record, method)
         if writer is not None and step % every == 0 and writer.idle and \
                 time.perf_counter() - writer.last_submit >= MIN_CHECKPOINT_INTERVAL:
-            writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records), unsaved)
-            unsaved = []
+            writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records),
+                          records[saved:])
+            saved = len(records)
         if progress and (time.perf_counter() - last_print > 2.0 or done()):
             last_print = time.perf_counter()
             test = [r['test_loss'] for r in records if not _isnan(r.get('test_loss'))][-1]
@@ -264,8 +264,9 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
                   f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
     if not evaluated and not status.startswith(('diverged', 'failed')):
         records[-1].update(_evaluate_on_root(experiment, net))  # a stopped method's last state
-    if writer is not None and unsaved:
-        writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records), unsaved)
+    if writer is not None and saved < len(records):
+        writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records),
+                      records[saved:])
     if status == 'ok' and spec.seconds is not None and step < MIN_STEPS and \
             (spec.steps is None or step < spec.steps) and root:
         watch.flag('few_steps', f"{name}: only {step} step(s) in the time budget of {spec.seconds:g} s "
