@@ -73,7 +73,7 @@ class ByteCounter:
 def _hig_setup(case, rank, world):
     from phi_hig import HIG, hig_step
     from phi_hig.bench.problems import CASES as PROBLEMS
-    from phi_hig.parallel import local_rows
+    from phi_hig.processes import local_rows
     problem = PROBLEMS[case]()
     b = problem.inputs.shape[0]
     rows = local_rows(b)
@@ -88,7 +88,7 @@ def _hig_setup(case, rank, world):
 def _sip_setup(case, rank, world):
     from phi_hig import experiments, sip_step
     from phi_hig.experiments import DataStream
-    from phi_hig.parallel import local_rows
+    from phi_hig.processes import local_rows
     ex = experiments.get(case, preset='paper', **({'resolution': (32, 32), 'n_train': 16, 'n_test': 2}
                                                    if case == 'fluid' else {'resolution': (32, 32), 'n_test': 2}))
     b = 16

@@ -22,7 +22,7 @@ from phi_hig.demo import demo_parser
 from phi_hig.experiments.oscillators import oscillators
 from phi_hig.physics.oscillators import chain_rhs, rk4
 from phi_hig.report import pyplot, seed_table, write_metrics_csv
-from phi_hig.runner import train_variants
+from phi_hig.training.runner import train_variants
 
 TABLE2 = ['adam', 'gn', 'hig', 'sgd', 'adagrad', 'adadelta', 'rmsprop']
 

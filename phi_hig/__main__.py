@@ -67,7 +67,7 @@ def cmd_list(args) -> int:
 def _spec(args, methods, overrides=None, common=None, experiment=None, **extra):
     """The `RunSpec` of the command line's arguments; ``experiment``: the one built from them already (a sweep
     builds it once for all its points)."""
-    from .spec import run_spec
+    from .training.spec import run_spec
     if experiment is None:
         experiment, preset, settings = args.experiment, args.preset, parse_assignments(args.set, '--set')
     else:
@@ -78,20 +78,20 @@ def _spec(args, methods, overrides=None, common=None, experiment=None, **extra):
 
 
 def cmd_run(args) -> int:
-    """``run``: one process, or every process of a ``torchrun`` job (`phi_hig.parallel`): the global batch of each
+    """``run``: one process, or every process of a ``torchrun`` job (`phi_hig.processes`): the global batch of each
     method is split across the ranks; rank 0 prints, evaluates and writes."""
-    from . import parallel
+    from . import processes
     from .report import write_run
-    from .runner import run
+    from .training.runner import run
     common = {k: v for k, v in dict(lr=args.lr, batch_size=args.batch_size, truncation=args.truncation).items()
               if v is not None}
-    device = parallel.init_from_environment(args.device)
+    device = processes.init_from_environment(args.device)
     try:
         args.device = device
         spec = _spec(args, args.methods, overrides=_per_method(args.hp, '--hp'), common=common,
-                     checkpoint_every=args.checkpoint_every, resume=args.resume, world_size=parallel.world_size())
-        result = run(spec, progress=not args.quiet and parallel.is_root())
-        if not parallel.is_root():
+                     checkpoint_every=args.checkpoint_every, resume=args.resume, world_size=processes.world_size())
+        result = run(spec, progress=not args.quiet and processes.is_root())
+        if not processes.is_root():
             return 0
         print(f"{'method':<10} {'batch':>6} {'steps':>7} {'s/step':>9} {'test loss':>11}  status")
         for m, f in result.summary['final'].items():
@@ -103,15 +103,15 @@ def cmd_run(args) -> int:
             print(f"wrote {args.out}/metrics.csv, summary.json, curves.png")
         return 0
     except InvalidInputError as err:  # every rank refuses alike; rank 0 says why
-        return report_error(err) if parallel.is_root() else 2
+        return report_error(err) if processes.is_root() else 2
     finally:
-        parallel.shutdown()
+        processes.shutdown()
 
 
 def cmd_sweep(args) -> int:
     from .report import sweep_figure, value_label, write_metrics_csv
-    from .spec import build_experiment
-    from .runner import run
+    from .training.spec import build_experiment
+    from .training.runner import run
     grid = {}
     for key in ('kappa', 'beta', 'truncation'):
         if getattr(args, key) is not None:
@@ -215,10 +215,10 @@ def main(argv=None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a one-line argparse error (2)
         return exit_.code if isinstance(exit_.code, int) else 2
-    from .checkpoint import CheckpointWarning
-    from .runner import RunWarning
-    from . import parallel
-    if parallel.launched() and args.command != 'run':
+    from .training.checkpoint import CheckpointWarning
+    from .training.runner import RunWarning
+    from . import processes
+    if processes.launched() and args.command != 'run':
         return report_error(f"{args.command} runs in one process; only 'run' splits its batches across torchrun's "
                             f"processes")
     try:

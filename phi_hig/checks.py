@@ -19,13 +19,18 @@ import numpy as np
 
 from .errors import InvalidInputError, JacobianTooLargeError
 
-__all__ = ['is_number', 'is_integer', 'number', 'integer', 'flag', 'choice', 'learning_rates', 'check_size',
+__all__ = ['is_number', 'is_finite', 'is_integer', 'number', 'integer', 'flag', 'choice', 'learning_rates', 'check_size',
            'human_bytes']
 
 
 def is_number(value) -> bool:
     """Whether `value` is a real number by the rule above (finite or not)."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_finite(value) -> bool:
+    """Whether `value` is a finite real number by the rule above (a bool is not, NaN and ±Inf are not)."""
+    return is_number(value) and math.isfinite(value)
 
 
 def is_integer(value) -> bool:

@@ -5,7 +5,7 @@
 * A value typed on the command line or into the dashboard is read by `parse_value`: a Python literal if it
   is one (numbers, booleans, tuples, dicts), ``nan`` / ``inf`` as floats, ``true`` / ``false`` / ``none``
   in any case, else the text itself. Whether the value fits is decided by who receives it
-  (`phi_hig.methods.validate_hyperparameters`, the experiments' settings check).
+  (`phi_hig.training.methods.validate_hyperparameters`, the experiments' settings check).
 """
 from __future__ import annotations
 

@@ -205,7 +205,7 @@ def test_every_experiment_refuses_unknown_settings_and_presets(experiment, tmp_p
     (['--bogus'], ['--bogus']),
     (['--cases', 'foo'], ['--cases', "'foo'", "'toy'", "'qdipole'"]),
     (['--cases', 'toy', 'foo'], ['--cases', "'foo'"]),
-    (['--device', 'bogus'], ["--device 'bogus'"]),  # the rule of `run` (phi_hig.spec.check_device)
+    (['--device', 'bogus'], ["--device 'bogus'"]),  # the rule of `run` (phi_hig.training.spec.check_device)
     (['--reps', '0'], ['--reps must be an integer >= 1']),
     (['--reps', 'x'], ['--reps', "'x'"]),
     (['--threads', '-1'], ['--threads must be an integer >= 0']),

@@ -8,7 +8,7 @@ import torch
 
 import phi_hig
 from phi_hig.errors import InvalidInputError
-from phi_hig.methods import make_method
+from phi_hig.training.methods import make_method
 from phi_hig import experiments
 import importlib
 

@@ -45,7 +45,7 @@ def grid8(preset='paper'):
 
 # --- validation ---------------------------------------------------------------------------------------------
 def test_dashboard_bad_input_starts_nothing():
-    """The page's values go through phi_hig.spec.run_spec, the command line's rule: same refusals."""
+    """The page's values go through phi_hig.training.spec.run_spec, the command line's rule: same refusals."""
     d = Dashboard(experiments={'grid8': grid8})
     for kwargs, message in [
         (dict(hyper={'adam': {'lr': '-0.1'}}, steps='5'), 'adam: the learning rate lr must be >= 0'),
@@ -459,7 +459,7 @@ def test_main_reports_bad_arguments(capsys):
 
 def test_gui_refuses_bad_page_defaults_before_serving(capsys):
     """`gui toy --methods foo` and the like are refused at once with one line (before: the server started and the
-    page could never run); the refusal is `run`'s rule (`phi_hig.spec.run_spec`)."""
+    page could never run); the refusal is `run`'s rule (`phi_hig.training.spec.run_spec`)."""
     pytest.importorskip('dash')
     from phi_hig.gui import main
     for argv, message in [(['toy', '--methods', 'foo'], "does not define method 'foo'"),

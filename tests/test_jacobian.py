@@ -7,7 +7,7 @@ from torch import nn
 
 import phi_hig
 from phi_hig import JacobianTooLargeError, InvalidInputError
-from phi_hig.jacobian import jacobian_factors
+from phi_hig.hig.jacobian import jacobian_factors
 
 
 def brute_force_jacobian(net, inputs, simulate):

@@ -9,7 +9,7 @@ import phi_hig
 from phi_hig.errors import InvalidInputError
 from phi_hig.experiments import NAMES, get, toy
 from phi_hig.experiments.base import Experiment
-from phi_hig.methods import (FIRST_ORDER, hyperparameter_spec, make_method, validate_hyperparameters)
+from phi_hig.training.methods import (FIRST_ORDER, hyperparameter_spec, make_method, validate_hyperparameters)
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +118,7 @@ def test_sip_inverse_options_are_hyperparameters_passed_to_the_inverse():
 
 def test_sweep_accepts_inverse_options(tmp_path):
     """Sweepable like any hyperparameter: through the same rule (here via `train_variants`)."""
-    from phi_hig.runner import train_variants
+    from phi_hig.training.runner import train_variants
     calls = []
     ex = _options_experiment(calls)
     results = train_variants(ex, [(f'damping={d}', 'sip', {'inverse_options.damping': d}) for d in (0.5, 1.0)],

@@ -169,7 +169,7 @@ def test_evaluation_leaves_batch_norm_statistics_alone():
                                               torch.nn.Linear(7, 2))
     net = ex.make_net()
     before = net[1].running_mean.clone()
-    from phi_hig.runner import evaluate
+    from phi_hig.training.runner import evaluate
     out = evaluate(ex, net)
     assert torch.equal(net[1].running_mean, before) and net.training
     assert out['test_loss'] > 0
@@ -181,7 +181,7 @@ def _files(out):
 
 
 def test_checkpoint_is_plain_data_of_constant_size_with_the_run_identity(tmp_path):
-    from phi_hig.checkpoint import checkpoint_path, history_path, read_checkpoint
+    from phi_hig.training.checkpoint import checkpoint_path, history_path, read_checkpoint
     ex = toy(preset='test')
     sizes = {}
     for steps in (7, 70):
@@ -209,7 +209,7 @@ def _resume_setup(tmp_path):
 
 
 def test_torn_latest_checkpoint_resumes_from_the_previous_with_a_warning(tmp_path):
-    from phi_hig.checkpoint import CheckpointWarning, checkpoint_path, history_path, previous_path
+    from phi_hig.training.checkpoint import CheckpointWarning, checkpoint_path, history_path, previous_path
     ex, out, args, full = _resume_setup(tmp_path)
     assert os.path.exists(previous_path(out, 'adam'))
     with open(checkpoint_path(out, 'adam'), 'r+b') as f:  # torn: the second half is gone
@@ -226,7 +226,7 @@ def test_torn_latest_checkpoint_resumes_from_the_previous_with_a_warning(tmp_pat
 def test_a_checkpoint_whose_tensor_bytes_changed_is_not_resumed_from(tmp_path):
     """A file that still loads but whose weights changed after writing (a flipped bit) fails its checksum: the run
     resumes from the previous checkpoint with a warning and matches the uninterrupted run."""
-    from phi_hig.checkpoint import CheckpointWarning, checkpoint_path
+    from phi_hig.training.checkpoint import CheckpointWarning, checkpoint_path
     ex, out, args, full = _resume_setup(tmp_path)
     raw = torch.load(checkpoint_path(out, 'adam'), weights_only=True)
     buffer = raw['state']['buffers']['float32']
@@ -238,7 +238,7 @@ def test_a_checkpoint_whose_tensor_bytes_changed_is_not_resumed_from(tmp_path):
 
 
 def test_unusable_checkpoints_refuse_naming_the_file(tmp_path, capsys):
-    from phi_hig.checkpoint import checkpoint_path, previous_path
+    from phi_hig.training.checkpoint import checkpoint_path, previous_path
     ex, out, args, full = _resume_setup(tmp_path)
     for path in (checkpoint_path(out, 'adam'), previous_path(out, 'adam')):
         with open(path, 'wb') as f:
@@ -254,7 +254,7 @@ def test_unusable_checkpoints_refuse_naming_the_file(tmp_path, capsys):
 
 def test_the_writer_never_leaves_a_checkpoint_behind_its_history(tmp_path):
     """Every checkpoint written covers records that are on disk (history appended and fsynced first)."""
-    from phi_hig.checkpoint import checkpoint_path, history_path, read_checkpoint
+    from phi_hig.training.checkpoint import checkpoint_path, history_path, read_checkpoint
     seen = []
 
     def check(record, method):
@@ -274,7 +274,7 @@ def test_the_writer_never_leaves_a_checkpoint_behind_its_history(tmp_path):
 
 # --- honest results ---------------------------------------------------------------------------------------
 def test_growing_loss_and_too_few_steps_are_warned_and_flagged():
-    from phi_hig.runner import RunWarning
+    from phi_hig.training.runner import RunWarning
     ex = toy(preset='test')
     with pytest.warns(RunWarning, match='grew to'):
         result = phi_hig.train(ex, ['sgd', 'adam'], steps=30, progress=False, overrides={'sgd': {'lr': 20.0}})

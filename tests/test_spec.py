@@ -1,11 +1,11 @@
-"""`phi_hig.spec.run_spec` refuses every argument of the wrong kind with one `InvalidInputError` naming it, before
+"""`phi_hig.training.spec.run_spec` refuses every argument of the wrong kind with one `InvalidInputError` naming it, before
 anything is built or trained (the Python entry points `phi_hig.run_spec` and `phi_hig.train` alike)."""
 import pytest
 
 import phi_hig
 from phi_hig.errors import InvalidInputError
 from phi_hig.experiments import toy
-from phi_hig.spec import check_device
+from phi_hig.training.spec import check_device
 
 
 @pytest.mark.parametrize('kwargs, words', [

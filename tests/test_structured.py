@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import phi_hig
 from phi_hig import HIG, hig_step, InvalidInputError
-from phi_hig.jacobian import jacobian_factors
+from phi_hig.hig.jacobian import jacobian_factors
 
 from test_jacobian import brute_force_jacobian, laplace_physics, mlp, nonlinear_physics, Scale
 

@@ -126,7 +126,7 @@ def make_step(path, problem, net):
         return adam
     if path == 'reference':
         def reference():
-            from phi_hig.jacobian import jacobian_factors
+            from phi_hig.hig.jacobian import jacobian_factors
             factors = jacobian_factors(net, problem.inputs, problem.simulate)
             J64 = factors.rows(0, factors.n_samples, torch.float64)
             with torch.no_grad():  # y in simulate's own shape for the loss (factors.y is flattened to (b, |y|))
@@ -360,10 +360,10 @@ def _check_output(output) -> None:
 
 def check_arguments(args) -> None:
     """Refuse a bad option before any case runs (`InvalidInputError` naming it): unknown cases, a device phi_hig
-    cannot use (`phi_hig.spec.check_device`, the rule of ``run``), ``--reps`` < 1, ``--threads`` < 0, an
+    cannot use (`phi_hig.training.spec.check_device`, the rule of ``run``), ``--reps`` < 1, ``--threads`` < 0, an
     ``--output`` that cannot be written."""
     from .problems import CASES
-    from ..spec import check_device
+    from ..training.spec import check_device
     for case in ([args.case] if args.worker else args.cases or []):
         checks.choice('--cases' if not args.worker else '--case', case, tuple(CASES))
     args.device = check_device(args.device)

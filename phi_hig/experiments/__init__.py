@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Experiment, Inverse, DataStream
+from .base import Experiment, DataStream
+from ..sip.inverses import Inverse
 from .settings import PRESETS
 from . import settings as _settings
 

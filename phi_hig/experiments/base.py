@@ -6,104 +6,18 @@ trains; an experiment never knows which method trains it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from .. import checks
 from ..errors import InvalidInputError
+from ..sip.inverses import Inverse
 
-__all__ = ['Experiment', 'Inverse', 'newton_inverse', 'DataStream']
+__all__ = ['Experiment', 'DataStream']
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Inverse:
-    """One SIP inverse solver of an experiment and its options.
-
-    Calling the Inverse, `inverse(z, targets, *, y=None, **overrides)`, runs
-    `solve(z, targets, y=y, **resolve(overrides))`: one inverse-physics step (η = 1) from the network output `z`,
-    returning `Δz` of the shape of `z` (the `phi_hig.sip.sip_step` contract).
-
-    Attributes:
-        solve: `solve(z, targets, *, y=None, **options) -> Δz`; `y` is the simulation of `z` when known.
-        options: option name -> default value (int, float, bool or str); the keyword arguments `solve` takes
-            besides `y`. Read-only.
-        check: optional `check(options)` run on every complete set of options; raises `InvalidInputError`
-            naming the option for a bad value (e.g. a negative noise level).
-    """
-    solve: Callable
-    options: Mapping[str, object] = field(default_factory=dict)
-    check: Optional[Callable[[dict], None]] = None
-
-    def __post_init__(self):
-        if not callable(self.solve):
-            raise InvalidInputError(f"Inverse.solve must be callable solve(z, targets, *, y=None, **options), "
-                                    f"got {type(self.solve).__name__}")
-        if not isinstance(self.options, Mapping):
-            raise InvalidInputError(f"Inverse.options must be a dict of option defaults, got {self.options!r}")
-        for key, value in self.options.items():
-            if not isinstance(key, str) or not isinstance(value, (bool, int, float, str)):
-                raise InvalidInputError(f"Inverse option {key!r} must have a default of type int, float, bool or "
-                                        f"str, got {value!r}")
-        if self.check is not None and not callable(self.check):
-            raise InvalidInputError(f"Inverse.check must be None or callable, got {type(self.check).__name__}")
-        object.__setattr__(self, 'options', MappingProxyType(dict(self.options)))
-        self.resolve()  # the defaults themselves must pass
-
-    def resolve(self, overrides: Optional[Mapping] = None) -> dict:
-        """The complete options: the defaults updated by `overrides`, validated.
-
-        An override must name an option and have the type of its default (a bool for a bool; an integer for an
-        int; a finite number for a float, ints and NumPy scalars accepted; a string for a str); then `check`
-        runs on the complete set.
-
-        Raises:
-            InvalidInputError: an unknown option, a value of the wrong type, or one that `check` refuses.
-        """
-        if overrides is not None and not isinstance(overrides, Mapping):
-            raise InvalidInputError(f"inverse_options must be a dict of option values, got {overrides!r}")
-        options = dict(self.options)
-        for key, value in (overrides or {}).items():
-            if key not in options:
-                raise InvalidInputError(f"unknown inverse option {key!r}; this inverse has "
-                                        f"{', '.join(map(repr, options)) or 'no options'}")
-            options[key] = _option_value(key, value, options[key])
-        if self.check is not None:
-            self.check(options)
-        return options
-
-    def __call__(self, z, targets, *, y=None, **overrides):
-        return self.solve(z, targets, y=y, **self.resolve(overrides))
-
-
-def newton_inverse(simulate: Callable, n_y: int, max_step: float) -> Inverse:
-    """The SIP inverse of a low-dimensional experiment whose targets start with `y*` (their first ``n_y`` columns):
-    one saddle-free Newton step (`phi_hig.inverses.saddle_free_newton`; Holl, Koltun & Thuerey 2022, §3.4) of
-    ``simulate``, computed in float64 and returned in the network's dtype, with the option ``max_step`` (its
-    default given here; a finite number > 0, checked when set)."""
-    from ..inverses import saddle_free_newton
-
-    def solve(z, targets, *, y=None, max_step):
-        return saddle_free_newton(simulate, max_step=max_step)(z.double(), targets[:, :n_y].double()).to(z.dtype)
-    return Inverse(solve, {'max_step': max_step}, lambda o: saddle_free_newton(simulate, max_step=o['max_step']))
-
-
-def _option_value(key: str, value, default):
-    """`value` checked against (and converted to) the type of `default`."""
-    if isinstance(default, bool):
-        return checks.flag(key, value)
-    if isinstance(default, int):
-        return checks.integer(key, value)
-    if isinstance(default, float):
-        return checks.number(key, value)
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{key} must be a string, got {value!r}")
-    return value
 
 
 @dataclass
@@ -124,7 +38,7 @@ class Experiment:
         metrics: optional ``metrics(net, inputs, targets) -> dict`` of extra evaluation values.
         inverses: the SIP inverse solvers by name (`Inverse`: solver and options); the one under 'default'
             enables the 'sip' method, the others are chosen by a method variant's ``inverse`` key (e.g.
-            ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', …)``, see `phi_hig.methods.make_method`).
+            ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', …)``, see `phi_hig.training.methods.make_method`).
         eval_every: default evaluation cadence in steps.
         settings: the experiment's own parameters (recorded in the summary).
         block: number of examples ``generate`` draws at a time (lower it when generating is expensive).

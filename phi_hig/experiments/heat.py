@@ -24,10 +24,10 @@ from torch import nn
 from phiml import math
 from phiml.math import batch, spatial, extrapolation
 
-from .base import Experiment, Inverse
+from .base import Experiment
 from .settings import Count, Grid, factory
 from .. import checks
-from ..inverses import iterative
+from ..sip.inverses import Inverse, iterative
 from ..nets import unet
 from ..physics import heat as physics
 from ..physics.grids import to_grid, from_grid

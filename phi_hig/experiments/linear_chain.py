@@ -24,10 +24,10 @@ from typing import Sequence
 
 import torch
 
-from .base import Experiment, Inverse
+from .base import Experiment
 from .settings import Count, Positive, Seed, factory
 from ..errors import InvalidInputError
-from ..inverses import gauss_newton
+from ..sip.inverses import Inverse, gauss_newton
 from ..nets import Conditioned, keras_dense
 from ..physics.oscillators import chain_rhs, simulate_chain, sum_squares
 

@@ -9,7 +9,7 @@ Tensors: inputs `(b, 1)` = a; targets `(b, 2)` = (y* = −1, a). The network is 
 carries the condition: `z = (x, a)` (`phi_hig.nets.Conditioned`; the a column has no parameters and receives a zero
 update), and `simulate(z) = sin(a/x)`.
 
-Methods (variants as data, see `phi_hig.methods.make_method`):
+Methods (variants as data, see `phi_hig.training.methods.make_method`):
 
 * 'supervised': SIP with the 'supervised' inverse — the labels are the minima closest to the fixed initial
   guess x₀ = 1 (what an optimizer started at x₀ finds), proxy loss ½‖x − x_label‖².
@@ -28,7 +28,8 @@ import math
 import numpy as np
 import torch
 
-from .base import Experiment, Inverse
+from .base import Experiment
+from ..sip.inverses import Inverse
 from .settings import Count, Positive, factory
 from .. import checks
 from ..nets import Conditioned, dense

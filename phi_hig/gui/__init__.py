@@ -128,7 +128,7 @@ def serve(experiment: Optional[str] = None, port: Optional[int] = None, *, backg
 
     Raises:
         InvalidInputError: before anything is served: an unknown experiment, or a preset, budget, methods or
-            ``out`` that ``run`` would refuse for it (`phi_hig.spec.run_spec`, through `Dashboard`), or a bad
+            ``out`` that ``run`` would refuse for it (`phi_hig.training.spec.run_spec`, through `Dashboard`), or a bad
             port or interval.
     """
     if isinstance(experiment, str) or experiment is None:

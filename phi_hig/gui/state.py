@@ -36,13 +36,13 @@ DEFAULT_METHODS = ('adam', 'hig')
 
 def parse_fields(values: Dict[str, Dict[str, object]], what: str = 'hyper') -> Dict[str, Dict[str, object]]:
     """Raw page values ``{method: {key: text}}`` as typed values (`phi_hig.cli.parse_value`). Whether a value
-    fits is decided by `phi_hig.spec.run_spec` (the rule the command line uses too).
+    fits is decided by `phi_hig.training.spec.run_spec` (the rule the command line uses too).
 
     Raises:
         InvalidInputError: ``values`` is not a dict of dicts (the message names ``what``), or an empty field,
             naming the method and the key.
     """
-    from ..spec import check_mapping
+    from ..training.spec import check_mapping
     allowed = "a dict of method -> dict of raw values, e.g. {'adam': {'lr': '0.01'}}"
     out = {}
     for method, fields in check_mapping(values, what, allowed).items():
@@ -84,7 +84,7 @@ class LiveRun:
     """One training run of a validated `RunSpec` in a background thread, observed through ``on_record``.
 
     Attributes:
-        spec: the `RunSpec` (`phi_hig.spec.run_spec`).
+        spec: the `RunSpec` (`phi_hig.training.spec.run_spec`).
         config: its page form (`config_dict`).
         experiment: the built `Experiment`.
         status: 'starting', 'running', 'paused', 'stopping', 'stopped', 'finished' or 'failed'.
@@ -96,7 +96,7 @@ class LiveRun:
 
     def __init__(self, spec, view_fn: Optional[Callable] = None, out: Optional[str] = None,
                  config: Optional[dict] = None):
-        from ..runner import RunControl
+        from ..training.runner import RunControl
         self.spec, self.experiment = spec, spec.experiment
         self.config = config or config_dict(spec)
         self.control = RunControl()
@@ -157,7 +157,7 @@ class LiveRun:
 
     # --- training thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
-        from ..runner import run
+        from ..training.runner import run
         try:
             self.result = run(self.spec, progress=False, on_record=self._on_record, control=self.control)
             if self.out:
@@ -260,7 +260,7 @@ class Dashboard:
         view_fn: ``view_fn(experiment, net) -> view`` computing the example view (default
             `phi_hig.gui.views.example_view`).
         defaults: initial values of the page (`PAGE_DEFAULTS`: preset, steps, seconds, methods), checked with
-            ``default`` by `phi_hig.spec.run_spec` (the rule of ``run``) when any is given or ``out`` is.
+            ``default`` by `phi_hig.training.spec.run_spec` (the rule of ``run``) when any is given or ``out`` is.
         out: if given, every run that ends (finished or stopped) is written to ``out/EXPERIMENT-TIME`` with
             `phi_hig.report.write_run` (then ``python -m phi_hig report`` makes its figures).
 
@@ -296,7 +296,7 @@ class Dashboard:
     def _check_defaults(self) -> None:
         """Refuse initial page values the page could not start with: what `start` (through `run_spec`) would
         refuse for the default experiment, its preset, budget and preselected methods, and ``out``."""
-        from ..spec import check_mapping, run_spec
+        from ..training.spec import check_mapping, run_spec
         self.defaults = check_mapping(self.defaults, 'defaults', f"a dict with keys {', '.join(PAGE_DEFAULTS)}")
         unknown = [k for k in self.defaults if k not in PAGE_DEFAULTS]
         if unknown:
@@ -339,12 +339,12 @@ class Dashboard:
 
     def experiment(self, name: str, preset: str = 'paper', settings: Optional[dict] = None):
         """Build (and cache) experiment ``name`` with ``preset`` and ``settings``, validated by
-        `phi_hig.spec.build_experiment` (the command line's rule)."""
+        `phi_hig.training.spec.build_experiment` (the command line's rule)."""
         settings = dict(settings or {})
         key = (name, preset, repr(sorted(settings.items())))
         with self._build_lock:  # tabs asking at once build it once
             if key not in self._cache:
-                from ..spec import build_experiment
+                from ..training.spec import build_experiment
                 fn = self._factory(name)
                 if fn is None:
                     if settings or preset not in ('paper', 'test'):
@@ -358,9 +358,9 @@ class Dashboard:
 
     def method_defaults(self, name: str, preset: str = 'paper', settings: Optional[dict] = None) -> Dict[str, dict]:
         """Per method of experiment ``name``: its values of the `HYPER_KEYS` it accepts (one rule:
-        `phi_hig.methods.hyperparameter_spec`), and under ``'more'`` its SIP inverse options as
+        `phi_hig.training.methods.hyperparameter_spec`), and under ``'more'`` its SIP inverse options as
         ``inverse_options.NAME=VALUE, ...``."""
-        from ..methods import hyperparameter_spec, validate_hyperparameters
+        from ..training.methods import hyperparameter_spec, validate_hyperparameters
         exp = self.experiment(name, preset, settings)
         out = {}
         for m in exp.methods:
@@ -376,7 +376,7 @@ class Dashboard:
               more: Optional[Dict[str, str]] = None) -> LiveRun:
         """Validate the page's inputs and start a run (stopping none: a run in progress is an error).
 
-        Every value goes through `phi_hig.spec.run_spec`, the function the command line and `phi_hig.train`
+        Every value goes through `phi_hig.training.spec.run_spec`, the function the command line and `phi_hig.train`
         use, so the page refuses exactly what they refuse, before anything trains.
 
         Args:
@@ -394,7 +394,7 @@ class Dashboard:
         Raises:
             InvalidInputError: for any bad input; no run is started then.
         """
-        from ..spec import check_mapping, run_spec
+        from ..training.spec import check_mapping, run_spec
         if not isinstance(experiment, str) or experiment not in self.names:
             raise InvalidInputError(f"unknown experiment {experiment!r}; available: {', '.join(self.names)}")
         settings = check_mapping(settings, 'settings', "a dict of setting -> raw value, e.g. {'gamma': '1'}")

@@ -1,20 +1,49 @@
-"""The papers' tables that are not training curves: measurements on a trained network.
+"""Tables of results: plain-text tables of runs over seeds (`print_table`, `seed_table`) and the papers' tables
+that are not training curves, measured on a trained network:
 
 * `timing_table`: Holl, Koltun & Thuerey 2022, Table 1 — time per example of network inference against the
   iterative inverse solver of the fluid experiment, at equal solution quality (MAE of v₀ in x space).
 """
 from __future__ import annotations
 
+import statistics
 import time
+from typing import Dict, List
 
 import numpy as np
 import torch
 
-from . import checks
-from .errors import InvalidInputError
-from .experiments.base import Experiment
+from .. import checks
+from ..errors import InvalidInputError
+from ..experiments.base import Experiment
 
-__all__ = ['timing_table']
+__all__ = ['print_table', 'seed_table', 'timing_table']
+
+
+def print_table(lines: List[str], path: str) -> None:
+    """Print the lines of a plain-text results table and write them to ``path``."""
+    text = '\n'.join(lines)
+    print(text)
+    with open(path, 'w') as f:
+        f.write(text + '\n')
+
+
+def seed_table(title: str, finals: Dict[str, List[dict]], path: str) -> None:
+    """Print and write (`print_table`) the spread over seeds of each run: median, min and max held-out loss, the
+    median step count and the first seed's status.
+
+    Args:
+        title: the table's first line.
+        finals: per run label, one ``summary['final'][method]`` dict per seed (``test_loss``, ``steps``,
+            ``status``).
+        path: the text file written.
+    """
+    lines = [title, f"{'run':>16} {'median test':>12} {'min':>10} {'max':>10} {'steps':>7}  status"]
+    for label, rows in finals.items():
+        losses = [r['test_loss'] for r in rows]
+        lines.append(f"{label:>16} {statistics.median(losses):12.3e} {min(losses):10.3e} {max(losses):10.3e} "
+                     f"{int(statistics.median(r['steps'] for r in rows)):7d}  {rows[0].get('status', '')}")
+    print_table(lines, path)
 
 
 def timing_table(experiment: Experiment, net, n_examples: int = 4, max_iterations: int = 30, repeats: int = 5) -> dict:

@@ -23,9 +23,9 @@ from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
-from . import checks, nets
-from .errors import InvalidInputError
-from .experiments.settings import PRESETS
+from .. import checks, nets
+from ..errors import InvalidInputError
+from ..experiments.settings import PRESETS
 from .methods import SECOND_ORDER, hyperparameter_spec, validate_hyperparameters
 
 __all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'check_device', 'check_mapping',
@@ -55,7 +55,7 @@ class RunSpec:
         threads: torch intra-op threads while training (None: the experiment's recommendation).
         out: output folder, or None.
         checkpoint_every: checkpoint cadence in steps (needs ``out``), or None; the runner also keeps
-            `phi_hig.runner.MIN_CHECKPOINT_INTERVAL` seconds between two and always writes a method's last state.
+            `phi_hig.training.runner.MIN_CHECKPOINT_INTERVAL` seconds between two and always writes a method's last state.
         resume: continue from the checkpoints in ``out``.
         world_size: number of training processes (1: this runner).
     """
@@ -111,7 +111,7 @@ def check_settings(name: str, preset: str, settings: Optional[Mapping] = None, f
     one rule (`phi_hig.experiments.settings.validate`: presets, known keys, the annotated types); a user factory
     without annotations is checked for its preset and its keys only.
     """
-    from .experiments import settings as rule, validate_settings
+    from ..experiments import settings as rule, validate_settings
     settings = dict(settings or {})
     if factory is None:
         return validate_settings(name, preset, settings)
@@ -137,7 +137,7 @@ def build_experiment(name: str, preset: str = 'paper', settings: Optional[Mappin
     try:
         if factory is not None:
             return factory(preset=preset, **parsed)
-        from .experiments import get
+        from ..experiments import get
         return get(name, preset=preset, **parsed)
     except (ValueError, TypeError) as err:  # a factory's own refusal of a value
         raise InvalidInputError(f"experiment {name!r}: {err}") from None
@@ -290,11 +290,11 @@ def _overrides(overrides) -> dict:
 
 def _experiment_of(experiment, preset, settings):
     """A registered name (built with ``preset`` and ``settings``) or an `Experiment` as it is."""
-    from .experiments.base import Experiment
+    from ..experiments.base import Experiment
     if isinstance(experiment, str):
         return build_experiment(experiment, 'paper' if preset is None else preset, settings)
     if not isinstance(experiment, Experiment):
-        from .experiments import NAMES
+        from ..experiments import NAMES
         raise InvalidInputError(f"experiment must be a registered experiment's name ({', '.join(NAMES)}) or an "
                                 f"Experiment, got {experiment!r} ({type(experiment).__name__})")
     if preset is not None or settings:

@@ -17,28 +17,28 @@ computing anything; refusals raise `InvalidInputError` naming the argument and t
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional
 
 import torch
 from phiml import math
 from phiml.math import batch, channel, Solve
 
-from . import checks
-from .backend import torch_backend
-from .errors import InvalidInputError, NonFiniteStepError
-from .hig import HalfInverse, batched_half_inverse
-from .sip import l2_loss
+from .. import checks
+from ..backend import torch_backend
+from ..errors import InvalidInputError, NonFiniteStepError
+from ..hig.spectral import HalfInverse, batched_half_inverse
+from .step import l2_loss
 
-__all__ = ['gradient_descent', 'newton', 'saddle_free_newton', 'gauss_newton', 'pseudo_inverse_apply', 'iterative',
-           'ITERATIVE_METHODS']
-
-Inverse = Callable[..., torch.Tensor]
+__all__ = ['Inverse', 'gradient_descent', 'newton', 'saddle_free_newton', 'gauss_newton', 'pseudo_inverse_apply',
+           'iterative', 'newton_inverse', 'ITERATIVE_METHODS']
 
 ITERATIVE_METHODS = ('L-BFGS-B', 'BFGS', 'CG', 'GD')
 """Optimizers `iterative` accepts: SciPy's (through PhiML's `math.minimize`) and PhiML's adaptive 'GD'."""
 
 
-def gradient_descent(forward: Callable, *, learning_rate: float = 1., loss: Callable = None) -> Inverse:
+def gradient_descent(forward: Callable, *, learning_rate: float = 1., loss: Callable = None) -> Callable:
     """Inverse of one gradient-descent step: `Δx = −η·∂L/∂x` per example.
 
     With η = 1 and `L` the loss that back-propagation would use, SIP with this inverse reproduces ordinary
@@ -61,7 +61,7 @@ def gradient_descent(forward: Callable, *, learning_rate: float = 1., loss: Call
     return inverse
 
 
-def newton(forward: Callable, *, loss: Callable = None) -> Inverse:
+def newton(forward: Callable, *, loss: Callable = None) -> Callable:
     """Inverse of one Newton step on the per-example loss: `Δx = −H⁻¹∇L` (`H` the per-example Hessian).
 
     Converges quadratically near a minimum with a non-singular Hessian; moves towards saddles and maxima
@@ -87,7 +87,7 @@ def newton(forward: Callable, *, loss: Callable = None) -> Inverse:
     return inverse
 
 
-def saddle_free_newton(forward: Callable, *, max_step: float = 1., loss: Callable = None) -> Inverse:
+def saddle_free_newton(forward: Callable, *, max_step: float = 1., loss: Callable = None) -> Callable:
     """Inverse of one saddle-free Newton step: `Δx = −Σ_i q_i·clip(q_iᵀ∇L / |λ_i|, ±max_step)`.
 
     `(λ_i, q_i)` are the eigenpairs of the per-example Hessian. Using `|λ_i|` turns every direction into a
@@ -113,7 +113,7 @@ def saddle_free_newton(forward: Callable, *, max_step: float = 1., loss: Callabl
     return inverse
 
 
-def gauss_newton(forward: Callable, *, truncation: float = 1e-6, relative: bool = True) -> Inverse:
+def gauss_newton(forward: Callable, *, truncation: float = 1e-6, relative: bool = True) -> Callable:
     """Inverse of one per-example Gauss–Newton step: `Δx = J⁺(y* − y)` with the truncated pseudo-inverse of the
     physics Jacobian `J = ∂y/∂x` of each example (`pseudo_inverse_apply`, float64). The result has the dtype of `x`.
 
@@ -151,7 +151,7 @@ def pseudo_inverse_apply(jac: torch.Tensor, rhs: torch.Tensor, *, truncation: fl
     return batched_half_inverse(settings, jac, rhs)
 
 
-def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B', loss: Callable = None) -> Inverse:
+def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B', loss: Callable = None) -> Callable:
     """Inverse made of `iterations` steps of an iterative optimizer run through PhiML's `math.minimize`.
 
     Each example is minimized independently (SciPy's L-BFGS-B by default) starting from `x`, in float64 under
@@ -194,6 +194,89 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
             raise failure[0]
         return (x_new.native(['examples', 'params']) - x0.native(['examples', 'params'])).to(x.dtype)
     return inverse
+
+
+@dataclass(frozen=True)
+class Inverse:
+    """One SIP inverse solver of an experiment and its options.
+
+    Calling the Inverse, `inverse(z, targets, *, y=None, **overrides)`, runs
+    `solve(z, targets, y=y, **resolve(overrides))`: one inverse-physics step (η = 1) from the network output `z`,
+    returning `Δz` of the shape of `z` (the `phi_hig.sip.sip_step` contract).
+
+    Attributes:
+        solve: `solve(z, targets, *, y=None, **options) -> Δz`; `y` is the simulation of `z` when known.
+        options: option name -> default value (int, float, bool or str); the keyword arguments `solve` takes
+            besides `y`. Read-only.
+        check: optional `check(options)` run on every complete set of options; raises `InvalidInputError`
+            naming the option for a bad value (e.g. a negative noise level).
+    """
+    solve: Callable
+    options: Mapping[str, object] = field(default_factory=dict)
+    check: Optional[Callable[[dict], None]] = None
+
+    def __post_init__(self):
+        if not callable(self.solve):
+            raise InvalidInputError(f"Inverse.solve must be callable solve(z, targets, *, y=None, **options), "
+                                    f"got {type(self.solve).__name__}")
+        if not isinstance(self.options, Mapping):
+            raise InvalidInputError(f"Inverse.options must be a dict of option defaults, got {self.options!r}")
+        for key, value in self.options.items():
+            if not isinstance(key, str) or not isinstance(value, (bool, int, float, str)):
+                raise InvalidInputError(f"Inverse option {key!r} must have a default of type int, float, bool or "
+                                        f"str, got {value!r}")
+        if self.check is not None and not callable(self.check):
+            raise InvalidInputError(f"Inverse.check must be None or callable, got {type(self.check).__name__}")
+        object.__setattr__(self, 'options', MappingProxyType(dict(self.options)))
+        self.resolve()  # the defaults themselves must pass
+
+    def resolve(self, overrides: Optional[Mapping] = None) -> dict:
+        """The complete options: the defaults updated by `overrides`, validated.
+
+        An override must name an option and have the type of its default (a bool for a bool; an integer for an
+        int; a finite number for a float, ints and NumPy scalars accepted; a string for a str); then `check`
+        runs on the complete set.
+
+        Raises:
+            InvalidInputError: an unknown option, a value of the wrong type, or one that `check` refuses.
+        """
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise InvalidInputError(f"inverse_options must be a dict of option values, got {overrides!r}")
+        options = dict(self.options)
+        for key, value in (overrides or {}).items():
+            if key not in options:
+                raise InvalidInputError(f"unknown inverse option {key!r}; this inverse has "
+                                        f"{', '.join(map(repr, options)) or 'no options'}")
+            options[key] = _option_value(key, value, options[key])
+        if self.check is not None:
+            self.check(options)
+        return options
+
+    def __call__(self, z, targets, *, y=None, **overrides):
+        return self.solve(z, targets, y=y, **self.resolve(overrides))
+
+
+def newton_inverse(simulate: Callable, n_y: int, max_step: float) -> Inverse:
+    """The SIP inverse of a low-dimensional experiment whose targets start with `y*` (their first ``n_y`` columns):
+    one saddle-free Newton step (`phi_hig.inverses.saddle_free_newton`; Holl, Koltun & Thuerey 2022, §3.4) of
+    ``simulate``, computed in float64 and returned in the network's dtype, with the option ``max_step`` (its
+    default given here; a finite number > 0, checked when set)."""
+    def solve(z, targets, *, y=None, max_step):
+        return saddle_free_newton(simulate, max_step=max_step)(z.double(), targets[:, :n_y].double()).to(z.dtype)
+    return Inverse(solve, {'max_step': max_step}, lambda o: saddle_free_newton(simulate, max_step=o['max_step']))
+
+
+def _option_value(key: str, value, default):
+    """`value` checked against (and converted to) the type of `default`."""
+    if isinstance(default, bool):
+        return checks.flag(key, value)
+    if isinstance(default, int):
+        return checks.integer(key, value)
+    if isinstance(default, float):
+        return checks.number(key, value)
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{key} must be a string, got {value!r}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------- helpers

@@ -10,7 +10,7 @@ Two objects split the work, in the roles PhiML's ``Solve`` and a linear operator
 * `HalfInverse`: the frozen, validated settings (κ, β, τ, relative, method);
 * a *Jacobian operator* (`JacobianOperator`): anything with ``n_rows``, ``n_params``, ``gram()``,
   ``gram_dual()``, ``vjp(c)`` and ``matrix()``. `DenseJacobian` adapts a given matrix;
-  `phi_hig.jacobian.JacobianFactors` holds J as per-layer factors without forming it.
+  `phi_hig.hig.jacobian.JacobianFactors` holds J as per-layer factors without forming it.
 
 `apply_half_inverse(settings, operator, g)` is the one function that applies the settings to an operator: the
 choice of path, the size checks, the cut-off and the fallbacks live there only. Paths, all exact and float64:
@@ -38,8 +38,8 @@ from typing import Optional, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from . import checks
-from .errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepError
+from .. import checks
+from ..errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepError
 
 __all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
            'batched_half_inverse', 'half_inverse', 'eigh64', 'PATHS', 'DEFAULT_MAX_BYTES']
@@ -94,7 +94,7 @@ class HalfInverse:
 class JacobianOperator(Protocol):
     """The stacked Jacobian ``J`` (``n_rows × n_params``) as the core consumes it.
 
-    Implementations: `DenseJacobian` (a given matrix), `phi_hig.jacobian.JacobianFactors` (per-layer factors of
+    Implementations: `DenseJacobian` (a given matrix), `phi_hig.hig.jacobian.JacobianFactors` (per-layer factors of
     network + physics, J never formed) and, across ``torch.distributed`` ranks, an operator whose ``gram()``
     gathers the rows of every rank. Contract: ``gram()`` returns ``J Jᵀ`` and ``gram_dual()`` returns ``JᵀJ`` as
     float64 tensors accumulated in float64; ``vjp(c)`` returns ``Jᵀc`` as a float64 ``(n_params,)`` tensor for a
@@ -291,9 +291,9 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
     for finite inputs unless its true value overflows float64 (then `NonFiniteStepError`); nothing of size
     ``n_rows²`` (``n_params²`` on the dual path) is allocated above ``max_bytes``.
 
-    A distributed operator (`phi_hig.distributed.DistributedJacobian`) returns its Gram matrices and ``matrix()``
+    A distributed operator (`phi_hig.hig.distributed.DistributedJacobian`) returns its Gram matrices and ``matrix()``
     on its root rank only and provides ``sharing(device)``, through which the core takes every decision from
-    numbers the root computed and receives the root's results (`phi_hig.distributed.RootSharing`): the
+    numbers the root computed and receives the root's results (`phi_hig.hig.distributed.RootSharing`): the
     eigendecomposition or SVD runs once, on the root, and every rank returns the same direction and raises the
     same errors.
 

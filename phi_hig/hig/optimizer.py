@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checks
-from .backend import torch_backend
+from .. import checks
+from ..backend import torch_backend
 from .distributed import DistributedJacobian, active_group
-from .errors import HIGUsageError, InvalidInputError, NonFiniteStepError
-from .hig import DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
+from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
+from .spectral import DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors
-from .native import BatchLayout, NetworkCall
+from ..convert import BatchLayout, NetworkCall
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
@@ -253,7 +253,7 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
             order = batch order); default: the world group when ``torch.distributed`` is initialized with more
             than one process; ``False``: a one-process step. Each rank passes its own slice; g is the gradient
             of the *global* batch-mean loss, the Gram matrix and its eigendecomposition are formed once on rank 0
-            (`phi_hig.distributed.DistributedJacobian`), and every rank applies the same update, so weights stay
+            (`phi_hig.hig.distributed.DistributedJacobian`), and every rank applies the same update, so weights stay
             identical across ranks. Without a process group this is the one-process step.
 
     Raises:

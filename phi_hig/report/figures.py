@@ -1,12 +1,106 @@
-"""The paper-style figures of a run report (`phi_hig.report.write_report`): loss curves, final values with
-ratios, the experiment's metrics and the toy's y-space trajectory. matplotlib through `phi_hig.report.pyplot`."""
+"""Every figure phi_hig draws from run records, with matplotlib on a headless backend (`pyplot`): loss curves of a
+run (`plot_curves`), a hyperparameter sweep (`sweep_figure`) and the paper-style figures of a report
+(`plot_loss`, `plot_final`, `plot_metrics`, `plot_trajectory`; `phi_hig.report.write_report`)."""
 from __future__ import annotations
 
+import math
 import re
+from typing import List
 
-from .report import BASE_COLUMNS, finite, pyplot
+from ..checks import is_finite as finite
+from .runs import BASE_COLUMNS
 
-__all__ = ['plot_loss', 'plot_final', 'metric_columns', 'plot_metrics', 'plot_trajectory', 'method_colors']
+__all__ = ['pyplot', 'plot_curves', 'value_label', 'sweep_figure', 'plot_loss', 'plot_final', 'metric_columns',
+           'plot_metrics', 'plot_trajectory', 'method_colors']
+
+
+def pyplot():
+    """``matplotlib.pyplot``, switched to the headless Agg backend unless a file backend is active."""
+    import matplotlib
+    if matplotlib.get_backend().lower() not in ('agg', 'pdf', 'svg'):
+        matplotlib.use('Agg', force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_curves(records: List[dict], path: str, key: str = 'test_loss', title: str = '') -> None:
+    """Loss against training wall time and against step, log scale, one line per method."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    methods = list(dict.fromkeys(r['method'] for r in records))
+    for m in methods:
+        pts = [(r['wall_time'], r['step'], r[key]) for r in records
+               if r['method'] == m and isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
+        if not pts:
+            continue
+        t, s, v = zip(*pts)
+        axes[0].plot(t, v, label=m)
+        axes[1].plot(s, v, label=m)
+    for ax, xlabel in zip(axes, ['training wall time [s]', 'step']):
+        ax.set_yscale('log')
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(key.replace('_', ' '))
+        ax.grid(True, which='both', alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def value_label(v) -> str:
+    """A swept value as text: floats in ``%g`` form (``1e-06``, ``0.5``), anything else as ``str``."""
+    return f'{v:g}' if isinstance(v, float) else str(v)
+
+
+def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: str = 'test_loss') -> None:
+    """The final ``key`` of a hyperparameter sweep: a line over the one swept key with several values, or a
+    heat map over the first two such keys (log10 colour) with one panel per value of a third (first 12).
+
+    Args:
+        rows: one dict per grid point with the swept keys and ``key`` (a flagged point: NaN, drawn empty).
+        grid: swept key -> its values, in sweep order.
+        path: PNG file.
+        title: figure title.
+    """
+    import itertools
+    import numpy as np
+    plt = pyplot()
+    varied = [k for k, values in grid.items() if len(values) > 1] or list(grid)[:1]
+    value = {tuple(r[k] for k in varied): r.get(key, float('nan')) for r in rows}
+    if len(varied) == 1:
+        xs = grid[varied[0]]
+        ys = [value.get((x,), float('nan')) for x in xs]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in xs)
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.plot(xs if numeric else range(len(xs)), ys, 'o-')
+        if numeric and max(xs) > 10 * min(xs):
+            ax.set_xscale('log')
+        if not numeric:
+            ax.set_xticks(range(len(xs)), [value_label(x) for x in xs])
+        if all(finite(y) and y > 0 for y in ys):
+            ax.set_yscale('log')
+        ax.set(xlabel=varied[0], ylabel=f"final {key.replace('_', ' ')}", title=title)
+    else:
+        kx, ky, rest = varied[0], varied[1], varied[2:]
+        panels = list(itertools.product(*(grid[k] for k in rest)))[:12]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+        for ax, fixed in zip(axes[0], panels):
+            image = np.full((len(grid[ky]), len(grid[kx])), np.nan)
+            for i, y in enumerate(grid[ky]):
+                for j, x in enumerate(grid[kx]):
+                    v = value.get((x, y) + tuple(fixed), float('nan'))
+                    image[i, j] = math.log10(v) if finite(v) and v > 0 else np.nan
+            im = ax.imshow(image, origin='lower', aspect='auto', cmap='viridis')
+            ax.set_xticks(range(len(grid[kx])), [value_label(x) for x in grid[kx]])
+            ax.set_yticks(range(len(grid[ky])), [value_label(y) for y in grid[ky]])
+            where = ', '.join(f'{k} = {value_label(v)}' for k, v in zip(rest, fixed))
+            ax.set(xlabel=kx, ylabel=ky, title=f'{title}' + (f', {where}' if where else ''))
+            fig.colorbar(im, ax=ax, label=f"log10 final {key.replace('_', ' ')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _smooth(values, window: int):

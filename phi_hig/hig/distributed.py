@@ -1,7 +1,7 @@
 """The HIG Jacobian operator across ``torch.distributed`` ranks: data-parallel HIG steps.
 
 Each rank holds a contiguous slice of the global batch, in rank order, and differentiates network + physics for
-its own samples only (`phi_hig.jacobian.jacobian_factors`). `DistributedJacobian` implements the Jacobian-operator
+its own samples only (`phi_hig.hig.jacobian.jacobian_factors`). `DistributedJacobian` implements the Jacobian-operator
 protocol of `phi_hig.hig` over the *global* stacked Jacobian ``J = [J_0; J_1; …]`` (rank-major rows), so that
 `phi_hig.hig.apply_half_inverse` runs unchanged:
 
@@ -40,9 +40,9 @@ from typing import Optional
 
 import torch
 
-from .errors import NonFiniteStepError, PhiHigError
+from ..errors import NonFiniteStepError, PhiHigError
 from .factors import JacobianFactors, LayerFactor
-from .hig import SpectralInfo
+from .spectral import SpectralInfo
 
 __all__ = ['DistributedJacobian', 'RootSharing', 'active_group']
 
@@ -56,7 +56,7 @@ def active_group(group=None):
     import torch.distributed as dist
     if not (dist.is_available() and dist.is_initialized()):
         if group is not None:
-            from .errors import InvalidInputError
+            from ..errors import InvalidInputError
             raise InvalidInputError("group= was given but torch.distributed is not initialized "
                                     "(call torch.distributed.init_process_group first, e.g. under torchrun)")
         return None
@@ -121,7 +121,7 @@ class DistributedJacobian:
         return out
 
     def matrix(self) -> Optional[torch.Tensor]:
-        from .checks import check_size
+        from ..checks import check_size
         check_size("The Jacobian J", (self.n_rows, self.n_params), self.local.params[0].element_size(),
                    self.local.max_bytes)
         rows = [c * self.local.n_out for c in self.counts]

@@ -3,7 +3,7 @@
 Each method takes ``(inputs, targets)`` and makes one update of the network through the experiment's
 physics: first-order torch optimizers, HIG and Gauss–Newton (`phi_hig.HIG`), and SIP (an inverse solver
 step followed by Adam on the proxy loss). Hyperparameters use the batch-mean convention for g (see
-`phi_hig.optimizer`).
+`phi_hig.hig.optimizer`).
 
 Which keys a method accepts is decided here only (`hyperparameter_spec`), and every caller (the runner,
 the command line's ``--hp`` / ``--lr`` / ``--truncation``, the dashboard) validates through
@@ -32,9 +32,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checks, parallel
-from .errors import InvalidInputError, NonFiniteStepError
-from .optimizer import HIG, hig_step
+from .. import checks, processes
+from ..errors import InvalidInputError, NonFiniteStepError
+from ..hig.optimizer import HIG, hig_step
 
 __all__ = ['METHODS', 'FIRST_ORDER', 'SECOND_ORDER', 'Hyperparameter', 'hyperparameter_spec',
            'validate_hyperparameters', 'inverse_choices', 'make_method', 'Method']
@@ -132,7 +132,7 @@ _CLIP = Hyperparameter('clip', None, 'float', nullable=True)
 
 
 def inverse_choices(experiment) -> Dict[str, object]:
-    """The experiment's SIP inverses by key ('default' first): `phi_hig.experiments.base.Inverse` objects."""
+    """The experiment's SIP inverses by key ('default' first): `phi_hig.sip.inverses.Inverse` objects."""
     return dict(getattr(experiment, 'inverses', None) or {})
 
 
@@ -205,7 +205,7 @@ def validate_hyperparameters(experiment, method: str, overrides: Optional[Mappin
         method: a method the experiment defines.
         overrides: key -> value; SIP inverse options as ``{'inverse_options': {...}}`` or
             ``{'inverse_options.NAME': value}``.
-        device: the torch device the method will train on (a valid one: `phi_hig.spec.check_device`).
+        device: the torch device the method will train on (a valid one: `phi_hig.training.spec.check_device`).
 
     Returns:
         A new dict: the experiment's keys and the overrides, values converted to their kinds; for HIG / GN
@@ -304,7 +304,7 @@ class Method:
         base: the base method (one of `METHODS`).
         hyper: the validated hyperparameters in use (`validate_hyperparameters`).
         optimizer: the underlying ``torch.optim.Optimizer`` (checkpointed by the runner).
-        inverse: for SIP, the experiment's inverse (an `experiments.base.Inverse` or a bare callable), called
+        inverse: for SIP, the experiment's inverse (an `phi_hig.sip.inverses.Inverse` or a bare callable), called
             with the ``inverse_options`` hyperparameter.
         last_info: diagnostics of the last step (a `HIGStepInfo` for hig/gn, else None).
     """
@@ -332,7 +332,7 @@ class Method:
             return self.last_info.loss
         checks.learning_rates(self.optimizer.param_groups, f"{self.name}: ")
         if self.base == 'sip':
-            from .sip import sip_step
+            from ..sip.step import sip_step
             optimizer = self.optimizer if self.clip is None else _Clipped(self.optimizer, self.net, self.clip)
             result = sip_step(self.net, optimizer, inputs, targets, (self.simulate, self.inverse.solve),
                               loss=self.loss, inverse_options=dict(self.hyper.get('inverse_options') or {}))
@@ -346,7 +346,7 @@ class Method:
         loss = self.loss(y, targets).mean()
         finite = bool(torch.isfinite(loss))
         if isinstance(self.net, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
-            finite = parallel.all_true(finite, loss.device)
+            finite = processes.all_true(finite, loss.device)
         if not finite:
             raise NonFiniteStepError(f"{self.name}: the loss is not finite; the weights were left untouched")
         loss.backward()

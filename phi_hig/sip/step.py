@@ -22,9 +22,9 @@ from phi.field import Field
 from phiml import math
 from phiml.math import Tensor, batch, non_batch
 
-from . import checks
-from .errors import InvalidInputError, NonFiniteStepError
-from .native import call_network
+from .. import checks
+from ..errors import InvalidInputError, NonFiniteStepError
+from ..convert import call_network
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
 
@@ -191,8 +191,8 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     mean_proxy = _mean(proxy)
     finite = bool(torch.isfinite(torch.as_tensor(mean_proxy)).all())
     if isinstance(network, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
-        from . import parallel
-        finite = parallel.all_true(finite, mean_proxy.device)
+        from .. import processes
+        finite = processes.all_true(finite, mean_proxy.device)
     if not finite:
         raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse "
                                  "update); the weights were left untouched")

@@ -10,7 +10,7 @@ Per method ``M`` a run folder holds:
   them (`load_for_resume`).
 
 A checkpoint is plain data and tensors only (``torch.load(..., weights_only=True)``): the run's identity
-(`phi_hig.spec.RunSpec.identity`), step, training time, stream position, and the network, optimizer and RNG
+(`phi_hig.training.spec.RunSpec.identity`), step, training time, stream position, and the network, optimizer and RNG
 states with all tensors of one dtype packed into one flat buffer (`pack`), which keeps writing cheap.
 `CheckpointWriter` writes in a background thread: the training thread only packs a snapshot; the thread
 appends the history, fsyncs, writes the checkpoint and renames it into place. The runner takes a snapshot at
@@ -31,8 +31,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .errors import InvalidInputError
-from .files import append_durable, atomic_write, read_lines, remove_stale_temporaries
+from ..errors import InvalidInputError
+from ..files import append_durable, atomic_write, read_lines, remove_stale_temporaries
 
 __all__ = ['FORMAT', 'Checkpoint', 'CheckpointWarning', 'CheckpointWriter', 'checkpoint_path', 'previous_path',
            'history_path', 'pack', 'unpack', 'read_checkpoint', 'load_for_resume', 'identity_difference']
@@ -110,7 +110,7 @@ class Checkpoint:
 
     Attributes:
         method: method name.
-        identity: the run's identity (`phi_hig.spec.RunSpec.identity`).
+        identity: the run's identity (`phi_hig.training.spec.RunSpec.identity`).
         step: steps made.
         train_time: training seconds so far.
         position: position of the method's data stream.

@@ -4,7 +4,7 @@ Every method starts from the same initial weights (one network built after seedi
 method) and consumes the same ordered data stream (`DataStream`) at its own batch size. Training time is
 measured around the update steps only; evaluation on the held-out set happens before the first update and
 then every ``eval_every`` steps, outside the timed region. What to run is a validated `RunSpec`
-(`phi_hig.spec.run_spec`), refused before anything trains; checkpoints (`phi_hig.checkpoint`) are atomic,
+(`phi_hig.training.spec.run_spec`), refused before anything trains; checkpoints (`phi_hig.training.checkpoint`) are atomic,
 carry the spec's identity and resume exactly.
 
 Honest results: the runner warns (`RunWarning`) and flags a method in ``summary['final'][m]['flags']`` when
@@ -26,11 +26,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from . import checks
+from .. import checks
 from .checkpoint import Checkpoint, CheckpointWriter, load_for_resume
-from .errors import InvalidInputError, NonFiniteStepError
-from .experiments.base import DataStream, Experiment
-from . import parallel
+from ..errors import InvalidInputError, NonFiniteStepError
+from ..experiments.base import DataStream, Experiment
+from .. import processes
 from .methods import SECOND_ORDER, make_method
 from .spec import RunSpec, run_spec
 
@@ -177,11 +177,11 @@ def _restore(ck: Checkpoint, net, method, stream, device) -> None:
 
 
 def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_record, control, writers) -> tuple:
-    """Train one method. With several processes (`phi_hig.parallel`), every rank steps on its slice of the same
+    """Train one method. With several processes (`phi_hig.processes`), every rank steps on its slice of the same
     global batch; HIG / GN steps are distributed by `phi_hig.hig_step` itself, first-order and SIP methods train a
     ``DistributedDataParallel`` wrapper of ``net``; rank 0 evaluates, keeps the records and writes checkpoints."""
     experiment = spec.experiment
-    world, root = parallel.world_size(), parallel.is_root()
+    world, root = processes.world_size(), processes.is_root()
     hyper = spec.hyperparameters[name]
     stepper = net
     if world > 1 and hyper.get('base', name) not in SECOND_ORDER:
@@ -189,7 +189,7 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
         stepper = DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
     method = make_method(name, stepper, experiment, validated=hyper)
     batch_size = int(method.hyper['batch_size'])
-    rows = parallel.local_rows(batch_size)
+    rows = processes.local_rows(batch_size)
     stream = DataStream(experiment, spec.seed)
     torch.manual_seed(spec.seed + 1)
     status, step, train_time = 'ok', 0, 0.0
@@ -236,8 +236,8 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
             torch.cuda.synchronize(device)
         train_time += time.perf_counter() - t0
         if world > 1:  # the ranks agree on the loss of the global batch and on when the time budget is spent
-            loss = loss if stepper is net else parallel.all_mean(loss)
-            train_time = parallel.agree_max(train_time) if spec.seconds is not None else train_time
+            loss = loss if stepper is net else processes.all_mean(loss)
+            train_time = processes.agree_max(train_time) if spec.seconds is not None else train_time
         step += 1
         record = dict(experiment=experiment.name, method=name, step=step, wall_time=train_time, train_loss=loss,
                       test_loss=float('nan'))
@@ -276,8 +276,8 @@ def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_rec
 
 def _evaluate_on_root(experiment, net) -> dict:
     """`evaluate` on rank 0 (the other ranks wait for it and record nothing)."""
-    values = evaluate(experiment, net) if parallel.is_root() else {}
-    parallel.wait_for_root()
+    values = evaluate(experiment, net) if processes.is_root() else {}
+    processes.wait_for_root()
     return values
 
 
@@ -285,12 +285,12 @@ def _resume(spec: RunSpec) -> dict:
     """Every method's checkpoint, read and checked on rank 0 and sent to the other ranks (`load_for_resume`);
     a refusal is raised on every rank."""
     payload = None
-    if parallel.is_root():
+    if processes.is_root():
         try:
             payload = ('ok', {m: load_for_resume(spec.out, m, spec.identity) for m in spec.methods})
         except InvalidInputError as err:
             payload = ('refused', str(err))
-    status, value = parallel.broadcast_object(payload)
+    status, value = processes.broadcast_object(payload)
     if status != 'ok':
         raise InvalidInputError(value)
     return value
@@ -301,10 +301,10 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
     """Run a validated `RunSpec`: each method from the same initial weights on the same data stream.
 
     With ``spec.resume``, every method's checkpoint is read and checked against the spec's identity before
-    any training (`phi_hig.checkpoint.load_for_resume`), so a mismatch refuses the whole run.
+    any training (`phi_hig.training.checkpoint.load_for_resume`), so a mismatch refuses the whole run.
 
     Args:
-        spec: from `phi_hig.spec.run_spec`.
+        spec: from `phi_hig.training.spec.run_spec`.
         progress: print a progress line to stderr every few seconds.
         on_record: called as ``on_record(record, method)`` after every record (live views; ``method.net``
             and ``method.last_info`` give the network and the last HIG diagnostics).
@@ -328,8 +328,8 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
         raise InvalidInputError(f"initial_state must be a state_dict of the experiment's network (a dict of "
                                 f"tensors) or None, got {type(initial_state).__name__}")
     experiment = spec.experiment
-    if spec.world_size != parallel.world_size():
-        raise InvalidInputError(f"the spec is for {spec.world_size} process(es), but {parallel.world_size()} run")
+    if spec.world_size != processes.world_size():
+        raise InvalidInputError(f"the spec is for {spec.world_size} process(es), but {processes.world_size()} run")
     resumed = _resume(spec) if spec.resume else {}
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
@@ -378,7 +378,7 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
           preset: Optional[str] = None, settings: Optional[dict] = None) -> RunResult:
     """Train each method on ``experiment`` from the same initial weights and the same data stream.
 
-    Builds the `RunSpec` with `phi_hig.spec.run_spec` (which refuses any bad argument before training) and
+    Builds the `RunSpec` with `phi_hig.training.spec.run_spec` (which refuses any bad argument before training) and
     runs it with `run`.
 
     Args:
@@ -410,7 +410,7 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
 def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dict:
     import phiml
     import phi
-    from . import __version__
+    from .._version import __version__
     identity = spec.identity
     final = {}
     for m in methods:

@@ -7,7 +7,7 @@ per-sample layer input ``a``, unfolded patches for convolutions, and the back-pr
 For a dense layer (one position) ``J_l J_lᵀ = (D Dᵀ) ∘ ((A Aᵀ + 1) ⊗ 1_{|y|×|y|})``, two small Gram matrices; for
 convolutions the sum over positions couples, and ``J_l J_lᵀ`` is accumulated from the layer's per-row weight
 gradients formed in row blocks. Parameters of other layers are held as a dense column block of J. Everything is
-accumulated in float64. `phi_hig.jacobian.jacobian_factors` builds it.
+accumulated in float64. `phi_hig.hig.jacobian.jacobian_factors` builds it.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .checks import check_size
-from .hig import DEFAULT_MAX_BYTES
+from ..checks import check_size
+from .spectral import DEFAULT_MAX_BYTES
 
 __all__ = ['JacobianFactors', 'LayerFactor', 'DEFAULT_CHUNK_BYTES']
 
@@ -83,7 +83,7 @@ class JacobianFactors:
         layers: the factors of the structured layers.
         dense_cols: indices (into ``params``) of the parameters held in ``dense_block``.
         dense_block: their columns of J, or None.
-        objective: ``(value, gradient)`` of the objective given to `phi_hig.jacobian.jacobian_factors`, or None.
+        objective: ``(value, gradient)`` of the objective given to `phi_hig.hig.jacobian.jacobian_factors`, or None.
         structured: True when no parameter needs the dense block (nothing of size |θ| × b·|y| exists).
     """
     y: torch.Tensor

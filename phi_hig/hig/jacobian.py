@@ -12,7 +12,7 @@ padding mode; any elementwise activations between layers) called once per forwar
 the per-sample layer input ``a`` and the back-propagated signal ``δ`` at the layer output for every (sample,
 output) row. This works for any physics written with PyTorch or PhiML/PhiFlow operations, including a Dirichlet
 ``field.laplace`` and ``solve_linear`` that ``torch.func.vmap`` cannot trace, and needs no Python loop over
-samples. The result is a `phi_hig.factors.JacobianFactors`, the Jacobian operator the HIG core applies; the
+samples. The result is a `phi_hig.hig.factors.JacobianFactors`, the Jacobian operator the HIG core applies; the
 columns of all other parameters (layers of unknown type, shared weights) are formed per sample with
 ``torch.func`` from ``P`` (vectorized over samples with ``vmap``, chunked) — only these columns are ever formed
 as a matrix.
@@ -28,11 +28,11 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from .backend import torch_backend
-from .checks import check_size
-from .errors import InvalidInputError
+from ..backend import torch_backend
+from ..checks import check_size
+from ..errors import InvalidInputError
 from .factors import DEFAULT_CHUNK_BYTES, JacobianFactors, LayerFactor
-from .hig import DEFAULT_MAX_BYTES
+from .spectral import DEFAULT_MAX_BYTES
 
 __all__ = ['physics_jacobian', 'per_sample_jacobian', 'gram', 'jacobian_factors', 'JacobianFactors',
            'DEFAULT_MAX_BYTES', 'DEFAULT_CHUNK_BYTES', 'DEFAULT_CHUNK_ROWS']
