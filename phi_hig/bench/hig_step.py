@@ -14,8 +14,8 @@ right before it (after imports, problem set-up and a small warm-up of the librar
 
 * ``authors`` (a): J materialized per sample (float32), float32 thin SVD, the explicit ``V Λ^κ Uᵀ``
   matrix (|θ| × b|y|), a matrix–vector product: the authors' TensorFlow formulation in PyTorch.
-* ``svd`` (b): ``phi_hig.hig_step`` with ``method='svd'``: J materialized, float64 SVD.
-* ``gram-dense`` (c): ``method='gram', structured=False``: J materialized per sample with ``torch.func``,
+* ``svd`` (b): ``phi_hig.hig_step`` with ``path='svd'``: J materialized, float64 SVD.
+* ``gram-dense`` (c): ``path='gram', structured=False``: J materialized per sample with ``torch.func``,
   float64 ``J Jᵀ`` in row blocks, float64 eigh, ``Jᵀc``.
 * ``structured`` (d): ``phi_hig.HIG`` defaults: float64 Gram matrix from layer factors, J never formed.
 * ``reference``: float64 SVD of J materialized in float64 from the layer factors (the same float32 network
@@ -132,15 +132,15 @@ def make_step(path, problem, net):
             with torch.no_grad():  # y in simulate's own shape for the loss (factors.y is flattened to (b, |y|))
                 y = problem.simulate(net(problem.inputs))
             g = _g_of(problem, y).to(torch.float64)
-            return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, method='svd')
+            return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, path='svd')
         return reference
 
     class Recording(phi_hig.HIG):
         def apply_direction(self, direction):
             self.last = direction.detach().to(torch.float64).clone()
             super().apply_direction(direction)
-    settings = {'svd': dict(method='svd'), 'gram-dense': dict(method='gram', structured=False),
-                'structured': dict(method='auto')}[path]
+    settings = {'svd': dict(path='svd'), 'gram-dense': dict(path='gram', structured=False),
+                'structured': dict(path='auto')}[path]
     opt = Recording(net, learning_rate=0.0, truncation=problem.truncation, **settings)  # lr 0: same weights
 
     def hig():

@@ -7,7 +7,7 @@ Gauss–Newton (the truncated pseudo-inverse), κ = +1 gradient descent (``Jᵀg
 
 Two objects split the work, in the roles PhiML's ``Solve`` and a linear operator play for ``solve_linear``:
 
-* `HalfInverse`: the frozen, validated settings (κ, β, τ, relative, method);
+* `HalfInverse`: the frozen, validated settings (κ, β, τ, relative, path);
 * a *Jacobian operator* (`JacobianOperator`): anything with ``n_rows``, ``n_params``, ``gram()``,
   ``gram_dual()``, ``vjp(c)`` and ``matrix()``. `DenseJacobian` adapts a given matrix;
   `phi_hig.hig.jacobian.JacobianFactors` holds J as per-layer factors without forming it.
@@ -32,6 +32,7 @@ on 'auto' when J is too large to form for the SVD check): the direction is zero.
 from __future__ import annotations
 
 import math as _pymath
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Protocol, runtime_checkable
 
@@ -42,7 +43,7 @@ from .. import checks
 from ..errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepError
 
 __all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
-           'batched_half_inverse', 'half_inverse', 'eigh64', 'PATHS', 'DEFAULT_MAX_BYTES']
+           'batched_half_inverse', 'half_inverse', 'eigh64', 'choose_path', 'PATHS', 'AUTO', 'DEFAULT_MAX_BYTES']
 
 PATHS = ('auto', 'gram', 'dual', 'svd')
 EPS64 = float(np.finfo(np.float64).eps)
@@ -64,7 +65,8 @@ class HalfInverse:
         truncation: τ ≥ 0: singular values ``σ ≤ τ·σ_max`` (``σ ≤ τ`` when not relative) are discarded; a
             relative τ must be < 1 (τ ≥ 1 would discard everything).
         relative: threshold relative to σ_max (as the authors' code) or absolute.
-        method: 'auto', 'gram' (J Jᵀ, or JᵀJ when |θ| < rows), 'dual' (JᵀJ) or 'svd' (module docstring).
+        path: the linear-algebra path, one of `PATHS`: 'auto', 'gram' (J Jᵀ, or JᵀJ when |θ| < rows), 'dual'
+            (JᵀJ) or 'svd' (module docstring).
 
     Raises:
         InvalidInputError: naming the setting and its allowed values (booleans are not numbers).
@@ -73,7 +75,7 @@ class HalfInverse:
     beta: float = 0.0
     truncation: float = 1e-6
     relative: bool = True
-    method: str = 'auto'
+    path: str = 'auto'
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -87,7 +89,8 @@ class HalfInverse:
         else:
             tau = checks.number('truncation', self.truncation, low=0, hint='absolute')
         set_(self, 'truncation', tau)
-        set_(self, 'method', checks.choice('method', self.method, PATHS))
+        path = str(self.path) if isinstance(self.path, str) else self.path  # `AUTO` as the plain 'auto'
+        set_(self, 'path', checks.choice('path', path, PATHS))
 
 
 @runtime_checkable
@@ -160,6 +163,52 @@ class SpectralInfo:
     fallback: str = ''
 
 
+class _DefaultPath(str):
+    """The default ``path='auto'`` of a signature, told apart from an ``'auto'`` the caller gave (`choose_path`)."""
+
+
+AUTO = _DefaultPath('auto')
+"""The default value of the ``path`` arguments (equal to 'auto'); `choose_path` tells whether a caller gave one."""
+
+
+def choose_path(path: str, method: Optional[str], where: str) -> str:
+    """The linear-algebra path a caller asked for, accepting the keyword ``method`` of earlier releases.
+
+    ``method`` was renamed ``path`` (``method`` now names training methods only); for one release it is accepted
+    with a `DeprecationWarning` and maps to ``path``. Giving both is an error. The value is returned as a plain
+    `str`, not yet validated (`HalfInverse` does that).
+
+    Args:
+        path: the ``path`` argument (`AUTO` when the caller left it out).
+        method: the deprecated ``method`` argument (None when the caller left it out).
+        where: the callable, for the messages (e.g. ``'HIG'``).
+
+    Raises:
+        InvalidInputError: both ``path`` and ``method`` were given.
+
+    >>> choose_path('svd', None, 'HIG')
+    'svd'
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter('always')
+    ...     choose_path(AUTO, 'gram', 'HIG')
+    'gram'
+    >>> print(caught[0].category.__name__)
+    DeprecationWarning
+    >>> choose_path('svd', 'gram', 'HIG')
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: HIG: give path only (method is its deprecated name), got path='svd' and method='gram'
+    """
+    if method is None:
+        return str(path)
+    if path is not AUTO:
+        raise InvalidInputError(f"{where}: give path only (method is its deprecated name), got path={str(path)!r} "
+                                f"and method={method!r}")
+    warnings.warn(f"{where}(method=...) is deprecated and will be removed in the next release; use path={method!r}",
+                  DeprecationWarning, stacklevel=3)
+    return method
+
+
 def eigh64(G: torch.Tensor) -> tuple:
     """Eigendecomposition ``(μ ascending, W)`` of a symmetric float64 matrix; only its lower triangle is read.
 
@@ -203,7 +252,7 @@ def _spectral(mu: torch.Tensor, w: torch.Tensor, rhs: torch.Tensor, settings: Ha
     if mu_max <= 0.0:
         return torch.zeros_like(rhs), SpectralInfo(np.zeros(0), 0.0, 0, path)
     first = int(np.searchsorted(m, _gram_threshold(mu_max, settings, floor_dim), side='right'))
-    if settings.method == 'auto' and first < m.size and m[first] < AUTO_GRAM_MIN_RATIO * mu_max:
+    if settings.path == 'auto' and first < m.size and m[first] < AUTO_GRAM_MIN_RATIO * mu_max:
         return None
     mu_k, w_k = mu[first:], w[:, first:]
     sigma_max = _pymath.sqrt(mu_max)
@@ -234,7 +283,7 @@ def _scaled_settings(settings: HalfInverse, k: int) -> HalfInverse:
     """The settings for ``J / 2^k``: an absolute truncation τ becomes τ / 2^k (a relative one is unchanged)."""
     if not k or settings.relative:
         return settings
-    return HalfInverse(settings.kappa, settings.beta, _pymath.ldexp(settings.truncation, -k), False, settings.method)
+    return HalfInverse(settings.kappa, settings.beta, _pymath.ldexp(settings.truncation, -k), False, settings.path)
 
 
 def _rescaled(d: torch.Tensor, info: SpectralInfo, k: int, settings: HalfInverse) -> tuple:
@@ -273,7 +322,7 @@ def gram_path(settings: HalfInverse, n_rows: int, n_params: int, max_bytes: Opti
     """The path `apply_half_inverse` starts on ('gram', 'dual' or 'svd') for a J of this shape; raises
     `phi_hig.errors.JacobianTooLargeError` when its Gram matrix would exceed ``max_bytes`` (callers may ask
     before computing the Jacobian, so that a refused size costs nothing)."""
-    path = settings.method
+    path = settings.path
     if path in ('auto', 'gram'):
         path = 'dual' if n_params < n_rows else 'gram'
     if path == 'dual':
@@ -327,14 +376,14 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
                 out, info = done
                 return _finite_result(out if dual else operator.vjp(out), info)
             reason = 'kept spectrum below the Gram resolution'
-        elif settings.method == 'auto':
+        elif settings.path == 'auto':
             reason = 'Gram matrix under- or overflows'
         elif top == 0.0:  # the forced Gram path takes an exactly zero Gram matrix for J = 0
             return torch.zeros(n, dtype=torch.float64, device=g.device), SpectralInfo(np.zeros(0), 0.0, 0, path)
         else:
             raise NonFiniteStepError(
-                f"method={settings.method!r}: the float64 {'JᵀJ' if dual else 'J Jᵀ'} under- or overflows at this "
-                f"scale of J (largest diagonal entry {top:.3g}); use method='auto' or 'svd', which normalize J")
+                f"path={settings.path!r}: the float64 {'JᵀJ' if dual else 'J Jᵀ'} under- or overflows at this "
+                f"scale of J (largest diagonal entry {top:.3g}); use path='auto' or 'svd', which normalize J")
     try:
         J = operator.matrix()
     except JacobianTooLargeError:
@@ -402,7 +451,8 @@ def _to_torch(name: str, value) -> torch.Tensor:
 
 
 def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float = 1e-6, relative: bool = True,
-                 method: str = 'auto', *, return_info: bool = False, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
+                 path: str = AUTO, *, return_info: bool = False, max_bytes: Optional[float] = DEFAULT_MAX_BYTES,
+                 method: Optional[str] = None):
     """Apply the truncated, exponentiated pseudo-inverse ``max(σ)^β · V Λ^κ Uᵀ`` of a given ``J`` to ``g``.
 
     A step ``θ ← θ − η·d`` with the returned ``d`` is HIG for κ = −1/2, Gauss–Newton for κ = −1 and gradient
@@ -419,9 +469,10 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
             PhiML tensor, the rows are the dims of ``g`` (flattened in ``g``'s order) and the columns all other
             dims of ``J``; the result carries those column dims.
         g: the gradient of the loss with respect to the stacked outputs ``(m,)``, same kind as J.
-        kappa, beta, truncation, relative, method: the `HalfInverse` settings.
+        kappa, beta, truncation, relative, path: the `HalfInverse` settings.
         return_info: also return a `SpectralInfo`.
         max_bytes: limit for the Gram matrices.
+        method: the deprecated name of ``path`` (a `DeprecationWarning`; removed in the next release).
 
     Returns:
         ``d`` of shape ``(n,)`` with J's kind, device and dtype (and the `SpectralInfo` if asked).
@@ -430,7 +481,7 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         InvalidInputError: non-finite entries, mismatched shapes or invalid settings.
         NonFiniteStepError: the result overflows J's dtype (e.g. float32), never an inf result.
     """
-    settings = HalfInverse(kappa, beta, truncation, relative, method)
+    settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'half_inverse'))
     return_info = checks.flag('return_info', return_info)
     if max_bytes is not None:
         max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True, hint='or None for no limit')
