@@ -7,7 +7,11 @@ dimension. This module is the one place that converts between what a user passes
 * `NetworkCall` calls a ``torch.nn.Module`` on user inputs exactly like ``field.native_call`` (Fields) and
   ``math.native_call`` (PhiML tensors) do, or directly (torch tensors), and exposes the native input the network
   receives and the wrapping of native outputs of *any* batch size back into the user's kind;
-* `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back.
+* `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back;
+* the primitives every other module uses instead of its own ``isinstance`` chain: `kind` (which of the three a
+  value is), `values_of` (the PhiML tensor of a Field or Tensor), `detach`, `is_boolean`, `all_finite`,
+  `mean_over_examples`, and `native_of` / `from_native` (a PhiML tensor as a native array in its own precision,
+  and back).
 
 Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) and values on
 the torch or NumPy backend (NumPy values are converted to torch). All batch dims of a PhiML value are examples
@@ -17,32 +21,175 @@ single batch dim named like the first one. Anything else (JAX / TensorFlow netwo
 """
 from __future__ import annotations
 
-from typing import Callable
+import sys
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from .errors import InvalidInputError
 
-__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind_of', 'SUPPORTED']
+__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind', 'kind_of', 'values_of', 'detach', 'is_boolean',
+           'all_finite', 'mean_over_examples', 'native_of', 'from_native', 'SUPPORTED']
 
 SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network "
              "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`)")
 """What `NetworkCall` and `BatchLayout` accept, for error messages."""
 
 
-def kind_of(name: str, value) -> str:
-    """'torch', 'tensor' (PhiML) or 'field' (PhiFlow); raise `InvalidInputError` for anything else."""
+def _loaded_class(module: str, name: str):
+    """The class ``module.name`` if that module has been imported, else None: an instance of a class can only
+    exist once its module is loaded, so asking costs no import (a NumPy or torch value never loads PhiFlow)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+def kind(value) -> Optional[str]:
+    """'torch' (a torch tensor), 'tensor' (a PhiML tensor), 'field' (a PhiFlow Field) or None (anything else).
+
+    The one dispatch of the three kinds phi_hig accepts; it never raises and imports nothing.
+
+    >>> import numpy as np, torch
+    >>> from phiml import math
+    >>> [kind(torch.zeros(2)), kind(math.zeros(math.batch(b=2))), kind(np.zeros(2)), kind(1.0)]
+    ['torch', 'tensor', None, None]
+    """
     if isinstance(value, torch.Tensor):
         return 'torch'
-    from phiml.math import Tensor
-    if isinstance(value, Tensor):
-        _check_backend(name, value)
+    tensor = _loaded_class('phiml.math', 'Tensor')
+    if tensor is not None and isinstance(value, tensor):
         return 'tensor'
-    from phi.field import Field
-    if isinstance(value, Field):
-        _check_backend(name, value.values)
+    field = _loaded_class('phi.field', 'Field')
+    if field is not None and isinstance(value, field):
         return 'field'
-    raise InvalidInputError(f"{name} is a {type(value).__module__}.{type(value).__name__}; phi_hig supports {SUPPORTED}")
+    return None
+
+
+def values_of(value):
+    """The PhiML tensor of a value: a Field's values, a PhiML tensor itself; None for anything else (a torch tensor
+    included).
+
+    >>> from phiml import math
+    >>> t = math.ones(math.batch(b=2), math.spatial(x=3))
+    >>> values_of(t) is t, values_of(2.0)
+    (True, None)
+    """
+    k = kind(value)
+    return value.values if k == 'field' else (value if k == 'tensor' else None)
+
+
+def kind_of(name: str, value) -> str:
+    """'torch', 'tensor' (PhiML) or 'field' (PhiFlow) on a backend phi_hig supports (torch or NumPy).
+
+    Raises:
+        InvalidInputError: ``value`` is of another kind, or a PhiML value lives on another backend (JAX,
+            TensorFlow); the message names ``name`` and what is supported.
+
+    >>> import torch
+    >>> kind_of('x', torch.zeros(2))
+    'torch'
+    >>> kind_of('x', [1.0])
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: x is a builtins.list; phi_hig supports torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network (torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`)
+    """
+    k = kind(value)
+    if k is None:
+        raise InvalidInputError(f"{name} is a {type(value).__module__}.{type(value).__name__}; phi_hig supports "
+                                f"{SUPPORTED}")
+    if k != 'torch':
+        _check_backend(name, values_of(value))
+    return k
+
+
+def detach(value):
+    """``value`` cut from the autograd graph: ``Tensor.detach()`` for torch, ``math.stop_gradient`` for a PhiML
+    tensor or a Field (and any PhiML tree of them). Invariant: the same values, no gradient flows through.
+
+    >>> import torch
+    >>> detach(torch.ones(2, requires_grad=True) * 2).requires_grad
+    False
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    from phiml import math
+    return math.stop_gradient(value)
+
+
+def is_boolean(value) -> bool:
+    """Whether ``value`` is a torch tensor, PhiML tensor or Field of booleans (booleans are not numbers); False
+    for anything else.
+
+    >>> import torch
+    >>> is_boolean(torch.tensor([True])), is_boolean(torch.tensor([1.0])), is_boolean(True)
+    (True, False, False)
+    """
+    if isinstance(value, torch.Tensor):
+        return value.dtype == torch.bool
+    values = values_of(value)
+    return values is not None and values.dtype.kind is bool
+
+
+def all_finite(value) -> bool:
+    """Whether a torch tensor, PhiML tensor or Field holds no NaN and no ±Inf. Integer and boolean values are
+    finite; other objects and PhiML values without data (traced, not ``available``) count as finite: this rule
+    refuses only what it can see.
+
+    >>> import torch
+    >>> all_finite(torch.tensor([1.0, 2.0])), all_finite(torch.tensor([1.0, float('nan')]))
+    (True, False)
+    """
+    if isinstance(value, torch.Tensor):
+        return not (value.is_floating_point() or value.is_complex()) or bool(torch.isfinite(value).all())
+    values = values_of(value)
+    if values is None or not values.available:
+        return True
+    from phiml import math
+    return bool(math.is_finite(values).all)
+
+
+def mean_over_examples(loss) -> torch.Tensor:
+    """The mean of a per-example loss as a torch scalar (differentiable when the loss is): the mean of a torch
+    tensor, or of a PhiML tensor over its batch dims (its native scalar; it must have no other dims).
+
+    >>> import torch
+    >>> from phiml import math
+    >>> float(mean_over_examples(torch.tensor([1.0, 3.0])))
+    2.0
+    >>> float(mean_over_examples(math.tensor([1.0, 2.0, 6.0], math.batch('b'))))
+    3.0
+    """
+    if isinstance(loss, torch.Tensor):
+        return loss.mean()
+    from phiml import math
+    return math.mean(loss, math.batch(loss)).native()
+
+
+def native_of(tensor, groups: Sequence):
+    """``tensor.native(groups)`` in the tensor's own precision (PhiML's ``native`` converts floats to the context
+    precision): a NumPy array or torch tensor with one axis per group of dims (`from_native` inverts it).
+
+    >>> from phiml import math
+    >>> t = math.zeros(math.batch(b=2), math.spatial(x=3), dtype=(float, 64))
+    >>> native_of(t, ['b', 'x']).dtype, native_of(t, ['b', 'x']).shape
+    (dtype('float64'), (2, 3))
+    """
+    from phiml import math
+    with math.precision(tensor.dtype.precision):
+        return tensor.native(groups)
+
+
+def from_native(native, groups: Sequence):
+    """A native array (NumPy or torch) as a PhiML tensor with one shape per axis (``math.reshaped_tensor``), kept
+    in the array's own precision and on its own backend (no conversion).
+
+    >>> import numpy as np
+    >>> from phiml import math
+    >>> from_native(np.zeros((2, 3)), [math.batch(b=2), math.spatial(x=3)]).shape
+    (bᵇ=2, xˢ=3)
+    """
+    from phiml import math
+    item = native.element_size() if isinstance(native, torch.Tensor) else native.itemsize
+    with math.precision(8 * item):
+        return math.reshaped_tensor(native, groups, convert=False)
 
 
 def _check_backend(name: str, tensor) -> None:
@@ -55,12 +202,11 @@ def _to_torch_backend(value):
     """A PhiML tensor / Field on the NumPy backend converted to torch (data only; torch ones unchanged)."""
     from phiml import math
     from phiml.backend.torch import TORCH
-    from phi.field import Field
-    values = value.values if isinstance(value, Field) else value
+    values = values_of(value)
     if values.default_backend.name == 'torch':
         return value
     converted = math.convert(values, TORCH)
-    return value.with_values(converted) if isinstance(value, Field) else converted
+    return value.with_values(converted) if kind(value) == 'field' else converted
 
 
 def _native_call(kind: str) -> Callable:
@@ -76,12 +222,10 @@ def call_network(network, *inputs):
     when an input is a Field, through ``math.native_call`` when one is a PhiML tensor, directly otherwise (and any
     other callable directly)."""
     if isinstance(network, torch.nn.Module):
-        from phi.field import Field
-        from phiml.math import Tensor
-        if any(isinstance(i, Field) for i in inputs):
-            return _native_call('field')(network, *inputs)
-        if any(isinstance(i, Tensor) for i in inputs):
-            return _native_call('tensor')(network, *inputs)
+        kinds = {kind(i) for i in inputs}
+        for k in ('field', 'tensor'):
+            if k in kinds:
+                return _native_call(k)(network, *inputs)
     return network(*inputs)
 
 
@@ -115,7 +259,7 @@ class NetworkCall:
         _native_call(self.kind)(capture, self.inputs)
         self.native_inputs = captured[0]
         self._check_dtype(name)
-        values = self.inputs.values if self.kind == 'field' else self.inputs
+        values = values_of(self.inputs)
         self.batch = values.shape.batch
         if not self.batch:
             raise InvalidInputError(f"{name} has no batch dimension; HIG needs a batch of examples (PhiML batch dims)")
@@ -162,13 +306,12 @@ class BatchLayout:
                 raise InvalidInputError(f"{name} must have a leading batch dimension, got a scalar")
             self.tail = tuple(value.shape[1:])
             return
-        from phi.field import Field
         if self.kind == 'field':
             if not value.values.shape.is_uniform:
                 raise InvalidInputError(f"{name} is a non-uniform Field ({value.values.shape}, e.g. a StaggeredGrid); "
                                         f"return its values at cell centres (field.at_centers) or a Tensor")
             self.template = value
-        values = value.values if isinstance(value, Field) else value
+        values = values_of(value)
         own_batch, self.rest = values.shape.batch, values.shape.non_batch
         if not own_batch:
             raise InvalidInputError(f"{name} has no batch dimension; it must keep the batch dims of its input")
@@ -184,8 +327,9 @@ class BatchLayout:
                 raise InvalidInputError(f"{self.name} returned {type(value).__name__} of shape "
                                         f"{tuple(getattr(value, 'shape', ()))}, expected (N, {', '.join(map(str, self.tail))})")
             return value.reshape(value.shape[0], -1)
-        from phi.field import Field
-        values = value.values if isinstance(value, Field) else value
+        values = values_of(value)
+        if values is None:
+            values = value  # refused below, naming what was returned
         if getattr(values, 'shape', None) is None or values.shape.non_batch != self.rest:
             raise InvalidInputError(f"{self.name} returned non-batch dims {getattr(values, 'shape', type(value).__name__)},"
                                     f" expected {self.rest}")
@@ -206,9 +350,8 @@ class BatchLayout:
                 raise InvalidInputError(f"loss(y, targets) must return one value per example, shape ({self.b},), "
                                         f"got {tuple(loss.shape)}")
             return loss
-        from phiml.math import Tensor
         batch = getattr(self, 'batch', None)
-        if not isinstance(loss, Tensor) or batch is None or set(loss.shape.names) != set(batch.names) or \
+        if kind(loss) != 'tensor' or batch is None or set(loss.shape.names) != set(batch.names) or \
                 any(loss.shape.get_size(d) != batch.get_size(d) for d in batch.names):
             raise InvalidInputError(f"loss(y, targets) must return one value per example: a PhiML tensor with exactly "
                                     f"the batch dims {batch} of y (or a torch tensor of shape ({self.b},)), got "

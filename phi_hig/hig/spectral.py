@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from .. import checks
+from ..convert import from_native, kind, native_of
 from ..errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepError
 
 __all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
@@ -486,10 +487,8 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     if max_bytes is not None:
         max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True, hint='or None for no limit')
     phiml_cols = None
-    from phiml import math as _m
-    from phiml.math import Tensor as _PhiTensor
-    if isinstance(J, _PhiTensor) or isinstance(g, _PhiTensor):
-        if not (isinstance(J, _PhiTensor) and isinstance(g, _PhiTensor)):
+    if 'tensor' in (kind(J), kind(g)):
+        if not kind(J) == kind(g) == 'tensor':
             raise InvalidInputError("J and g must both be PhiML tensors when one of them is")
         missing = g.shape.without(J.shape)
         if missing:
@@ -499,8 +498,7 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         phiml_cols = J.shape.without(g.shape)
         if not phiml_cols:
             raise InvalidInputError(f"J {J.shape} has no column dims besides g's dims {g.shape}")
-        with _m.precision(J.dtype.precision):  # PhiML's native() converts to the context precision
-            J, g = J.native([g.shape, phiml_cols]), g.native([g.shape])
+        J, g = native_of(J, [g.shape, phiml_cols]), native_of(g, [g.shape])
     is_numpy = isinstance(J, np.ndarray)
     Jt, gt = _to_torch('J', J), _to_torch('g', g)
     if Jt.ndim != 2:
@@ -518,6 +516,5 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     if is_numpy:
         d = d.numpy()
     if phiml_cols is not None:
-        with _m.precision(8 * d.dtype.itemsize if is_numpy else 8 * d.element_size()):
-            d = _m.reshaped_tensor(d, [phiml_cols], convert=False)
+        d = from_native(d, [phiml_cols])
     return (d, info) if return_info else d

@@ -18,13 +18,12 @@ from typing import Callable, Mapping, NamedTuple, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from phi.field import Field
 from phiml import math
-from phiml.math import Tensor, batch, non_batch
+from phiml.math import non_batch
 
 from .. import checks
 from ..errors import InvalidInputError, NonFiniteStepError
-from ..convert import call_network
+from ..convert import all_finite, call_network, detach, is_boolean, kind, mean_over_examples, values_of
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
 
@@ -47,27 +46,26 @@ def sip_loss(prediction, correction):
     Raises:
         InvalidInputError: the kinds or shapes differ (nothing is broadcast).
     """
-    if isinstance(prediction, torch.Tensor):
-        if not isinstance(correction, torch.Tensor):
+    pred_kind, corr_kind = kind(prediction), kind(correction)
+    if pred_kind == 'torch':
+        if corr_kind != 'torch':
             raise InvalidInputError(f"correction must be a torch tensor like prediction but got {type(correction).__name__}")
         require_same_shape('correction', correction, 'prediction', prediction)
-        diff = prediction - correction.detach()
+        diff = prediction - detach(correction)
         return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(dim=1)
-    if isinstance(prediction, Field):
-        if not isinstance(correction, Field):
+    if pred_kind == 'field':
+        if corr_kind != 'field':
             raise InvalidInputError(f"correction must be a Field like prediction but got {type(correction).__name__}")
         if correction.resolution != prediction.resolution:
             raise InvalidInputError(f"correction has resolution {correction.resolution} but prediction has {prediction.resolution}")
-        pred_values, corr_values = prediction.values, correction.values
-    elif isinstance(prediction, Tensor):
-        pred_values = prediction
-        corr_values = correction.values if isinstance(correction, Field) else correction
-        if not isinstance(corr_values, Tensor):
+    elif pred_kind == 'tensor':
+        if values_of(correction) is None:
             raise InvalidInputError(f"correction must be a PhiML Tensor like prediction but got {type(correction).__name__}")
     else:
         raise InvalidInputError(f"prediction must be a Field, a PhiML Tensor or a torch tensor but got {type(prediction).__name__}")
+    pred_values, corr_values = values_of(prediction), values_of(correction)
     require_same_shape('correction', corr_values, 'prediction', pred_values)
-    diff = pred_values - math.stop_gradient(corr_values)
+    diff = pred_values - detach(corr_values)
     return 0.5 * math.sum(diff ** 2, non_batch(diff))
 
 
@@ -78,10 +76,10 @@ def l2_loss(y, y_target):
         InvalidInputError: `y` and `y_target` differ in shape (nothing is broadcast).
     """
     require_same_shape('y_target', y_target, 'y', y)
-    if isinstance(y, torch.Tensor):
+    if kind(y) == 'torch':
         diff = y - y_target
         return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(dim=1)
-    diff = (y - y_target).values if isinstance(y, Field) else y - y_target
+    diff = values_of(y - y_target)
     return 0.5 * math.sum(diff ** 2, non_batch(diff))
 
 
@@ -91,8 +89,8 @@ def require_same_shape(name: str, value, reference_name: str, reference) -> None
 
     A torch tensor never matches a PhiML tensor or Field; a PhiML tensor matches a Field whose values have its shape.
     """
-    if isinstance(value, torch.Tensor) or isinstance(reference, torch.Tensor):
-        if not (isinstance(value, torch.Tensor) and isinstance(reference, torch.Tensor)):
+    if 'torch' in (kind(value), kind(reference)):
+        if not kind(value) == kind(reference) == 'torch':
             raise InvalidInputError(f"{name} is a {type(value).__name__} but {reference_name} is a "
                                     f"{type(reference).__name__}; both must be torch tensors")
         if value.shape != reference.shape:
@@ -101,8 +99,8 @@ def require_same_shape(name: str, value, reference_name: str, reference) -> None
         return
     shapes = []
     for n, v in ((name, value), (reference_name, reference)):
-        values = v.values if isinstance(v, Field) else v
-        if not isinstance(values, Tensor):
+        values = values_of(v)
+        if values is None:
             raise InvalidInputError(f"{n} must be a torch tensor, a PhiML Tensor or a Field, got {type(v).__name__}")
         shapes.append(values.shape)
     if shapes[0] != shapes[1]:
@@ -180,7 +178,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     _check_call('the physics forward', forward, ('x',), conditions)
     _check_call('the physics inverse', inverse, ('x', 'y_target'), dict(conditions, y=None, **inverse_options))
     prediction = _predict(network, inputs)
-    x0 = _detach(prediction)
+    x0 = detach(prediction)
     with torch.no_grad():
         y = forward(x0, **conditions)
         dx = inverse(x0, targets, y=y, **conditions, **inverse_options)
@@ -188,7 +186,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     _require_numbers('the inverse update dx', dx)
     require_same_shape('the inverse update dx', dx, 'the prediction x', x0)
     proxy = sip_loss(prediction, x0 + dx)
-    mean_proxy = _mean(proxy)
+    mean_proxy = mean_over_examples(proxy)
     finite = bool(torch.isfinite(torch.as_tensor(mean_proxy)).all())
     if isinstance(network, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
         from .. import processes
@@ -202,7 +200,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     optimizer.zero_grad()
     mean_proxy.backward()
     optimizer.step()
-    return SIPStepResult(_detach(physics_loss), _detach(proxy))
+    return SIPStepResult(detach(physics_loss), detach(proxy))
 
 
 def _check_call(what: str, fn: Callable, positional: tuple, keywords: dict) -> None:
@@ -228,28 +226,17 @@ def _mapping(name: str, value) -> dict:
 
 
 def _require_numbers(name: str, value) -> None:
-    """Raises if `value` is a tensor of booleans (booleans are not numbers)."""
-    if isinstance(value, torch.Tensor):
-        boolean = value.dtype == torch.bool
-    elif isinstance(value, (Field, Tensor)):
-        boolean = (value.values if isinstance(value, Field) else value).dtype.kind is bool
-    else:
-        boolean = False
-    if boolean:
+    """Raises if `value` is a tensor of booleans (booleans are not numbers; `phi_hig.convert.is_boolean`)."""
+    if is_boolean(value):
         raise InvalidInputError(f"{name} must hold numbers, got a boolean {type(value).__name__}")
 
 
 def _require_finite(name: str, value) -> None:
-    """Raises if a torch tensor, PhiML Tensor or Field holds booleans, NaN or Inf (other objects pass)."""
+    """Raises if a torch tensor, PhiML Tensor or Field holds booleans, NaN or Inf (other objects pass;
+    `phi_hig.convert.all_finite`)."""
     _require_numbers(name, value)
-    if isinstance(value, torch.Tensor):
-        if value.is_floating_point() or value.is_complex():
-            if not bool(torch.isfinite(value).all()):
-                raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
-    elif isinstance(value, (Field, Tensor)):
-        values = value.values if isinstance(value, Field) else value
-        if values.available and not math.is_finite(values).all:
-            raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
+    if not all_finite(value):
+        raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
 
 
 def _physics_pair(physics) -> Tuple[Callable, Callable]:
@@ -263,15 +250,3 @@ def _physics_pair(physics) -> Tuple[Callable, Callable]:
 def _predict(network, inputs):
     return call_network(network, *(inputs if isinstance(inputs, tuple) else (inputs,)))
 
-
-def _detach(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    return math.stop_gradient(value)
-
-
-def _mean(loss_per_example) -> torch.Tensor:
-    if isinstance(loss_per_example, torch.Tensor):
-        return loss_per_example.mean()
-    mean = math.mean(loss_per_example, batch(loss_per_example))
-    return mean.native()
