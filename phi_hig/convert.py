@@ -10,7 +10,7 @@ dimension. This module is the one place that converts between what a user passes
 * `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back;
 * the primitives every other module uses instead of its own ``isinstance`` chain: `kind` (which of the three a
   value is), `values_of` (the PhiML tensor of a Field or Tensor), `detach`, `is_boolean`, `all_finite`,
-  `mean_over_examples`, and `native_of` / `from_native` (a PhiML tensor as a native array in its own precision,
+  `example_mean`, and `native_of` / `from_native` (a PhiML tensor as a native array in its own precision,
   and back).
 
 Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) and values on
@@ -29,7 +29,7 @@ import torch
 from .errors import InvalidInputError
 
 __all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind', 'kind_of', 'values_of', 'detach', 'is_boolean',
-           'all_finite', 'mean_over_examples', 'native_of', 'from_native', 'SUPPORTED']
+           'all_finite', 'example_mean', 'native_of', 'from_native', 'SUPPORTED']
 
 SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network "
              "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`)")
@@ -146,23 +146,6 @@ def all_finite(value) -> bool:
     return bool(math.is_finite(values).all)
 
 
-def mean_over_examples(loss) -> torch.Tensor:
-    """The mean of a per-example loss as a torch scalar (differentiable when the loss is): the mean of a torch
-    tensor, or of a PhiML tensor over its batch dims (its native scalar; it must have no other dims).
-
-    >>> import torch
-    >>> from phiml import math
-    >>> float(mean_over_examples(torch.tensor([1.0, 3.0])))
-    2.0
-    >>> float(mean_over_examples(math.tensor([1.0, 2.0, 6.0], math.batch('b'))))
-    3.0
-    """
-    if isinstance(loss, torch.Tensor):
-        return loss.mean()
-    from phiml import math
-    return math.mean(loss, math.batch(loss)).native()
-
-
 def native_of(tensor, groups: Sequence):
     """``tensor.native(groups)`` in the tensor's own precision (PhiML's ``native`` converts floats to the context
     precision): a NumPy array or torch tensor with one axis per group of dims (`from_native` inverts it).
@@ -222,11 +205,24 @@ def call_network(network, *inputs):
     when an input is a Field, through ``math.native_call`` when one is a PhiML tensor, directly otherwise (and any
     other callable directly)."""
     if isinstance(network, torch.nn.Module):
-        kinds = {kind(i) for i in inputs}
-        for k in ('field', 'tensor'):
-            if k in kinds:
-                return _native_call(k)(network, *inputs)
+        from phi.field import Field
+        from phiml.math import Tensor
+        if any(isinstance(i, Field) for i in inputs):
+            return _native_call('field')(network, *inputs)
+        if any(isinstance(i, Tensor) for i in inputs):
+            return _native_call('tensor')(network, *inputs)
     return network(*inputs)
+
+
+def example_mean(per_example) -> torch.Tensor:
+    """The mean over the examples of a per-example loss — a torch tensor ``(b,)`` or a PhiML tensor over batch dims —
+    as a 0-d torch tensor that keeps its autograd graph (the batch-mean loss a training step minimizes)."""
+    if isinstance(per_example, torch.Tensor):
+        return per_example.mean()
+    from phiml import math
+    from phiml.math import batch
+    mean = math.mean(per_example, batch(per_example)).native()
+    return mean if isinstance(mean, torch.Tensor) else torch.as_tensor(mean)
 
 
 class NetworkCall:

@@ -63,6 +63,14 @@ class HIG(torch.optim.Optimizer):
 
     The settings live in every parameter group under the keys ``truncation``, ``kappa``, ``beta``, ``relative``
     and ``path``; `load_state_dict` also takes a state saved by an earlier release (key ``method``).
+
+    >>> import torch
+    >>> opt = HIG(torch.nn.Linear(2, 1), learning_rate=0.5, truncation=1e-5)
+    >>> opt.settings.kappa, opt.settings.path, opt.param_groups[0]['lr']
+    (-0.5, 'auto', 0.5)
+    >>> HIG(torch.nn.Linear(2, 1), kappa=-2)
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: kappa must be a finite number >= -1 and <= 1 (-0.5 HIG, -1 Gauss-Newton, 1 gradient descent), got -2
     """
 
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
@@ -276,6 +284,16 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
         JacobianTooLargeError: the Jacobian or Gram matrix would exceed ``optimizer.max_bytes``.
         InvalidInputError: unsupported kinds (the message says what is supported), a wrong loss shape, invalid
             settings or learning rates, an empty batch or batch norm in training mode.
+
+    Example: a full Gauss–Newton step (κ = −1, η = b) fits a linear model to linear data exactly.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(1, 1)
+    >>> x = torch.tensor([[0.0], [1.0], [2.0]])
+    >>> opt = HIG(net, learning_rate=3.0, kappa=-1)
+    >>> info = hig_step(net, opt, x, 2 * x + 1, None, lambda y, t: 0.5 * ((y - t) ** 2).sum(-1))
+    >>> print(f"w = {net.weight.item():.3f}, b = {net.bias.item():.3f}, rank {info.rank}")
+    w = 2.000, b = 1.000, rank 2
     """
     if not isinstance(optimizer, HIG):
         raise InvalidInputError(f"optimizer must be a phi_hig.HIG, got {type(optimizer).__name__}")

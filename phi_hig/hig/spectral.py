@@ -109,17 +109,31 @@ class JacobianOperator(Protocol):
     n_rows: int
     n_params: int
 
-    def gram(self) -> torch.Tensor: ...
+    def gram(self) -> torch.Tensor:
+        """``J Jᵀ`` (``n_rows × n_rows``), float64, accumulated in float64."""
 
-    def gram_dual(self) -> torch.Tensor: ...
+    def gram_dual(self) -> torch.Tensor:
+        """``JᵀJ`` (``n_params × n_params``), float64, accumulated in float64."""
 
-    def vjp(self, c: torch.Tensor) -> torch.Tensor: ...
+    def vjp(self, c: torch.Tensor) -> torch.Tensor:
+        """``Jᵀc`` as a float64 ``(n_params,)`` tensor for a vector ``c`` of length ``n_rows``."""
 
-    def matrix(self) -> torch.Tensor: ...
+    def matrix(self) -> torch.Tensor:
+        """J itself (``n_rows × n_params``, any floating dtype), for the SVD path."""
 
 
 class DenseJacobian:
-    """`JacobianOperator` of a given matrix ``J`` (``m × n``, any float dtype and device)."""
+    """`JacobianOperator` of a given matrix ``J`` (``m × n``, any float dtype and device).
+
+    The products are formed in float64 from one float64 copy of J, made on first use.
+
+    >>> import torch
+    >>> op = DenseJacobian(torch.tensor([[1.0, 2.0], [0.0, 1.0], [1.0, 0.0]]))
+    >>> op.n_rows, op.n_params, tuple(op.gram().shape), op.gram_dual().dtype
+    (3, 2, (3, 3), torch.float64)
+    >>> op.vjp(torch.ones(3)).tolist()
+    [2.0, 3.0]
+    """
 
     def __init__(self, J: torch.Tensor, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
         self.J, self.max_bytes = J, max_bytes
@@ -132,17 +146,21 @@ class DenseJacobian:
         return self._J64
 
     def gram(self) -> torch.Tensor:
+        """``J Jᵀ`` in float64."""
         J = self._64()
         return J @ J.T
 
     def gram_dual(self) -> torch.Tensor:
+        """``JᵀJ`` in float64."""
         J = self._64()
         return J.T @ J
 
     def vjp(self, c: torch.Tensor) -> torch.Tensor:
+        """``Jᵀc`` in float64 on J's device."""
         return self._64().T @ c.to(device=self.J.device, dtype=torch.float64)
 
     def matrix(self) -> torch.Tensor:
+        """The matrix J as given (its own dtype and device)."""
         return self.J
 
 
@@ -481,6 +499,21 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     Raises:
         InvalidInputError: non-finite entries, mismatched shapes or invalid settings.
         NonFiniteStepError: the result overflows J's dtype (e.g. float32), never an inf result.
+
+    Example: for a diagonal J the direction scales each component of g by σ^κ.
+
+    >>> import numpy as np
+    >>> J, g = np.diag([4.0, 0.25]), np.array([1.0, 1.0])
+    >>> print(np.round(half_inverse(J, g), 6))              # HIG, κ = −1/2: σ^(−1/2)
+    [0.5 2. ]
+    >>> print(np.round(half_inverse(J, g, kappa=-1), 6))    # Gauss–Newton: J⁻¹g
+    [0.25 4.  ]
+    >>> d, info = half_inverse(J, g, truncation=0.1, return_info=True)   # σ = 0.25 ≤ 0.1·σ_max is discarded
+    >>> print(np.round(d, 6), info.rank, info.path)
+    [0.5 0. ] 1 gram
+    >>> half_inverse(J, np.array([1.0, np.nan]))
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: g contains 1 non-finite value(s) (NaN or Inf)
     """
     settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'half_inverse'))
     return_info = checks.flag('return_info', return_info)

@@ -23,7 +23,7 @@ from phiml.math import non_batch
 
 from .. import checks
 from ..errors import InvalidInputError, NonFiniteStepError
-from ..convert import all_finite, call_network, detach, is_boolean, kind, mean_over_examples, values_of
+from ..convert import all_finite, call_network, detach, example_mean, is_boolean, kind, values_of
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
 
@@ -45,6 +45,14 @@ def sip_loss(prediction, correction):
 
     Raises:
         InvalidInputError: the kinds or shapes differ (nothing is broadcast).
+
+    >>> import torch
+    >>> x = torch.tensor([[1.0, 2.0], [0.0, 0.0]], requires_grad=True)
+    >>> sip_loss(x, torch.tensor([[1.0, 0.0], [1.0, 1.0]])).tolist()
+    [2.0, 1.0]
+    >>> sip_loss(x, torch.zeros(3, 2))
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: correction has shape (3, 2) but prediction has shape (2, 2); they must be equal (nothing is broadcast)
     """
     pred_kind, corr_kind = kind(prediction), kind(correction)
     if pred_kind == 'torch':
@@ -74,6 +82,10 @@ def l2_loss(y, y_target):
 
     Raises:
         InvalidInputError: `y` and `y_target` differ in shape (nothing is broadcast).
+
+    >>> import torch
+    >>> l2_loss(torch.tensor([[1.0, 1.0], [3.0, 0.0]]), torch.zeros(2, 2)).tolist()
+    [1.0, 4.5]
     """
     require_same_shape('y_target', y_target, 'y', y)
     if kind(y) == 'torch':
@@ -158,6 +170,18 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
             are not finite, `Δx` does not have exactly the shape of the prediction, or the prediction carries no
             gradient.
         NonFiniteStepError: the proxy loss is not finite.
+
+    Example: with the exact inverse of ``y = 2x`` the proxy loss is ``½‖x − x*‖²`` of the exact solution x*, a
+    quarter of the physics loss ``½‖2x − y*‖²`` whatever the network predicts (the scale invariance of SIP).
+
+    >>> import torch
+    >>> net = torch.nn.Linear(1, 1)
+    >>> forward = lambda x: 2 * x
+    >>> inverse = lambda x, y_target, y=None: (y_target - 2 * x) / 2
+    >>> y_star = torch.tensor([[2.0], [4.0]])
+    >>> result = sip_step(net, torch.optim.SGD(net.parameters(), lr=0.1), y_star, y_star, (forward, inverse))
+    >>> bool(torch.allclose(result.physics_loss, 4 * result.proxy_loss))
+    True
     """
     forward, inverse = _physics_pair(physics)
     conditions = _mapping('conditions', conditions)
@@ -186,7 +210,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     _require_numbers('the inverse update dx', dx)
     require_same_shape('the inverse update dx', dx, 'the prediction x', x0)
     proxy = sip_loss(prediction, x0 + dx)
-    mean_proxy = mean_over_examples(proxy)
+    mean_proxy = example_mean(proxy)
     finite = bool(torch.isfinite(torch.as_tensor(mean_proxy)).all())
     if isinstance(network, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
         from .. import processes
