@@ -207,13 +207,6 @@ def choose_path(path: str, method: Optional[str], where: str) -> str:
 
     >>> choose_path('svd', None, 'HIG')
     'svd'
-    >>> import warnings
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter('always')
-    ...     choose_path(AUTO, 'gram', 'HIG')
-    'gram'
-    >>> print(caught[0].category.__name__)
-    DeprecationWarning
     >>> choose_path('svd', 'gram', 'HIG')
     Traceback (most recent call last):
     phi_hig.errors.InvalidInputError: HIG: give path only (method is its deprecated name), got path='svd' and method='gram'
