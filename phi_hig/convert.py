@@ -7,7 +7,8 @@ dimension. This module is the one place that converts between what a user passes
 * `NetworkCall` calls a ``torch.nn.Module`` on user inputs exactly like ``field.native_call`` (Fields) and
   ``math.native_call`` (PhiML tensors) do, or directly (torch tensors), and exposes the native input the network
   receives and the wrapping of native outputs of *any* batch size back into the user's kind;
-* `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back.
+* `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back;
+* `example_mean` reduces a per-example loss of either kind to the torch scalar a step minimizes.
 
 Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) and values on
 the torch or NumPy backend (NumPy values are converted to torch). All batch dims of a PhiML value are examples
@@ -23,7 +24,7 @@ import torch
 
 from .errors import InvalidInputError
 
-__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind_of', 'SUPPORTED']
+__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind_of', 'example_mean', 'SUPPORTED']
 
 SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network "
              "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`)")
@@ -83,6 +84,17 @@ def call_network(network, *inputs):
         if any(isinstance(i, Tensor) for i in inputs):
             return _native_call('tensor')(network, *inputs)
     return network(*inputs)
+
+
+def example_mean(per_example) -> torch.Tensor:
+    """The mean over the examples of a per-example loss — a torch tensor ``(b,)`` or a PhiML tensor over batch dims —
+    as a 0-d torch tensor that keeps its autograd graph (the batch-mean loss a training step minimizes)."""
+    if isinstance(per_example, torch.Tensor):
+        return per_example.mean()
+    from phiml import math
+    from phiml.math import batch
+    mean = math.mean(per_example, batch(per_example)).native()
+    return mean if isinstance(mean, torch.Tensor) else torch.as_tensor(mean)
 
 
 class NetworkCall:

@@ -61,10 +61,15 @@ class HIG(torch.optim.Optimizer):
     """
 
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
-                 beta: float = 0.0, relative: bool = True, method: str = 'auto',
+                 beta: float = 0.0, relative: bool = True, path: str = 'auto',
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 structured: Optional[bool] = None):
-        settings = HalfInverse(kappa, beta, truncation, relative, method)
+                 structured: Optional[bool] = None, *, method: Optional[str] = None):
+        if method is not None:  # the deprecated name of `path` (kinds branch: stand-in for helper core's rename)
+            import warnings
+            warnings.warn("HIG(method=...) is deprecated: the linear-algebra choice is now called path",
+                          DeprecationWarning, stacklevel=2)
+            path = method
+        settings = HalfInverse(kappa, beta, truncation, relative, path)
         lr = checks.number('learning_rate', learning_rate, low=0)
         if max_bytes is not None:
             max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)

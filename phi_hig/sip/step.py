@@ -17,14 +17,14 @@ import inspect
 from typing import Callable, Mapping, NamedTuple, Tuple
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from phi.field import Field
 from phiml import math
-from phiml.math import Tensor, batch, non_batch
+from phiml.math import Tensor, non_batch
 
 from .. import checks
 from ..errors import InvalidInputError, NonFiniteStepError
-from ..convert import call_network
+from ..convert import call_network, example_mean
+from ..processes import refuse_together
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
 
@@ -188,12 +188,8 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     _require_numbers('the inverse update dx', dx)
     require_same_shape('the inverse update dx', dx, 'the prediction x', x0)
     proxy = sip_loss(prediction, x0 + dx)
-    mean_proxy = _mean(proxy)
-    finite = bool(torch.isfinite(torch.as_tensor(mean_proxy)).all())
-    if isinstance(network, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
-        from .. import processes
-        finite = processes.all_true(finite, mean_proxy.device)
-    if not finite:
+    mean_proxy = example_mean(proxy)
+    if not refuse_together(bool(torch.isfinite(mean_proxy)), network, mean_proxy.device):
         raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse "
                                  "update); the weights were left untouched")
     if not getattr(mean_proxy, 'requires_grad', False):
@@ -269,9 +265,3 @@ def _detach(value):
         return value.detach()
     return math.stop_gradient(value)
 
-
-def _mean(loss_per_example) -> torch.Tensor:
-    if isinstance(loss_per_example, torch.Tensor):
-        return loss_per_example.mean()
-    mean = math.mean(loss_per_example, batch(loss_per_example))
-    return mean.native()
