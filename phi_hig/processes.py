@@ -78,7 +78,7 @@ def init_from_environment(device: str = 'cpu') -> str:
     if cuda:
         local = int(os.environ.get('LOCAL_RANK', '0'))
         if not torch.cuda.is_available() or local >= torch.cuda.device_count():
-            raise InvalidInputError(f"--device {device!r} under torchrun needs one GPU per rank: LOCAL_RANK {local}, "
+            raise InvalidInputError(f"device {device!r} under torchrun needs one GPU per rank: LOCAL_RANK {local}, "
                                     f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} GPU(s) visible")
         torch.cuda.set_device(local)
         device = f'cuda:{local}'

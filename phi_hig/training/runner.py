@@ -4,8 +4,9 @@ Every method starts from the same initial weights (one network built after seedi
 method) and consumes the same ordered data stream (`DataStream`) at its own batch size. Training time is
 measured around the update steps only; evaluation on the held-out set happens before the first update and
 then every ``eval_every`` steps, outside the timed region. What to run is a validated `RunSpec`
-(`phi_hig.training.spec.run_spec`), refused before anything trains; checkpoints (`phi_hig.training.checkpoint`) are atomic,
-carry the spec's identity and resume exactly.
+(`phi_hig.training.spec.run_spec`), refused before anything trains; checkpoints (`phi_hig.training.checkpoint`) are
+atomic, carry the spec's identity and resume exactly. Each method steps through its kind's builder
+(`phi_hig.training.kinds`), which also says whether several processes train it through DDP.
 
 Honest results: the runner warns (`RunWarning`) and flags a method in ``summary['final'][m]['flags']`` when
 its training loss grows to 10× its first value (``'loss_grew'``), when it finishes fewer than 10 steps in
@@ -31,11 +32,11 @@ from .checkpoint import Checkpoint, CheckpointWriter, load_for_resume
 from ..errors import InvalidInputError, NonFiniteStepError
 from ..experiments.base import DataStream, Experiment
 from .. import processes
-from .methods import SECOND_ORDER, make_method
+from .methods import make_method
 from .spec import RunSpec, run_spec
 
 __all__ = ['train', 'run', 'train_variants', 'RunResult', 'RunControl', 'RunWarning', 'evaluate',
-           'GROWTH_LIMIT', 'MIN_STEPS']
+           'GROWTH_LIMIT', 'MIN_STEPS', 'MIN_CHECKPOINT_INTERVAL']
 
 GROWTH_LIMIT = 10.0
 """A training loss this many times its first value flags the method ('loss_grew')."""
@@ -51,7 +52,20 @@ class RunWarning(UserWarning):
 
 
 class RunControl:
-    """Pause, resume and stop a running `train` from another thread (e.g. a GUI). Thread-safe."""
+    """Pause, resume and stop a running `train` from another thread (e.g. a GUI). Thread-safe.
+
+    The runner asks `proceed` before every step: a paused run waits there, a stopped one ends the current method
+    (its last state evaluated and checkpointed) and skips the methods after it.
+
+    Example:
+        >>> control = RunControl()
+        >>> control.pause()
+        >>> control.paused
+        True
+        >>> control.stop()  # also releases a paused run
+        >>> control.stopped, control.proceed()
+        (True, False)
+    """
 
     def __init__(self):
         self._stop = threading.Event()
@@ -59,21 +73,26 @@ class RunControl:
         self._go.set()
 
     def pause(self) -> None:
+        """Hold the run before its next step (until `resume` or `stop`)."""
         self._go.clear()
 
     def resume(self) -> None:
+        """Let a paused run go on."""
         self._go.set()
 
     def stop(self) -> None:
+        """End the run after its current step (a paused run ends at once)."""
         self._stop.set()
         self._go.set()
 
     @property
     def paused(self) -> bool:
+        """True between `pause` and `resume` / `stop`."""
         return not self._go.is_set()
 
     @property
     def stopped(self) -> bool:
+        """True once `stop` was called."""
         return self._stop.is_set()
 
     def proceed(self) -> bool:
@@ -100,12 +119,15 @@ class RunResult:
 
     def final(self, method: str, key: str = 'test_loss') -> float:
         """Last evaluated value of ``key`` for ``method``."""
-        values = [r[key] for r in self.records if r['method'] == method and not _isnan(r.get(key))]
+        values = [r[key] for r in self.records if r['method'] == method and _holds(r, key)]
         return values[-1] if values else float('nan')
 
 
-def _isnan(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+def _holds(record: dict, key: str = 'test_loss') -> bool:
+    """Whether ``record`` holds a value of ``key``: a number that is not NaN (NaN marks 'not evaluated at this step';
+    an infinite loss is a value)."""
+    value = record.get(key)
+    return checks.is_number(value) and not math.isnan(value)
 
 
 def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) -> dict:
@@ -121,8 +143,7 @@ def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) ->
             for start in range(0, inputs.shape[0], chunk):
                 x, t = inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device)
                 z = net(x)
-                y = experiment.simulate(z) if experiment.simulate is not None else z
-                total += float(experiment.loss(y, t).sum())
+                total += float(experiment.loss(experiment.simulate(z), t).sum())
                 n += x.shape[0]
             out = {'test_loss': total / n}
             if experiment.metrics is not None:
@@ -142,7 +163,7 @@ class _Watch:
 
     def see(self, record: dict, warn: bool = True) -> None:
         loss = record.get('train_loss')
-        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
+        if not checks.is_finite(loss):
             return
         if self.first is None:
             self.first = loss
@@ -158,120 +179,142 @@ class _Watch:
             warnings.warn(note, RunWarning, stacklevel=3)
 
 
-def _snapshot(spec: RunSpec, identity: dict, name: str, net, method, stream, step, train_time, records) -> Checkpoint:
-    rng = dict(torch=torch.get_rng_state())
-    if torch.device(spec.device).type == 'cuda':
-        rng['cuda'] = torch.cuda.get_rng_state_all()
-    return Checkpoint(method=name, identity=identity, step=step, train_time=train_time,
-                      position=stream.position, records=len(records), net=net.state_dict(),
-                      optimizer=method.optimizer.state_dict(), rng=rng)
+class _MethodRun:
+    """One method of a run, trained from the initial weights ``net`` on the spec's data stream.
 
+    With several processes (`phi_hig.processes`) every rank steps on its slice of the same global batch: a kind that
+    needs DDP (`MethodKind.needs_ddp`: first-order, SIP) trains a ``DistributedDataParallel`` wrapper of ``net``,
+    HIG / GN distribute their step themselves (`phi_hig.hig_step`); rank 0 evaluates, keeps the records and writes
+    the checkpoints (``writers`` collects the writer, closed by `run`).
+    """
 
-def _restore(ck: Checkpoint, net, method, stream, device) -> None:
-    net.load_state_dict(ck.net)
-    method.optimizer.load_state_dict(ck.optimizer)
-    stream.position = ck.position
-    torch.set_rng_state(ck.rng['torch'])
-    if 'cuda' in ck.rng and device.type == 'cuda':
-        torch.cuda.set_rng_state_all(ck.rng['cuda'])
+    def __init__(self, spec: RunSpec, name: str, net, resumed, device, writers: list):
+        self.spec, self.name, self.net, self.device = spec, name, net, device
+        self.experiment, self.root = spec.experiment, processes.is_root()
+        self.stepper = processes.data_parallel(net, device) if spec.kind(name).needs_ddp else net
+        self.method = make_method(name, self.stepper, self.experiment, validated=spec.hyperparameters[name])
+        self.batch_size = int(self.method.hyper['batch_size'])
+        self.rows = processes.local_rows(self.batch_size)  # this rank's slice of each global batch
+        self.stream = DataStream(self.experiment, spec.seed)
+        torch.manual_seed(spec.seed + 1)
+        self.status, self.step, self.train_time, self.fresh = 'ok', 0, 0.0, resumed is None
+        if resumed is None:
+            self.records = [dict(experiment=self.experiment.name, method=name, step=0, wall_time=0.0,
+                                 train_loss=float('nan'), **_evaluate_on_root(self.experiment, net))]
+        else:
+            ck, self.records = resumed
+            self._restore(ck)
+        self.saved = 0 if resumed is None else len(self.records)  # records[saved:]: not yet handed to the writer
+        self.watch = _Watch(name, self.records)
+        # whether the last record holds an evaluation, the same on every rank (resumed records are rank 0's)
+        self.evaluated = resumed is None or _holds(self.records[-1])
+        self.identity = spec.identity
+        self.writer = CheckpointWriter(spec.out, name, fresh=resumed is None) \
+            if spec.checkpoint_every and self.root else None
+        if self.writer is not None:
+            writers.append(self.writer)  # closed (waited for) by `run` at the end: the last write overlaps what follows
 
+    def done(self) -> bool:
+        """Whether the budget (steps or training seconds) is spent."""
+        spec = self.spec
+        return (spec.steps is not None and self.step >= spec.steps) or \
+            (spec.seconds is not None and self.train_time >= spec.seconds)
 
-def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_record, control, writers) -> tuple:
-    """Train one method. With several processes (`phi_hig.processes`), every rank steps on its slice of the same
-    global batch; HIG / GN steps are distributed by `phi_hig.hig_step` itself, first-order and SIP methods train a
-    ``DistributedDataParallel`` wrapper of ``net``; rank 0 evaluates, keeps the records and writes checkpoints."""
-    experiment = spec.experiment
-    world, root = processes.world_size(), processes.is_root()
-    hyper = spec.hyperparameters[name]
-    stepper = net
-    if world > 1 and hyper.get('base', name) not in SECOND_ORDER:
-        from torch.nn.parallel import DistributedDataParallel
-        stepper = DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
-    method = make_method(name, stepper, experiment, validated=hyper)
-    batch_size = int(method.hyper['batch_size'])
-    rows = processes.local_rows(batch_size)
-    stream = DataStream(experiment, spec.seed)
-    torch.manual_seed(spec.seed + 1)
-    status, step, train_time = 'ok', 0, 0.0
-    if resumed is not None:
-        ck, records = resumed
-        _restore(ck, net, method, stream, device)
-        step, train_time = ck.step, ck.train_time
-    else:
-        records = [dict(experiment=experiment.name, method=name, step=0, wall_time=0.0, train_loss=float('nan'),
-                        **_evaluate_on_root(experiment, net))]
-        if on_record and root:
-            on_record(records[-1], method)
-    saved = len(records) if resumed is not None else 0  # records[saved:]: not yet handed to the checkpoint writer
-    watch = _Watch(name, records)
-    # whether the last record holds an evaluation, the same on every rank (resumed records are rank 0's)
-    evaluated = resumed is None or not _isnan(records[-1].get('test_loss'))
-    every, identity = spec.checkpoint_every, spec.identity
-    writer = CheckpointWriter(spec.out, name, fresh=resumed is None) if every and root else None
-    if writer is not None:
-        writers.append(writer)  # closed (waited for) by `run` at the end: the last write overlaps what follows
-    last_print = time.perf_counter()
+    def train(self, control: Optional[RunControl], progress: bool, on_record: Optional[Callable]) -> None:
+        """Step until the budget is spent, the method fails or ``control`` stops it; then evaluate and checkpoint
+        its last state (`finish`)."""
+        if self.fresh and on_record and self.root:
+            on_record(self.records[0], self.method)
+        last_print = time.perf_counter()
+        while not self.done():
+            if control is not None and not control.proceed():
+                self.status = f'stopped at step {self.step}'
+                break
+            loss = self.update()
+            if loss is None:
+                break
+            record = self.record(loss)
+            if not self.root:
+                continue
+            self.watch.see(record)
+            if on_record:
+                on_record(record, self.method)
+            if self.writer is not None and self.step % self.spec.checkpoint_every == 0 and self.writer.idle and \
+                    time.perf_counter() - self.writer.last_submit >= MIN_CHECKPOINT_INTERVAL:
+                self.checkpoint()
+            if progress and (time.perf_counter() - last_print > 2.0 or self.done()):
+                last_print = time.perf_counter()
+                test = [r['test_loss'] for r in self.records if _holds(r)][-1]
+                print(f"[{self.experiment.name}/{self.name}] step {self.step:6d}  train {self.train_time:7.1f}s  "
+                      f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
+        self.finish()
 
-    def done():
-        return (spec.steps is not None and step >= spec.steps) or (spec.seconds is not None and
-                                                                   train_time >= spec.seconds)
-    while not done():
-        if control is not None and not control.proceed():
-            status = f'stopped at step {step}'
-            break
-        x, t = stream.next(batch_size)
-        x, t = x[rows].to(device), t[rows].to(device)
+    def update(self) -> Optional[float]:
+        """One timed step on this rank's slice of the next global batch; the batch-mean loss, or None when the step
+        was refused (the status says why: 'diverged' or 'failed', the weights untouched)."""
+        x, t = self.stream.next(self.batch_size)
+        x, t = x[self.rows].to(self.device), t[self.rows].to(self.device)
         t0 = time.perf_counter()
         try:
-            loss = method.step(x, t)
-        except NonFiniteStepError as err:
-            status = f'diverged at step {step + 1}: {err}'
-            watch.flag('diverged', f"{name}: {status}", warn=False)
-            break
-        except InvalidInputError as err:
-            status = f'failed at step {step + 1}: {err}'
-            watch.flag('failed', f"{name}: {status}", warn=False)
-            break
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - t0
-        if world > 1:  # the ranks agree on the loss of the global batch and on when the time budget is spent
-            loss = loss if stepper is net else processes.all_mean(loss)
-            train_time = processes.agree_max(train_time) if spec.seconds is not None else train_time
-        step += 1
-        record = dict(experiment=experiment.name, method=name, step=step, wall_time=train_time, train_loss=loss,
-                      test_loss=float('nan'))
-        if method.last_info is not None:
-            record['rank'] = method.last_info.rank
-        evaluated = step % spec.eval_every == 0 or done()  # the same on every rank
-        if evaluated:
-            record.update(_evaluate_on_root(experiment, net))
-        records.append(record)
-        if not root:
-            continue
-        watch.see(record)
-        if on_record:
-            on_record(record, method)
-        if writer is not None and step % every == 0 and writer.idle and \
-                time.perf_counter() - writer.last_submit >= MIN_CHECKPOINT_INTERVAL:
-            writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records),
-                          records[saved:])
-            saved = len(records)
-        if progress and (time.perf_counter() - last_print > 2.0 or done()):
-            last_print = time.perf_counter()
-            test = [r['test_loss'] for r in records if not _isnan(r.get('test_loss'))][-1]
-            print(f"[{experiment.name}/{name}] step {step:6d}  train {train_time:7.1f}s  "
-                  f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
-    if not evaluated and not status.startswith(('diverged', 'failed')):
-        records[-1].update(_evaluate_on_root(experiment, net))  # a stopped method's last state
-    if writer is not None and saved < len(records):
-        writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records),
-                      records[saved:])
-    if status == 'ok' and spec.seconds is not None and step < MIN_STEPS and \
-            (spec.steps is None or step < spec.steps) and root:
-        watch.flag('few_steps', f"{name}: only {step} step(s) in the time budget of {spec.seconds:g} s "
-                                f"(< {MIN_STEPS}): its final values are not comparable")
-    return records, status, method, watch
+            loss = self.method.step(x, t)
+        except (NonFiniteStepError, InvalidInputError) as err:
+            code = 'diverged' if isinstance(err, NonFiniteStepError) else 'failed'
+            self.status = f'{code} at step {self.step + 1}: {err}'
+            self.watch.flag(code, f"{self.name}: {self.status}", warn=False)
+            return None
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        self.train_time += time.perf_counter() - t0
+        if processes.world_size() > 1:  # the ranks agree on the global batch's loss and on when the time is spent
+            loss = loss if self.stepper is self.net else processes.all_mean(loss)
+            self.train_time = processes.agree_max(self.train_time) if self.spec.seconds is not None else \
+                self.train_time
+        self.step += 1
+        return loss
+
+    def record(self, loss: float) -> dict:
+        """The record of the step just made, evaluated every ``eval_every`` steps and at the last one."""
+        record = dict(experiment=self.experiment.name, method=self.name, step=self.step, wall_time=self.train_time,
+                      train_loss=loss, test_loss=float('nan'))
+        if self.method.last_info is not None:
+            record['rank'] = self.method.last_info.rank
+        self.evaluated = self.step % self.spec.eval_every == 0 or self.done()  # the same on every rank
+        if self.evaluated:
+            record.update(_evaluate_on_root(self.experiment, self.net))
+        self.records.append(record)
+        return record
+
+    def finish(self) -> None:
+        """Evaluate a stopped method's last state, write its last checkpoint, flag too few steps."""
+        if not self.evaluated and not self.status.startswith(('diverged', 'failed')):
+            self.records[-1].update(_evaluate_on_root(self.experiment, self.net))
+        if self.writer is not None and self.saved < len(self.records):
+            self.checkpoint()
+        spec = self.spec
+        if self.status == 'ok' and spec.seconds is not None and self.step < MIN_STEPS and \
+                (spec.steps is None or self.step < spec.steps) and self.root:
+            self.watch.flag('few_steps', f"{self.name}: only {self.step} step(s) in the time budget of "
+                                         f"{spec.seconds:g} s (< {MIN_STEPS}): its final values are not comparable")
+
+    def checkpoint(self) -> None:
+        """Hand the current state and the records made since the last checkpoint to the writer."""
+        rng = dict(torch=torch.get_rng_state())
+        if self.device.type == 'cuda':
+            rng['cuda'] = torch.cuda.get_rng_state_all()
+        ck = Checkpoint(method=self.name, identity=self.identity, step=self.step, train_time=self.train_time,
+                        position=self.stream.position, records=len(self.records), net=self.net.state_dict(),
+                        optimizer=self.method.optimizer.state_dict(), rng=rng)
+        self.writer.submit(ck, self.records[self.saved:])
+        self.saved = len(self.records)
+
+    def _restore(self, ck: Checkpoint) -> None:
+        self.net.load_state_dict(ck.net)
+        self.method.load_optimizer_state(ck.optimizer)
+        self.stream.position = ck.position
+        torch.set_rng_state(ck.rng['torch'])
+        if 'cuda' in ck.rng and self.device.type == 'cuda':
+            torch.cuda.set_rng_state_all(ck.rng['cuda'])
+        self.step, self.train_time = ck.step, ck.train_time
 
 
 def _evaluate_on_root(experiment, net) -> dict:
@@ -287,7 +330,8 @@ def _resume(spec: RunSpec) -> dict:
     payload = None
     if processes.is_root():
         try:
-            payload = ('ok', {m: load_for_resume(spec.out, m, spec.identity) for m in spec.methods})
+            payload = ('ok', {m: load_for_resume(spec.out, m, spec.identity, renamed=spec.kind(m).renamed)
+                              for m in spec.methods})
         except InvalidInputError as err:
             payload = ('refused', str(err))
     status, value = processes.broadcast_object(payload)
@@ -347,10 +391,10 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
     try:
         for name in spec.methods:
             net = copy.deepcopy(net0).to(device)
-            recs, status, method, watch = _run_method(spec, name, net, resumed.get(name), device, progress,
-                                                      on_record, control, writers)
-            records += recs
-            statuses[name], nets[name], watches[name] = status, net, watch
+            one = _MethodRun(spec, name, net, resumed.get(name), device, writers)
+            one.train(control, progress, on_record)
+            records += one.records
+            statuses[name], nets[name], watches[name] = one.status, net, one.watch
             if control is not None and control.stopped:
                 break
     finally:
@@ -400,6 +444,17 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
             torch's current setting); restored afterwards.
         on_record, control, initial_state: see `run`.
         preset, settings: for an experiment given by name.
+
+    Raises:
+        InvalidInputError: any bad argument, named by its Python name, before anything trains (`run_spec`, `run`).
+
+    Example:
+        >>> import phi_hig
+        >>> result = phi_hig.train('toy', ['adam', 'hig'], preset='test', steps=3, progress=False)
+        >>> [(m, f['steps'], f['status']) for m, f in result.summary['final'].items()]
+        [('adam', 3, 'ok'), ('hig', 3, 'ok')]
+        >>> sorted(result.nets)
+        ['adam', 'hig']
     """
     spec = run_spec(experiment, methods, preset=preset, settings=settings, overrides=overrides, steps=steps,
                     seconds=seconds, seed=seed, eval_every=eval_every, device=str(device), threads=threads,
@@ -415,7 +470,7 @@ def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dic
     final = {}
     for m in methods:
         mine = [r for r in records if r['method'] == m]
-        evaluated = [r for r in mine if not _isnan(r.get('test_loss'))]
+        evaluated = [r for r in mine if _holds(r)]
         last = evaluated[-1] if evaluated else {}
         steps_done = mine[-1]['step'] if mine else 0
         t = mine[-1]['wall_time'] if mine else 0.0
