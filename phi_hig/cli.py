@@ -55,6 +55,7 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line ``phi_hig: error: …`` and exit code 2."""
 
     def error(self, message):
+        """Exit with status 2 after one line ``phi_hig: error: MESSAGE (see: PROG --help)``."""
         fail(f"{message} (see: {self.prog} --help)")
 
 

@@ -256,6 +256,7 @@ class FirstOrderKind(MethodKind):
                          description=description or f"torch.optim.{optimizer_class.__name__}")
 
     def hyperparameters(self, experiment, chosen):
+        """The optimizer class's keyword arguments (read from its signature) and ``clip``."""
         return dict(signature_spec(self.optimizer_class.__init__), clip=CLIP)
 
     def _build(self, params, hyper):
@@ -288,12 +289,15 @@ class HalfInverseKind(MethodKind):
                          renamed={'method': 'path'}, description=description or f"phi_hig.HIG, kappa={kappa:g}")
 
     def hyperparameters(self, experiment, chosen):
+        """HIG's constructor keys (``lr`` for ``learning_rate``), κ defaulting to this kind's, ``path`` one of
+        `phi_hig.hig.spectral.PATHS`."""
         spec = signature_spec(HIG.__init__, skip=('self', 'net', *self.renamed), rename={'learning_rate': 'lr'})
         spec['kappa'] = Hyperparameter('kappa', self.kappa, 'float')
         spec['path'] = Hyperparameter('path', spec['path'].default, 'choice', choices=PATHS)
         return spec
 
     def complete(self, experiment, method, hyper):
+        """κ is always recorded (this kind's unless set): it is what distinguishes HIG from GN."""
         hyper.setdefault('kappa', self.kappa)
         return hyper
 
@@ -306,6 +310,8 @@ class HalfInverseKind(MethodKind):
         return HIG(params, learning_rate=args.pop('lr', 1.0), **args)
 
     def memory(self, hyper, sizes):
+        """The float64 Gram matrix of the path a batch takes first (`gram_path`, `gram_bytes`: J Jᵀ or the dual
+        JᵀJ), or on the 'svd' path the float64 J, against ``max_bytes``."""
         rows, limit = hyper['batch_size'] * sizes.target_values, hyper.get('max_bytes', DEFAULT_MAX_BYTES)
         path = gram_path(hyper.get('path', 'auto'), rows, sizes.params, None)
         if path == 'svd':  # the float64 copy of J the SVD decomposes
@@ -322,6 +328,7 @@ class SIPKind(FirstOrderKind):
                          description='scale-invariant physics: an inverse-solver step, then Adam on the proxy loss')
 
     def hyperparameters(self, experiment, chosen):
+        """Adam's keys and ``clip``, ``inverse`` and the options of the chosen inverse."""
         spec = super().hyperparameters(experiment, chosen)
         choices = inverse_choices(experiment)
         spec['inverse'] = Hyperparameter('inverse', 'default', 'choice', choices=tuple(choices))
@@ -332,6 +339,7 @@ class SIPKind(FirstOrderKind):
         return spec
 
     def check_experiment(self, experiment, method):
+        """Refuse an experiment without an inverse solver."""
         if not inverse_choices(experiment):
             raise InvalidInputError(f"{method}: SIP needs an inverse solver, and experiment {experiment.name!r} has "
                                     f"none")
