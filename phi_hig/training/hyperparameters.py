@@ -117,7 +117,7 @@ def signature_spec(fn: Callable, skip: Iterable[str] = ('self', 'params', 'net')
 
 def value_spec(key: str, value) -> Hyperparameter:
     """A hyperparameter whose type is that of its default ``value`` (e.g. an option of a SIP inverse): an int is
-    'int', a float 'float', a bool 'bool', a tuple 'tuple', None accepts anything nullable as a string."""
+    'int', a float 'float', a bool 'bool', a tuple 'tuple'; a default of None makes a nullable string."""
     kind, nullable, length = _kind_of(inspect.Parameter.empty, value)
     if isinstance(value, int) and not isinstance(value, bool):
         kind = 'int'
