@@ -32,7 +32,7 @@ from ..backend import torch_backend
 from ..checks import check_size
 from ..errors import InvalidInputError
 from .factors import DEFAULT_CHUNK_BYTES, JacobianFactors, LayerFactor
-from .spectral import DEFAULT_MAX_BYTES
+from .spectral import DEFAULT_MAX_BYTES, gram_bytes
 
 __all__ = ['physics_jacobian', 'per_sample_jacobian', 'gram', 'jacobian_factors', 'JacobianFactors',
            'DEFAULT_MAX_BYTES', 'DEFAULT_CHUNK_BYTES', 'DEFAULT_CHUNK_ROWS']
@@ -367,6 +367,6 @@ def gram(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwar
     """
     simulate = simulate or (lambda z: z)
     n_out = _output_size(net, inputs, simulate)
-    check_size("The Gram matrix J Jᵀ (float64)", (inputs.shape[0] * n_out,) * 2, 8,
-               kwargs.get('max_bytes', DEFAULT_MAX_BYTES))
+    n_params = sum(p.numel() for p in kwargs.get('params') or net.parameters() if p.requires_grad)
+    gram_bytes('gram', inputs.shape[0] * n_out, n_params, kwargs.get('max_bytes', DEFAULT_MAX_BYTES))
     return jacobian_factors(net, inputs, simulate, n_out=n_out, **kwargs).gram()

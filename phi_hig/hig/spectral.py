@@ -44,7 +44,8 @@ from ..convert import from_native, kind, native_of
 from ..errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepError
 
 __all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
-           'batched_half_inverse', 'half_inverse', 'eigh64', 'choose_path', 'PATHS', 'AUTO', 'DEFAULT_MAX_BYTES']
+           'gram_bytes', 'batched_half_inverse', 'half_inverse', 'eigh64', 'choose_path', 'PATHS', 'AUTO',
+           'DEFAULT_MAX_BYTES']
 
 PATHS = ('auto', 'gram', 'dual', 'svd')
 EPS64 = float(np.finfo(np.float64).eps)
@@ -330,17 +331,32 @@ def _svd_apply(J: torch.Tensor, g64: torch.Tensor, settings: HalfInverse, path: 
 
 # ------------------------------------------------------------------------------------------- the one function
 
-def gram_path(settings: HalfInverse, n_rows: int, n_params: int, max_bytes: Optional[float] = DEFAULT_MAX_BYTES) -> str:
-    """The path `apply_half_inverse` starts on ('gram', 'dual' or 'svd') for a J of this shape; raises
-    `phi_hig.errors.JacobianTooLargeError` when its Gram matrix would exceed ``max_bytes`` (callers may ask
-    before computing the Jacobian, so that a refused size costs nothing)."""
-    path = settings.path
+def gram_bytes(path: str, n_rows: int, n_params: int, max_bytes: Optional[float] = None) -> int:
+    """Bytes of the float64 Gram matrix that linear-algebra path ``path`` forms for a J of ``n_rows × n_params``:
+    ``8·n_rows²`` for J Jᵀ on 'gram', ``8·n_params²`` for JᵀJ on 'dual', none (0) on 'svd' (``path`` as `gram_path`
+    returns it). The one rule of the Gram matrix's size: the step checks it before any pass, the run specification
+    estimates it before any batch exists.
+
+    Raises:
+        JacobianTooLargeError: the matrix would exceed ``max_bytes`` (None: no limit).
+    """
+    if path == 'svd':
+        return 0
+    side = int(n_params if path == 'dual' else n_rows)
+    what = "The dual Gram matrix JᵀJ (float64)" if path == 'dual' else "The Gram matrix J Jᵀ (float64)"
+    checks.check_size(what, (side, side), 8, max_bytes)
+    return 8 * side * side
+
+
+def gram_path(settings, n_rows: int, n_params: int, max_bytes: Optional[float] = DEFAULT_MAX_BYTES) -> str:
+    """The path `apply_half_inverse` starts on ('gram', 'dual' or 'svd') for a J of this shape, for `HalfInverse`
+    ``settings`` or a path of `PATHS` ('auto' and 'gram' take the dual when ``n_params < n_rows``); raises
+    `phi_hig.errors.JacobianTooLargeError` when its Gram matrix would exceed ``max_bytes`` (`gram_bytes`; callers may
+    ask before computing the Jacobian, so that a refused size costs nothing)."""
+    path = settings if isinstance(settings, str) else settings.path
     if path in ('auto', 'gram'):
         path = 'dual' if n_params < n_rows else 'gram'
-    if path == 'dual':
-        checks.check_size("The dual Gram matrix JᵀJ (float64)", (n_params, n_params), 8, max_bytes)
-    elif path == 'gram':
-        checks.check_size("The Gram matrix J Jᵀ (float64)", (n_rows, n_rows), 8, max_bytes)
+    gram_bytes(path, n_rows, n_params, max_bytes)
     return path
 
 

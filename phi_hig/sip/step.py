@@ -17,13 +17,13 @@ import inspect
 from typing import Callable, Mapping, NamedTuple, Tuple
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from phiml import math
 from phiml.math import non_batch
 
 from .. import checks
 from ..errors import InvalidInputError, NonFiniteStepError
 from ..convert import all_finite, call_network, detach, example_mean, is_boolean, kind, values_of
+from ..processes import refuse_together
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
 
@@ -211,11 +211,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     require_same_shape('the inverse update dx', dx, 'the prediction x', x0)
     proxy = sip_loss(prediction, x0 + dx)
     mean_proxy = example_mean(proxy)
-    finite = bool(torch.isfinite(torch.as_tensor(mean_proxy)).all())
-    if isinstance(network, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
-        from .. import processes
-        finite = processes.all_true(finite, mean_proxy.device)
-    if not finite:
+    if not refuse_together(bool(torch.isfinite(mean_proxy)), network, mean_proxy.device):
         raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse "
                                  "update); the weights were left untouched")
     if not getattr(mean_proxy, 'requires_grad', False):
