@@ -275,6 +275,11 @@ class Conditions:
         named: conditions passed by name besides positional ones (a call ``fn(z, *args, **named)`` taken apart,
             as the generic inverses receive it).
 
+    Attributes:
+        args: the conditions passed by position, as given.
+        kwargs: the conditions passed by name, as given.
+        labels: the name of each condition, positional ones first (for messages).
+
     Raises:
         InvalidInputError: a dict key that is not a string, or a per-example condition whose batch does not match
             the examples (the message names the condition).
@@ -298,7 +303,6 @@ class Conditions:
         single = conditions is not None and not isinstance(conditions, (tuple, dict))
         self.labels = [name] if single else [f"{name}[{i}]" for i in range(len(self.args))]
         self.labels += [f"{name}[{k!r}]" for k in self.kwargs]
-        """The name of each condition, positional ones first (for messages)."""
         self.n_examples, self.batch, self._rows_of, self._natives = n_examples, batch, {}, {}
         if n_examples is not None:
             keys = list(range(len(self.args))) + list(self.kwargs)
@@ -310,11 +314,6 @@ class Conditions:
 
     def __bool__(self) -> bool:
         return bool(self.args or self.kwargs)
-
-    @property
-    def per_example(self) -> bool:
-        """Whether any condition is per-example (replicated and sliced with z)."""
-        return bool(self._rows_of)
 
     def call(self, fn, z, rows=None):
         """``fn(z, *args, **kwargs)`` with the conditions' rows ``rows`` (a 1-D integer torch tensor of example
@@ -361,9 +360,9 @@ class Conditions:
         foreign = [d for d in own.names if d not in self.batch.names]
         wrong = [d for d in own.names if d in self.batch.names and own.get_size(d) != self.batch.get_size(d)]
         if foreign or wrong:
+            why = f"not there: {', '.join(foreign)}" if foreign else f"sizes differ: {', '.join(wrong)}"
             raise InvalidInputError(f"{label} has batch dims {own}, but {examples} have {self.batch}: a per-example "
-                                    f"condition's batch dims must be among the examples' with the same sizes "
-                                    f"({'not there: ' + ', '.join(foreign) if foreign else 'sizes differ: ' + ', '.join(wrong)})")
+                                    f"condition's batch dims must be among the examples' with the same sizes ({why})")
         return self.batch
 
     def _rows(self, key, value, rows: torch.Tensor):

@@ -189,7 +189,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     prediction = _predict(network, inputs)
     x0 = _detach(prediction)
     if given:  # per-example conditions must have the prediction's batch
-        Conditions(conditions, *examples_of('the prediction x', x0), examples='the prediction x')
+        Conditions(conditions, *examples_of('the predictions', x0), examples='the predictions')
     with torch.no_grad():
         y = forward(x0, *given.args, **given.kwargs)
         dx = inverse(x0, targets, *given.args, y=y, **given.kwargs, **inverse_options)
