@@ -126,10 +126,10 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     Equivalent to::
 
         x = network(inputs); x0 = stop_gradient(x)
-        y = forward(x0, **conditions);  dx = inverse(x0, targets, **conditions, y=y, **inverse_options)
-        # (conditions given as a dict; a tuple goes by position: forward(x0, *conditions), inverse(x0, targets,
-        #  *conditions, y=y, …); one value: forward(x0, condition))
+        y = forward(x0, *args, **named);  dx = inverse(x0, targets, *args, y=y, **named, **inverse_options)
         mean_over_batch(sip_loss(x, x0 + dx)).backward(); optimizer.step()
+
+    with ``args`` / ``named`` the conditions by position / by name (see ``conditions``).
 
     With `inverse = −∂L/∂x` (one gradient-descent step with η = 1) the network gradient equals that of
     back-propagating `mean(L)` through the physics (Holl, Koltun & Thuerey 2021, appendix A.1, Theorem 1).
@@ -146,8 +146,8 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
         optimizer: Any torch optimizer over the network parameters.
         inputs: Network input, or a tuple of inputs.
         targets: Target observations `y*`.
-        physics: A module (or object) with `forward(x, **conditions)` and `inverse(x, y_target, *, y, **conditions)`,
-            e.g. `phi_hig.physics.heat`, or a `(forward, inverse)` pair.
+        physics: A module (or object) with `forward(x, *args, **named)` and `inverse(x, y_target, *args, y,
+            **named)` (the conditions), e.g. `phi_hig.physics.heat`, or a `(forward, inverse)` pair.
         conditions: Known simulation inputs of `forward` and `inverse`, the same rule as `phi_hig.hig_step`: a
             dict is passed by name (heat: `diffusivity`, `dt`; fluid: `m0`), a tuple by position after `x`
             (after `x, y_target` for the inverse), one value as one positional argument. Per-example ones
@@ -189,7 +189,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     prediction = _predict(network, inputs)
     x0 = _detach(prediction)
     if given:  # per-example conditions must have the prediction's batch
-        Conditions(conditions, *examples_of('the predictions', x0), examples='the predictions')
+        given = Conditions(conditions, *examples_of('the predictions', x0), examples='the predictions')
     with torch.no_grad():
         y = forward(x0, *given.args, **given.kwargs)
         dx = inverse(x0, targets, *given.args, y=y, **given.kwargs, **inverse_options)
