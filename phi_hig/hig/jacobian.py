@@ -103,8 +103,11 @@ def physics_jacobian(simulate: Callable, z: torch.Tensor, *, conditions=None, y:
         InvalidInputError: ``simulate`` fails on the replicated batch, returns another batch size or a value
             without gradient; a condition whose batch does not match z.
     """
-    z = z.detach()
-    b = z.shape[0]
+    simulate = physics_function(simulate, conditions)
+    if not isinstance(z, torch.Tensor) or z.ndim == 0 or z.shape[0] == 0:
+        raise InvalidInputError(f"z must be a torch tensor of at least one example, batch first; got "
+                                f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+    z, b = z.detach(), z.shape[0]
     conditions = _conditions(conditions, b)
     if y is not None:
         yf = _flat_batch(y, f'{name}(z)')
@@ -113,8 +116,11 @@ def physics_jacobian(simulate: Callable, z: torch.Tensor, *, conditions=None, y:
         ny = yf.shape[1]
     else:
         ny = _output_size(None, z, simulate, conditions, name)
-    y, P, _, _ = _replicated_pass(None, z, simulate, conditions, ny, {}, chunk_rows, max_bytes, name=name)
-    return y, P
+    result = _replicated_pass(None, z, simulate, conditions, ny, {}, chunk_rows, max_bytes, name=name)
+    if result is None:
+        raise InvalidInputError(f"{name}(z) must return the same number of values per row for every batch size "
+                                f"(examples must be independent); y has {ny} per row")
+    return result[0], result[1]
 
 
 def _conditions(conditions, b: int):
