@@ -6,6 +6,11 @@ Usage, with torch tensors, PhiML tensors or PhiFlow Fields alike::
     info = phi_hig.hig_step(net, opt, inputs, targets, simulate, loss)
     print(info.loss)
 
+Physics that depends on each example's initial state, boundary values or parameters takes them as conditions,
+aligned with the inputs (the step repeats them with z wherever it repeats z)::
+
+    info = phi_hig.hig_step(net, opt, inputs, targets, lambda u, x0: rk4(x0, u), loss, conditions=(x0,))
+
 **Scale of g and how to pick η.** ``g`` is the gradient of the **batch-mean** loss ``(1/b)·Σ_i loss_i`` with
 respect to the simulation outputs. The update is linear in g, so this normalization decides what η means: it
 matches the authors' oscillator and quantum-dipole code (η = 1; Schnell, Holl & Thuerey 2022, appendix B). A
@@ -30,8 +35,8 @@ from ..backend import torch_backend
 from .distributed import DistributedJacobian, active_group
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
-from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors
-from ..convert import BatchLayout, NetworkCall
+from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors, physics_function
+from ..convert import BatchLayout, Conditions, NetworkCall
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
@@ -250,10 +255,10 @@ def _sync(device) -> None:
 
 
 def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional[Callable],
-             loss: Callable, *, group=None) -> HIGStepInfo:
+             loss: Callable, conditions=None, *, group=None) -> HIGStepInfo:
     """One HIG (or Gauss–Newton, κ = −1) update of ``net``'s parameters held by ``optimizer``.
 
-    Computes ``y = simulate(net(inputs))``, the per-example losses ``loss(y, targets)``, the gradient ``g`` of their
+    Computes ``y = simulate(net(inputs), conditions)``, the per-example losses ``loss(y, targets)``, the gradient ``g`` of their
     mean with respect to y, the stacked per-sample Jacobian of network + physics as a Jacobian operator, and
     applies ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` (truncated; `phi_hig.hig.apply_half_inverse`). Invariant: either the
     whole update is applied or, on error, none of it.
@@ -269,7 +274,15 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
             caller's to refuse; its result must still hold one value per example).
         simulate: the physics ``z -> y`` in the form of the network output (Field → Field, e.g.
             ``field.laplace``; Tensor → Tensor; torch → torch), treating examples independently and accepting
-            any batch size; None for the identity.
+            any batch size: the step evaluates it on b·|y| rows, every example repeated |y| times, to get the
+            physics Jacobian in one backward pass. None for the identity.
+        conditions: what ``simulate`` needs per example besides z (initial states, boundary values, masks,
+            parameters), aligned with the inputs: a tuple → ``simulate(z, *conditions)``, a dict →
+            ``simulate(z, **conditions)``, one value → ``simulate(z, conditions)``. Torch tensors (batch first),
+            PhiML tensors and Fields with the inputs' batch dims are per-example: ``simulate`` receives the rows
+            that go with z, in z's form; values without a batch (numbers, PhiML tensors without batch dims) are
+            passed unchanged (the rule: `phi_hig.convert.Conditions`). Under a process group each rank passes
+            the conditions of its own slice.
         loss: ``loss(y, targets)`` per example: a PhiML tensor with exactly the batch dims of y, or a torch
             tensor of shape ``(b,)``; differentiable in y.
         group: the ``torch.distributed`` process group whose ranks hold the slices of the global batch (rank
@@ -283,7 +296,9 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
         NonFiniteStepError: non-finite loss, gradient, Jacobian or update (weights untouched).
         JacobianTooLargeError: the Jacobian or Gram matrix would exceed ``optimizer.max_bytes``.
         InvalidInputError: unsupported kinds (the message says what is supported), a wrong loss shape, invalid
-            settings or learning rates, an empty batch or batch norm in training mode.
+            settings or learning rates, an empty batch, batch norm in training mode, a condition whose batch does
+            not match the inputs, or a ``simulate`` that fails on the replicated batch or returns another batch
+            size (the message gives the rows and points to ``conditions=``; the original error is chained).
 
     Example: a full Gauss–Newton step (κ = −1, η = b) fits a linear model to linear data exactly.
 
@@ -303,6 +318,8 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     x = call.native_inputs
     if x.ndim == 0 or x.shape[0] == 0:
         raise InvalidInputError(f"inputs must hold at least one example, got a batch of shape {tuple(x.shape)}")
+    simulate = physics_function(simulate, conditions)
+    conditions = Conditions(conditions, x.shape[0], call.batch)
     params = optimizer.params()
     device = params[0].device if params else x.device
     group = active_group(group)
@@ -311,15 +328,14 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     t0 = time.perf_counter()
     layouts = []  # the layout of simulate's output, fixed by its first call
 
-    def simulate_native(z_native: torch.Tensor) -> torch.Tensor:
-        z_user = call.wrap(z_native)
-        y_user = z_user if simulate is None else simulate(z_user)
+    def simulate_native(z_native: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        y_user = simulate(call.wrap(z_native), *args, **kwargs)
         if not layouts:
             layouts.append(BatchLayout(y_user, x.shape[0], call.batch))
         return layouts[0].flatten(y_user)
 
     objective = _loss_objective(loss, layouts, targets)
-    operator = jacobian_factors(net, x, simulate_native, params=params, chunk_rows=optimizer.chunk_rows,
+    operator = jacobian_factors(net, x, simulate_native, conditions=conditions, params=params, chunk_rows=optimizer.chunk_rows,
                                 max_bytes=optimizer.max_bytes, structured=optimizer.structured,
                                 n_out=optimizer._n_out, objective=objective)
     optimizer._n_out = operator.n_out

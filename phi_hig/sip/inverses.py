@@ -1,9 +1,10 @@
 """Generic inverse updates for SIP training of low-dimensional problems given as batched torch functions.
 
-An *inverse* is a callable `inverse(x, y_target, *, y=None, **conditions) -> Δx` returning the update of one
+An *inverse* is a callable `inverse(x, y_target, *conditions, y=None, **named) -> Δx` returning the update of one
 inverse-solver step (η = 1), the contract of `phi_hig.sip.sip_step`. The factories here build inverses for a
-batched torch function `forward(x, **conditions) -> y` (`x: (B, n)`, `y: (B, m)`, rows independent examples);
-each inverse minimizes the per-example loss `L(x) = ½‖forward(x) − y*‖²` (or a given `loss(y, y*) -> (B,)`):
+batched torch function `forward(x, *conditions, **named) -> y` (`x: (B, n)`, `y: (B, m)`, rows independent
+examples; the conditions as `sip_step` passes them, `phi_hig.convert.Conditions`); each inverse minimizes the
+per-example loss `L(x) = ½‖forward(x) − y*‖²` (or a given `loss(y, y*) -> (B,)`):
 
 * `gradient_descent`: `Δx = −η·∂L/∂x`; with η = 1 SIP equals back-propagation (Holl, Koltun & Thuerey 2021,
   appendix A.1, Theorem 1);
@@ -27,7 +28,9 @@ from phiml.math import batch, channel, Solve
 
 from .. import checks
 from ..backend import torch_backend
+from ..convert import Conditions
 from ..errors import InvalidInputError, NonFiniteStepError
+from ..hig.jacobian import physics_jacobian
 from ..hig.spectral import HalfInverse, batched_half_inverse
 from .step import l2_loss
 
@@ -55,8 +58,8 @@ def gradient_descent(forward: Callable, *, learning_rate: float = 1., loss: Call
     _check_functions(forward, loss)
     learning_rate = checks.number('learning_rate', learning_rate, low=0, low_open=True)
 
-    def inverse(x, y_target, *, y=None, **conditions):
-        grad, _ = _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=False)
+    def inverse(x, y_target, *conditions, y=None, **named):
+        grad, _ = _gradient_and_hessian(forward, loss, x, y_target, conditions, named, hessian=False)
         return -learning_rate * grad
     return inverse
 
@@ -74,8 +77,8 @@ def newton(forward: Callable, *, loss: Callable = None) -> Callable:
     """
     _check_functions(forward, loss)
 
-    def inverse(x, y_target, *, y=None, **conditions):
-        grad, hess = _gradient_and_hessian(forward, loss, x, y_target, conditions)
+    def inverse(x, y_target, *conditions, y=None, **named):
+        grad, hess = _gradient_and_hessian(forward, loss, x, y_target, conditions, named)
         step, info = torch.linalg.solve_ex(hess, grad.unsqueeze(-1))
         singular = (info != 0) | ~torch.isfinite(step).all(dim=(1, 2))
         if bool(singular.any()):
@@ -103,8 +106,8 @@ def saddle_free_newton(forward: Callable, *, max_step: float = 1., loss: Callabl
     _check_functions(forward, loss)
     max_step = checks.number('max_step', max_step, low=0, low_open=True)
 
-    def inverse(x, y_target, *, y=None, **conditions):
-        grad, hess = _gradient_and_hessian(forward, loss, x, y_target, conditions)
+    def inverse(x, y_target, *conditions, y=None, **named):
+        grad, hess = _gradient_and_hessian(forward, loss, x, y_target, conditions, named)
         eigenvalues, q = torch.linalg.eigh(hess)
         along = torch.einsum('bni,bn->bi', q, grad)
         step = along / eigenvalues.abs().clamp_min(torch.finfo(grad.dtype).tiny)
@@ -125,8 +128,8 @@ def gauss_newton(forward: Callable, *, truncation: float = 1e-6, relative: bool 
     _check_functions(forward, None)
     settings = _pseudo_inverse(truncation, relative)
 
-    def inverse(x, y_target, *, y=None, **conditions):
-        jac, y = _jacobian(forward, x, y_target, conditions)
+    def inverse(x, y_target, *conditions, y=None, **named):
+        jac, y = _jacobian(forward, x, y_target, conditions, named)
         residual = (y_target - y).to(torch.float64)
         return batched_half_inverse(settings, jac, residual).to(x.dtype)
     return inverse
@@ -168,12 +171,12 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
     iterations = checks.integer('iterations', iterations, low=1)
     method = checks.choice('method', method, ITERATIVE_METHODS)
 
-    def inverse(x, y_target, *, y=None, **conditions):
+    def inverse(x, y_target, *conditions, y=None, **named):
         _check_batched(x, y_target)
         per_example = loss or l2_loss
         target = y_target.detach()
         with torch.no_grad():  # everything that can refuse runs here, before the optimizer's worker threads
-            y0 = forward(x.detach(), **conditions) if y is None else y
+            y0 = forward(x.detach(), *conditions, **named) if y is None else y
             _finite_forward(y0)
             _per_example_loss(per_example, y0, target)
         failure = []
@@ -181,7 +184,7 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
         def objective(params):
             native = params.native(['examples', 'params'])
             try:
-                value = per_example(forward(native, **conditions), target)
+                value = per_example(forward(native, *conditions, **named), target)
             except Exception as err:  # raising inside math.minimize would leave its threads waiting forever:
                 failure.append(err)   # end the optimization with a NaN objective, re-raise afterwards
                 value = native.sum(-1) * float('nan')
@@ -327,11 +330,12 @@ def _differentiable(y, x) -> None:
     """Refuse a forward whose output does not carry x's gradient (detached, NumPy, integer): no gradient-based
     inverse step exists for it."""
     if not (isinstance(y, torch.Tensor) and y.requires_grad):
-        raise InvalidInputError("forward(x) is not differentiable in x: its output carries no gradient (detached, "
-                                "NumPy or integer?); the gradient-based inverses need a differentiable torch forward")
+        raise InvalidInputError("forward is not differentiable in its input x: its output carries no gradient "
+                                "(detached, NumPy or integer?); the gradient-based inverses need a differentiable "
+                                "torch forward")
 
 
-def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
+def _gradient_and_hessian(forward, loss, x, y_target, conditions: tuple, named: dict, hessian=True):
     """Per-example gradient `(B, n)` and Hessian `(B, n, n)` of `loss(forward(x), y*)`, by n extra backward passes.
 
     Examples are independent, so the Hessian of the summed loss is block-diagonal and row `j` of every block is
@@ -341,7 +345,7 @@ def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
     loss = loss or l2_loss
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        y = forward(x, **conditions)
+        y = forward(x, *conditions, **named)
         _differentiable(y, x)
         _finite_forward(y)
         total = loss(y, y_target.detach()).sum()
@@ -353,17 +357,13 @@ def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
     return grad.detach(), torch.stack(rows, dim=1).detach()
 
 
-def _jacobian(forward, x, y_target, conditions):
-    """Per-example Jacobian `(B, m, n)` of a batched forward, by m backward passes, and `y = forward(x)`."""
+def _jacobian(forward, x, y_target, conditions: tuple, named: dict):
+    """Per-example Jacobian `(B, m, n)` of a batched forward and `y = forward(x)`, from the replicated pass of
+    `phi_hig.hig.jacobian.physics_jacobian` (the conditions repeated with their examples)."""
     _check_batched(x, y_target)
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        y = forward(x, **conditions)
-        if not isinstance(y, torch.Tensor) or y.shape != y_target.shape:
-            raise InvalidInputError(f"forward(x) must return a torch tensor of the shape of y_target "
-                                    f"{tuple(y_target.shape)}, got {getattr(y, 'shape', type(y).__name__)}")
-        _differentiable(y, x)
-        _finite_forward(y)
-        rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, allow_unused=True)[0] for i in range(y.shape[1])]
-    rows = [torch.zeros_like(x) if r is None else r for r in rows]
-    return torch.stack(rows, dim=1).detach(), y.detach()
+    y, jac = physics_jacobian(forward, x, conditions=Conditions(conditions, x.shape[0], named=named), name='forward')
+    if y.shape != y_target.shape:
+        raise InvalidInputError(f"forward(x) must return a torch tensor of the shape of y_target "
+                                f"{tuple(y_target.shape)}, got {y.shape}")
+    _finite_forward(y)
+    return jac, y
