@@ -203,12 +203,15 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
 class Inverse:
     """One SIP inverse solver of an experiment and its options.
 
-    Calling the Inverse, `inverse(z, targets, *, y=None, **overrides)`, runs
-    `solve(z, targets, y=y, **resolve(overrides))`: one inverse-physics step (η = 1) from the network output `z`,
-    returning `Δz` of the shape of `z` (the `phi_hig.sip.sip_step` contract).
+    Calling the Inverse, `inverse(z, targets, *conditions, y=None, **overrides)`, runs
+    `solve(z, targets, *conditions, y=y, **resolve(overrides))`: one inverse-physics step (η = 1) from the network
+    output `z`, returning `Δz` of the shape of `z` (the `phi_hig.sip.sip_step` contract).
 
     Attributes:
-        solve: `solve(z, targets, *, y=None, **options) -> Δz`; `y` is the simulation of `z` when known.
+        solve: `solve(z, targets, *conditions, y=None, **options) -> Δz`; `y` is the simulation of `z` when known.
+            The conditions are those of the experiment's physics (`phi_hig.experiments.Experiment.conditions`),
+            passed as `phi_hig.sip_step` passes them (a tuple by position, a dict by name, one value as one
+            argument); an experiment without conditions passes none.
         options: option name -> default value (int, float, bool or str); the keyword arguments `solve` takes
             besides `y`. Read-only.
         check: optional `check(options)` run on every complete set of options; raises `InvalidInputError`
@@ -255,8 +258,10 @@ class Inverse:
             self.check(options)
         return options
 
-    def __call__(self, z, targets, *, y=None, **overrides):
-        return self.solve(z, targets, y=y, **self.resolve(overrides))
+    def __call__(self, z, targets, *conditions, y=None, **overrides):
+        """`solve(z, targets, *conditions, y=y, **options)` with the options `resolve(overrides)` (conditions by
+        name: call `solve` with resolved options)."""
+        return self.solve(z, targets, *conditions, y=y, **self.resolve(overrides))
 
 
 def newton_inverse(simulate: Callable, n_y: int, max_step: float) -> Inverse:

@@ -51,8 +51,9 @@ def has_value(record: dict, key: str = 'test_loss') -> bool:
 
 
 def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) -> dict:
-    """Held-out loss (batch mean over the whole test set) and the experiment's metrics, without gradients,
-    with the network in eval mode (restored afterwards)."""
+    """Held-out loss (batch mean over the whole test set, each chunk simulated with its conditions,
+    `Experiment.simulate_batch`) and the experiment's metrics, without gradients, with the network in eval mode
+    (restored afterwards)."""
     inputs, targets = experiment.test_set
     device = next(net.parameters()).device
     was_training = net.training
@@ -63,7 +64,7 @@ def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) ->
             for start in range(0, inputs.shape[0], chunk):
                 x, t = inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device)
                 z = net(x)
-                total += float(experiment.loss(experiment.simulate(z), t).sum())
+                total += float(experiment.loss(experiment.simulate_batch(z, x, t), t).sum())
                 n += x.shape[0]
             out = {'test_loss': total / n}
             if experiment.metrics is not None:
