@@ -84,5 +84,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ['Experiment', 'Inverse', 'DataStream', 'inputs_as_conditions', 'NAMES', 'HIG_EXPERIMENTS', 'SIP_EXPERIMENTS', 'PRESETS',
-           'factory', 'available', 'get', 'validate_settings', 'setting_defaults']
+__all__ = ['Experiment', 'Inverse', 'DataStream', 'inputs_as_conditions', 'NAMES', 'HIG_EXPERIMENTS',
+           'SIP_EXPERIMENTS', 'PRESETS', 'factory', 'available', 'get', 'validate_settings', 'setting_defaults']

@@ -16,8 +16,8 @@ pseudo-inverse of ``∂y/∂u``, τ = 1e-5 relative, then Adam 1e-3 on the proxy
 b = 256). Book at 100 s: HIG ≈ 2e-8, Adam ≈ 5e-5, SIP ≈ 8e-5.
 
 SIP detail: the book corrects the controls by ``−J⁺·∂(L/b)/∂y``, a Gauss–Newton step shrunk by 2/b; here the
-inverse is the full step ``J⁺(y* − y)`` (`phi_hig.inverses.gauss_newton`, with s0 as its condition). Adam on the proxy loss is insensitive to
-that constant factor (up to its ε).
+inverse is the full step ``J⁺(y* − y)`` (`phi_hig.inverses.gauss_newton`, with s0 as its condition). Adam on the
+proxy loss is insensitive to that constant factor (up to its ε).
 """
 from __future__ import annotations
 

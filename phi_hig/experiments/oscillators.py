@@ -78,7 +78,8 @@ def oscillators(preset: str = 'paper', n_oscillators: Count = 2, steps: Count = 
         return accept_conditioned_keys(keras_dense(sizes, 'relu'))
 
     def simulate(u, s0):
-        """Controls ``u = (u_1 … u_steps)`` from the initial states ``s0`` ``(b, 2n)`` → final states ``(b, 2n)``."""
+        """Controls ``u = (u_1 … u_steps)`` from the initial states ``s0`` ``(b, 2n)`` → final states
+        ``(b, 2n)``."""
         return simulate_chain(s0, u, dt, f)
 
     # Table 2 of the paper. The first-order optimizers get Keras' default constants (the authors used TF 2.5):

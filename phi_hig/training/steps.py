@@ -6,8 +6,9 @@ for a `phi_hig.training.methods.Method` and returns the batch-mean loss before i
 * `sip_torch_step`: `phi_hig.sip_step` through the experiment's inverse (SIP; Holl, Koltun & Thuerey 2022, §3.2).
 
 Each passes the physics the batch's conditions (``method.conditions(inputs, targets)``, the experiment's
-`phi_hig.experiments.Experiment.conditions`). Each refuses a non-finite loss with `phi_hig.errors.NonFiniteStepError` before any weight changes, and a learning
-rate that is not a finite number >= 0 with `phi_hig.errors.InvalidInputError`.
+`phi_hig.experiments.Experiment.conditions`). Each refuses a non-finite loss with
+`phi_hig.errors.NonFiniteStepError` before any weight changes, and a learning rate that is not a finite number >= 0
+with `phi_hig.errors.InvalidInputError`.
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def sip_torch_step(method, inputs, targets) -> float:
         raise InvalidInputError(f"method {method.name!r} is SIP and needs an experiment with an inverse physics solver")
     optimizer = method.optimizer if method.clip is None else _Clipped(method.optimizer, method.net, method.clip)
     result = sip_step(method.net, optimizer, inputs, targets, (method.simulate, method.inverse.solve),
-                      method.conditions(inputs, targets), loss=method.loss, inverse_options=dict(method.hyper.get('inverse_options') or {}))
+                      method.conditions(inputs, targets), loss=method.loss,
+                      inverse_options=dict(method.hyper.get('inverse_options') or {}))
     physics_loss = float(example_mean(result.physics_loss))
     if not math.isfinite(physics_loss):
         raise NonFiniteStepError(f"{method.name}: the physics loss is not finite")
