@@ -152,7 +152,7 @@ def cmd_sweep(args, control) -> int:
     ``--truncation``, ``--hp KEY=V1,V2``; an old key name such as HIG's ``method`` warns and sweeps its new name),
     every point's `RunSpec` validated before the first trains. ``--out`` is claimed for the sweep
     (`phi_hig.rundir.claim`, ``--overwrite`` replaces an earlier sweep), each point runs in its own folder
-    (`phi_hig.rundir.point_folder`: ``metrics.csv``, ``summary.json``, ``curves.png``), and as each point ends its
+    (`phi_hig.rundir.point_folder`: ``metrics.csv``, ``summary.json``; ``report`` draws it), and as each point ends its
     row is added to sweep.csv, metrics.csv and summary.json (every point, for ``report``); sweep.png at the end. A
     diverged point has no final value (drawn flagged). Returns the exit status 0, or 130 / 143 when interrupted (the
     points that ended kept); a refusal raises `InvalidInputError`."""
@@ -194,7 +194,7 @@ def cmd_sweep(args, control) -> int:
     with rundir.claim(out, overwrite=args.overwrite, what='sweep'):
         for point, label, spec in zip(points, labels, specs):
             result = run(spec, progress=not args.quiet, control=control, label=label,
-                         write=lambda r, folder=spec.out: write_run(r, folder))
+                         write=lambda r, folder=spec.out: write_run(r, folder, curves=False))
             if not result.records:  # interrupted before this point began
                 break
             final = result.summary['final'][args.method]

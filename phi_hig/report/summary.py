@@ -23,17 +23,18 @@ from .runs import read_run, write_metrics_csv, write_summary
 __all__ = ['write_run', 'summary_rows', 'write_report', 'main', 'REPORT_FILES']
 
 
-def write_run(result, out: str) -> None:
-    """Write ``out/metrics.csv``, ``out/summary.json`` and ``out/curves.png`` (`phi_hig.rundir.RESULT_FILES`) for a
-    `RunResult`. No lock: `phi_hig.training.runner.run` calls it through its ``write`` argument while it holds the
-    run folder."""
-    metrics, summary, curves = (os.path.join(out, name) for name in RESULT_FILES)
+def write_run(result, out: str, curves: bool = True) -> None:
+    """Write ``out/metrics.csv``, ``out/summary.json`` and (with ``curves``) ``out/curves.png``
+    (`phi_hig.rundir.RESULT_FILES`) for a `RunResult`. No lock: `phi_hig.training.runner.run` calls it through its
+    ``write`` argument while it holds the run folder."""
+    metrics, summary, figure = (os.path.join(out, name) for name in RESULT_FILES)
     os.makedirs(out, exist_ok=True)
     for path in (metrics, summary):
         remove_stale_temporaries(path)  # of a write a kill interrupted
     write_metrics_csv(result.records, metrics)
     write_summary(result.summary, summary)
-    plot_curves(result.records, curves, title=result.summary.get('experiment', ''))
+    if curves:
+        plot_curves(result.records, figure, title=result.summary.get('experiment', ''))
 
 
 def _methods(records, summary) -> list:

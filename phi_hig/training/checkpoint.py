@@ -295,8 +295,8 @@ def load_for_resume(out: str, method: str, identity: dict, renamed: Optional[Map
             records, lines = _history(history_path(out, method), method, ck)
         except _IdentityError:
             raise
-        except InvalidInputError as err:
-            problems.append(str(err))
+        except InvalidInputError as err:  # each problem names the checkpoint it was found for
+            problems.append(str(err) if path in str(err) else f"checkpoint {path}: {err}")
             continue
         for problem in problems:
             warnings.warn(f"{problem}; resuming {method} from {path} (step {ck.step})", CheckpointWarning, 2)
