@@ -193,6 +193,8 @@ def cmd_sweep(args, control) -> int:
     table, figure = (os.path.join(out, name) for name in rundir.SWEEP_FILES)
     with rundir.claim(out, overwrite=args.overwrite, what='sweep'):
         for point, label, spec in zip(points, labels, specs):
+            if control.interrupted:
+                break
             result = run(spec, progress=not args.quiet, control=control, label=label,
                          write=lambda r, folder=spec.out: write_run(r, folder, curves=False))
             if not result.records:  # interrupted before this point began
@@ -208,8 +210,8 @@ def cmd_sweep(args, control) -> int:
             rows.append(row)
             records += [dict(r, method=label, **{column[k]: v for k, v in point.items()}) for r in result.records]
             finals[label], hypers[label] = final, result.summary['hyperparameters'][args.method]
-            summary = dict({k: v for k, v in result.summary.items() if k not in ('methods', 'hyperparameters', 'final')},
-                           sweep=dict(method=args.method, keys=keys, points=len(points)), methods=list(finals),
+            summary = {k: v for k, v in result.summary.items() if k not in ('methods', 'hyperparameters', 'final')}
+            summary.update(sweep=dict(method=args.method, keys=keys, points=len(points)), methods=list(finals),
                            hyperparameters=hypers, final=finals)  # the points as the methods of one run (`report`)
             write_metrics_csv(rows, table)  # each point kept as it ends
             write_metrics_csv(records, metrics)

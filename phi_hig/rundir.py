@@ -11,14 +11,14 @@ The files phi_hig writes in a run folder (`is_run_file`; this module is the one 
 
 `claim` gives one run a folder: it takes an exclusive ``fcntl.flock`` on ``.lock`` (the kernel releases it when its
 process dies, however it dies) and records there who holds it (PID, host, command, start time), so that a second
-run into the folder is refused naming the holder. A folder holding another run's files is refused unless the run
+run into the folder is refused naming the holder (on POSIX systems; elsewhere folders are checked but not locked).
+A folder holding another run's files is refused unless the run
 resumes it or overwrites it; overwriting deletes only the files listed above and refuses (deleting nothing) a folder
 holding anything else.
 """
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
@@ -29,6 +29,11 @@ import time
 from typing import List, Optional, Tuple
 
 from .errors import InvalidInputError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): folders are checked, not locked
+    fcntl = None
 
 __all__ = ['LOCK', 'RESULT_FILES', 'SWEEP_FILES', 'REPORT_FILES', 'INDEX_FILE', 'checkpoint_file', 'previous_file',
            'history_file', 'point_folder', 'is_run_file', 'run_files', 'RunFolder', 'claim', 'holder']
@@ -175,7 +180,8 @@ class RunFolder:
         while True:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
                 os.close(fd)
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -211,11 +217,6 @@ class RunFolder:
                 os.rmdir(self.path)
             except OSError:
                 pass
-
-    @property
-    def held(self) -> bool:
-        """True until `release`."""
-        return self._fd is not None
 
     def __enter__(self) -> 'RunFolder':
         return self
