@@ -12,9 +12,8 @@ The files phi_hig writes in a run folder (`is_run_file`; this module is the one 
 `claim` gives one run a folder: it takes an exclusive ``fcntl.flock`` on ``.lock`` (the kernel releases it when its
 process dies, however it dies) and records there who holds it (PID, host, command, start time), so that a second
 run into the folder is refused naming the holder (on POSIX systems; elsewhere folders are checked but not locked).
-A folder holding another run's files is refused unless the run
-resumes it or overwrites it; overwriting deletes only the files listed above and refuses (deleting nothing) a folder
-holding anything else.
+A folder holding another run's files is refused unless the run resumes it or overwrites it; overwriting deletes only
+the files listed above and refuses (deleting nothing) a folder holding anything else.
 """
 from __future__ import annotations
 
