@@ -74,6 +74,15 @@ def test_a_run_folder_is_replaced_only_with_overwrite_and_a_foreign_file_is_neve
     assert os.listdir(out) == []  # train writes no results of its own (no checkpoint_every)
 
 
+def test_variants_written_to_one_folder_run_in_folders_of_their_own(tmp_path):
+    from phi_hig.training.runner import train_variants
+    train_variants(toy(preset='test'), [('fast', 'adam', {'lr': 0.1}), ('slow', 'adam', {'lr': 0.01})], steps=2,
+                   progress=False, out=str(tmp_path), checkpoint_every=2)
+    assert sorted(os.listdir(tmp_path)) == ['000_fast', '001_slow']
+    assert [read_checkpoint(checkpoint_path(str(tmp_path / f), 'adam')).identity['hyperparameters']['adam']['lr']
+            for f in ('000_fast', '001_slow')] == [0.1, 0.01]
+
+
 # --- the lock ------------------------------------------------------------------------------------------------
 _HOLDER = """
 import os, sys, time, types

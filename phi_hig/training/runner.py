@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -389,11 +390,15 @@ def train_variants(experiment: Experiment, variants: Sequence[tuple], **train_ar
     Each variant is one `train` of ``method`` with its ``overrides`` and the same other arguments, so all start
     from the same initial weights and consume the same data stream. Every variant's `RunSpec` is built (and so
     validated) before the first one trains. In each result the records carry the label as their ``method``;
-    ``summary['final']`` stays keyed by the method name.
+    ``summary['final']`` stays keyed by the method name. With ``out``, each variant runs in its own folder in it
+    (`phi_hig.rundir.point_folder`).
     """
     run_args = {k: train_args.pop(k) for k in ('progress', 'on_record', 'control', 'initial_state') if k in train_args}
-    specs = [(label, run_spec(experiment, [method], overrides={method: overrides} if overrides else None, **train_args))
-             for label, method, overrides in variants]
+    out = train_args.pop('out', None)
+    specs = [(label, run_spec(experiment, [method], overrides={method: overrides} if overrides else None,
+                              out=None if out is None else os.path.join(out, rundir.point_folder(i, label)),
+                              **train_args))
+             for i, (label, method, overrides) in enumerate(variants)]
     results = {}
     for label, spec in specs:
         result = run(spec, **run_args)
