@@ -17,16 +17,15 @@ samples. The physics may take per-example conditions (initial states, boundary v
 without a network (the generic inverses of `phi_hig.sip.inverses` use it).
 
 The result is a `phi_hig.hig.factors.JacobianFactors`, the Jacobian operator the HIG core applies; the columns of
-all other parameters (layers of unknown type, shared weights) are formed per sample with ``torch.func`` from ``P``
-(vectorized over samples with ``vmap``, chunked; the conditions enter through ``P``) — only these columns are ever
-formed as a matrix.
+all other parameters (layers of unknown type, shared or tied weights: `phi_hig.hig.layers`) are formed per sample
+with ``torch.func`` from ``P`` (vectorized over samples with ``vmap``, chunked; the conditions enter through ``P``)
+— only these columns are ever formed as a matrix.
 
 Every allocation of ``J``, ``G``, ``JᵀJ`` or ``P`` is estimated first and refused above ``max_bytes`` with a
 `JacobianTooLargeError` that names the size.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -37,6 +36,7 @@ from ..checks import check_size
 from ..convert import Conditions
 from ..errors import InvalidInputError, PhiHigError
 from .factors import DEFAULT_CHUNK_BYTES, JacobianFactors, LayerFactor
+from .layers import accepts_input, factored_layers, layer_delta, layer_input, refuse_sample_mixing
 from .spectral import DEFAULT_MAX_BYTES, gram_bytes
 
 __all__ = ['physics_jacobian', 'per_sample_jacobian', 'gram', 'jacobian_factors', 'physics_function',
@@ -177,7 +177,7 @@ def _sample_chunks(b: int, ny: int, chunk_rows: int):
 
 def _trainable(net: nn.Module, params: Optional[Sequence[torch.Tensor]], modules: list) -> list:
     """The trainable parameters (default: all that require grad), checked to belong to ``net``, with no batch norm
-    of ``modules`` (``list(net.modules())``) in training mode."""
+    or dropout of ``modules`` (``list(net.modules())``) in training mode."""
     if params is None:
         params = [p for p in net.parameters() if p.requires_grad]
     params = list(params)
@@ -186,81 +186,8 @@ def _trainable(net: nn.Module, params: Optional[Sequence[torch.Tensor]], modules
     owned = {id(p) for p in net.parameters()}
     if any(id(p) not in owned for p in params):
         raise InvalidInputError("params must be parameters of net")
-    for m in modules:
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            raise InvalidInputError(f"per-sample Jacobians are undefined with batch norm in training mode "
-                                    f"({type(m).__name__} mixes the samples of a batch); call net.eval() or "
-                                    f"remove it")
+    refuse_sample_mixing(net, modules)
     return params
-
-
-_STRUCTURED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
-"""Layer types whose columns of J are held as factors (convolutions with ``groups == 1`` only)."""
-
-
-_LAYER_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _candidate_layers(net: nn.Module, params: list, modules: list) -> dict:
-    """``{module: (weight column, bias column)}`` for the Linear / Conv layers (groups = 1) that own
-    trainable parameters, each owned by exactly one module; the other parameters go to the dense block.
-    Cached per network for the same parameter list and module tree (``modules = list(net.modules())``)."""
-    key = (tuple(id(p) for p in params), tuple(id(m) for m in modules))
-    hit = _LAYER_CACHE.get(net)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    col = {id(p): i for i, p in enumerate(params)}
-    owners = {}
-    for m in modules:
-        for p in m.parameters(recurse=False):
-            if id(p) in col:
-                owners.setdefault(id(p), set()).add(m)
-    layers = {}
-    for m in modules:
-        if type(m) not in _STRUCTURED_TYPES or getattr(m, 'groups', 1) != 1:
-            continue
-        own = [p for p in m.parameters(recurse=False) if id(p) in col]
-        if not own or any(len(owners[id(p)]) != 1 for p in own):
-            continue
-        layers[m] = (col.get(id(m.weight)), col.get(id(m.bias)) if m.bias is not None else None)
-    _LAYER_CACHE[net] = (key, layers)
-    return layers
-
-
-def _input_ok(m: nn.Module, x, out, rows: int) -> bool:
-    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or x.shape[0] != rows or out.shape[0] != rows:
-        return False
-    if isinstance(m, nn.Conv2d):
-        return x.ndim == 4
-    if isinstance(m, nn.Conv1d):
-        return x.ndim == 3
-    return x.ndim >= 2
-
-
-def _layer_input(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The per-sample factor ``a``: ``(n, F)`` for a Linear layer on ``(n, F)``, else ``(n, F, L)`` with L
-    positions (unfolded, padded patches for convolutions, in the weight's ``(in, kh, kw)`` order)."""
-    n = x.shape[0]
-    if isinstance(m, nn.Linear):
-        return x if x.ndim == 2 else x.reshape(n, -1, x.shape[-1]).transpose(1, 2).contiguous()
-    mode = 'constant' if m.padding_mode == 'zeros' else m.padding_mode
-    pad = list(m._reversed_padding_repeated_twice)
-    if any(pad):
-        x = torch.nn.functional.pad(x, pad, mode=mode)
-    if isinstance(m, nn.Conv1d):
-        x = x.unsqueeze(2)
-        kernel, dilation, stride = (1, m.kernel_size[0]), (1, m.dilation[0]), (1, m.stride[0])
-    else:
-        kernel, dilation, stride = m.kernel_size, m.dilation, m.stride
-    return torch.nn.functional.unfold(x, kernel, dilation=dilation, padding=0, stride=stride)
-
-
-def _layer_delta(m: nn.Module, grad: torch.Tensor) -> torch.Tensor:
-    """The per-row signal ``δ``: ``(R, out)`` or ``(R, out, L)`` matching `_layer_input`."""
-    R = grad.shape[0]
-    if isinstance(m, nn.Linear):
-        return grad if grad.ndim == 2 else grad.reshape(R, -1, grad.shape[-1]).transpose(1, 2).contiguous()
-    return grad.reshape(R, grad.shape[1], -1)
 
 
 def _replicated_pass(net, inputs, simulate, conditions, ny: int, layers: dict, chunk_rows: int, max_bytes,
@@ -304,7 +231,7 @@ def _replicated_pass(net, inputs, simulate, conditions, ny: int, layers: dict, c
                     P = torch.empty(b, ny, nz, dtype=zr.dtype, device=zr.device)
                     eye = torch.eye(ny, dtype=yrf.dtype, device=yrf.device)
                 for m in list(valid):
-                    if calls.get(m, 0) != 1 or not _input_ok(m, *captured[m], n * ny):
+                    if calls.get(m, 0) != 1 or not accepts_input(m, *captured[m], n * ny):
                         del valid[m]
                 outs = [captured[m][1] for m in valid]
                 if objective is not None and len(chunks) == 1:  # its gradient in the same backward call
@@ -319,8 +246,8 @@ def _replicated_pass(net, inputs, simulate, conditions, ny: int, layers: dict, c
             ys.append(yrf.detach()[::ny])
             for m, gr in zip(valid, grads[1:]):
                 with torch.no_grad():
-                    inputs_a[m].append(_layer_input(m, captured[m][0].detach()[::ny]))
-                    deltas[m].append(_layer_delta(m, torch.zeros_like(captured[m][1]) if gr is None else gr.detach()))
+                    inputs_a[m].append(layer_input(m, captured[m][0].detach()[::ny]))
+                    deltas[m].append(layer_delta(m, torch.zeros_like(captured[m][1]) if gr is None else gr.detach()))
     finally:
         for h in handles:
             h.remove()
@@ -354,8 +281,23 @@ def _generic_matrix(net, params, inputs, P, chunk_rows, max_bytes) -> torch.Tens
 
     J = torch.empty(b * ny, n_params, dtype=params[0].dtype, device=params[0].device)
     for chunk in _sample_chunks(b, ny, chunk_rows):
-        J[chunk.start * ny:chunk.stop * ny] = vmap(rows_of_sample)(inputs[chunk], P[chunk]).reshape(-1, n_params)
+        try:
+            J[chunk.start * ny:chunk.stop * ny] = vmap(rows_of_sample)(inputs[chunk], P[chunk]).reshape(-1, n_params)
+        except PhiHigError:
+            raise
+        except Exception as err:
+            cause = str(err).strip().splitlines()[0] if str(err).strip() else ''
+            raise InvalidInputError(
+                f"the Jacobian columns of {_names(sel_names)} (parameters outside factored Linear / Conv layers, or "
+                f"structured=False) are formed per example with torch.func.vjp and vmap, which failed on the "
+                f"network's forward pass: {type(err).__name__}: {cause} — the forward pass must be traceable by "
+                f"torch.func (no .item() or branches on values, no in-place changes of parameters or buffers, no "
+                f"random draws)") from err
     return J
+
+
+def _names(names: list) -> str:
+    return ', '.join(names) if len(names) <= 4 else f"{', '.join(names[:4])} and {len(names) - 4} more"
 
 
 def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Optional[Callable], *, conditions=None,
@@ -368,11 +310,13 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Optional[Ca
     Parameters of ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` layers (``groups == 1``, any padding mode,
     stride and dilation) that are called once per forward pass on batch-first inputs are held as layer
     factors; all other parameters (unknown layers, shared weights) get their columns of J per sample from
-    ``torch.func``, chunked. Limitation: a layer's weight used outside its own ``forward`` (e.g.
-    ``F.linear(x, layer.weight)`` elsewhere) is not seen by the hooks; pass ``structured=False`` for such nets.
+    ``torch.func``, chunked. A layer whose parameters are also used outside its own call (tied weights, e.g.
+    ``F.linear(h, enc.weight.t())`` elsewhere) is found in the autograd graph of a forward pass and its parameters
+    get their columns from ``torch.func`` too (`phi_hig.hig.layers.factored_layers`).
 
     Args:
-        net: a ``torch.nn.Module`` (e.g. from ``phiml.nn.dense_net``), without batch norm in training mode.
+        net: a ``torch.nn.Module`` (e.g. from ``phiml.nn.dense_net``), without batch norm or dropout in training
+            mode and without other random draws in its forward pass (`InvalidInputError`).
         inputs: network inputs, batch first.
         simulate: batched physics ``z -> y`` (see `physics_jacobian`); None for the identity.
         conditions: per-example values ``simulate`` takes besides z, replicated and sliced with z: a tuple →
@@ -395,7 +339,8 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Optional[Ca
     if inputs.shape[0] == 0:
         raise InvalidInputError("inputs must hold at least one example, got an empty batch")
     conditions = _conditions(conditions, inputs.shape[0])
-    layers = _candidate_layers(net, params, modules) if structured is not False else {}
+    layers = factored_layers(net, params, modules, inputs[:1])  # refuses random draws whatever `structured`
+    layers = layers if structured is not False else {}
     pass_args = (layers, chunk_rows, max_bytes, objective)
     result = _replicated_pass(net, inputs, simulate, conditions, int(n_out), *pass_args) if n_out else None
     if result is None:
@@ -408,8 +353,11 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Optional[Ca
     covered = {c for f in factors for c in (f.weight_col, f.bias_col) if c is not None}
     rest = [i for i in range(len(params)) if i not in covered]
     if structured and rest:
-        raise InvalidInputError("structured=True needs every trainable parameter in an nn.Linear / nn.Conv1d / "
-                                "nn.Conv2d (groups=1) layer applied once per forward pass to batch-first inputs")
+        names = {id(p): n for n, p in net.named_parameters()}
+        raise InvalidInputError(f"structured=True needs every trainable parameter in an nn.Linear / nn.Conv1d / "
+                                f"nn.Conv2d (groups=1) layer applied once per forward pass to batch-first inputs and "
+                                f"used nowhere else (no tied weights); not so: "
+                                f"{_names([names.get(id(params[i]), f'params[{i}]') for i in rest])}")
     block = _generic_matrix(net, [params[i] for i in rest], inputs, P, chunk_rows, max_bytes) if rest else None
     return JacobianFactors(y, params, factors, rest, block, max_bytes=max_bytes, chunk_bytes=chunk_bytes,
                            objective=value)

@@ -41,6 +41,8 @@ from ..convert import BatchLayout, Conditions, NetworkCall
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
 _SETTING_KEYS = ('truncation', 'kappa', 'beta', 'relative', 'path')
+_OPTION_KEYS = ('max_bytes', 'chunk_rows', 'structured')  # the settings held as attributes, not in param_groups
+_OPTIONS_ENTRY = 'hig'  # their entry in state_dict()
 
 
 class HIG(torch.optim.Optimizer):
@@ -67,7 +69,10 @@ class HIG(torch.optim.Optimizer):
             next release).
 
     The settings live in every parameter group under the keys ``truncation``, ``kappa``, ``beta``, ``relative``
-    and ``path``; `load_state_dict` also takes a state saved by an earlier release (key ``method``).
+    and ``path``; ``max_bytes``, ``chunk_rows`` and ``structured`` are attributes, which `state_dict` saves under
+    the key ``'hig'``; `load_state_dict` also takes a state saved by an earlier release (key ``method``, no
+    ``'hig'``). A `hig_step` counts as the optimizer's step for torch's learning-rate schedulers (which warn when
+    they step before the optimizer did).
 
     >>> import torch
     >>> opt = HIG(torch.nn.Linear(2, 1), learning_rate=0.5, truncation=1e-5)
@@ -84,15 +89,11 @@ class HIG(torch.optim.Optimizer):
                  structured: Optional[bool] = None, *, method: Optional[str] = None):
         settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
         lr = checks.number('learning_rate', learning_rate, low=0)
-        if max_bytes is not None:
-            max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
-        chunk_rows = checks.integer('chunk_rows', chunk_rows, low=1)
-        if structured not in (None, True, False):
-            raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
+        options = _options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
         params = _parameters(net)
         defaults = dict(lr=lr, **{k: getattr(settings, k) for k in _SETTING_KEYS})
         super().__init__(params, defaults)
-        self.max_bytes, self.chunk_rows, self.structured = max_bytes, chunk_rows, structured
+        self.max_bytes, self.chunk_rows, self.structured = (options[k] for k in _OPTION_KEYS)
         self._n_out = None  # |y| of the last step: lets the next step read y off the replicated physics pass
 
     def step(self, closure=None):
@@ -121,15 +122,33 @@ class HIG(torch.optim.Optimizer):
             self._settings = (first, HalfInverse(**dict(zip(_SETTING_KEYS, first))))
         return self._settings[1]
 
+    def state_dict(self) -> dict:
+        """``torch.optim.Optimizer.state_dict`` plus, under the key ``'hig'``, the settings held outside the
+        parameter groups (``max_bytes``, ``chunk_rows``, ``structured``): a `load_state_dict` round trip restores
+        every setting."""
+        state = super().state_dict()
+        state[_OPTIONS_ENTRY] = {k: getattr(self, k) for k in _OPTION_KEYS}
+        return state
+
     def load_state_dict(self, state_dict: dict) -> None:
-        """``torch.optim.Optimizer.load_state_dict``, also of a state saved before the setting ``method`` was renamed
-        ``path``: a group's ``method`` is read as its ``path`` (the settings are validated at the next step)."""
+        """``torch.optim.Optimizer.load_state_dict`` and the settings of `state_dict`'s ``'hig'`` entry, validated
+        before anything changes; also a state of an earlier release: without that entry (or some of its keys) the
+        current values stay, and a group's ``method`` (the old name of ``path``) is read as its ``path`` (the
+        settings are validated at the next step)."""
+        options = state_dict.get(_OPTIONS_ENTRY) if isinstance(state_dict, dict) else None
+        if options is not None:
+            if not isinstance(options, dict) or set(options) - set(_OPTION_KEYS):
+                raise InvalidInputError(f"state_dict['{_OPTIONS_ENTRY}'] must be a dict with keys among "
+                                        f"{', '.join(_OPTION_KEYS)}, got {options!r}")
+            options = _options(dict({k: getattr(self, k) for k in _OPTION_KEYS}, **options))
         groups = state_dict.get('param_groups') if isinstance(state_dict, dict) else None
         if groups and any(isinstance(g, dict) and 'method' in g for g in groups):
             renamed = [dict({k: v for k, v in g.items() if k != 'method'}, path=g.get('path', g['method']))
                        if isinstance(g, dict) and 'method' in g else g for g in groups]
             state_dict = dict(state_dict, param_groups=renamed)
         super().load_state_dict(state_dict)
+        if options is not None:
+            self.max_bytes, self.chunk_rows, self.structured = (options[k] for k in _OPTION_KEYS)
 
     def params(self) -> list:
         """The trainable parameters, in the column order of the Jacobian."""
@@ -171,6 +190,19 @@ class HIG(torch.optim.Optimizer):
                                      "weights were left untouched")
         for p, u in updates:
             p.sub_(u)
+        self._opt_called = True  # a step was made: what torch's lr schedulers look for (their wrapper of step())
+
+
+def _options(options: dict) -> dict:
+    """The settings HIG holds outside its parameter groups (``max_bytes``, ``chunk_rows``, ``structured``),
+    validated."""
+    max_bytes, chunk_rows, structured = (options[k] for k in _OPTION_KEYS)
+    if max_bytes is not None:
+        max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
+    chunk_rows = checks.integer('chunk_rows', chunk_rows, low=1)
+    if not (structured is None or isinstance(structured, bool)):
+        raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
+    return dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured)
 
 
 def _parameters(net) -> list:
@@ -296,9 +328,10 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
         NonFiniteStepError: non-finite loss, gradient, Jacobian or update (weights untouched).
         JacobianTooLargeError: the Jacobian or Gram matrix would exceed ``optimizer.max_bytes``.
         InvalidInputError: unsupported kinds (the message says what is supported), a wrong loss shape, invalid
-            settings or learning rates, an empty batch, batch norm in training mode, a condition whose batch does
-            not match the inputs, or a ``simulate`` that fails on the replicated batch or returns another batch
-            size (the message gives the rows and points to ``conditions=``; the original error is chained).
+            settings or learning rates, an empty batch, batch norm or dropout in training mode (or other random
+            draws of the network), a condition whose batch does not match the inputs, or a ``simulate`` that fails
+            on the replicated batch or returns another batch size (the message gives the rows and points to
+            ``conditions=``; the original error is chained).
 
     Example: a full Gauss–Newton step (κ = −1, η = b) fits a linear model to linear data exactly.
 
