@@ -59,21 +59,26 @@ class RunControl:
         self._go.set()
 
     def pause(self) -> None:
+        """Hold the run before its next step (`proceed` blocks) until `resume` or `stop`."""
         self._go.clear()
 
     def resume(self) -> None:
+        """Let a paused run take its next step."""
         self._go.set()
 
     def stop(self) -> None:
+        """End the run before its next step (a paused run wakes up to end)."""
         self._stop.set()
         self._go.set()
 
     @property
     def paused(self) -> bool:
+        """Whether the run is held by `pause`."""
         return not self._go.is_set()
 
     @property
     def stopped(self) -> bool:
+        """Whether `stop` was called."""
         return self._stop.is_set()
 
     def proceed(self) -> bool:
