@@ -233,9 +233,10 @@ def reproduction_markdown(data: str, figures: str, figure_ref: str) -> str:
         rep.draw_figure(row, os.path.join(figures, f"{row['id']}.png"))
         with open(path[:-len('.csv')] + '.json', encoding='utf-8') as f:
             meta = json.load(f)
+        steps = ', '.join(f"{m} {f['steps']} steps at batch {f['batch_size']}" for m, f in meta['final'].items())
         out += [f"![{row['experiment']}]({figure_ref}/{row['id']}.png)", '',
                 f"*Run on {meta['date']} ({meta['machine']}, load average {meta['load_average_before'][0]:g} when "
-                f"it started, {meta['seconds']} s in all); the figure and the numbers above come from "
+                f"it started, {meta['seconds']} s in all): {steps}. The figure and the numbers above come from "
                 f"`benchmarks/results/reproduction/{row['id']}.csv`.*", '']
     return '\n'.join(out)
 

@@ -96,8 +96,13 @@ def here(row: dict, results: str = RESULTS) -> str:
 def markdown_table(table: list = None, results: str = RESULTS) -> str:
     """The paper-vs-here table as Markdown (experiment, paper, here, command)."""
     lines = ['| experiment | paper | here | command |', '|---|---|---|---|']
-    for row in table if table is not None else rows():
-        lines.append(f"| {row['experiment']} | {row['paper']} | {here(row, results)} | `{row['command']}` |")
+    table = table if table is not None else rows()
+    for row in table:
+        mark = ' †' if result_path(row, results) is None else ''
+        lines.append(f"| {row['experiment']} | {row['paper']} | {here(row, results)}{mark} | `{row['command']}` |")
+    if any(result_path(row, results) is None for row in table):
+        lines += ['', '† quoted from an earlier measurement (or not measured); its run is not committed, so it has no '
+                      'figure.']
     return '\n'.join(lines) + '\n'
 
 
