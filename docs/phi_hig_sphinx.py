@@ -107,27 +107,34 @@ def _directive(module, name: str) -> str:
 
 def referenced_types(modules: list) -> list:
     """The phi_hig classes that the signatures of the public names of ``modules`` name (a returned
-    ``HIGStepInfo``, a parameter's ``Experiment``) without being public names there themselves, by dotted path."""
-    documented, found = set(), {}
-    for module_name in modules:
-        module = importlib.import_module(module_name)
-        for name in public_names(module):
-            obj = getattr(module, name)
-            documented.add(obj)
-            functions = [obj] if inspect.isfunction(obj) else (
-                [obj.__init__] + [v.fget if isinstance(v, property) else v for k, v in vars(obj).items()
-                                  if (inspect.isfunction(v) or isinstance(v, property)) and not k.startswith('_')]
-                if inspect.isclass(obj) else [])
-            for function in functions:
-                try:
-                    hints = typing.get_type_hints(function)
-                except Exception:  # an annotation naming what the module imports only for type checking
-                    continue
-                for hint in hints.values():
-                    for cls in _classes_in(hint):
-                        if cls.__module__.split('.')[0] in OWN_PREFIXES:
-                            found.setdefault(cls, f'{cls.__module__}.{cls.__qualname__}')
-    return [path for cls, path in found.items() if cls not in documented]
+    ``HIGStepInfo``, a parameter's ``Experiment``) without being public names there themselves, and in turn the
+    classes their signatures name, by dotted path."""
+    documented = [getattr(importlib.import_module(m), n) for m in modules
+                  for n in public_names(importlib.import_module(m))]
+    found, queue = {}, list(documented)
+    while queue:
+        obj = queue.pop(0)
+        for function in _signatures(obj):
+            try:
+                hints = typing.get_type_hints(function)
+            except Exception:  # an annotation naming what the module imports only for type checking
+                continue
+            for cls in (c for hint in hints.values() for c in _classes_in(hint)):
+                if cls.__module__.split('.')[0] in OWN_PREFIXES and cls not in found and cls not in documented:
+                    found[cls] = f'{cls.__module__}.{cls.__qualname__}'
+                    queue.append(cls)
+    return list(found.values())
+
+
+def _signatures(obj) -> list:
+    """The functions whose annotations document ``obj``: itself, or a class's constructor, public methods and
+    properties."""
+    if inspect.isfunction(obj):
+        return [obj]
+    if not inspect.isclass(obj):
+        return []
+    return [obj.__init__] + [v.fget if isinstance(v, property) else v for k, v in vars(obj).items()
+                             if (inspect.isfunction(v) or isinstance(v, property)) and not k.startswith('_')]
 
 
 def _classes_in(hint) -> list:
