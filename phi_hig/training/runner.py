@@ -11,7 +11,10 @@ atomic, carry the spec's identity and resume exactly. Each method steps through 
 The loop of one method is `phi_hig.training.loop.MethodRun`. Honest results: the runner warns (`RunWarning`)
 and flags a method in ``summary['final'][m]['flags']`` when its training loss grows to 10× its first value
 (``'loss_grew'``), when it finishes fewer than 10 steps in its time budget (``'few_steps'``) and when it diverged
-(``'diverged'``); reports print no ratios for flagged methods.
+(``'diverged'``); reports print no ratios for flagged methods. A loss growth the experiment declares as its result
+(`phi_hig.experiments.base.Experiment.expected`) is recorded in ``summary['final'][m]['expected']`` instead, with
+no flag. A time budget is kept (a step that would overrun it is not started) and checked before training
+(`phi_hig.training.loop.budget_warnings`).
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ from .. import checks, processes
 from ..errors import InvalidInputError
 from ..experiments.base import Experiment
 from .checkpoint import load_for_resume
-from .loop import (GROWTH_LIMIT, MIN_CHECKPOINT_INTERVAL, MIN_STEPS, MethodRun, RunWarning, evaluate,
-                   has_value)
+from .loop import (GROWTH_LIMIT, MIN_CHECKPOINT_INTERVAL, MIN_STEPS, MethodRun, RunWarning, budget_warnings,
+                   evaluate, has_value)
 from .spec import RunSpec, run_spec
 
 __all__ = ['train', 'run', 'train_variants', 'RunResult', 'RunControl', 'RunWarning', 'evaluate',
@@ -172,10 +175,11 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
     previous_threads = torch.get_num_threads()
     threads = spec.threads or experiment.threads or previous_threads
     torch.set_num_threads(threads)
+    warned = budget_warnings(spec)  # before anything trains
     try:
         for name in spec.methods:
             net = copy.deepcopy(net0).to(device)
-            one = MethodRun(spec, name, net, resumed.get(name), device, writers)
+            one = MethodRun(spec, name, net, resumed.get(name), device, writers, warned=name in warned)
             one.train(control, progress, on_record)
             records += one.records
             statuses[name], nets[name], watches[name] = one.status, net, one.watch
@@ -261,7 +265,7 @@ def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dic
         final[m] = dict(status=statuses[m], steps=steps_done, train_seconds=t,
                         seconds_per_step=t / steps_done if steps_done else float('nan'),
                         batch_size=spec.hyperparameters[m]['batch_size'], flags=list(watches[m].flags),
-                        warnings=list(watches[m].notes),
+                        warnings=list(watches[m].notes), expected=list(watches[m].observed),
                         **{k: v for k, v in last.items() if k not in ('experiment', 'method')})
     return dict(experiment=spec.name, preset=spec.preset, settings=identity['settings'], methods=list(methods),
                 hyperparameters={m: identity['hyperparameters'][m] for m in methods}, seed=spec.seed,

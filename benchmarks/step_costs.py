@@ -1,0 +1,115 @@
+"""Seconds per training step of every experiment's methods at its paper preset: the reference costs that
+``python -m phi_hig list`` shows and ``python -m phi_hig run`` checks a time budget against before training
+(`phi_hig.training.costs`).
+
+    python -m benchmarks.step_costs                    # every experiment (~15 min on the 2-core CPU)
+    python -m benchmarks.step_costs --experiments toy heat
+
+Each method trains a few steps with `phi_hig.train` (the runner the command line uses, so the step is the one a
+run makes) from the experiment's defaults; the cost is the median of the steps after the first (the first pays
+for one-time set-up: it is recorded too), or the first step's time where one step takes longer than
+``--cap`` / 2 seconds. Writes ``phi_hig/training/step_costs.json`` (read by the package) and
+``benchmarks/results/step_costs.md``; the header records the machine, torch's threads and the load average
+before and after, since shared cores change the numbers.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+
+from phi_hig.experiments import available, get
+from phi_hig.training.costs import REFERENCE_FILE
+from phi_hig.training.kinds import ProblemSizes, offered
+from phi_hig.training.runner import run
+from phi_hig.training.spec import run_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cpu() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def measure(name: str, steps: int, cap: float) -> dict:
+    """The paper-preset sizes of experiment ``name`` and, per method, its batch size and measured step times."""
+    experiment = get(name, preset='paper')
+    sizes = ProblemSizes(experiment)
+    out = dict(description=experiment.description, settings=experiment.settings, parameters=sizes.params,
+               outputs=sizes.target_values, methods={})
+    for method in offered(experiment):
+        spec = run_spec(experiment, [method], steps=steps, seconds=cap, eval_every=10 ** 6)
+        result = run(spec, progress=False)
+        times = [r['wall_time'] for r in result.records if r['method'] == method]
+        per_step = [b - a for a, b in zip(times, times[1:])]
+        hyper = spec.hyperparameters[method]
+        need = [n for n in spec.kind(method).memory(hyper, sizes)]
+        out['methods'][method] = dict(
+            batch_size=hyper['batch_size'], steps_timed=len(per_step),
+            first_step=per_step[0] if per_step else float('nan'),
+            seconds_per_step=statistics.median(per_step[1:]) if len(per_step) > 1 else
+            (per_step[0] if per_step else float('nan')),
+            **({'memory': {n.what: n.nbytes for n in need}} if need else {}))
+        print(f"{name:>15} {method:>22}  b={hyper['batch_size']:<5} {out['methods'][method]['seconds_per_step']:.3g} "
+              f"s/step (first {out['methods'][method]['first_step']:.3g} s, {len(per_step)} steps)", flush=True)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--experiments', nargs='*', help='default: every available experiment')
+    parser.add_argument('--steps', type=int, default=4, help='steps per method (default 4)')
+    parser.add_argument('--cap', type=float, default=60.0, help='training seconds per method at most (default 60)')
+    args = parser.parse_args(argv)
+    names = args.experiments or available()
+    load_before = os.getloadavg()
+    started = time.time()
+    previous = {}
+    if os.path.exists(REFERENCE_FILE):
+        with open(REFERENCE_FILE) as f:
+            previous = json.load(f).get('experiments', {})
+    experiments = dict(previous)
+    for name in names:
+        experiments[name] = measure(name, args.steps, args.cap)
+    try:
+        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ''
+    machine = dict(cpu=_cpu(), cores=os.cpu_count(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                   load_before=[round(x, 2) for x in load_before],
+                   load_after=[round(x, 2) for x in os.getloadavg()])
+    data = dict(date=time.strftime('%Y-%m-%d'), commit=commit, machine=machine, seconds=round(time.time() - started),
+                experiments={n: experiments[n] for n in available() if n in experiments})
+    with open(REFERENCE_FILE, 'w') as f:
+        json.dump(data, f, indent=1, default=float)
+        f.write('\n')
+    lines = ['# Seconds per training step at the paper preset', '',
+             f"`python -m benchmarks.step_costs` ({data['date']}, commit {commit or '?'}): {machine['cpu']}, "
+             f"{machine['cores']} cores, torch {machine['torch']} with {machine['torch_threads']} threads (each "
+             f"experiment may set its own), load average {machine['load_before'][0]} before and "
+             f"{machine['load_after'][0]} after. Median of the steps after the first.", '',
+             '| experiment | method | batch | s / step | first step [s] |', '|---|---|---:|---:|---:|']
+    for name, e in data['experiments'].items():
+        for method, m in e['methods'].items():
+            lines.append(f"| {name} | {method} | {m['batch_size']} | {m['seconds_per_step']:.3g} | "
+                         f"{m['first_step']:.3g} |")
+    path = os.path.join(ROOT, 'benchmarks', 'results', 'step_costs.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print(f"wrote {REFERENCE_FILE} and {path}")
+
+
+if __name__ == '__main__':
+    main()
