@@ -15,6 +15,8 @@ before and after, since shared cores change the numbers.
 import argparse
 import json
 import os
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # spinning OpenMP threads on shared cores: 5-50x slower, erratic
 import platform
 import statistics
 import subprocess
@@ -75,6 +77,11 @@ def main(argv=None):
     names = args.experiments or available()
     load_before = os.getloadavg()
     started = time.time()
+    try:  # the code measured: the commit at the start (and whether the tree had changes)
+        commit = subprocess.run(['git', 'describe', '--always', '--dirty'], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ''
     previous = {}
     if os.path.exists(REFERENCE_FILE):
         with open(REFERENCE_FILE) as f:
@@ -82,11 +89,6 @@ def main(argv=None):
     experiments = dict(previous)
     for name in names:
         experiments[name] = measure(name, args.steps, args.cap)
-    try:
-        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ''
     machine = dict(cpu=_cpu(), cores=os.cpu_count(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
                    load_before=[round(x, 2) for x in load_before],
                    load_after=[round(x, 2) for x in os.getloadavg()])
@@ -98,8 +100,9 @@ def main(argv=None):
     lines = ['# Seconds per training step at the paper preset', '',
              f"`python -m benchmarks.step_costs` ({data['date']}, commit {commit or '?'}): {machine['cpu']}, "
              f"{machine['cores']} cores, torch {machine['torch']} with {machine['torch_threads']} threads (each "
-             f"experiment may set its own), load average {machine['load_before'][0]} before and "
-             f"{machine['load_after'][0]} after. Median of the steps after the first.", '',
+             f"experiment may set its own), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average "
+             f"{machine['load_before'][0]} before and {machine['load_after'][0]} after ({data['seconds']} s). Median "
+             f"of the steps after the first.", '',
              '| experiment | method | batch | s / step | first step [s] |', '|---|---|---:|---:|---:|']
     for name, e in data['experiments'].items():
         for method, m in e['methods'].items():
