@@ -44,19 +44,34 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure(name: str, steps: int, cap: float) -> dict:
-    """The paper-preset sizes of experiment ``name`` and, per method, its batch size and measured step times."""
+def simulated_values(experiment) -> int:
+    """|y|: the values the physics returns for one example (what a HIG step's Jacobian has rows for; the targets
+    may hold more, e.g. poisson8's (ρ, φ*))."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        inputs = experiment.test_set[0]
+        y = experiment.simulate(experiment.make_net()(inputs[:2]))
+    return sum(t[0].numel() for t in (y if isinstance(y, (tuple, list)) else [y]))
+
+
+def measure(name: str, steps: int, cap: float, sizes_only: dict = None) -> dict:
+    """The paper-preset sizes of experiment ``name`` and, per method, its batch size and measured step times
+    (``sizes_only``: an earlier measurement whose times are kept, only the sizes computed again)."""
     experiment = get(name, preset='paper')
     sizes = ProblemSizes(experiment)
+    sizes.target_values = simulated_values(experiment)
     out = dict(description=experiment.description, settings=experiment.settings, parameters=sizes.params,
                outputs=sizes.target_values, methods={})
     for method in offered(experiment):
         spec = run_spec(experiment, [method], steps=steps, seconds=cap, eval_every=10 ** 6)
+        hyper = spec.hyperparameters[method]
+        need = [n for n in spec.kind(method).memory(hyper, sizes)]
+        if sizes_only is not None:
+            out['methods'][method] = dict(sizes_only['methods'][method], batch_size=hyper['batch_size'],
+                                          **({'memory': {n.what: n.nbytes for n in need}} if need else {}))
+            continue
         result = run(spec, progress=False)
         times = [r['wall_time'] for r in result.records if r['method'] == method]
         per_step = [b - a for a, b in zip(times, times[1:])]
-        hyper = spec.hyperparameters[method]
-        need = [n for n in spec.kind(method).memory(hyper, sizes)]
         out['methods'][method] = dict(
             batch_size=hyper['batch_size'], steps_timed=len(per_step),
             first_step=per_step[0] if per_step else float('nan'),
@@ -73,6 +88,8 @@ def main(argv=None):
     parser.add_argument('--experiments', nargs='*', help='default: every available experiment')
     parser.add_argument('--steps', type=int, default=4, help='steps per method (default 4)')
     parser.add_argument('--cap', type=float, default=60.0, help='training seconds per method at most (default 60)')
+    parser.add_argument('--sizes-only', action='store_true',
+                        help='recompute the sizes (|θ|, |y|, memory) of the stored measurements, keep their times')
     args = parser.parse_args(argv)
     names = args.experiments or available()
     load_before = os.getloadavg()
@@ -87,6 +104,16 @@ def main(argv=None):
         with open(REFERENCE_FILE) as f:
             previous = json.load(f).get('experiments', {})
     experiments = dict(previous)
+    if args.sizes_only:
+        with open(REFERENCE_FILE) as f:
+            kept = json.load(f)
+        for name in names:
+            kept['experiments'][name] = measure(name, args.steps, args.cap, sizes_only=kept['experiments'][name])
+        with open(REFERENCE_FILE, 'w') as f:
+            json.dump(kept, f, indent=1, default=float)
+            f.write('\n')
+        print(f"updated the sizes in {REFERENCE_FILE}")
+        return
     for name in names:
         experiments[name] = measure(name, args.steps, args.cap)
     machine = dict(cpu=_cpu(), cores=os.cpu_count(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
