@@ -22,8 +22,8 @@ from typing import Iterable, List
 
 from .errors import InvalidInputError
 
-__all__ = ['Parser', 'fail', 'report_error', 'parse_value', 'parse_assignments', 'parse_values', 'plain_warnings', 'show_plainly',
-           'as_flags', 'FLAGS', 'PREFIX']
+__all__ = ['Parser', 'fail', 'report_error', 'parse_value', 'parse_assignments', 'parse_values', 'plain_warnings',
+           'show_plainly', 'as_flags', 'FLAGS', 'PREFIX']
 
 PREFIX = 'phi_hig: error: '
 FLAGS = {'steps': '--steps', 'seconds': '--seconds', 'seed': '--seed', 'eval_every': '--eval-every',

@@ -197,7 +197,8 @@ def test_report_says_which_batch_size_was_used(tmp_path):
     import json
     from phi_hig import train
     from phi_hig.report.summary import settings_line
-    result = train('toy', ['adam', 'sgd'], preset='test', steps=2, progress=False, overrides={'adam': {'batch_size': 8}})
+    result = train('toy', ['adam', 'sgd'], preset='test', steps=2, progress=False,
+                   overrides={'adam': {'batch_size': 8}})
     summary = json.loads(json.dumps(result.summary, default=float))  # as summary.json holds it
     assert settings_line(summary['settings'], summary['hyperparameters']) == (
         "gamma=0.01, n_points=64, batch_size=16 (the experiment's default; used: adam 8, sgd 16), hidden=7, "

@@ -212,11 +212,14 @@ class MethodRun:
         `MIN_STEPS` steps: after the first step if it alone spent the budget, else after the second (the first often
         pays for one-time set-up)."""
         spec = self.spec
-        if self.warned_budget or spec.seconds is None or not self.root or self.step > 2 or \
+        if spec.seconds is None or not self.root or self.step > 2 or \
                 (spec.steps is not None and spec.steps < MIN_STEPS):
             return
         if self.step == 1 and self.train_time >= spec.seconds:
             self.overran = self.train_time
+        if self.warned_budget:
+            return
+        if self.overran is not None:
             message = (f"{self.name}: its first step took {human_seconds(self.train_time)}, past the whole budget of "
                        f"{spec.seconds:g} s: it stops after this step, and its values are not comparable")
         elif self.step == 2 and 2 + (spec.seconds - self.train_time) / self.last_step < MIN_STEPS:
