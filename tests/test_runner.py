@@ -415,7 +415,7 @@ def test_a_time_budget_is_checked_before_training_and_never_overrun(tmp_path, mo
         result = phi_hig.train(_slow(toy(preset='test'), 0.02), ['adam'], seconds=0.15, progress=False,
                                eval_every=1000)
     t = [0.0] + [r['wall_time'] for r in result.records if r['step'] > 0]
-    assert len(t) >= 2 and all(t[i] + (t[i] - t[i - 1]) <= 0.12 for i in range(1, len(t) - 1))  # each step fitted
+    assert len(t) >= 2 and all(t[i] + (t[i] - t[i - 1]) <= 0.15 for i in range(1, len(t) - 1))  # each step fitted
     with pytest.warns(RunWarning, match=r'its first step took .*, past the whole budget of 0.1 s') as caught:
         result = phi_hig.train(_slow(toy(preset='test'), 0.25), ['adam'], seconds=0.1, progress=False)
     final = result.summary['final']['adam']
