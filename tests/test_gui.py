@@ -114,6 +114,10 @@ def test_the_page_starts_from_the_demos_setting():
     assert d.preselected(d.methods('toy'), 'toy') == ['adam', 'gn', 'hig'] == list(SHOWCASE['toy']['methods'])
     assert d.page_settings('heat') == d.setting_defaults('heat')
     assert Dashboard(defaults=dict(methods=['adam', 'hig'])).preselected(d.methods('toy'), 'toy') == ['adam', 'hig']
+    # the learning rate's other spelling in a method's "more" field replaces the "learning rate lr" column
+    run = d.start('toy', ['adam'], {'adam': {'lr': '0.3'}}, steps='1', preset='test',
+                  more={'adam': 'learning_rate=0.05'})
+    assert run.wait(60) and run.result.summary['hyperparameters']['adam']['lr'] == 0.05
 
 
 def test_dashboard_sets_sip_inverse_options():

@@ -413,7 +413,8 @@ class Dashboard:
             preset: experiment preset.
             seed: integer seed (raw; empty for 0).
             settings: a dict of experiment settings as typed, e.g. ``{'gamma': '1'}`` (only those changed).
-            more: a dict of method -> further hyperparameters as text ``KEY=VALUE, KEY=VALUE`` (`parse_extra`).
+            more: a dict of method -> further hyperparameters as text ``KEY=VALUE, KEY=VALUE`` (`parse_extra`); a
+                key given here replaces the column of that key (``learning_rate=0.1`` the "learning rate lr" one).
 
         Raises:
             InvalidInputError: for any bad input; no run is started then.
@@ -424,14 +425,18 @@ class Dashboard:
         settings = check_mapping(settings, 'settings', "a dict of setting -> raw value, e.g. {'gamma': '1'}")
         settings = parse_fields({'setting': settings}).get('setting', {})
         overrides = parse_fields(hyper, 'hyper')
-        for m, text in check_mapping(more, 'more', "a dict of method -> text 'KEY=VALUE, KEY=VALUE'").items():
-            overrides.setdefault(m, {}).update(parse_extra(m, text))
+        extra = {m: parse_extra(m, text) for m, text in
+                 check_mapping(more, 'more', "a dict of method -> text 'KEY=VALUE, KEY=VALUE'").items()}
         if methods is not None and not isinstance(methods, (list, tuple)):
             raise InvalidInputError(f"methods must be a list of method names, got {methods!r}")
         methods = [m for m in methods or [] if m]  # run_spec checks each name
         if not methods:
             raise InvalidInputError("select at least one method")
         exp = self.experiment(experiment, preset, settings)
+        from ..training.methods import MethodDefinition
+        for m, values in extra.items():  # the "more" field wins over a column, also in another spelling (lr)
+            values = MethodDefinition(exp, m).canonical(values) if m in methods else values
+            overrides.setdefault(m, {}).update(values)
         overrides = {m: o for m, o in overrides.items() if m in methods and o}
         spec = run_spec(exp, methods, overrides=overrides, steps=_raw(steps), seconds=_raw(seconds),
                         seed=_raw(seed) if _raw(seed) is not None else 0)
