@@ -72,7 +72,9 @@ def cmd_list(args) -> int:
         small = get(name, preset='test')  # the offered methods, without the paper size's data
         entry = measured.get(name) or {}
         print(f"{name}: {entry.get('description') or small.description}")
-        print('  settings: ' + ' '.join(f'{k}={v!r}' for k, (_, v) in parameters(factory(name)).items()))
+        defaults = {k: v for k, (_, v) in parameters(factory(name)).items()}  # what --set changes
+        built = entry.get('settings') or {}  # as the paper preset resolved them (e.g. a default of None)
+        print('  settings: ' + ' '.join(f'{k}={built.get(k, v)!r}' for k, v in defaults.items()))
         if entry:
             print(f"  network: {entry['parameters']} parameters; |y| = {entry['outputs']} values per example")
         print(f"    {'method':<22} {'batch':>6} {'s/step':>9}  HIG / GN: the float64 matrix of a step")
