@@ -86,6 +86,12 @@ class Experiment:
         block: number of examples ``generate`` draws at a time (lower it when generating is expensive).
         threads: torch intra-op threads to train with (None: leave torch's setting). Tiny problems run
             fastest on one thread, and much slower with several threads on a loaded machine.
+        expected: per method, a behaviour of its default hyperparameters that is this experiment's result rather
+            than a misconfiguration, in words (e.g. the toy's Gauss–Newton, whose full steps overshoot and saturate
+            the network: Schnell, Holl & Thuerey 2022, §2.1). When the method trains with the experiment's own
+            hyperparameters, its training-loss growth is reported as this result (a progress line,
+            ``summary['final'][m]['expected']``) instead of a `phi_hig.training.runner.RunWarning` advising a
+            smaller η.
     """
     name: str
     make_net: Callable[[], nn.Module]
@@ -103,6 +109,7 @@ class Experiment:
     description: str = ''
     threads: Optional[int] = None
     block: int = 4096
+    expected: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.simulate is None:

@@ -55,7 +55,9 @@ class HIG(torch.optim.Optimizer):
     Args:
         net: a ``torch.nn.Module`` (e.g. ``phiml.nn.dense_net(...)`` on the torch backend) or an iterable of
             parameters / parameter groups.
-        learning_rate: η ≥ 0; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring).
+        learning_rate: η ≥ 0; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring). Also
+            accepted as ``lr``, its name in ``torch.optim`` and where it is stored (``param_groups[i]['lr']``); the
+            command line's ``--hp hig.lr=…`` / ``--hp hig.learning_rate=…`` are the same key.
         truncation, kappa, beta, relative, path: the `phi_hig.hig.HalfInverse` settings: τ (relative to
             σ_max unless ``relative=False``), κ ∈ [−1, 1], β, and the linear-algebra path 'auto' (the float64
             Gram matrix, its dual when |θ| < b·|y|, a float64 SVD of J when the kept spectrum is below the Gram
@@ -78,6 +80,8 @@ class HIG(torch.optim.Optimizer):
     >>> opt = HIG(torch.nn.Linear(2, 1), learning_rate=0.5, truncation=1e-5)
     >>> opt.settings.kappa, opt.settings.path, opt.param_groups[0]['lr']
     (-0.5, 'auto', 0.5)
+    >>> HIG(torch.nn.Linear(2, 1), lr=0.5).param_groups[0]['lr']  # torch.optim's name
+    0.5
     >>> HIG(torch.nn.Linear(2, 1), kappa=-2)
     Traceback (most recent call last):
     phi_hig.errors.InvalidInputError: kappa must be a finite number >= -1 and <= 1 (-0.5 HIG, -1 Gauss-Newton, 1 gradient descent), got -2
@@ -86,7 +90,12 @@ class HIG(torch.optim.Optimizer):
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
                  beta: float = 0.0, relative: bool = True, path: str = AUTO,
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 structured: Optional[bool] = None, *, method: Optional[str] = None):
+                 structured: Optional[bool] = None, *, lr: Optional[float] = None, method: Optional[str] = None):
+        if lr is not None:  # torch.optim's name of the learning rate
+            if learning_rate != 1.0:
+                raise InvalidInputError(f"give the learning rate once, as learning_rate or as lr (its torch.optim "
+                                        f"name), got learning_rate={learning_rate!r} and lr={lr!r}")
+            learning_rate = lr
         settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
         lr = checks.number('learning_rate', learning_rate, low=0)
         options = _options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
