@@ -349,7 +349,10 @@ def main(argv=None) -> int:
         return report_error(f"{args.command} runs in one process; only 'run' splits its batches across torchrun's "
                             f"processes")
     if args.command == 'list':
-        return cmd_list(args)
+        try:
+            return cmd_list(args)
+        except InvalidInputError as err:
+            return report_error(err)
     from .training.runner import RunControl
     args.argv, control = argv, RunControl()
     try:
