@@ -130,6 +130,21 @@ def test_divergence_is_recorded_not_raised():
     assert result.summary['final']['adam']['status'] == 'ok'
 
 
+@pytest.mark.parametrize('steps, where', [(1, "the network's output on the test set is not finite"),
+                                          (5, 'x contains non-finite values')])
+def test_a_network_whose_output_diverged_is_flagged_not_refused(steps, where):
+    """A first-order step that makes the heat network's output non-finite is a divergence, found where it shows
+    first: at the evaluation after the last step (the heat physics is not asked to simulate it), or in the next step,
+    where the physics refuses the non-finite control. Either way the method is flagged 'diverged' and the others
+    train on (before: the evaluation's refusal ended the whole run with exit 2, the next step's was 'failed')."""
+    from phi_hig.experiments.heat import heat
+    result = phi_hig.train(heat(preset='test'), ['sgd', 'adam'], steps=steps, progress=False,
+                           overrides={'sgd': {'lr': 1e12}})
+    status = result.summary['final']['sgd']['status']
+    assert status.startswith('diverged at step') and where in status, status
+    assert result.summary['final']['adam']['status'] == 'ok'
+
+
 def test_cli_run_writes_outputs(tmp_path, capsys):
     out = str(tmp_path / 'run')
     assert cli(['run', 'toy', '--preset', 'test', '--methods', 'hig,adam', '--steps', '20', '--out', out,

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
 import torch
 
 from .. import checks, processes
+from ..convert import all_finite
 from ..errors import InvalidInputError, NonFiniteStepError
 from ..experiments.base import DataStream, Experiment
 from .checkpoint import Checkpoint, CheckpointWriter
@@ -66,7 +67,11 @@ def has_value(record: dict, key: str = 'test_loss') -> bool:
 def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) -> dict:
     """Held-out loss (batch mean over the whole test set, each chunk simulated with its conditions,
     `Experiment.simulate_batch`) and the experiment's metrics, without gradients, with the network in eval mode
-    (restored afterwards)."""
+    (restored afterwards).
+
+    Raises:
+        NonFiniteStepError: the network's output on the test set holds NaN or ±Inf (its weights diverged); the
+            physics is not asked to simulate it."""
     inputs, targets = experiment.test_set
     device = next(net.parameters()).device
     was_training = net.training
@@ -77,6 +82,9 @@ def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) ->
             for start in range(0, inputs.shape[0], chunk):
                 x, t = inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device)
                 z = net(x)
+                if not all_finite(z):
+                    raise NonFiniteStepError("the network's output on the test set is not finite (NaN or ±Inf): its "
+                                             "weights diverged")
                 total += float(experiment.loss(experiment.simulate_batch(z, x, t), t).sum())
                 n += x.shape[0]
             out = {'test_loss': total / n}
@@ -257,6 +265,10 @@ class MethodRun:
                 break
             record = self.record(loss)
             self.stepping = False
+            if self.status.startswith('diverged'):  # the evaluation found a non-finite output
+                if self.root and on_record:
+                    on_record(record, self.method)
+                break
             if not self.root:
                 continue
             if self.writer is not None and self.writer.failed:
@@ -311,7 +323,7 @@ class MethodRun:
         try:
             loss = self.method.step(x, t)
         except (NonFiniteStepError, InvalidInputError) as err:
-            code = 'diverged' if isinstance(err, NonFiniteStepError) else 'failed'
+            code = 'diverged' if isinstance(err, NonFiniteStepError) or not _finite_output(self.net, x) else 'failed'
             self.status = f'{code} at step {self.step + 1}: {err}'
             self.watch.flag(code, f"{self.name}: {self.status}", warn=False)
             return None
@@ -334,7 +346,12 @@ class MethodRun:
             record['rank'] = self.method.last_info.rank
         self.evaluated = self.step % self.spec.eval_every == 0 or self.done()  # the same on every rank
         if self.evaluated:
-            record.update(_evaluate_on_root(self.experiment, self.net))
+            try:
+                record.update(_evaluate_on_root(self.experiment, self.net))
+            except NonFiniteStepError as err:  # on every rank: `_evaluate_on_root` agrees on it
+                record['test_loss'] = math.inf
+                self.status = f'diverged at step {self.step}: {err}'
+                self.watch.flag('diverged', f"{self.name}: {self.status}", warn=False)
         self.records.append(record)
         return record
 
@@ -375,7 +392,23 @@ class MethodRun:
 
 
 def _evaluate_on_root(experiment, net) -> dict:
-    """`evaluate` on rank 0 (the other ranks wait for it and record nothing)."""
-    values = evaluate(experiment, net) if processes.is_root() else {}
+    """`evaluate` on rank 0 (the other ranks wait for it and record nothing); a diverged network
+    (`phi_hig.errors.NonFiniteStepError`) raises on every rank."""
+    values, error = {}, None
+    if processes.is_root():
+        try:
+            values = evaluate(experiment, net)
+        except NonFiniteStepError as err:
+            error = err
     processes.wait_for_root()
+    if processes.world_size() > 1 and not processes.all_true(error is None):
+        error = error or NonFiniteStepError("the network's output on the test set is not finite (rank 0)")
+    if error is not None:
+        raise error
     return values
+
+
+def _finite_output(net: torch.nn.Module, inputs) -> bool:
+    """Whether ``net``'s output on ``inputs`` is finite (a step refused for a non-finite output: it diverged)."""
+    with torch.no_grad():
+        return all_finite(net(inputs))
