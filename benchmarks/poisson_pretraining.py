@@ -13,8 +13,9 @@ Fig. 3c, and appendix Fig. 7b): the paper's protocol, at a size the flags choose
    runner's HIG takes the gradient of the batch-mean loss, so its lr is η·64), each ``--sweep-steps`` steps from the
    pre-trained weights; the η with the lowest held-out loss is chosen.
 3. **Continuation**: Adam (η = 1e-4, fresh moments), HIG (the chosen η) and Gauss–Newton (HIG with κ = −1, the
-   same η and τ) each continue from the same pre-trained weights for ``--steps`` steps (Adam also for ``--adam-steps``,
-   which costs little), for each seed of ``--seeds`` (the seed draws the data stream; the weights are the same).
+   same η and τ) each continue from the same pre-trained weights for ``--steps`` steps (Adam also for
+   ``--adam-steps``, which costs little), for each seed of ``--seeds`` (the seed draws the data stream; the
+   weights are the same).
 4. **Reverse** (appendix Fig. 7b): Adam (η = 1e-4) continuing from the HIG-trained weights of the first seed for
    ``--reverse-steps`` steps.
 
@@ -32,6 +33,7 @@ import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # spinning OpenMP threads on shared cores: 5-50x slower, erratic
 import platform
+import re
 import shlex
 import sys
 import time
@@ -53,6 +55,18 @@ def curve(result, method: str) -> list:
     """``[(step, held-out loss), ...]`` of ``method``'s evaluated records."""
     return [(r['step'], r['test_loss']) for r in result.records
             if r['method'] == method and _finite(r.get('test_loss'))]
+
+
+def thinned(points: list, keep: int = 400) -> list:
+    """At most ``keep`` of ``points``, evenly spaced, the first and the last kept (for the result file)."""
+    if len(points) <= keep:
+        return points
+    return [points[round(i * (len(points) - 1) / (keep - 1))] for i in range(keep)]
+
+
+def dump(results: dict) -> str:
+    """The results as JSON, indented, with each ``[step, value]`` pair of a curve on one line."""
+    return re.sub(r'\[\s+(-?\d+),\s+([^\s,\]]+)\s+\]', r'[\1, \2]', json.dumps(results, indent=1)) + '\n'
 
 
 def plateaued(points: list, window: int, threshold: float) -> bool:
@@ -110,7 +124,7 @@ class Protocol:
             points = curve(result, 'adam')
             self.say(f"pre-training: step {steps}, held-out loss {points[-1][1]:.4g}")
         self.phase('pretrain', started, steps=steps, plateau=plateaued(points, args.window, args.plateau),
-                   final=points[-1][1], curve=points)
+                   final=points[-1][1], curve=thinned(points))
         return os.path.join(self.runs, 'pretrain') + ':adam'
 
     def sweep(self, source: str) -> float:
@@ -187,7 +201,7 @@ def markdown(results: dict) -> str:
     """The results as a Markdown page: the command, the machine, each phase's numbers."""
     phases, machine = results['phases'], results['machine']
     pre, sweep, cont = phases['pretrain'], phases['sweep'], phases['continue']
-    lines = [f"# Poisson pre-training (Schnell, Holl & Thuerey 2022, §3.2, Fig. 3c / 7b)", '',
+    lines = ["# Poisson pre-training (Schnell, Holl & Thuerey 2022, §3.2, Fig. 3c / 7b)", '',
              f"`{results['command']}`", '',
              f"Wall time {results['wall_seconds']:.0f} s on {machine['cpu']} ({machine['cores']} cores), load average "
              f"{machine['load_before']} before, {machine.get('load_after')} after. Settings: "
@@ -206,7 +220,7 @@ def markdown(results: dict) -> str:
     for eta, p in sweep['points'].items():
         lines.append(f"| {eta} | {float(eta) * batch:g} | {p['final']:.4g} | {p['status']} |")
     lines += ['', f"Chosen: η = {sweep['chosen']:g}. {sweep['wall_seconds']:.0f} s.", '',
-              f"## Continuation from the same pre-trained weights", '']
+              "## Continuation from the same pre-trained weights", '']
     steps = max(len(r['curve']) and r['curve'][-1][0] for runs in cont['runs'].values() for r in runs.values())
     n = min(r['steps'] for label in ('hig', 'gn') for r in cont['runs'].get(label, {}).values())
     lines += [f"| method | seed | s/step | held-out loss at step 0 | at step {n} | last step | at last step | status |",
@@ -222,7 +236,36 @@ def markdown(results: dict) -> str:
                   f"From `{rev['source']['run']}` (step {rev['source']['step']}): held-out loss "
                   f"{_at(rev['curve'], 0):.4g} at step 0, {rev['curve'][-1][1]:.4g} at step {rev['curve'][-1][0]} "
                   f"({rev['status']}); {rev['wall_seconds']:.0f} s."]
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + [''] + varied(results)) + '\n'
+
+
+def varied(results: dict) -> list:
+    """What this call varied from the paper's protocol (the defaults of `parser`), read from its command."""
+    given = parser().parse_args(shlex.split(results['command'])[3:])
+    paper = parser().parse_args([])
+    pre = results['phases']['pretrain']
+    out = ["## Varied from the paper's protocol", '']
+    if 'source' in pre:
+        out.append(f"- Pre-training: given (`--pretrained {pre['source']}`).")
+    elif not pre['plateau']:
+        out.append(f"- Pre-training: stopped at the cap of {given.pretrain_cap} steps before the plateau criterion "
+                   f"(best held-out loss of the last {given.window} steps < {given.plateau:.0%} below the best "
+                   f"before) was met: the Adam model is not converged, unlike the paper's best Adam model.")
+    for key, what in (('sweep', 'η values of the HIG sweep'), ('sweep_steps', 'steps per sweep point'),
+                      ('steps', 'continuation steps of HIG and GN'), ('adam_steps', 'continuation steps of Adam'),
+                      ('seeds', 'seeds'), ('reverse_steps', 'steps of Adam from the HIG weights')):
+        if getattr(given, key) != getattr(paper, key):
+            default = 'as HIG' if key == 'adam_steps' else getattr(paper, key)
+            out.append(f"- {what}: {getattr(given, key)} (the protocol: {default}).")
+    settings = [f'{s}' for s in (given.set or [])] + ([f'preset={given.preset}'] if given.preset != 'paper' else [])
+    if settings:
+        out.append(f"- settings: {', '.join(settings)}.")
+    s = results['settings']
+    out.append(f"- As in the paper: the {s.get('network')} network ({s.get('parameters')} parameters), batch "
+               f"{s.get('batch_size')}, Adam η = 1e-4 (fresh moments at each continuation), HIG τ = 1e-5, "
+               f"κ = −0.5. Not stated by the paper, chosen here: GN is HIG with κ = −1 at HIG's chosen η; the "
+               f"pre-training draws its data with seed 1000, the continuations with their own seeds.")
+    return out
 
 
 def figure(results: dict, path: str) -> None:
@@ -230,6 +273,7 @@ def figure(results: dict, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     phases = results['phases']
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     pre = phases['pretrain']
@@ -237,21 +281,30 @@ def figure(results: dict, path: str) -> None:
         axes[0].plot(*zip(*pre['curve']), color='k', label='Adam η=1e-4')
         axes[0].legend()
     axes[0].set(title='(a) pre-training', xlabel='step', ylabel='held-out loss', yscale='log')
+    axes[0].xaxis.set_major_locator(MaxNLocator(5, integer=True))
     colors = dict(adam='tab:orange', hig='tab:blue', gn='tab:green')
-    for label, runs in phases['continue']['runs'].items():
-        for i, (seed, r) in enumerate(runs.items()):
+    runs = phases['continue']['runs']
+    for label, by_seed in runs.items():
+        for i, (seed, r) in enumerate(by_seed.items()):
             axes[1].plot(*zip(*r['curve']), color=colors[label], alpha=1 if i == 0 else 0.5,
                          label=f"{label}" if i == 0 else None, marker='.' if len(r['curve']) < 60 else None)
-    axes[1].set(title=f"(b) continuing from Adam (HIG / GN η = {phases['continue']['eta']:g})", xlabel='step',
-                yscale='log', xscale='symlog')
+    axes[1].set(title=f"(b) from the Adam weights (HIG / GN η = {phases['continue']['eta']:g})",
+                xlabel='steps after the pre-training', yscale='log')
     axes[1].legend()
     if 'reverse' in phases:
-        axes[2].plot(*zip(*phases['reverse']['curve']), color='tab:orange', label='Adam from HIG')
-        hig = next(iter(phases['continue']['runs']['hig'].values()))['curve']
+        hig = next(iter(runs['hig'].values()))['curve']
+        adam = next(iter(runs['adam'].values()))['curve']
         offset = hig[-1][0]
-        axes[2].plot([s - offset for s, _ in hig], [v for _, v in hig], color='tab:blue', label='HIG (before)')
+        axes[2].plot(*zip(*adam), color='tab:orange', ls='--', label='Adam from the Adam weights')
+        axes[2].plot(*zip(*hig), color='tab:blue', marker='.', label='HIG from the Adam weights')
+        axes[2].plot([s + offset for s, _ in phases['reverse']['curve']], [v for _, v in phases['reverse']['curve']],
+                     color='tab:red', label=f'Adam from the HIG weights (from step {offset})')
         axes[2].legend()
-    axes[2].set(title='(c) Adam continuing from the HIG weights', xlabel='step', yscale='log', xscale='symlog')
+    axes[2].set(title='(c) Adam continuing from the HIG weights', xlabel='steps after the pre-training',
+                yscale='log')
+    for ax in axes[1:]:
+        ax.set_xscale('symlog', linthresh=10)
+        ax.set_xlim(left=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -276,6 +329,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--reverse-steps', type=int, default=2000, help='steps of Adam from the HIG weights (0: none)')
     p.add_argument('--threads', type=int, help="torch threads (default: the experiment's)")
     p.add_argument('--quiet', action='store_true', help="no runner progress lines")
+    p.add_argument('--render', action='store_true', help="only write the .md and .png again from --out's .json")
     return p
 
 
@@ -287,13 +341,17 @@ def main(argv=None) -> int:
     args.seeds = [int(v) for v in args.seeds.split(',') if v.strip()]
     if not args.sweep or not args.seeds or min(args.window, args.pretrain_cap, args.sweep_steps, args.steps) < 1:
         parser().error('--sweep and --seeds need values; --window, --pretrain-cap, --sweep-steps, --steps >= 1')
-    os.makedirs(args.out, exist_ok=True)
-    results = Protocol(args).run()
     base = os.path.join(args.out, NAME)
-    atomic_write(base + '.json', json.dumps(results, indent=1) + '\n')
+    if args.render:
+        with open(base + '.json') as f:
+            results = json.load(f)
+    else:
+        os.makedirs(args.out, exist_ok=True)
+        results = Protocol(args).run()
+        atomic_write(base + '.json', dump(results))
     atomic_write(base + '.md', markdown(results))
     figure(results, base + '.png')
-    print(f"wrote {base}.json, .md, .png")
+    print(f"wrote {base}.{'' if args.render else 'json, .'}md, .png")
     return 0
 
 
