@@ -4,6 +4,7 @@
     python -m phi_hig run toy --methods hig,adam --seconds 10 --seed 0 --out runs/toy
     python -m phi_hig run oscillators --methods hig,adam --steps 200 --hp hig.lr=0.5 --hp adam.batch_size=128
     python -m phi_hig run heat --methods sip --steps 100 --hp sip.inverse_options.noise=0.1 --set batch_size=32
+    python -m phi_hig run poisson8 --methods hig --steps 100 --init-from runs/pretrain:adam --out runs/hig
     python -m phi_hig sweep toy --method hig --kappa -1,-0.5,0,0.5,1 --beta -0.5,0 --steps 300 --out runs/sweep
     python -m phi_hig sweep toy --method adam --hp lr=0.01,0.1,1 --hp batch_size=16,64 --steps 300
     python -m phi_hig report DIR         # paper-style figures and a Markdown table from a run folder
@@ -42,6 +43,9 @@ def _budget_args(p):
     p.add_argument('--threads', type=int, help="torch threads (default: the experiment's recommendation)")
     p.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda'")
     p.add_argument('--out', help='output folder (metrics.csv, summary.json, curves.png)')
+    p.add_argument('--init-from', metavar='RUN_DIR:METHOD',
+                   help='start every method from the final weights of METHOD in the run folder RUN_DIR (a run made '
+                        'with --checkpoint-every that finished), e.g. runs/pretrain:adam')
     p.add_argument('--quiet', action='store_true', help='no progress lines')
 
 
@@ -117,7 +121,8 @@ def _spec(args, methods, overrides=None, common=None, experiment=None, **extra):
     extra.setdefault('out', args.out)
     return run_spec(experiment, methods, preset=preset, settings=settings,
                     overrides=overrides, common=common, steps=args.steps, seconds=args.seconds, seed=args.seed,
-                    eval_every=args.eval_every, device=args.device, threads=args.threads, **extra)
+                    eval_every=args.eval_every, device=args.device, threads=args.threads, init_from=args.init_from,
+                    **extra)
 
 
 def _interrupted(control, where: str, wrote: str, then: str) -> int:

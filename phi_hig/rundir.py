@@ -35,7 +35,7 @@ except ImportError:  # not POSIX (Windows): folders are checked, not locked
     fcntl = None
 
 __all__ = ['LOCK', 'RESULT_FILES', 'SWEEP_FILES', 'REPORT_FILES', 'INDEX_FILE', 'checkpoint_file', 'previous_file',
-           'history_file', 'point_folder', 'is_run_file', 'run_files', 'RunFolder', 'claim', 'holder']
+           'history_file', 'point_folder', 'is_run_file', 'run_files', 'methods_in', 'RunFolder', 'claim', 'holder']
 
 LOCK = '.lock'
 """The lock file of a claimed run folder (`claim`): JSON of its holder while held; removed on release."""
@@ -133,6 +133,28 @@ def run_files(path: str) -> List[str]:
         elif name != LOCK and is_run_file(name):
             found.append(full)
     return found
+
+
+def methods_in(path: str) -> List[str]:
+    """The methods with a checkpoint or a history in run folder ``path`` (not in its point folders), sorted; [] when
+    ``path`` does not exist.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ('checkpoint_hig.pt', 'checkpoint_hig.prev.pt', 'history_adam.jsonl', 'notes.txt'):
+    ...     open(os.path.join(folder, name), 'w').close()
+    >>> methods_in(folder)
+    ['adam', 'hig']
+    """
+    if not os.path.isdir(path):
+        return []
+    found = set()
+    for name in os.listdir(path):
+        for head, tail in (('checkpoint_', '.prev.pt'), ('checkpoint_', '.pt'), ('history_', '.jsonl')):
+            if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
+                found.add(name[len(head):-len(tail)])
+                break
+    return sorted(found)
 
 
 def _command() -> str:

@@ -177,6 +177,10 @@ def _write_report(path: str, records: List[dict], summary: dict, out, baseline, 
     for k in ('seed', 'device', 'torch_threads'):
         if k in summary:
             facts.append(f"{k.replace('_', ' ')} {summary[k]}")
+    source = summary.get('init_from')
+    if isinstance(source, dict):  # the run started from another run's final weights (--init-from)
+        facts.append(f"initial weights: the final {source.get('method')} of `{source.get('run')}` (step "
+                     f"{source.get('step')}, sha256 {str(source.get('fingerprint'))[:12]}…)")
     if facts:
         lines.append('; '.join(facts) + '.')
     lines += ['', f"## Final values (ratios to `{base}`)", '',

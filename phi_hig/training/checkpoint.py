@@ -10,8 +10,11 @@ Per method ``M`` a run folder holds:
   them (`load_for_resume`).
 
 A checkpoint is plain data and tensors only (``torch.load(..., weights_only=True)``): the run's identity
-(`phi_hig.training.spec.RunSpec.identity`), step, training time, stream position, and the network, optimizer and RNG
-states with all tensors of one dtype packed into one flat buffer (`pack`), which keeps writing cheap.
+(`phi_hig.training.spec.RunSpec.identity`), step, training time, stream position, whether it is the method's final
+state, and the network, optimizer and RNG states with all tensors of one dtype packed into one flat buffer (`pack`),
+which keeps writing cheap. The checkpoint a method writes when it has spent its whole budget is marked ``final``
+(`Checkpoint.final`): the weights another run may start from (`phi_hig.training.initfrom`); one written at an
+interrupt, a stop, a failure or during training is not.
 `CheckpointWriter` writes in a background thread: the training thread only packs a snapshot; the thread
 appends the history, fsyncs, writes the checkpoint and renames it into place. The runner takes a snapshot at
 every ``checkpoint_every``-th step at which the writer is idle (and always at the end of a method), so a
@@ -123,6 +126,8 @@ class Checkpoint:
         optimizer: the optimizer's ``state_dict``.
         rng: ``{'torch': ByteTensor, 'cuda': [ByteTensor, ...]}``.
         path: the file it was read from ('' when not read).
+        final: True for the state of a method that spent its whole budget (status 'ok'); False for every other
+            checkpoint, and for one written before phi_hig marked final states.
     """
     method: str
     identity: dict
@@ -134,14 +139,15 @@ class Checkpoint:
     optimizer: dict
     rng: dict
     path: str = ''
+    final: bool = False
 
 
 def _content(ck: Checkpoint) -> dict:
     """What a checkpoint file holds but its checksum: plain data and the packed state (a copy: the training may go
     on meanwhile). The writer thread adds the checksum (`_checksum`) when it serializes it."""
     return dict(format=FORMAT, method=ck.method, identity=ck.identity, step=ck.step, train_time=ck.train_time,
-                position=ck.position, records=ck.records, state=pack(dict(net=ck.net, optimizer=ck.optimizer,
-                                                                          rng=ck.rng)))
+                position=ck.position, records=ck.records, final=bool(ck.final),
+                state=pack(dict(net=ck.net, optimizer=ck.optimizer, rng=ck.rng)))
 
 
 def _checksum(content: dict) -> str:
@@ -199,7 +205,7 @@ def read_checkpoint(path: str) -> Checkpoint:
         ck = Checkpoint(method=raw['method'], identity=raw['identity'], step=int(raw['step']),
                         train_time=float(raw['train_time']), position=int(raw['position']),
                         records=int(raw['records']), net=state['net'], optimizer=state['optimizer'],
-                        rng=state['rng'], path=path)
+                        rng=state['rng'], path=path, final=raw.get('final') is True)
     except FileNotFoundError:
         raise InvalidInputError(f"checkpoint {path} does not exist") from None
     except Exception as err:  # torn zip, bad pickle, missing keys: all mean "unusable"
@@ -215,13 +221,20 @@ def _describe(value) -> str:
 def identity_difference(saved: dict, current: dict, method: str, renamed: Optional[Mapping[str, str]] = None) \
         -> Optional[str]:
     """The first setting in which the run identities ``saved`` and ``current`` differ for ``method``, as
-    "made with X, this run has Y"; None when they agree. Other methods' hyperparameters are not compared
-    (a run may resume a subset of its methods or add one). ``renamed`` (old key -> current key, the method kind's
-    `MethodKind.renamed`): a saved hyperparameter under its old name counts as the current one, so a checkpoint
-    written before a rename still matches."""
+    "made with X, this run has Y"; None when they agree. Initial weights taken from another run (``init_from``) are
+    compared by their fingerprint, not by the folder they were read from. Other methods' hyperparameters are not
+    compared (a run may resume a subset of its methods or add one). ``renamed`` (old key -> current key, the method
+    kind's `MethodKind.renamed`): a saved hyperparameter under its old name counts as the current one, so a
+    checkpoint written before a rename still matches."""
     for key in ('experiment', 'preset', 'seed', 'world_size'):
         if saved.get(key) != current.get(key):
             return f"was made with {key} {_describe(saved.get(key))}, this run has {key} {_describe(current.get(key))}"
+    sources = [identity.get('init_from') or {} for identity in (saved, current)]
+    if sources[0].get('fingerprint') != sources[1].get('fingerprint'):  # the weights decide, not where they lay
+        return "was made with {}, this run has {}".format(*(
+            f"init_from '{s.get('run')}:{s.get('method')}' (step {s.get('step')}, weights sha256 "
+            f"{str(s.get('fingerprint'))[:12]}…)" if s else "the seeded initial weights (no init_from)"
+            for s in sources))
     before = dict(saved.get('hyperparameters', {}).get(method, {}))
     for old, new in (renamed or {}).items():
         if old in before and new not in before:

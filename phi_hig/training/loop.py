@@ -184,6 +184,7 @@ class MethodRun:
         self.stream = DataStream(self.experiment, spec.seed)
         torch.manual_seed(spec.seed + 1)
         self.status, self.step, self.train_time, self.fresh = 'ok', 0, 0.0, resumed is None
+        self.final = False  # whether the checkpoint on disk is this method's final state (`checkpoint`)
         self.last_step = None  # seconds of the last step (the same on every rank)
         self.warned_budget = warned  # the budget was found too small already (`budget_warnings`)
         self.overran = None  # the first step's time when it alone overran the time budget
@@ -280,7 +281,7 @@ class MethodRun:
             if on_record:
                 on_record(record, self.method)
             if self.writer is not None and self.step % self.spec.checkpoint_every == 0 and self.writer.idle and \
-                    time.perf_counter() - self.writer.last_submit >= MIN_CHECKPOINT_INTERVAL:
+                    time.perf_counter() - self.writer.last_submit >= MIN_CHECKPOINT_INTERVAL and not self.done():
                 self.checkpoint()
             if progress and (time.perf_counter() - last_print > 2.0 or self.done()):
                 last_print = time.perf_counter()
@@ -357,11 +358,13 @@ class MethodRun:
 
     def finish(self) -> None:
         """Evaluate a stopped method's last state (not an interrupted one's: its records stay those of an
-        uninterrupted run), write its last checkpoint, flag too few steps."""
+        uninterrupted run), write its last checkpoint (marked final when the method spent its budget: status 'ok'),
+        flag too few steps."""
         if not self.evaluated and not self.status.startswith(('diverged', 'failed', 'interrupted')):
             self.records[-1].update(_evaluate_on_root(self.experiment, self.net))
-        if self.writer is not None and self.saved < len(self.records):
-            self.checkpoint()
+        final = self.status == 'ok'
+        if self.writer is not None and (self.saved < len(self.records) or final and not self.final):
+            self.checkpoint(final=final)
         spec = self.spec
         if self.status == 'ok' and spec.seconds is not None and self.step < MIN_STEPS and \
                 (spec.steps is None or self.step < spec.steps) and self.root:
@@ -370,16 +373,17 @@ class MethodRun:
                                          f"{spec.seconds:g} s (< {MIN_STEPS}){overran}: its final values are not "
                                          f"comparable", warn=not self.warned_budget)
 
-    def checkpoint(self) -> None:
-        """Hand the current state and the records made since the last checkpoint to the writer."""
+    def checkpoint(self, final: bool = False) -> None:
+        """Hand the current state and the records made since the last checkpoint to the writer; ``final``: the state
+        is the method's final one (`Checkpoint.final`)."""
         rng = dict(torch=torch.get_rng_state())
         if self.device.type == 'cuda':
             rng['cuda'] = torch.cuda.get_rng_state_all()
         ck = Checkpoint(method=self.name, identity=self.identity, step=self.step, train_time=self.train_time,
                         position=self.stream.position, records=len(self.records), net=self.net.state_dict(),
-                        optimizer=self.method.optimizer.state_dict(), rng=rng)
+                        optimizer=self.method.optimizer.state_dict(), rng=rng, final=final)
         self.writer.submit(ck, self.records[self.saved:])
-        self.saved = len(self.records)
+        self.saved, self.final = len(self.records), final
 
     def _restore(self, ck: Checkpoint) -> None:
         self.net.load_state_dict(ck.net)
@@ -388,7 +392,7 @@ class MethodRun:
         torch.set_rng_state(ck.rng['torch'])
         if 'cuda' in ck.rng and self.device.type == 'cuda':
             torch.cuda.set_rng_state_all(ck.rng['cuda'])
-        self.step, self.train_time = ck.step, ck.train_time
+        self.step, self.train_time, self.final = ck.step, ck.train_time, ck.final
 
 
 def _evaluate_on_root(experiment, net) -> dict:

@@ -122,7 +122,8 @@ class RunResult:
     Attributes:
         records: one dict per step and method: experiment, method, step, wall_time (training seconds so
             far), train_loss, test_loss (NaN between evaluations) and the experiment's metrics.
-        summary: settings, versions, device and the final values per method (with its batch size and flags).
+        summary: settings, versions, device, the source of the initial weights (``init_from``: run, method, step
+            and fingerprint, or None) and the final values per method (with its batch size and flags).
         nets: the trained network per method.
         spec: the `RunSpec` that was run.
     """
@@ -200,7 +201,8 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
         on_record: called as ``on_record(record, method)`` after every record (live views; ``method.net``
             and ``method.last_info`` give the network and the last HIG diagnostics).
         control: a `RunControl` to pause, stop or interrupt the run from another thread or a signal handler.
-        initial_state: a ``state_dict`` to start every method from instead of the seeded initialization.
+        initial_state: a ``state_dict`` to start every method from instead of the seeded initialization (not with
+            ``spec.init_from``, which names the weights to start from in the spec and its identity).
         label: names the run in its progress lines (``[toy/hig lr=0.1]``; a sweep's point).
         write: called as ``write(result)`` on rank 0 with the `RunResult` once training ended (also when it was
             stopped, interrupted or hit by a ``KeyboardInterrupt``), while ``spec.out`` is still claimed: the command
@@ -209,8 +211,9 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
     Raises:
         InvalidInputError: ``spec`` is not a `RunSpec`, ``progress`` not a bool, ``on_record`` / ``write`` not
             callable, ``control`` not a `RunControl`, ``label`` not a str, ``initial_state`` not a state dict of the
-            experiment's network, ``spec.out`` claimed by another run or holding another run's files, or a checkpoint
-            to resume from does not match or cannot be used (nothing trained, nothing written).
+            experiment's network or given with ``spec.init_from``, ``spec.out`` claimed by another run or holding
+            another run's files, or a checkpoint to resume from does not match or cannot be used (nothing trained,
+            nothing written).
         RunFileError: a checkpoint could not be written (the run stopped at once).
     """
     if not isinstance(spec, RunSpec):
@@ -227,6 +230,10 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
     if initial_state is not None and not isinstance(initial_state, Mapping):
         raise InvalidInputError(f"initial_state must be a state_dict of the experiment's network (a dict of "
                                 f"tensors) or None, got {type(initial_state).__name__}")
+    if spec.init_from is not None:
+        if initial_state is not None:
+            raise InvalidInputError("initial_state and spec.init_from both name initial weights: give one")
+        initial_state = spec.init_from.state
     experiment = spec.experiment
     if spec.world_size != processes.world_size():
         raise InvalidInputError(f"the spec is for {spec.world_size} process(es), but {processes.world_size()} run")
@@ -308,7 +315,7 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
           checkpoint_every: Optional[int] = None, resume: bool = False, overwrite: bool = False,
           threads: Optional[int] = None, on_record: Optional[Callable] = None,
           control: Optional[RunControl] = None, initial_state: Optional[dict] = None,
-          preset: Optional[str] = None, settings: Optional[dict] = None) -> RunResult:
+          preset: Optional[str] = None, settings: Optional[dict] = None, init_from=None) -> RunResult:
     """Train each method on ``experiment`` from the same initial weights and the same data stream.
 
     Builds the `RunSpec` with `phi_hig.training.spec.run_spec` (which refuses any bad argument before training) and
@@ -336,6 +343,11 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
             torch's current setting); restored afterwards.
         on_record, control, initial_state: see `run`.
         preset, settings: for an experiment given by name.
+        init_from: ``'RUN_DIR:METHOD'``: every method starts from the final weights of ``METHOD`` in the run folder
+            ``RUN_DIR`` (written with ``checkpoint_every``), e.g. HIG continuing from Adam-pre-trained weights
+            (Schnell, Holl & Thuerey 2022, §3.2); refused before anything trains when that method did not finish or
+            its network does not fit (`phi_hig.training.initfrom`). Recorded in the checkpoints' identity (a resume
+            with other weights is refused) and in ``summary['init_from']``.
 
     Installs no signal handler: a ``KeyboardInterrupt`` (Ctrl-C) ends the run with its checkpoints on disk (the
     last complete step when the interrupt came between steps) and is re-raised (`run`).
@@ -352,10 +364,23 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
         [('adam', 2, 'ok'), ('hig', 2, 'ok')]
         >>> sorted(result.nets)
         ['adam', 'hig']
+
+        Pre-train Adam with checkpoints (its final state is kept), then continue with HIG from its weights:
+
+        >>> import os, tempfile, torch
+        >>> folder = os.path.join(tempfile.mkdtemp(), 'pre')
+        >>> pre = phi_hig.train('toy', ['adam'], preset='test', steps=3, progress=False, out=folder,
+        ...                     checkpoint_every=10)
+        >>> more = phi_hig.train('toy', ['hig'], preset='test', steps=0, progress=False, init_from=folder + ':adam')
+        >>> torch.equal(more.nets['hig'][0].weight, pre.nets['adam'][0].weight)
+        True
+        >>> more.summary['init_from']['method'], more.summary['init_from']['step']
+        ('adam', 3)
     """
     spec = run_spec(experiment, methods, preset=preset, settings=settings, overrides=overrides, steps=steps,
                     seconds=seconds, seed=seed, eval_every=eval_every, device=str(device), threads=threads,
-                    out=out, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite)
+                    out=out, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
+                    init_from=init_from)
     return run(spec, progress=progress, on_record=on_record, control=control, initial_state=initial_state)
 
 
@@ -382,7 +407,7 @@ def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dic
     return dict(experiment=spec.name, preset=spec.preset, settings=identity['settings'], methods=list(methods),
                 hyperparameters={m: identity['hyperparameters'][m] for m in methods}, seed=spec.seed,
                 budget=dict(steps=spec.steps, seconds=spec.seconds), device=spec.device, torch_threads=threads,
-                world_size=spec.world_size,
+                world_size=spec.world_size, init_from=None if spec.init_from is None else spec.init_from.record,
                 versions=dict(phi_hig=__version__, torch=torch.__version__, phiml=phiml.__version__,
                               phiflow=phi.__version__, numpy=np.__version__, python=sys.version.split()[0]),
                 final=final)

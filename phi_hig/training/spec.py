@@ -29,6 +29,7 @@ import torch
 from .. import checks
 from ..errors import InvalidInputError
 from ..experiments.settings import PRESETS
+from .initfrom import InitSource, load_init_source, parse_init_from
 from .kinds import MethodKind, ProblemSizes, get_kind, kind_of, offered
 from .methods import MethodDefinition
 
@@ -64,6 +65,8 @@ class RunSpec:
         resume: continue from the checkpoints in ``out``.
         overwrite: replace the files of another run in ``out`` (`phi_hig.rundir.claim`).
         world_size: number of training processes (1: this runner).
+        init_from: the final weights of an earlier run's method that every method starts from
+            (`phi_hig.training.initfrom.InitSource`), or None: the seeded initialization.
 
     Example:
         >>> import phi_hig
@@ -88,6 +91,7 @@ class RunSpec:
     resume: bool = False
     world_size: int = 1
     overwrite: bool = False
+    init_from: Optional[InitSource] = None
 
     def kind(self, method: str) -> MethodKind:
         """The `phi_hig.training.kinds.MethodKind` of ``method`` (one of `methods`)."""
@@ -96,11 +100,12 @@ class RunSpec:
     @property
     def identity(self) -> dict:
         """The settings that decide a run's numbers, as plain JSON data: experiment, preset, settings, seed,
-        every method's hyperparameters (batch size included) and world_size. Not the budget, the device, the
-        threads or the output options."""
+        every method's hyperparameters (batch size included), world_size and, with `init_from`, its source
+        (`InitSource.record`). Not the budget, the device, the threads or the output options."""
+        source = {} if self.init_from is None else dict(init_from=self.init_from.record)
         return _plain(dict(experiment=self.name, preset=self.preset, settings=dict(self.settings), seed=self.seed,
                            hyperparameters={m: dict(h) for m, h in self.hyperparameters.items()},
-                           world_size=self.world_size))
+                           world_size=self.world_size, **source))
 
 
 def _plain(value):
@@ -321,13 +326,14 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
              common: Optional[Mapping] = None, steps: Optional[int] = None, seconds: Optional[float] = None,
              seed: int = 0, eval_every: Optional[int] = None, device='cpu', threads: Optional[int] = None, out=None,
              checkpoint_every: Optional[int] = None, resume: bool = False, overwrite: bool = False,
-             memory_limit: Optional[float] = DEFAULT_BATCH_BYTES, world_size: int = 1) -> RunSpec:
+             memory_limit: Optional[float] = DEFAULT_BATCH_BYTES, world_size: int = 1, init_from=None) -> RunSpec:
     """Validate everything about a run and return its `RunSpec`. Nothing is trained, written or allocated.
 
     The arguments fall in groups, checked in this order: the budget (``steps``, ``seconds``, ``seed``,
     ``eval_every``), the machine (``device``, ``threads``, ``world_size``), the output (``out``,
-    ``checkpoint_every``, ``resume``, ``overwrite``), then the experiment (``experiment``, ``preset``, ``settings``), its methods
-    and their hyperparameters (``methods``, ``common``, ``overrides``) and their memory (``memory_limit``).
+    ``checkpoint_every``, ``resume``, ``overwrite``, the form of ``init_from``), then the experiment (``experiment``,
+    ``preset``, ``settings``), its methods and their hyperparameters (``methods``, ``common``, ``overrides``), their
+    memory (``memory_limit``) and the weights ``init_from`` names (read, never written).
 
     Args:
         experiment: a registered experiment's name (built here with ``preset`` and ``settings``) or a built
@@ -353,6 +359,11 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
             holding anything else is refused when the run starts). Needs ``out``; not with ``resume``.
         memory_limit: bytes one batch's inputs and targets may take (a number > 0; None: no limit).
         world_size: number of training processes.
+        init_from: ``'RUN_DIR:METHOD'`` (or ``(RUN_DIR, METHOD)``): every method starts from the final weights of
+            ``METHOD`` in the run folder ``RUN_DIR`` instead of the seeded initialization
+            (`phi_hig.training.initfrom.load_init_source`: refused when the folder is no run folder, the method is not
+            in it or did not finish, or the weights do not fit this run's network). Recorded in the identity: a
+            resume with other initial weights is refused.
 
     Raises:
         InvalidInputError: with one line naming the bad argument by its Python name (``steps must be …``).
@@ -396,14 +407,17 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
     if overwrite and resume:
         raise InvalidInputError("give resume or overwrite, not both: a run either continues the one in its folder "
                                 "or replaces it")
+    if init_from is not None:
+        parse_init_from(init_from)  # its form, before the experiment is built
     experiment = _experiment_of(experiment, preset, settings)
     definitions = _definitions(methods, experiment)
     hyper = _hyperparameters(definitions, overrides, common, device, world_size)
     _check_memory(definitions, hyper, memory_limit)
+    source = None if init_from is None else load_init_source(init_from, experiment, out)
     return RunSpec(experiment=experiment, name=experiment.name,
                    preset=str(experiment.settings.get('preset', preset or 'paper')),
                    settings=_frozen(experiment.settings), methods=tuple(definitions), hyperparameters=_frozen(hyper),
                    steps=steps, seconds=float(seconds) if seconds is not None else None, seed=seed,
                    eval_every=int(eval_every or experiment.eval_every), device=device, threads=threads, out=out,
                    checkpoint_every=checkpoint_every, resume=bool(resume), world_size=world_size,
-                   overwrite=bool(overwrite))
+                   overwrite=bool(overwrite), init_from=source)
