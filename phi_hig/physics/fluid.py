@@ -198,20 +198,21 @@ def _reverse(m_target: Field, velocities: Field, dt: float) -> Field:
     return field.stack(frames, batch('time'))
 
 
-_COMPILED = {}  # function -> its math.jit_compile'd version (which keeps one trace per signature)
+_COMPILED = {}  # (function, precision) -> its math.jit_compile'd version (one trace per shape and constants)
 
 
 def _compiled(function, *fields: Field, **constants):
-    """`function(*fields, **constants)` with detached `fields`, jit-compiled where their backend can (the constants
-    are part of the trace's key), in the precision of the first field's values."""
-    fields = [f.with_values(math.stop_gradient(f.values)) for f in fields]
-    backend = fields[0].values.backend
+    """`function(*fields, **constants)` with `fields` detached and cast to the float precision of the first one,
+    jit-compiled where their backend can (the constants are part of the trace's key). One compiled function per
+    precision: PhiML's trace key does not hold the dtype (a float32 call would run a float64 trace)."""
+    backend, precision = fields[0].values.backend, fields[0].values.dtype.precision
+    fields = [f.with_values(math.cast(math.stop_gradient(f.values), math.DType(float, precision))) for f in fields]
     if not backend.supports(Backend.jit_compile):
         return function(*fields, **constants)
-    if function not in _COMPILED:
-        _COMPILED[function] = math.jit_compile(function, auxiliary_args=','.join(constants))
-    with backend, math.precision(fields[0].values.dtype.precision):
-        return _COMPILED[function](*fields, **constants)
+    if (function, precision) not in _COMPILED:
+        _COMPILED[function, precision] = math.jit_compile(function, auxiliary_args=','.join(constants))
+    with backend, math.precision(precision):
+        return _COMPILED[function, precision](*fields, **constants)
 
 
 # ----------------------------------------------------------------------------------------------------- prior
@@ -485,16 +486,27 @@ def _best_centre(grad: Tensor, rhs: Tensor, points: Tensor, drift: Tensor, size:
 
 
 def _least_squares(a: Tensor, r: Tensor, rows) -> Tensor:
-    """Per example `argmin_θ ‖aθ − r‖` over `rows`, `a` with channel dim `column`: column-scaled, singular values
-    below 1e-10 of the largest dropped (NumPy's `lstsq(rcond=1e-10)`); columns without signal get θ = 0."""
+    """Per example `argmin_θ ‖aθ − r‖` over `rows`, `a` with channel dim `column`: the columns scaled to unit norm,
+    directions with singular values below 1e-7 of the largest dropped; columns without signal get θ = 0.
+
+    Solved by the normal equations, formed in float64 whatever the precision of `a` (products of float32 numbers are
+    exact in float64) and decomposed by an SVD of the small `column × column` matrix: a batched SVD of the tall `a`
+    itself takes seconds at the paper's size. The cut-off 1e-7 lies above the float64 round-off of the squared
+    singular values (about 1e-8 of the largest singular value) and below any conditioning the estimator meets."""
+    dtype = r.dtype
     scale = math.sqrt(math.sum(a ** 2, rows))
     active = scale > 1e-12 * math.max(scale, 'column')
     scale = math.where(active, scale, 1)
-    u, singular, v = math.svd(math.where(active, a / scale, 0), feature_dim='column', list_dim=rows)
-    kept = singular > 1e-10 * math.max(singular, 'singular')
-    coefficients = math.where(kept, math.dot(u, rows, r, rows) / math.where(kept, singular, 1), 0)
-    theta = math.dot(coefficients, 'singular', v, '~singular')
-    return math.where(active, theta / scale, 0)
+    with math.precision(64):
+        a = math.cast(math.where(active, a / scale, 0), math.DType(float, 64))
+        gram = math.dot(a, rows, math.rename_dims(a, 'column', channel('row')), rows)
+        _, squared, v = math.svd(gram, feature_dim='column', list_dim='row')  # v: (~singular, column)
+        kept = squared > 1e-14 * math.max(squared, 'singular')
+        projected = math.rename_dims(math.dot(v, 'column', math.dot(a, rows, math.cast(r, a.dtype), rows), 'column'),
+                                     '~singular', channel('singular'))
+        coefficients = math.where(kept, projected / math.where(kept, squared, 1), 0)
+        theta = math.dot(math.rename_dims(coefficients, 'singular', v.shape.only('~singular')), '~singular', v, '~singular')
+        return math.cast(math.where(active, theta / scale, 0), dtype)
 
 
 def _centre_of_mass(m: Tensor, points: Tensor) -> Tensor:
