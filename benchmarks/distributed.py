@@ -75,7 +75,7 @@ class ByteCounter:
 def _hig_setup(case, rank, world):
     from phi_hig import HIG, hig_step
     from phi_hig.bench.problems import CASES as PROBLEMS
-    from phi_hig.parallel import local_rows
+    from phi_hig.processes import local_rows
     problem = PROBLEMS[case]()
     b = problem.inputs.shape[0]
     rows = local_rows(b)
@@ -83,14 +83,14 @@ def _hig_setup(case, rank, world):
     opt = HIG(problem.net, learning_rate=0.0, truncation=problem.truncation)  # lr 0: every step is the same step
 
     def step():
-        return hig_step(problem.net, opt, x, t, problem.simulate, problem.loss)
+        return hig_step(problem.net, opt, x, t, problem.simulate, problem.loss, conditions=problem.conditions(x, t))
     return step, dict(batch=b, n_params=problem.n_params)
 
 
 def _sip_setup(case, rank, world, small=False):
     from phi_hig import experiments, sip_step
     from phi_hig.experiments import DataStream
-    from phi_hig.parallel import local_rows
+    from phi_hig.processes import local_rows
     if small:
         ex, b = experiments.get(case, preset='test'), 4  # 2 per rank: batch norm needs 2 values per channel
     else:

@@ -15,9 +15,9 @@ import os
 
 import phi_hig
 from phi_hig import experiments, report
-from phi_hig.checkpoint import read_checkpoint
+from phi_hig.training.checkpoint import read_checkpoint
 from phi_hig.demo import demo_parser
-from phi_hig.tables import timing_table
+from phi_hig.report.tables import timing_table
 
 
 def main(argv=None):

@@ -22,7 +22,7 @@ from phi_hig.demo import demo_parser
 from phi_hig.experiments.oscillators import oscillators
 from phi_hig.physics.oscillators import chain_rhs, rk4
 from phi_hig.report import pyplot, seed_table, write_metrics_csv
-from phi_hig.runner import train_variants
+from phi_hig.training.runner import train_variants
 
 TABLE2 = ['adam', 'gn', 'hig', 'sgd', 'adagrad', 'adadelta', 'rmsprop']
 
@@ -56,7 +56,7 @@ def trajectory(experiment, net, sample):
     f = chain_rhs(experiment.settings['cubic'], experiment.settings['control'])
     s = experiment.test_set[0][sample:sample + 1]
     with torch.no_grad():
-        u = net.output(s)
+        u = net(s)  # the controls; the initial state s is the physics' condition
         states = [s]
         for t in range(steps):
             states.append(rk4(f, states[-1], u[:, t], dt))

@@ -3,30 +3,39 @@
 Half-inverse gradients (HIG) update a network with a truncated, half-inverted per-sample Jacobian of
 network and physics; scale-invariant physics (SIP) training replaces the physics gradient with the update
 of an inverse solver. Importing this package has no side effects: it switches no backend and prints
-nothing. Submodules that need PhiFlow (``physics``, ``sip``, ``inverses``, ``experiments``, ``train``) and
-``report`` (results files and figures) load on first use.
+nothing (it registers the finder that serves the module paths of earlier releases, `phi_hig._moved`).
+Submodules that need PhiFlow (``physics``, ``sip``, ``inverses``, ``experiments``, ``training``) and ``report``
+(results files and figures) load on first use.
+
+The packages, grouped by who they serve: `phi_hig.hig` (the HIG engine), `phi_hig.sip` (SIP training and generic
+inverses), `phi_hig.physics` (forward and inverse solvers per PDE), `phi_hig.experiments` (the papers'
+experiments as data), `phi_hig.training` (methods, run specification, runner, checkpoints), `phi_hig.report`
+(metrics files, figures, reports), `phi_hig.gui` (the dashboard) and `phi_hig.bench` (the HIG step benchmark),
+over a shared base of typed errors, argument checks, backend and file helpers and the papers' networks.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .errors import (PhiHigError, InvalidInputError, JacobianTooLargeError, NonFiniteStepError,
-                     HIGUsageError)
-from .hig import half_inverse
-from .optimizer import HIG, hig_step
-from .jacobian import per_sample_jacobian, gram, physics_jacobian
+                     HIGUsageError, RunFileError)
+from .hig import HIG, hig_step, half_inverse, per_sample_jacobian, gram, physics_jacobian
+from . import _moved
+
+_moved.install()
 
 _LAZY = {
     'physics': ('.physics', None),
     'sip': ('.sip', None),
-    'inverses': ('.inverses', None),
+    'inverses': ('.sip.inverses', None),
+    'training': ('.training', None),
     'experiments': ('.experiments', None),
     'report': ('.report', None),
-    'train': ('.runner', 'train'),
-    'RunControl': ('.runner', 'RunControl'),
-    'RunSpec': ('.spec', 'RunSpec'),
-    'run_spec': ('.spec', 'run_spec'),
-    'sip_loss': ('.sip', 'sip_loss'),
-    'sip_step': ('.sip', 'sip_step'),
+    'train': ('.training.runner', 'train'),
+    'RunControl': ('.training.runner', 'RunControl'),
+    'RunSpec': ('.training.spec', 'RunSpec'),
+    'run_spec': ('.training.spec', 'run_spec'),
+    'sip_loss': ('.sip.step', 'sip_loss'),
+    'sip_step': ('.sip.step', 'sip_step'),
 }
 
 
@@ -43,5 +52,5 @@ def __getattr__(name):
 
 __all__ = ['__version__', 'half_inverse', 'HIG', 'hig_step', 'per_sample_jacobian', 'gram',
            'physics_jacobian', 'PhiHigError', 'InvalidInputError', 'JacobianTooLargeError',
-           'NonFiniteStepError', 'HIGUsageError', 'physics', 'sip', 'inverses', 'sip_loss', 'sip_step',
-           'experiments', 'report', 'train', 'RunControl', 'RunSpec', 'run_spec']
+           'NonFiniteStepError', 'HIGUsageError', 'RunFileError', 'physics', 'sip', 'inverses', 'sip_loss', 'sip_step',
+           'experiments', 'report', 'training', 'train', 'RunControl', 'RunSpec', 'run_spec']

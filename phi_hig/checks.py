@@ -7,7 +7,8 @@ names the argument, what is allowed and what was given. The rules:
 * an *integer* is a Python `int` or a NumPy integer scalar; booleans and floats (even ``2.0``) are not;
 * a *flag* is `True` or `False` (a NumPy boolean is accepted);
 * a *choice* is one of a fixed tuple of values;
-* a *size* (`check_size`) is refused before anything of that size is allocated (`JacobianTooLargeError`).
+* a *size* (`check_size`) is refused before anything of that size is allocated (`JacobianTooLargeError`);
+  sizes print in binary units (`human_bytes`).
 """
 from __future__ import annotations
 
@@ -19,13 +20,18 @@ import numpy as np
 
 from .errors import InvalidInputError, JacobianTooLargeError
 
-__all__ = ['is_number', 'is_integer', 'number', 'integer', 'flag', 'choice', 'learning_rates', 'check_size',
+__all__ = ['is_number', 'is_finite', 'is_integer', 'number', 'integer', 'flag', 'choice', 'learning_rates', 'check_size',
            'human_bytes']
 
 
 def is_number(value) -> bool:
     """Whether `value` is a real number by the rule above (finite or not)."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_finite(value) -> bool:
+    """Whether `value` is a finite real number by the rule above (a bool is not, NaN and ±Inf are not)."""
+    return is_number(value) and math.isfinite(value)
 
 
 def is_integer(value) -> bool:
@@ -102,12 +108,12 @@ def learning_rates(param_groups, owner: str = '') -> list:
 
 
 def human_bytes(nbytes: float) -> str:
-    """``nbytes`` in decimal units with three significant digits, e.g. ``'2.2 TB'``."""
-    for unit in ['B', 'kB', 'MB', 'GB', 'TB', 'PB']:
-        if nbytes < 1000 or unit == 'PB':
-            return f"{nbytes:.3g} {unit}"
-        nbytes /= 1000
-    return ''  # pragma: no cover
+    """``nbytes`` in binary units with three significant digits, e.g. ``'4 GiB'``, ``'1.5 MiB'``, ``'512 bytes'``:
+    the one size format of every phi_hig message."""
+    for unit, scale in (('PiB', 1024 ** 5), ('TiB', 1024 ** 4), ('GiB', 1024 ** 3), ('MiB', 1024 ** 2), ('KiB', 1024)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{int(nbytes)} bytes"
 
 
 def check_size(what: str, shape: Sequence[int], itemsize: int, max_bytes: Optional[float]) -> None:

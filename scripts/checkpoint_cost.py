@@ -24,8 +24,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from phi_hig import checkpoint, runner  # noqa: E402
-from phi_hig.spec import run_spec  # noqa: E402
+from phi_hig.training import checkpoint, runner  # noqa: E402
+from phi_hig.training.spec import run_spec  # noqa: E402
 
 
 def main(argv=None):

@@ -1,8 +1,10 @@
 """The command line refuses before it trains: exit code 2, one line ``phi_hig: error: …`` naming the problem, no
-output written; ``--resume`` refuses a checkpoint of another run; the sweep takes any hyperparameter."""
+output written; ``--resume`` refuses a checkpoint of another run; the sweep takes any hyperparameter; ``list`` shows
+costs before anything trains; warnings are one line each."""
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -205,7 +207,7 @@ def test_every_experiment_refuses_unknown_settings_and_presets(experiment, tmp_p
     (['--bogus'], ['--bogus']),
     (['--cases', 'foo'], ['--cases', "'foo'", "'toy'", "'qdipole'"]),
     (['--cases', 'toy', 'foo'], ['--cases', "'foo'"]),
-    (['--device', 'bogus'], ["--device 'bogus'"]),  # the rule of `run` (phi_hig.spec.check_device)
+    (['--device', 'bogus'], ["--device 'bogus'"]),  # the rule of `run` (phi_hig.training.spec.check_device)
     (['--reps', '0'], ['--reps must be an integer >= 1']),
     (['--reps', 'x'], ['--reps', "'x'"]),
     (['--threads', '-1'], ['--threads must be an integer >= 0']),
@@ -230,3 +232,126 @@ def test_bench_cuda_on_a_build_without_it(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli(['bench', '--device', 'cuda']) == 2
     one_error_line(capsys.readouterr().err, "--device 'cuda'", 'CUDA')
+
+
+def test_sweep_flags_diverged_points_names_each_point_and_reports_what_it_used(tmp_path, capsys, monkeypatch):
+    """A diverged point has no final value in sweep.csv (not its step-0 loss, which beat the good point) and is
+    drawn flagged; progress lines name the point; sweep.csv has no empty column; each point has its run folder; the
+    report of the sweep shows each point's batch size and status."""
+    import phi_hig.report as report
+    drawn, draw = [], report.sweep_figure
+    monkeypatch.setattr(report, 'sweep_figure', lambda *args, **kw: drawn.append(draw(*args, **kw)))
+    out = str(tmp_path / 'sweep')
+    assert cli(['sweep', 'toy', '--preset', 'test', '--method', 'hig', '--hp', 'lr=0.1,1e8,1e30', '--steps', '30',
+                '--out', out]) == 0
+    assert '[toy/hig lr=0.1] step     30' in capsys.readouterr().err
+    with open(os.path.join(out, 'sweep.csv'), newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['lr'] for r in rows] == ['0.1', '100000000.0', '1e+30']
+    assert rows[0]['status'] == 'ok' and float(rows[0]['test_loss']) > 0 and float(rows[0]['train_loss']) > 0
+    for r in rows[1:]:
+        assert r['status'].startswith('diverged at step') and r['test_loss'] == '' and 'diverged' in r['flags']
+    assert all(any(r[column] for r in rows) for column in rows[0]), rows  # no empty column
+    assert [r['batch_size'] for r in rows] == ['16'] * 3
+    assert drawn == [[((1e8,), 'diverged'), ((1e30,), 'diverged')]]
+    for folder in ('000_lr=0.1', '001_lr=1e+08', '002_lr=1e+30'):
+        assert sorted(os.listdir(os.path.join(out, folder))) == ['metrics.csv', 'summary.json']
+    assert cli(['report', out]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('batch     16') == 3 and 'lr=1e+30   batch     16  steps       1' in printed
+    table = open(os.path.join(out, 'report.md')).read()
+    assert '| lr=0.1 | ok | 16 | 30 |' in table and '| lr=1e+08 | diverged at step 4' in table
+
+
+def test_an_interrupted_sweep_keeps_every_point_that_ended(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second of three points: the first point's row and files are kept, the second is recorded
+    as interrupted, the third never starts; exit status 130 after one line."""
+    import phi_hig.training.runner as runner
+    run = runner.run
+
+    def ctrl_c_in_the_second_point(spec, **kw):
+        if kw.get('label') == 'lr=0.1':
+            kw['on_record'] = lambda record, method: record['step'] == 3 and os.kill(os.getpid(), signal.SIGINT)
+        return run(spec, **kw)
+    monkeypatch.setattr(runner, 'run', ctrl_c_in_the_second_point)
+    out = str(tmp_path / 'sweep')
+    assert cli(['sweep', 'toy', '--preset', 'test', '--method', 'adam', '--hp', 'lr=0.01,0.1,1', '--steps', '20',
+                '--out', out, '--quiet']) == 130
+    one = [line for line in capsys.readouterr().err.splitlines() if 'interrupted by' in line]
+    assert one == [f"phi_hig: interrupted by SIGINT at lr=0.1 (interrupted at step 3): wrote {out}/sweep.csv, "
+                   f"metrics.csv, summary.json, sweep.png (1 point(s) ended, 1 interrupted); 2 point(s) not done: "
+                   f"sweep them again into another --out, or this one with --overwrite"]
+    with open(os.path.join(out, 'sweep.csv'), newline='') as f:
+        assert [(r['lr'], r['status']) for r in csv.DictReader(f)] == [('0.01', 'ok'),
+                                                                        ('0.1', 'interrupted at step 3')]
+    assert sorted(os.listdir(out)) == ['000_lr=0.01', '001_lr=0.1', 'metrics.csv', 'summary.json', 'sweep.csv',
+                                       'sweep.png']
+
+
+# --- what a new user meets first: the listing, the learning rate's names, warnings --------------------------------
+def test_list_shows_description_settings_and_measured_cost_per_method(capsys):
+    """``list toy heat``: each experiment's description and paper-preset settings (the factory's defaults), its
+    methods with the batch size and seconds per step of the reference measurement (phi_hig/training/step_costs.json),
+    and for HIG / GN the size of the float64 matrix its step forms, here from a hand count: the toy's b·|y| = 256·2
+    rows exceed |θ| = 30 (1 → 7 → 2: 7·1 + 7 + 2·7 + 2), so the dual 30² float64 matrix, 7200 bytes."""
+    from phi_hig.training.costs import human_seconds, reference_costs
+    assert cli(['list', 'toy', 'heat']) == 0
+    out = capsys.readouterr().out
+    toy_part, heat_part = out.split('\nheat: ')[0], out.split('\nheat: ')[1]
+    assert toy_part.startswith('toy: HIG paper toy') and 'gamma=0.01' in toy_part and 'n_points=1024' in toy_part
+    reference = reference_costs()['experiments']
+    for name, part in (('toy', toy_part), ('heat', heat_part)):
+        for method, cost in reference[name]['methods'].items():
+            row = next(line for line in part.splitlines() if line.split()[:1] == [method])
+            assert row.split()[1] == str(cost['batch_size']), row
+            assert human_seconds(cost['seconds_per_step']) in row, row
+    hig = next(line for line in toy_part.splitlines() if line.split()[:1] == ['hig'])
+    assert 'b·|y| = 512 rows > |θ| = 30' in hig and '7.03 KiB' in hig, hig
+    assert 's/step: training seconds per step at the paper preset' in out
+    assert cli(['list', 'toys']) == 2
+    one_error_line(capsys.readouterr().err, "unknown experiment 'toys'")
+
+
+def test_the_learning_rate_is_lr_or_learning_rate_everywhere(capsys):
+    """``lr`` (torch.optim's name, recorded) and ``learning_rate`` (HIG's and PhiML's) are one key: in ``--hp`` for
+    every kind, in `phi_hig.HIG`, in ``overrides``; both at once is refused naming both."""
+    import phi_hig
+    from phi_hig import run_spec
+    from phi_hig.errors import InvalidInputError
+    spec = run_spec('toy', 'adam,hig', preset='test', steps=1, common={'lr': 0.5},
+                    overrides={'hig': {'learning_rate': 0.3}})
+    assert spec.hyperparameters['hig']['lr'] == 0.3 and 'learning_rate' not in spec.hyperparameters['hig']
+    assert spec.hyperparameters['adam']['lr'] == 0.5  # --lr for every method, learning_rate for one replaces it
+    with pytest.raises(InvalidInputError, match="give 'lr' or 'learning_rate'"):
+        run_spec('toy', 'hig', preset='test', steps=1, overrides={'hig': {'learning_rate': 0.3, 'lr': 0.2}})
+    net = torch.nn.Linear(2, 1)
+    assert phi_hig.HIG(net, lr=0.3).param_groups[0]['lr'] == phi_hig.HIG(net, learning_rate=0.3).param_groups[0]['lr']
+    with pytest.raises(InvalidInputError, match='learning_rate or as lr'):
+        phi_hig.HIG(net, learning_rate=0.2, lr=0.3)
+    assert cli(RUN + ['--steps', '1', '--methods', 'hig,sgd', '--hp', 'hig.learning_rate=0.3',
+                      '--hp', 'sgd.learning_rate=0.01']) == 0
+    capsys.readouterr()
+
+
+def test_warnings_are_one_line_without_source(capsys):
+    """The command line's and the demos' warnings: one line ``phi_hig: warning: …`` each, no file, line number or
+    source line (a demo's parser switches them on for its process); other warnings are left alone."""
+    import warnings
+    from phi_hig.cli import plain_warnings
+    from phi_hig.demo import demo_parser
+    from phi_hig.training import RunWarning
+    with plain_warnings(RunWarning):
+        warnings.warn('adam: only 3 step(s)\n  in the time budget', RunWarning)
+    assert capsys.readouterr().err == 'phi_hig: warning: adam: only 3 step(s) in the time budget\n'
+    original = warnings.showwarning
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('always')
+            warnings.showwarning = lambda message, *args, **kwargs: sys.stderr.write(f'other: {message}\n')
+            demo_parser('doc', 'toy', seconds=1.0)
+            warnings.warn('gn: the training loss grew', RunWarning)
+            warnings.warn('something else', UserWarning)
+        assert capsys.readouterr().err.splitlines() == ['phi_hig: warning: gn: the training loss grew',
+                                                        'other: something else']
+    finally:
+        warnings.showwarning = original

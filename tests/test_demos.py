@@ -48,7 +48,9 @@ CASES = {
 LIBRARY = {
     'hig_fields': (['--steps', '3'], {'hig', 'adam'}),
     'sip_heat': (['--steps', '2', '--resolution', '16'], {'sip', 'adam'}),
+    'oscillators_conditions': (['--epochs', '1', '--samples', '64'], {'hig'}),
 }
+LINES = {'oscillators_conditions': 50}  # the port of the PBDL book's notebook (issue: at most 50 lines)
 
 
 def load(name):
@@ -68,7 +70,7 @@ def test_every_demo_has_a_case():
 def test_library_demo_is_short_runs_and_writes_its_losses(name, tmp_path):
     """Each is a plain PhiFlow script of at most 60 lines that prints and writes its loss curve."""
     with open(os.path.join(DEMOS, f'{name}.py')) as f:
-        assert len(f.read().splitlines()) <= 60
+        assert len(f.read().splitlines()) <= LINES.get(name, 60)
     argv, methods = LIBRARY[name]
     load(name).main(argv + ['--out', str(tmp_path)])
     with open(tmp_path / 'loss.csv', newline='') as f:

@@ -9,7 +9,7 @@ import torch
 from phi_hig import experiments
 from phi_hig.errors import InvalidInputError
 from phi_hig.experiments import Inverse
-from phi_hig.methods import make_method
+from phi_hig.training.methods import make_method
 
 
 def _solve(z, targets, *, y=None, scale, name='x', flag=False):

@@ -45,7 +45,7 @@ def grid8(preset='paper'):
 
 # --- validation ---------------------------------------------------------------------------------------------
 def test_dashboard_bad_input_starts_nothing():
-    """The page's values go through phi_hig.spec.run_spec, the command line's rule: same refusals."""
+    """The page's values go through phi_hig.training.spec.run_spec, the command line's rule: same refusals."""
     d = Dashboard(experiments={'grid8': grid8})
     for kwargs, message in [
         (dict(hyper={'adam': {'lr': '-0.1'}}, steps='5'), 'adam: the learning rate lr must be >= 0'),
@@ -63,10 +63,10 @@ def test_dashboard_bad_input_starts_nothing():
         (dict(more={'adam': 'amsgrad=1'}, steps='5'), 'amsgrad must be True or False'),
         (dict(more={'adam': 'capturable=True'}, steps='5'), 'adam: capturable=True cannot step on cpu'),
         (dict(more={'adam': 'differentiable=True'}, steps='5'), 'adam: differentiable=True cannot step on cpu'),
-        (dict(steps='ten'), '--steps must be an integer'),
+        (dict(steps='ten'), 'steps must be an integer'),  # the page's fields: Python names
         (dict(steps='', seconds=''), 'give a budget'),
-        (dict(steps='5', seconds='-2'), '--seconds must be a finite number >= 0'),
-        (dict(steps='5', seed='-1'), '--seed must be an integer >= 0'),
+        (dict(steps='5', seconds='-2'), 'seconds must be a finite number >= 0'),
+        (dict(steps='5', seed='-1'), 'seed must be an integer >= 0'),
     ]:
         t0 = time.perf_counter()
         with pytest.raises(InvalidInputError, match=message.replace('[', r'\[').replace('(', r'\(')):
@@ -102,6 +102,22 @@ def test_dashboard_sets_settings_and_any_hyperparameter():
     assert summary['settings']['gamma'] == 1
     assert summary['hyperparameters']['adam'] == dict(lr=0.05, batch_size=16, eps=1e-7, betas=[0.8, 0.9])
     assert run.snapshot()['config']['settings'] == {'gamma': 1}
+
+
+def test_the_page_starts_from_the_demos_setting():
+    """Opened on the toy, the page shows the demo's first setting (γ = 1, Adam, Gauss–Newton and HIG; `SHOWCASE`),
+    in which HIG ends ahead of Adam, not the factory's γ = 0.01; given methods still win, and other experiments
+    keep their defaults."""
+    from phi_hig.gui.state import SHOWCASE
+    d = Dashboard()
+    assert d.page_settings('toy')['gamma'] == 1.0 and d.setting_defaults('toy')['gamma'] == 0.01
+    assert d.preselected(d.methods('toy'), 'toy') == ['adam', 'gn', 'hig'] == list(SHOWCASE['toy']['methods'])
+    assert d.page_settings('heat') == d.setting_defaults('heat')
+    assert Dashboard(defaults=dict(methods=['adam', 'hig'])).preselected(d.methods('toy'), 'toy') == ['adam', 'hig']
+    # the learning rate's other spelling in a method's "more" field replaces the "learning rate lr" column
+    run = d.start('toy', ['adam'], {'adam': {'lr': '0.3'}}, steps='1', preset='test',
+                  more={'adam': 'learning_rate=0.05'})
+    assert run.wait(60) and run.result.summary['hyperparameters']['adam']['lr'] == 0.05
 
 
 def test_dashboard_sets_sip_inverse_options():
@@ -168,14 +184,23 @@ def test_live_run_records_views_spectra_and_stops():
     assert run2.status == 'stopped' and run2.steps_done()['hig'] == 0
 
 
-def test_dashboard_writes_finished_runs(tmp_path):
+def test_dashboard_writes_finished_runs(tmp_path, monkeypatch):
+    """Each run gets its own folder, even when two start within the same second (the clock is pinned here), and
+    releases its lock when it ends."""
+    import phi_hig.gui.state
     from phi_hig.report import read_run
+    monkeypatch.setattr(phi_hig.gui.state.time, 'strftime', lambda *args: '20250101-120000')
     d = Dashboard(experiments={'grid8': grid8}, out=str(tmp_path))
     run = d.start('grid8', ['adam'], steps='5', preset='test')
     assert run.wait(60) and run.status == 'finished'
     records, summary = read_run(run.saved)
     assert run.saved.startswith(str(tmp_path)) and summary['final']['adam']['steps'] == 5
     assert run.snapshot()['saved'] == run.saved
+    again = d.start('grid8', ['adam'], steps='3', preset='test')
+    assert again.wait(60) and again.status == 'finished' and again.saved != run.saved
+    assert read_run(run.saved)[1]['final']['adam']['steps'] == 5 and read_run(again.saved)[1]['final']['adam'][
+        'steps'] == 3
+    assert not [f for f in os.listdir(run.saved) + os.listdir(again.saved) if f.startswith('.')]  # lock released
 
 
 # --- example views ------------------------------------------------------------------------------------------
@@ -459,7 +484,7 @@ def test_main_reports_bad_arguments(capsys):
 
 def test_gui_refuses_bad_page_defaults_before_serving(capsys):
     """`gui toy --methods foo` and the like are refused at once with one line (before: the server started and the
-    page could never run); the refusal is `run`'s rule (`phi_hig.spec.run_spec`)."""
+    page could never run); the refusal is `run`'s rule (`phi_hig.training.spec.run_spec`)."""
     pytest.importorskip('dash')
     from phi_hig.gui import main
     for argv, message in [(['toy', '--methods', 'foo'], "does not define method 'foo'"),

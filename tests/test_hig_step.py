@@ -1,4 +1,6 @@
 """hig_step and the HIG optimizer against a NumPy float64 SVD of a brute-force Jacobian."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from torch import nn
 from phi_hig import HIG, hig_step, HIGUsageError, NonFiniteStepError, InvalidInputError
 
 from test_half_inverse import reference
-from test_jacobian import brute_force_jacobian, mlp, nonlinear_physics
+from test_jacobian import brute_force_jacobian, mlp, nonlinear_physics, TiedAutoencoder
 
 
 def flat_params(net):
@@ -25,7 +27,7 @@ def expected_update(net, x, target, simulate, kappa, beta, tau, lr):
     return -lr * reference(J, g, kappa, beta, tau)
 
 
-@pytest.mark.parametrize('sizes,batch,method', [
+@pytest.mark.parametrize('sizes,batch,path', [
     ([3, 8, 6, 4], 4, 'gram'),    # |θ| = 114 > b·|y| = 12: Gram path, J never formed
     ([3, 3, 4], 20, 'dual'),      # |θ| = 28 < b·|y| = 60: dual path
     ([3, 8, 6, 4], 4, 'svd'),
@@ -34,7 +36,7 @@ def expected_update(net, x, target, simulate, kappa, beta, tau, lr):
     ([3, 3, 4], 20, 'auto'),
 ])
 @pytest.mark.parametrize('kappa,beta', [(-0.5, 0.0), (-1.0, 0.0), (-0.5, -0.5), (1.0, 0.0)])
-def test_update_matches_reference(sizes, batch, method, kappa, beta):
+def test_update_matches_reference(sizes, batch, path, kappa, beta):
     net = mlp(sizes, nn.Tanh, seed=4)
     torch.manual_seed(5)
     x = torch.randn(batch, sizes[0], dtype=torch.float64)
@@ -42,17 +44,29 @@ def test_update_matches_reference(sizes, batch, method, kappa, beta):
     tau, lr = 1e-5, 0.7
     before = flat_params(net)
     expected = expected_update(net, x, target, nonlinear_physics, kappa, beta, tau, lr)
-    opt = HIG(net, learning_rate=lr, truncation=tau, kappa=kappa, beta=beta, method=method)
+    opt = HIG(net, learning_rate=lr, truncation=tau, kappa=kappa, beta=beta, path=path)
     info = hig_step(net, opt, x, target, nonlinear_physics, per_sample_loss)
     step = flat_params(net) - before
     assert np.linalg.norm(step - expected) <= 1e-6 * np.linalg.norm(expected)
-    if method == 'gram' or (method == 'auto' and sizes[1] == 8):
+    if path == 'gram' or (path == 'auto' and sizes[1] == 8):
         assert info.path == 'gram+structured'
-    if method == 'dual' or (method == 'auto' and sizes[1] == 3):
+    if path == 'dual' or (path == 'auto' and sizes[1] == 3):
         assert info.path == 'gram-dual'
     assert info.rank == len(info.singular_values) > 0
     assert info.time_total >= info.time_linalg >= 0
 
+
+def test_tied_decoder_step_matches_reference():
+    """The default HIG(net) on a decoder tied to its encoder (F.linear(h, enc.weight.t(), b)): the step of the
+    exact Jacobian, not of the encoder's own use of its weight alone."""
+    torch.manual_seed(6)
+    net = TiedAutoencoder().double()
+    x, target = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    before = flat_params(net)
+    expected = expected_update(net, x, target, nonlinear_physics, -0.5, 0.0, 1e-5, 0.7)
+    hig_step(net, HIG(net, learning_rate=0.7, truncation=1e-5), x, target, nonlinear_physics, per_sample_loss)
+    step = flat_params(net) - before
+    assert np.linalg.norm(step - expected) <= 1e-6 * np.linalg.norm(expected)
 
 def test_float32_network_update_close_to_float64_reference():
     net = mlp([2, 16, 16, 2], nn.Tanh, seed=6).float()
@@ -79,7 +93,8 @@ def test_state_dict_and_scheduler():
     net = nn.Linear(2, 2)
     opt = HIG(net, learning_rate=0.5, truncation=1e-5, kappa=-1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
-    sched.step()
+    with pytest.warns(UserWarning, match='before `optimizer.step'):  # no step yet: torch's warning is right
+        sched.step()
     assert opt.param_groups[0]['lr'] == pytest.approx(0.05)
     state = opt.state_dict()
     opt2 = HIG(net)
@@ -87,6 +102,73 @@ def test_state_dict_and_scheduler():
     assert opt2.param_groups[0]['lr'] == pytest.approx(0.05)
     assert opt2.settings.kappa == -1 and opt2.settings.truncation == 1e-5
 
+
+def test_state_dict_carries_the_settings_outside_the_groups(tmp_path):
+    """max_bytes, chunk_rows and structured survive a (weights-only) checkpoint round trip; a state without them
+    (an earlier release) keeps the current values; invalid values are refused before anything changes."""
+    net = nn.Linear(2, 2)
+    torch.save(HIG(net, learning_rate=0.3, max_bytes=1e6, chunk_rows=7, structured=False).state_dict(),
+               tmp_path / 'opt.pt')
+    state = torch.load(tmp_path / 'opt.pt', weights_only=True)
+    opt = HIG(net)
+    opt.load_state_dict(state)
+    assert (opt.max_bytes, opt.chunk_rows, opt.structured, opt.param_groups[0]['lr']) == (1e6, 7, False, 0.3)
+    old = {k: v for k, v in state.items() if k != 'hig'}
+    opt = HIG(net, chunk_rows=5, structured=True)
+    opt.load_state_dict(old)
+    assert (opt.max_bytes, opt.chunk_rows, opt.structured, opt.param_groups[0]['lr']) == (4 * 1024 ** 3, 5, True, 0.3)
+    for bad, match in [({'chunk_rows': 0}, 'chunk_rows'), ({'structured': 'yes'}, 'structured'),
+                       ({'max_bytes': -1}, 'max_bytes'), ({'chunks': 3}, r"state_dict\['hig'\]")]:
+        opt = HIG(net, learning_rate=0.5)
+        with pytest.raises(InvalidInputError, match=match):
+            opt.load_state_dict(dict(state, hig=dict(state['hig'], **bad)))
+        assert (opt.max_bytes, opt.chunk_rows, opt.structured, opt.param_groups[0]['lr']) == \
+            (4 * 1024 ** 3, 16384, None, 0.5)
+
+
+def test_scheduler_after_hig_step_does_not_warn():
+    """hig_step is the optimizer's step for torch's schedulers: stepping one after it gives no warning about the
+    order; stepping one before any hig_step still does."""
+    net, x = nn.Linear(2, 2), torch.randn(4, 2)
+    opt = HIG(net, learning_rate=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(2):
+            hig_step(net, opt, x, x, None, per_sample_loss)
+            sched.step()
+    assert not [w for w in caught if 'lr_scheduler' in str(w.message)]
+    assert opt.param_groups[0]['lr'] == 0.125
+    opt = HIG(net, learning_rate=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    with pytest.warns(UserWarning, match='before `optimizer.step'):
+        sched.step()
+
+
+
+def test_method_is_the_deprecated_name_of_path():
+    """``HIG(method=)`` and ``half_inverse(method=)`` warn and mean ``path``; giving both is refused; a state saved
+    before the rename (settings key 'method') loads, and its path is the one the next step takes."""
+    net = nn.Linear(2, 2)
+    with pytest.warns(DeprecationWarning, match="path='svd'"):
+        assert HIG(net, method='svd').settings.path == 'svd'
+    with pytest.raises(InvalidInputError, match="give path only"):
+        HIG(net, path='gram', method='svd')
+    with pytest.raises(InvalidInputError, match="give path only"):
+        HIG(net, path='auto', method='svd')  # an explicit 'auto' is a given path too
+    from phi_hig import half_inverse
+    J, g = np.array([[2.0, 0.0], [0.0, 0.5]]), np.array([1.0, 1.0])
+    with pytest.warns(DeprecationWarning, match='half_inverse'):
+        d = half_inverse(J, g, kappa=-1, method='gram')
+    np.testing.assert_allclose(d, [0.5, 2.0])  # J⁻¹g of a diagonal J
+    old = HIG(net, learning_rate=0.25, path='svd').state_dict()
+    for group in old['param_groups']:  # what the previous release saved: the path under the key 'method'
+        group['method'] = group.pop('path')
+    opt = HIG(net)
+    opt.load_state_dict(old)
+    assert 'method' not in opt.param_groups[0] and opt.settings.path == 'svd' and opt.param_groups[0]['lr'] == 0.25
+    x, target = torch.randn(3, 2), torch.randn(3, 2)
+    assert hig_step(net, opt, x, target, None, per_sample_loss).path == 'svd'
 
 def test_invalid_settings():
     net = nn.Linear(2, 2)
@@ -96,8 +178,8 @@ def test_invalid_settings():
         HIG(net, truncation=float('nan'))
     with pytest.raises(InvalidInputError, match='learning_rate'):
         HIG(net, learning_rate=-1)
-    with pytest.raises(InvalidInputError, match='method'):
-        HIG(net, method='fast')
+    with pytest.raises(InvalidInputError, match='path'):
+        HIG(net, path='fast')
 
 
 def test_non_finite_step_leaves_weights_untouched():

@@ -1,42 +1,46 @@
-"""The import structure of phi_hig, read from the source with `ast`: no experiment module imports another
-experiment, and no phi_hig module imports an underscore (private) name of another phi_hig module."""
-import ast
+"""The import structure of phi_hig, read from the source with `ast` (scripts/import_graph.py, the project's tool
+that draws the house): the layering rule of the packages, no import circle, no experiment module importing another
+experiment, and no phi_hig module importing an underscore (private) name of another phi_hig module."""
+import importlib.util
 import os
 
 from phi_hig.experiments import NAMES
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'phi_hig')
-
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location('import_graph', os.path.join(HERE, '..', 'scripts', 'import_graph.py'))
+graph = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(graph)
+ROOT = graph.default_root()
 
 
 def _modules():
-    """(module name, is package, parsed tree) of every source file of phi_hig."""
-    for folder, _, files in os.walk(ROOT):
-        for file in sorted(files):
-            if file.endswith('.py'):
-                path = os.path.join(folder, file)
-                parts = os.path.relpath(path, os.path.dirname(ROOT))[:-3].split(os.sep)
-                package = parts[-1] == '__init__'
-                name = '.'.join(parts[:-1] if package else parts)
-                with open(path, encoding='utf-8') as f:
-                    yield name, package, ast.parse(f.read(), path)
+    return graph.modules(ROOT)
 
 
 def _imports(name, package, tree):
-    """(imported module, imported name or None) for every import statement, relative ones resolved."""
-    base = name.split('.') if package else name.split('.')[:-1]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name, None
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                stem = base[:len(base) - node.level + 1]
-                module = '.'.join(stem + ([node.module] if node.module else []))
-            else:
-                module = node.module
-            for alias in node.names:
-                yield module, alias.name
+    for module, imported, _ in graph.imports(name, package, tree):
+        yield module, imported
+
+
+def test_the_packages_keep_the_layering_rule_and_form_no_circle():
+    """Each part imports only the parts below it (`graph.LAYERS`: hig and physics on the base, sip on hig, the
+    experiments on physics and sip, training on the experiments, …), nothing imports the dashboard but the command
+    line (lazily), and no rooms import each other round."""
+    house = graph.describe(ROOT)
+    assert house['violations'] == []
+    assert house['circles'] == []
+    assert house['upward'] == []
+    assert {'hig', 'sip', 'training', 'report', 'physics', 'experiments', 'gui', 'bench'} <= set(house['rooms'])
+
+
+def test_the_rule_catches_an_arrow_that_breaks_it():
+    """The check itself can fail: an import of training from hig, and an eager import of the dashboard."""
+    found = {'hig': {'training': [('phi_hig.hig.optimizer', True)]},
+             'training': {'gui': [('phi_hig.training.runner', True)]},
+             '__main__': {'gui': [('phi_hig.__main__', False)]}}
+    assert len(graph.violations(found)) == 3
+    assert graph.circles({'a': {'b'}, 'b': {'a'}, 'c': {'a'}}) == [['a', 'b']]
+    assert graph.floors({'a': {'b'}, 'b': set(), 'c': {'a'}}) == {'a': 1, 'b': 0, 'c': 2}
 
 
 def test_the_walk_finds_the_package():

@@ -1,11 +1,11 @@
-"""The papers' measurement tables (phi_hig.tables), replayed by independent computations."""
+"""The papers' measurement tables (phi_hig.report.tables), replayed by independent computations."""
 import numpy as np
 import pytest
 import torch
 
 from phi_hig import experiments
 from phi_hig.errors import InvalidInputError
-from phi_hig.tables import timing_table
+from phi_hig.report.tables import timing_table
 
 
 @pytest.fixture(scope='module')

@@ -14,8 +14,8 @@ right before it (after imports, problem set-up and a small warm-up of the librar
 
 * ``authors`` (a): J materialized per sample (float32), float32 thin SVD, the explicit ``V Λ^κ Uᵀ``
   matrix (|θ| × b|y|), a matrix–vector product: the authors' TensorFlow formulation in PyTorch.
-* ``svd`` (b): ``phi_hig.hig_step`` with ``method='svd'``: J materialized, float64 SVD.
-* ``gram-dense`` (c): ``method='gram', structured=False``: J materialized per sample with ``torch.func``,
+* ``svd`` (b): ``phi_hig.hig_step`` with ``path='svd'``: J materialized, float64 SVD.
+* ``gram-dense`` (c): ``path='gram', structured=False``: J materialized per sample with ``torch.func``,
   float64 ``J Jᵀ`` in row blocks, float64 eigh, ``Jᵀc``.
 * ``structured`` (d): ``phi_hig.HIG`` defaults: float64 Gram matrix from layer factors, J never formed.
 * ``reference``: float64 SVD of J materialized in float64 from the layer factors (the same float32 network
@@ -96,9 +96,9 @@ def authors_step(problem, net, kappa=-0.5):
     """(a): per-sample J (float32), float32 thin SVD, explicit half-inverse matrix, matrix–vector product."""
     from phi_hig import per_sample_jacobian
     with torch.no_grad():
-        y = problem.simulate(net(problem.inputs))
+        y = problem.outputs(net)
     g = _g_of(problem, y)
-    J = per_sample_jacobian(net, problem.inputs, problem.simulate)            # (b|y|, |θ|) float32
+    J = per_sample_jacobian(net, problem.inputs, problem.simulate, problem.batch_conditions())  # (b|y|, |θ|) f32
     u, s, vh = torch.linalg.svd(J, full_matrices=False)
     keep = s > problem.truncation * s[0]
     half_inverse = vh[keep].T @ torch.diag(s[keep] ** kappa) @ u[:, keep].T  # (|θ|, b|y|) float32
@@ -121,30 +121,31 @@ def make_step(path, problem, net):
 
         def adam():
             opt.zero_grad()
-            problem.loss(problem.simulate(net(problem.inputs)), problem.targets).mean().backward()
+            problem.loss(problem.outputs(net), problem.targets).mean().backward()
             opt.step()
         return adam
     if path == 'reference':
         def reference():
-            from phi_hig.jacobian import jacobian_factors
-            factors = jacobian_factors(net, problem.inputs, problem.simulate)
+            from phi_hig.hig.jacobian import jacobian_factors
+            factors = jacobian_factors(net, problem.inputs, problem.simulate, conditions=problem.batch_conditions())
             J64 = factors.rows(0, factors.n_samples, torch.float64)
             with torch.no_grad():  # y in simulate's own shape for the loss (factors.y is flattened to (b, |y|))
-                y = problem.simulate(net(problem.inputs))
+                y = problem.outputs(net)
             g = _g_of(problem, y).to(torch.float64)
-            return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, method='svd')
+            return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, path='svd')
         return reference
 
     class Recording(phi_hig.HIG):
         def apply_direction(self, direction):
             self.last = direction.detach().to(torch.float64).clone()
             super().apply_direction(direction)
-    settings = {'svd': dict(method='svd'), 'gram-dense': dict(method='gram', structured=False),
-                'structured': dict(method='auto')}[path]
+    settings = {'svd': dict(path='svd'), 'gram-dense': dict(path='gram', structured=False),
+                'structured': dict(path='auto')}[path]
     opt = Recording(net, learning_rate=0.0, truncation=problem.truncation, **settings)  # lr 0: same weights
 
     def hig():
-        info = phi_hig.hig_step(net, opt, problem.inputs, problem.targets, problem.simulate, problem.loss)
+        info = phi_hig.hig_step(net, opt, problem.inputs, problem.targets, problem.simulate, problem.loss,
+                                conditions=problem.batch_conditions())
         hig.info = info
         return opt.last
     return hig
@@ -153,6 +154,24 @@ def make_step(path, problem, net):
 # ---------------------------------------------------------------- one (case, path) in this process
 
 def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: int = 0) -> dict:
+    """Measure one (case, path) in this process (``--worker``; the driver starts a fresh process per row).
+
+    Warms the libraries up on tiny problems, then times a first step (recording the peak-RSS growth across it,
+    the GPU memory growth on CUDA and the largest tensor any op returns) and repeated warm steps (more for fast
+    steps, fewer for slow ones); the structured path is also timed alternating with Adam steps in this process.
+
+    Args:
+        case: a key of `phi_hig.bench.problems.CASES`.
+        path: one of `PATHS` ('authors', 'svd', 'gram-dense', 'structured', 'reference', 'adam').
+        device: a torch device string.
+        reps: repetitions of the timed step (×40 for steps under 50 ms).
+        out_dir: folder for the row's JSON and the update direction (``CASE_PATH.npy``) the driver compares.
+        threads: torch threads (0: torch's default).
+
+    Returns:
+        The row: sizes, first and median step times, number of timed steps, memory figures, the path the step
+        took; also written to ``out_dir`` (kept if the driver is interrupted).
+    """
     from .problems import CASES
     if threads:
         torch.set_num_threads(threads)
@@ -164,7 +183,7 @@ def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: 
     # warm up the libraries (autograd, BLAS/LAPACK threads) on tiny problems, not the step itself
     w = torch.randn(64, 64, dtype=torch.float64, device=dev)
     torch.linalg.eigh(w @ w.T), torch.linalg.svd(w), torch.linalg.svd(w.float())
-    problem.loss(problem.simulate(net(problem.inputs[:2])), problem.targets[:2]).sum().backward()
+    problem.loss(problem.outputs(net, 2), problem.targets[:2]).sum().backward()
     net.zero_grad(set_to_none=True)
     step = make_step(path, problem, net)
     if dev.type == 'cuda':
@@ -200,7 +219,7 @@ def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: 
     interleaved = _interleaved_with_adam(problem, step, dev, reps * 40 if warm < 0.05 else reps) \
         if path == 'structured' and warm < 1 else {}
     result = dict(case=case, path=path, device=str(dev), n_params=problem.n_params, batch=problem.inputs.shape[0],
-                  n_out=int(problem.simulate(net(problem.inputs[:1])).numel()), first_s=first,
+                  n_out=int(problem.outputs(net, 1).numel()), first_s=first,
                   median_s=statistics.median(times) if times else first, n_timed=max(1, len(times)),
                   rss_before_mb=rss0, rss_growth_mb=rss_growth, gpu_growth_mb=gpu_growth,
                   largest_mb=probe.bytes / 2 ** 20, largest_what=probe.what, threads=torch.get_num_threads(),
@@ -221,7 +240,7 @@ def _interleaved_with_adam(problem, hig, device, n: int) -> dict:
 
     def adam():
         opt.zero_grad()
-        problem.loss(problem.simulate(net(problem.inputs)), problem.targets).mean().backward()
+        problem.loss(problem.outputs(net), problem.targets).mean().backward()
         opt.step()
     adam()
     t_adam, t_hig = [], []
@@ -263,6 +282,14 @@ def _fmt_time(s):
 
 
 def table(results: list, header: str) -> str:
+    """The Markdown report: ``header``, then one table row per measured (case, path) with its median time, the
+    ratio to Adam (the alternating in-process ratio where measured), the speed-up over the authors' formulation
+    (a), the memory figures and the relative error of the update against the float64 reference.
+
+    Args:
+        results: the rows `worker` returned (failed rows carry ``error``; 'reference' rows are not shown).
+        header: Markdown text above the table (command, machine, load).
+    """
     by = {(r['case'], r['path']): r for r in results}
     lines = [header, '',
              '| case | b × \\|y\\| | \\|θ\\| | path | time per step (median, n) | × Adam (same b) | speed-up vs (a) '
@@ -292,6 +319,14 @@ def table(results: list, header: str) -> str:
 
 
 def driver(args) -> str:
+    """Run every selected (case, path) in a fresh worker process, compare each update with the float64 reference,
+    write the report (``benchmarks/results/hig_step_<cpu|gpu>.md`` from the repository root, else the current
+    folder, or ``--output``) and its JSON, print it and return its text.
+
+    Args:
+        args: the parsed, checked options of `main` (``cases``, ``quick``, ``skip``, ``skip_authors``, ``device``,
+            ``reps``, ``threads``, ``output``, ``argv``).
+    """
     cases = args.cases or list(DEFAULT_CASES)
     paths = [p for p in PATHS if not (args.quick and p in ('authors', 'svd'))
              and not (args.skip_authors and p == 'authors') and p not in (args.skip or [])]
@@ -360,10 +395,10 @@ def _check_output(output) -> None:
 
 def check_arguments(args) -> None:
     """Refuse a bad option before any case runs (`InvalidInputError` naming it): unknown cases, a device phi_hig
-    cannot use (`phi_hig.spec.check_device`, the rule of ``run``), ``--reps`` < 1, ``--threads`` < 0, an
+    cannot use (`phi_hig.training.spec.check_device`, the rule of ``run``), ``--reps`` < 1, ``--threads`` < 0, an
     ``--output`` that cannot be written."""
     from .problems import CASES
-    from ..spec import check_device
+    from ..training.spec import check_device
     for case in ([args.case] if args.worker else args.cases or []):
         checks.choice('--cases' if not args.worker else '--case', case, tuple(CASES))
     args.device = check_device(args.device)

@@ -6,104 +6,51 @@ trains; an experiment never knows which method trains it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from .. import checks
+from ..convert import Conditions
 from ..errors import InvalidInputError
+from ..sip.inverses import Inverse
 
-__all__ = ['Experiment', 'Inverse', 'newton_inverse', 'DataStream']
+__all__ = ['Experiment', 'DataStream', 'identity', 'no_conditions', 'inputs_as_conditions', 'simulate_batch']
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Inverse:
-    """One SIP inverse solver of an experiment and its options.
+def identity(z):
+    """The physics of an experiment without a simulation: ``y = z`` (what `Experiment` holds for ``simulate=None``)."""
+    return z
 
-    Calling the Inverse, `inverse(z, targets, *, y=None, **overrides)`, runs
-    `solve(z, targets, y=y, **resolve(overrides))`: one inverse-physics step (η = 1) from the network output `z`,
-    returning `Δz` of the shape of `z` (the `phi_hig.sip.sip_step` contract).
 
-    Attributes:
-        solve: `solve(z, targets, *, y=None, **options) -> Δz`; `y` is the simulation of `z` when known.
-        options: option name -> default value (int, float, bool or str); the keyword arguments `solve` takes
-            besides `y`. Read-only.
-        check: optional `check(options)` run on every complete set of options; raises `InvalidInputError`
-            naming the option for a bad value (e.g. a negative noise level).
+def no_conditions(inputs, targets):
+    """The conditions of an experiment whose physics needs none: None for every batch (what `Experiment` holds for
+    ``conditions=None``)."""
+    return None
+
+
+def inputs_as_conditions(inputs, targets):
+    """The conditions of an experiment whose physics starts from what the network reads (the oscillators' initial
+    state, the parameter a of sin(a/x)): each example's input, as one argument of ``simulate``."""
+    return inputs
+
+
+def simulate_batch(simulate: Callable, conditions: Callable, z, inputs, targets):
+    """The simulation of the predictions ``z`` of the batch ``(inputs, targets)``: ``simulate(z, …)`` with the
+    batch's conditions ``conditions(inputs, targets)`` passed by the rule of `phi_hig.convert.Conditions` (a tuple
+    by position, a dict by name, None not at all, any other value as one argument).
+
+    Example:
+        >>> import torch
+        >>> x0 = torch.tensor([[1.0], [2.0]])
+        >>> simulate_batch(lambda u, s0: s0 + u, lambda inputs, targets: inputs, torch.ones(2, 1), x0, x0)
+        tensor([[2.],
+                [3.]])
     """
-    solve: Callable
-    options: Mapping[str, object] = field(default_factory=dict)
-    check: Optional[Callable[[dict], None]] = None
-
-    def __post_init__(self):
-        if not callable(self.solve):
-            raise InvalidInputError(f"Inverse.solve must be callable solve(z, targets, *, y=None, **options), "
-                                    f"got {type(self.solve).__name__}")
-        if not isinstance(self.options, Mapping):
-            raise InvalidInputError(f"Inverse.options must be a dict of option defaults, got {self.options!r}")
-        for key, value in self.options.items():
-            if not isinstance(key, str) or not isinstance(value, (bool, int, float, str)):
-                raise InvalidInputError(f"Inverse option {key!r} must have a default of type int, float, bool or "
-                                        f"str, got {value!r}")
-        if self.check is not None and not callable(self.check):
-            raise InvalidInputError(f"Inverse.check must be None or callable, got {type(self.check).__name__}")
-        object.__setattr__(self, 'options', MappingProxyType(dict(self.options)))
-        self.resolve()  # the defaults themselves must pass
-
-    def resolve(self, overrides: Optional[Mapping] = None) -> dict:
-        """The complete options: the defaults updated by `overrides`, validated.
-
-        An override must name an option and have the type of its default (a bool for a bool; an integer for an
-        int; a finite number for a float, ints and NumPy scalars accepted; a string for a str); then `check`
-        runs on the complete set.
-
-        Raises:
-            InvalidInputError: an unknown option, a value of the wrong type, or one that `check` refuses.
-        """
-        if overrides is not None and not isinstance(overrides, Mapping):
-            raise InvalidInputError(f"inverse_options must be a dict of option values, got {overrides!r}")
-        options = dict(self.options)
-        for key, value in (overrides or {}).items():
-            if key not in options:
-                raise InvalidInputError(f"unknown inverse option {key!r}; this inverse has "
-                                        f"{', '.join(map(repr, options)) or 'no options'}")
-            options[key] = _option_value(key, value, options[key])
-        if self.check is not None:
-            self.check(options)
-        return options
-
-    def __call__(self, z, targets, *, y=None, **overrides):
-        return self.solve(z, targets, y=y, **self.resolve(overrides))
-
-
-def newton_inverse(simulate: Callable, n_y: int, max_step: float) -> Inverse:
-    """The SIP inverse of a low-dimensional experiment whose targets start with `y*` (their first ``n_y`` columns):
-    one saddle-free Newton step (`phi_hig.inverses.saddle_free_newton`; Holl, Koltun & Thuerey 2022, §3.4) of
-    ``simulate``, computed in float64 and returned in the network's dtype, with the option ``max_step`` (its
-    default given here; a finite number > 0, checked when set)."""
-    from ..inverses import saddle_free_newton
-
-    def solve(z, targets, *, y=None, max_step):
-        return saddle_free_newton(simulate, max_step=max_step)(z.double(), targets[:, :n_y].double()).to(z.dtype)
-    return Inverse(solve, {'max_step': max_step}, lambda o: saddle_free_newton(simulate, max_step=o['max_step']))
-
-
-def _option_value(key: str, value, default):
-    """`value` checked against (and converted to) the type of `default`."""
-    if isinstance(default, bool):
-        return checks.flag(key, value)
-    if isinstance(default, int):
-        return checks.integer(key, value)
-    if isinstance(default, float):
-        return checks.number(key, value)
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{key} must be a string, got {value!r}")
-    return value
+    return Conditions(conditions(inputs, targets)).call(simulate, z)
 
 
 @dataclass
@@ -113,7 +60,9 @@ class Experiment:
     Attributes:
         name: registry name.
         make_net: builds a freshly initialized network (the runner seeds torch before calling it).
-        simulate: batched physics ``z -> y`` (samples independent), or None for the identity.
+        simulate: batched physics ``z -> y`` (samples independent); given as None, the experiment holds `identity`
+            (so every caller calls it directly). With ``conditions`` it takes each example's conditions after z
+            (``simulate(z, x0)``; `simulate_batch`).
         loss: ``loss(y, targets) -> (b,)`` per-sample loss.
         methods: per method name, the default hyperparameters in the batch-mean convention of g
             (``lr``, ``batch_size``, and for HIG/GN ``truncation``, ``kappa``, …).
@@ -122,14 +71,27 @@ class Experiment:
         generate: ``generate(rng, n) -> (inputs, targets)`` draws n fresh examples (infinite data).
         test_set: held-out ``(inputs, targets)``.
         metrics: optional ``metrics(net, inputs, targets) -> dict`` of extra evaluation values.
+        conditions: ``conditions(inputs, targets)``: what ``simulate`` and the inverses need per example besides z
+            (initial states, boundary values, masks, parameters) for a batch, by the rule of
+            `phi_hig.convert.Conditions` (a tuple by position, a dict by name, one value as one argument), e.g.
+            ``lambda inputs, targets: inputs`` for physics that starts from the network's input. Every step and
+            evaluation asks it for the batch it works on (under torchrun: each rank's slice), and `phi_hig.hig_step`
+            / `phi_hig.sip_step` replicate the conditions with z. Given as None, the experiment holds
+            `no_conditions`.
         inverses: the SIP inverse solvers by name (`Inverse`: solver and options); the one under 'default'
             enables the 'sip' method, the others are chosen by a method variant's ``inverse`` key (e.g.
-            ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', …)``, see `phi_hig.methods.make_method`).
+            ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', …)``, see `phi_hig.training.methods.make_method`).
         eval_every: default evaluation cadence in steps.
         settings: the experiment's own parameters (recorded in the summary).
         block: number of examples ``generate`` draws at a time (lower it when generating is expensive).
         threads: torch intra-op threads to train with (None: leave torch's setting). Tiny problems run
             fastest on one thread, and much slower with several threads on a loaded machine.
+        expected: per method, a behaviour of its default hyperparameters that is this experiment's result rather
+            than a misconfiguration, in words (e.g. the toy's Gauss–Newton, whose full steps overshoot and saturate
+            the network: Schnell, Holl & Thuerey 2022, §2.1). When the method trains with the experiment's own
+            hyperparameters, its training-loss growth is reported as this result (a progress line,
+            ``summary['final'][m]['expected']``) instead of a `phi_hig.training.runner.RunWarning` advising a
+            smaller η.
     """
     name: str
     make_net: Callable[[], nn.Module]
@@ -140,20 +102,34 @@ class Experiment:
     train_set: Optional[Batch] = None
     generate: Optional[Callable[[np.random.Generator, int], Batch]] = None
     metrics: Optional[Callable] = None
+    conditions: Optional[Callable] = None
     inverses: Dict[str, Inverse] = field(default_factory=dict)
     eval_every: int = 100
     settings: dict = field(default_factory=dict)
     description: str = ''
     threads: Optional[int] = None
     block: int = 4096
+    expected: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.simulate is None:
+            self.simulate = identity
+        if self.conditions is None:
+            self.conditions = no_conditions
+        if not callable(self.conditions):
+            raise InvalidInputError(f"experiment {self.name!r}: conditions must be None or a callable "
+                                    f"conditions(inputs, targets), got {type(self.conditions).__name__}")
         if (self.train_set is None) == (self.generate is None):
             raise InvalidInputError(f"experiment {self.name!r} needs exactly one of train_set and generate")
         for key, inverse in self.inverses.items():
             if not isinstance(inverse, Inverse):
                 raise InvalidInputError(f"experiment {self.name!r}: inverses[{key!r}] must be an Inverse, got "
                                         f"{type(inverse).__name__} (wrap a solver as Inverse(solve, options))")
+
+    def simulate_batch(self, z, inputs, targets):
+        """``simulate(z, …)`` for the predictions z of the batch ``(inputs, targets)``, with its conditions
+        (`simulate_batch`); ``simulate(z)`` for an experiment without conditions."""
+        return simulate_batch(self.simulate, self.conditions, z, inputs, targets)
 
     @property
     def inverse(self) -> Optional[Inverse]:

@@ -24,7 +24,8 @@ from typing import Literal, Tuple
 import numpy as np
 import torch
 
-from .base import Experiment, Inverse, newton_inverse
+from .base import Experiment
+from ..sip.inverses import Inverse, newton_inverse
 from .settings import Count, Positive, factory
 from ..errors import InvalidInputError
 from ..nets import dense

@@ -22,7 +22,7 @@ vortices), y* = m_t simulated in NumPy float64.
   generated once at build time and cached under `cache_dir`), not drawn on the fly as in the paper.
 * Metrics: `v_error` = mean |v − v*| per cell and component, `m_error` = Σ|m_t − m*| per example.
 * Table 1 of Holl, Koltun & Thuerey 2022 (network inference against the iterative inverse solver) is
-  `phi_hig.tables.timing_table`.
+  `phi_hig.report.tables.timing_table`.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ import torch
 from phiml import math
 from phiml.math import batch, spatial, extrapolation
 
-from .base import Experiment, Inverse
+from .base import Experiment
+from ..sip.inverses import Inverse
 from .settings import Count, Grid, Positive, factory
 from .. import cache, checks
 from ..backend import call_in_torch_backend, torch_backend

@@ -24,10 +24,10 @@ from torch import nn
 from phiml import math
 from phiml.math import batch, spatial, extrapolation
 
-from .base import Experiment, Inverse
+from .base import Experiment
 from .settings import Count, Grid, factory
 from .. import checks
-from ..inverses import iterative
+from ..sip.inverses import Inverse, iterative
 from ..nets import unet
 from ..physics import heat as physics
 from ..physics.grids import to_grid, from_grid
@@ -45,6 +45,8 @@ class MeanShift(nn.Module):
         self.net = net
 
     def forward(self, y):
+        """``net(y) − mean(net(y)) + mean(y)`` per example: the prediction keeps the observation's mean (diffusion
+        conserves it)."""
         x = self.net(y)
         dims = tuple(range(1, x.ndim))
         return x - x.mean(dims, keepdim=True) + y.mean(dims, keepdim=True)

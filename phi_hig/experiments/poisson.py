@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from phiml import math
 
-from .base import Experiment, Inverse
+from .base import Experiment
+from ..sip.inverses import Inverse
 from .settings import Count, Grid, Positive, factory
 from ..nets import unet
 from ..physics import poisson as physics

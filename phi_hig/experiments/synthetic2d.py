@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .base import Experiment, newton_inverse
+from .base import Experiment
+from ..sip.inverses import newton_inverse
 from .settings import Count, Positive, factory
 from ..nets import dense
 

@@ -59,7 +59,7 @@ class Server:
         if not isinstance(dashboard, Dashboard):
             raise InvalidInputError(f"dashboard must be a phi_hig.gui.Dashboard, got {type(dashboard).__name__}")
         if port is not None:
-            port = checks.integer('--port', port, low=0, high=65535)
+            port = checks.integer('port', port, low=0, high=65535)
         interval_ms = checks.integer('interval_ms', interval_ms, low=1)
         from werkzeug.serving import make_server
         logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no line per poll request
@@ -128,7 +128,7 @@ def serve(experiment: Optional[str] = None, port: Optional[int] = None, *, backg
 
     Raises:
         InvalidInputError: before anything is served: an unknown experiment, or a preset, budget, methods or
-            ``out`` that ``run`` would refuse for it (`phi_hig.spec.run_spec`, through `Dashboard`), or a bad
+            ``out`` that ``run`` would refuse for it (`phi_hig.training.spec.run_spec`, through `Dashboard`), or a bad
             port or interval.
     """
     if isinstance(experiment, str) or experiment is None:
