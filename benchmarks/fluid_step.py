@@ -2,6 +2,7 @@
 
     python -m benchmarks.fluid_step                    # the SIP paper's size: 64 × 64, batch 64, 8 steps (~3 min)
     python -m benchmarks.fluid_step --profile          # + the time of each part of the two steps
+    python -m benchmarks.fluid_step --profile --before ../fluid-before --rounds 2   # an older checkout, alternated
     python -m benchmarks.fluid_step --resolution 16 --batch 2 --sim-steps 2 --reps 1 --output ''   # smoke run
 
 Each method trains its own copy of the same initial network (`torch.manual_seed(0)`, the experiment's Adam with
@@ -12,9 +13,16 @@ the jit-compiled simulations); the step time is the median of the `--reps` steps
 `--profile` then times the parts separately on one batch (median of `--reps` calls each; they overlap the steps
 and do not add up to them exactly): drawing the batch, the network (forward and backward of the SIP proxy loss),
 the SIP step's no-grad forward simulation, the reverse simulation, the rest of the inverse (fit and estimator),
-Adam's differentiable forward simulation and its backward pass; and, with cProfile, the share of the pressure
-solves (PhiML's linear solves, forward and adjoint) in the plain (not compiled) simulations. The same script
-measures an older checkout of the package (one without the `jit` option) as it is.
+Adam's differentiable forward simulation and its backward pass; and, with cProfile (which slows Python-heavy code
+down), the seconds of the pressure solves (PhiML's linear solves, forward and adjoint) in Adam's step and in the
+plain (not compiled) simulations.
+
+`--before PATH` measures the package of another checkout (e.g. a `git worktree` of an older commit) with this
+script too: each of `--rounds` rounds runs one measurement of that checkout and one of this one, each in a fresh
+process (`PYTHONPATH` set to its root), one after the other; the report shows every round and the medians over
+rounds. The script runs an older checkout as it is (one whose fluid network carries m₀ as a third output channel,
+without `Experiment.conditions`, and whose inverse runs in NumPy float64). The variable OMP_WAIT_POLICY defaults to
+PASSIVE (spinning OpenMP threads on shared cores make steps erratic).
 
 Writes `benchmarks/results/fluid_step_cpu.md` (+ `.json`) unless `--output ''`.
 """
@@ -25,11 +33,15 @@ import cProfile
 import inspect
 import json
 import os
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch starts its threads
 import platform
 import pstats
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -38,7 +50,8 @@ from phiml.backend import NUMPY
 from phiml.backend.torch import TORCH
 from phiml.math import extrapolation
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'benchmarks', 'results')
 
 
 def _median_time(fn, reps: int) -> float:
@@ -60,10 +73,24 @@ def _solve_seconds(fn) -> float:
 
 def build(args):
     from phi_hig import experiments
-    ex = experiments.get('fluid', resolution=(args.resolution, args.resolution), batch_size=args.batch,
-                         n_train=max(args.batch, args.n_train), n_test=2, sim_steps=args.sim_steps,
-                         cache_dir=args.cache_dir or None)
-    return ex
+    return experiments.get('fluid', resolution=(args.resolution, args.resolution), batch_size=args.batch,
+                           n_train=max(args.batch, args.n_train), n_test=2, sim_steps=args.sim_steps,
+                           cache_dir=args.cache_dir or None)
+
+
+# An older checkout has no Experiment.conditions: its network's output z = (vx, vy, m0) carries the marker.
+
+def _velocity_and_marker(ex, z, x):
+    """`(v (b, 2, H, W), m0 (b, H, W))` of the network output `z` for the inputs `x`."""
+    return (z, ex.conditions(x, None)) if hasattr(ex, 'conditions') else (z[:, :2], z[:, 2])
+
+
+def _simulate(ex, v, m0):
+    return ex.simulate(v, m0) if hasattr(ex, 'conditions') else ex.simulate(torch.cat([v, m0[:, None]], 1))
+
+
+def _inverse(ex, v, m0, t):
+    return ex.inverse(v, t, m0) if hasattr(ex, 'conditions') else ex.inverse(torch.cat([v, m0[:, None]], 1), t)
 
 
 def steps(ex, args) -> dict:
@@ -79,12 +106,14 @@ def steps(ex, args) -> dict:
 
     def sip():
         x, t = streams['sip'].next(args.batch)
-        sip_step(nets['sip'], optimizers['sip'], x, t, (ex.simulate, ex.inverse), loss=ex.loss)
+        conditions = (ex.conditions(x, t),) if hasattr(ex, 'conditions') else ()
+        sip_step(nets['sip'], optimizers['sip'], x, t, (ex.simulate, ex.inverse), *conditions, loss=ex.loss)
 
     def adam():
         x, t = streams['adam'].next(args.batch)
         optimizers['adam'].zero_grad(set_to_none=True)
-        ex.loss(ex.simulate(nets['adam'](x)), t).mean().backward()
+        z = nets['adam'](x)
+        ex.loss(_simulate(ex, *_velocity_and_marker(ex, z, x)), t).mean().backward()
         optimizers['adam'].step()
 
     times = {'sip': [], 'adam': []}
@@ -114,12 +143,14 @@ def parts(ex, args) -> dict:
         (0.5 * (z ** 2).sum()).backward()
     result['network: forward + backward'] = _median_time(network, reps)
     with torch.no_grad():
-        z = net(x).detach()
-        ex.simulate(z)  # warm-up (traces the compiled simulation)
-        result['SIP: no-grad forward simulation'] = _median_time(lambda: ex.simulate(z), reps)
-        ex.simulate(z)
-        ex.inverse(z, t)  # warm-up
-        result['SIP: inverse (reusing the trajectory)'] = _median_time(lambda: ex.inverse(z, t), reps)
+        v, m0 = (a.detach() for a in _velocity_and_marker(ex, net(x), x))
+        _simulate(ex, v, m0)  # warm-up (traces the compiled simulation)
+        result['SIP: no-grad forward simulation'] = _median_time(lambda: _simulate(ex, v, m0), reps)
+        result['SIP:   of which pressure solves (cProfile; compiled: not seen)'] = _solve_seconds(
+            lambda: _simulate(ex, v, m0))
+        _simulate(ex, v, m0)
+        _inverse(ex, v, m0, t)  # warm-up
+        result['SIP: inverse (reusing the trajectory)'] = _median_time(lambda: _inverse(ex, v, m0, t), reps)
         options = ex.inverse.resolve() if hasattr(ex.inverse, 'resolve') else {}
         radius = options.get('radius', physics.VORTEX_RADIUS)
         if 'jit' in inspect.signature(physics.reverse_markers).parameters:  # as the inverse runs: its options
@@ -127,16 +158,16 @@ def parts(ex, args) -> dict:
         else:  # an older checkout: the inverse ran in NumPy float64
             backend, precision, jit = NUMPY, 64, {}
         with backend, math.precision(precision):
-            v, m0, mt = (_on(to_grid(a, periodic), backend, precision) for a in (z[:, :2], z[:, 2], t[:, 0]))
-            trajectory = physics.simulate(v, m0, steps=args.sim_steps, **jit)
-            physics.reverse_markers(mt, trajectory[1], **jit)  # warm-up
-            result['SIP: reverse simulation (in the inverse)'] = _median_time(
-                lambda: physics.reverse_markers(mt, trajectory[1], **jit), reps)
-            result['SIP: fit of the prior (in the inverse)'] = _median_time(
-                lambda: physics.fit_translation_vortex(v, radius), reps)
+            grids = [_on(to_grid(a, periodic), backend, precision) for a in (v, m0, t[:, 0])]
+            trajectory = physics.simulate(*grids[:2], steps=args.sim_steps, **jit)
+            physics.reverse_markers(grids[2], trajectory[1], **jit)  # warm-up
+            result['SIP:   of which reverse simulation'] = _median_time(
+                lambda: physics.reverse_markers(grids[2], trajectory[1], **jit), reps)
+            result['SIP:   of which fit of the prior'] = _median_time(
+                lambda: physics.fit_translation_vortex(grids[0], radius), reps)
 
     def adam_forward():
-        return ex.loss(ex.simulate(z.clone().requires_grad_(True)), t).mean()
+        return ex.loss(_simulate(ex, v.clone().requires_grad_(True), m0), t).mean()
     result['Adam: differentiable forward simulation'] = _median_time(adam_forward, reps)
 
     def adam_backward():
@@ -145,13 +176,14 @@ def parts(ex, args) -> dict:
         loss.backward()
         return time.perf_counter() - t0
     result['Adam: backward through the simulation'] = statistics.median(adam_backward() for _ in range(reps))
-    result['Adam: pressure solves (forward + adjoint CG) in forward + backward'] = _solve_seconds(
+    result['Adam:   pressure solves (forward + adjoint CG) in forward + backward (cProfile)'] = _solve_seconds(
         lambda: adam_forward().backward())
     with TORCH, math.precision(32):
-        v, m0 = to_grid(z[:, :2], periodic), to_grid(z[:, 2], periodic)
+        grids = [to_grid(a, periodic) for a in (v, m0)]
         result['plain torch float32 forward simulation (not compiled)'] = _median_time(
-            lambda: physics.simulate(v, m0, steps=args.sim_steps), reps)
-        result['  of which pressure solves'] = _solve_seconds(lambda: physics.simulate(v, m0, steps=args.sim_steps))
+            lambda: physics.simulate(*grids, steps=args.sim_steps), reps)
+        result['  of which pressure solves (cProfile)'] = _solve_seconds(
+            lambda: physics.simulate(*grids, steps=args.sim_steps))
     return result
 
 
@@ -160,20 +192,75 @@ def _on(grid, backend, precision: int):
     return grid.with_values(math.cast(math.convert(grid.values, backend), math.DType(float, precision)))
 
 
-def report(args, step_times, part_times, load) -> str:
-    sip, adam = step_times['sip'], step_times['adam']
+def measure(args) -> dict:
+    """One measurement of the package this process imports: step times, parts (with `--profile`) and the load."""
+    torch.set_num_threads(args.threads)
+    ex = build(args)
+    import phi_hig
+    load = [os.getloadavg()[0]]
+    step_times = steps(ex, args)
+    part_times = parts(ex, args) if args.profile else {}
+    load.append(os.getloadavg()[0])
+    return dict(package=os.path.dirname(os.path.dirname(os.path.abspath(phi_hig.__file__))), steps=step_times,
+                parts=part_times, load=load, threads=torch.get_num_threads())
+
+
+def _in_process(root: str, args) -> dict:
+    """`measure` in a fresh Python process that imports phi_hig from the checkout `root`."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, 'result.json')
+        worker = [a for a in args.argv if a not in ('--before', args.before)] if args.before else list(args.argv)
+        command = [sys.executable, os.path.abspath(__file__), *worker, '--output', '', '--worker-json', out,
+                   '--cache-dir', os.path.abspath(args.cache_dir) if args.cache_dir else '']
+        env = dict(os.environ, PYTHONPATH=root)
+        subprocess.run(command, cwd=root, env=env, check=True)
+        with open(out) as f:
+            return json.load(f)
+
+
+def _table(label: str, result: dict) -> list:
+    sip, adam = result['steps']['sip'], result['steps']['adam']
+    return [f"| {label} | {sip['first']:.2f} | {sip['median']:.2f} | {adam['first']:.2f} | {adam['median']:.2f} | "
+            f"**{sip['median'] / adam['median']:.2f}×** | {result['load'][0]:.2f} / {result['load'][1]:.2f} |"]
+
+
+def _commit(root: str) -> str:
+    try:
+        return subprocess.run(['git', 'describe', '--always', '--dirty'], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or '?'
+    except (OSError, subprocess.SubprocessError):
+        return '?'
+
+
+def report(args, results: dict) -> str:
+    """Markdown: per measured checkout (`results`: label -> list of `measure` results, one per round) the step
+    times of every round and the medians over rounds, then the parts of each checkout (medians over rounds)."""
     lines = ["# Fluid SIP and Adam steps side by side (CPU)", '',
-             f"Command: `python -m benchmarks.fluid_step {shlex.join(args.argv)}`; {args.resolution} × {args.resolution}, "
-             f"batch {args.batch}, {args.sim_steps} steps of Δt = 0.25; {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-             f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s); load average (1 min) before/after "
-             f"{load[0]:.2f}/{load[1]:.2f}.", '',
-             '| step | first step (traces) | median of the next | steps timed |', '|---|---|---|---|',
-             f"| SIP | {sip['first']:.2f} s | {sip['median']:.2f} s | {len(sip['all']) - 1} |",
-             f"| Adam | {adam['first']:.2f} s | {adam['median']:.2f} s | {len(adam['all']) - 1} |", '',
-             f"SIP / Adam: **{sip['median'] / adam['median']:.2f}×** (medians).", '']
-    if part_times:
-        lines += ['| part | seconds (median) |', '|---|---|']
-        lines += [f"| {name} | {seconds:.3f} |" for name, seconds in part_times.items()]
+             f"Command: `python -m benchmarks.fluid_step {shlex.join(args.argv)}`; {args.resolution} × "
+             f"{args.resolution}, batch {args.batch}, {args.sim_steps} steps of Δt = 0.25; {os.cpu_count()} cores "
+             f"({platform.processor() or platform.machine()}), torch {torch.__version__}, {args.threads} torch "
+             f"thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}. Seconds; SIP and Adam medians of "
+             f"{args.reps} steps after the first; load average (1 min) before / after each measurement.", '',
+             '| checkout (round) | SIP first step | SIP step | Adam first step | Adam step | SIP / Adam | load |',
+             '|---|---:|---:|---:|---:|---:|---|']
+    for label, rounds in results.items():
+        for i, result in enumerate(rounds):
+            lines += _table(f"{label} ({i + 1})", result)
+        if len(rounds) > 1:
+            sip = statistics.median(r['steps']['sip']['median'] for r in rounds)
+            adam = statistics.median(r['steps']['adam']['median'] for r in rounds)
+            lines.append(f"| {label}: median of the rounds | | {sip:.2f} | | {adam:.2f} | **{sip / adam:.2f}×** | |")
+    lines += ['', 'Checkouts: ' + '; '.join(f"{label}: `{rounds[0]['package']}` ({_commit(rounds[0]['package'])})"
+                                         for label, rounds in results.items()) + '.']
+    names = [n for rounds in results.values() for n in rounds[0]['parts']]
+    if names:
+        labels = list(results)
+        lines += ['', 'Parts (seconds, median of the rounds):', '', '| part | ' + ' | '.join(labels) + ' |',
+                  '|---|' + '---:|' * len(labels)]
+        for name in dict.fromkeys(names):
+            cells = [statistics.median(r['parts'][name] for r in rounds) if name in rounds[0]['parts'] else None
+                     for rounds in results.values()]
+            lines.append(f"| {name} | " + ' | '.join('' if c is None else f"{c:.3f}" for c in cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 
@@ -187,25 +274,35 @@ def main(argv=None):
     parser.add_argument('--reps', type=int, default=4, help='timed steps after the first, per method')
     parser.add_argument('--threads', type=int, default=2, help='torch threads')
     parser.add_argument('--profile', action='store_true', help='also time the parts of the steps')
+    parser.add_argument('--before', default=None, help='root of another checkout to measure too, in turn')
+    parser.add_argument('--rounds', type=int, default=1, help='measurements per checkout (with --before)')
     parser.add_argument('--cache-dir', default='runs/cache', help="where the data set is cached ('' : not cached)")
     parser.add_argument('--output', default=os.path.join(RESULTS, 'fluid_step_cpu.md'),
                         help="Markdown file to write ('' : print only)")
+    parser.add_argument('--worker-json', default=None, help=argparse.SUPPRESS)  # a measurement for --before
     args = parser.parse_args(argv)
     args.argv = argv
-    torch.set_num_threads(args.threads)
-    ex = build(args)
-    before = os.getloadavg()[0]
-    step_times = steps(ex, args)
-    part_times = parts(ex, args) if args.profile else {}
-    text = report(args, step_times, part_times, (before, os.getloadavg()[0]))
+    if args.worker_json:
+        result = measure(args)
+        with open(args.worker_json, 'w') as f:
+            json.dump(result, f)
+        return result
+    if args.before:
+        results = {'before': [], 'after': []}
+        for _ in range(args.rounds):
+            results['before'].append(_in_process(os.path.abspath(args.before), args))
+            results['after'].append(_in_process(ROOT, args))
+    else:
+        results = {'this checkout': [measure(args) for _ in range(args.rounds)]}
+    text = report(args, results)
     print(text)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, 'w') as f:
             f.write(text)
         with open(os.path.splitext(args.output)[0] + '.json', 'w') as f:
-            json.dump(dict(argv=argv, steps=step_times, parts=part_times), f, indent=1)
-    return step_times, part_times
+            json.dump(dict(argv=argv, results=results), f, indent=1)
+    return results
 
 
 if __name__ == '__main__':
