@@ -110,7 +110,7 @@ def _sip_setup(case, rank, world, small=False):
     physics = (ex.simulate, inverse)  # Inverse(z, targets, y=...) runs solve with its default options
 
     def step():
-        return sip_step(model, opt, x, t, physics, loss=ex.loss)
+        return sip_step(model, opt, x, t, physics, ex.conditions(x, t), loss=ex.loss)
     grads = sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad)
     return step, dict(batch=b, n_params=sum(p.numel() for p in net.parameters()), resolution=ex.settings['resolution'][0],
                       ddp_gradient_bytes=grads)

@@ -8,7 +8,8 @@ examples (`random_example`, seed 11; at other resolutions than 64 the vortex rad
 with the grid) whose prior parameters are perturbed as a network in training might get them wrong — translation
 off by N(0, 0.3²) per component, vortex strength scaled by U(0.3, 1.7), centre off by N(0, (radius/3)²) per
 component — and one in five with (almost) no vortex (strength × 0.02, the centre search). The observation is the
-float32 simulation of the true v₀ (both precisions estimate from the same observation). Prints the relative difference ‖Δv₀(float32) − Δv₀(float64)‖ / ‖Δv₀(float64)‖
+float32 simulation of the true v₀ (both precisions estimate from the same observation). Prints the relative
+difference ‖Δv₀(float32) − Δv₀(float64)‖ / ‖Δv₀(float64)‖
 per example (largest, 99 % quantile, median; 0 where both are exactly zero, e.g. an empty marker) and the time
 of each precision (jit-compiled simulations, as the experiment runs them; the first call of each traces and is not
 timed).
@@ -46,10 +47,11 @@ def estimates(resolution: int, n: int, steps: int, seed: int = 11):
             v0, m0 = (f.with_values(math.to_float(f.values)) for f in (example.v0, example.m0))
             m_target = fluid.simulate(v0, m0, steps=steps)[0].time[-1]
         scale = np.where(rng.random(n) < 0.2, 0.02, rng.uniform(0.3, 1.7, n))
-        estimate = fluid.translation_vortex(example.v0, example.translation + math.tensor(rng.normal(0, 0.3, (n, 2)), batch('examples'), vec),
+        def noise(sigma):
+            return math.tensor(rng.normal(0, sigma, (n, 2)), batch('examples'), vec)
+        estimate = fluid.translation_vortex(example.v0, example.translation + noise(0.3),
                                             example.strength * math.tensor(scale, batch('examples')),
-                                            example.centre + math.tensor(rng.normal(0, radius / 3, (n, 2)), batch('examples'), vec),
-                                            radius=radius)
+                                            example.centre + noise(radius / 3), radius=radius)
     return estimate, m_target, example.m0, radius
 
 
@@ -84,7 +86,8 @@ def main(argv=None):
     rel = result['relative']
     text = '\n'.join([
         "# The fluid inverse's update in float32 against float64", '',
-        f"Command: `python -m benchmarks.fluid_inverse_precision {shlex.join(argv)}`; {args.resolution} × {args.resolution}, "
+        f"Command: `python -m benchmarks.fluid_inverse_precision {shlex.join(argv)}`; {args.resolution} × "
+        f"{args.resolution}, "
         f"{args.steps} steps, radius {result['radius']:g}, {args.examples} examples; torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s); load average before/after {load:.2f}/{os.getloadavg()[0]:.2f}.", '',
         '| ‖Δv₀(32) − Δv₀(64)‖ / ‖Δv₀(64)‖ | largest | 99 % quantile | median |', '|---|---|---|---|',

@@ -42,17 +42,18 @@ def main(argv=None):
     optimizer = torch.optim.Adam(net.parameters(), lr=0.005)
     periodic = extrapolation.PERIODIC
 
-    def simulate_again(z, y_target, *, y=None):
-        dv = physics.inverse(to_grid(z[:, :2], periodic), to_grid(y_target[:, 0], periodic), to_grid(z[:, 2], periodic),
+    def simulate_again(v, y_target, m0, *, y=None):
+        dv = physics.inverse(to_grid(v, periodic), to_grid(y_target[:, 0], periodic), to_grid(m0, periodic),
                              steps=ex.settings['sim_steps'], **options)
-        return torch.cat([from_grid(dv, vector=True), torch.zeros_like(z[:, 2:])], 1)
+        return from_grid(dv, vector=True)
 
     times = {'reuse': [], 'simulate again': []}
     for i in range(args.steps):
         batch = slice(i * args.batch, (i + 1) * args.batch)
         for mode, inverse in (('reuse', ex.inverse), ('simulate again', simulate_again)):
             t0 = time.perf_counter()
-            sip_step(net, optimizer, inputs[batch], targets[batch], (ex.simulate, inverse), loss=ex.loss)
+            x, t = inputs[batch], targets[batch]
+            sip_step(net, optimizer, x, t, (ex.simulate, inverse), ex.conditions(x, t), loss=ex.loss)
             times[mode].append(time.perf_counter() - t0)
     medians = {m: statistics.median(v[1:] or v) for m, v in times.items()}
     print(f"fluid SIP step, {args.resolution}×{args.resolution}, batch {args.batch}, {args.threads} thread(s):")

@@ -2,7 +2,7 @@
 
 A new script fails `test_every_benchmark_script_has_a_smoke_run` until it is given arguments for a smoke run here.
 `distributed.py` runs its SIP path (heat, 1 and 2 processes); its HIG cases are paper-size problems and are not run
-here. The HIG step benchmark (`python -m phi_hig bench`) ships with the package; test_cli.py tests its refusals.
+here. `step_costs.py` measures the toy at its test preset into a temporary folder (not the package's reference file). The HIG step benchmark (`python -m phi_hig bench`) ships with the package; test_cli.py tests its refusals.
 """
 import os
 import subprocess
@@ -21,13 +21,16 @@ SMOKE = {  # script -> arguments of a tiny run that writes nothing into benchmar
     'fluid_inverse_precision.py': ['--resolution', '16', '--examples', '2', '--steps', '1', '--threads', '1',
                                    '--output', '{tmp}/precision.md'],
     'distributed.py': ['--cases', 'heat', '--reps', '1', '--small', '--output', '{tmp}/distributed.md'],  # the SIP path
+    'step_costs.py': ['--experiments', 'toy', '--preset', 'test', '--steps', '2', '--cap', '10',
+                      '--output-dir', '{tmp}'],
     'gpu.sh': None,  # needs a GPU: syntax only (bash -n)
 }
 
 
 def test_every_benchmark_script_has_a_smoke_run():
     scripts = {f for f in os.listdir(BENCHMARKS) if f.endswith(('.py', '.sh')) and f != '__init__.py'}
-    assert scripts == set(SMOKE), f"scripts without a smoke run here: {scripts - set(SMOKE)}; gone: {set(SMOKE) - scripts}"
+    assert scripts == set(SMOKE), \
+        f"scripts without a smoke run here: {scripts - set(SMOKE)}; gone: {set(SMOKE) - scripts}"
 
 
 @pytest.fixture
