@@ -2,6 +2,7 @@
 
     python -m benchmarks.distributed                   # all cases, 1 and 2 processes, one torch thread each
     python -m benchmarks.distributed --cases qdipole --reps 5
+    python -m benchmarks.distributed --cases heat fluid --reps 1 --small --output /tmp/d.md   # smoke run
 
 Cases: HIG steps of ``quantum_dipole`` (b = 16, |y| = 28, 384 Crank–Nicolson steps: physics-bound) and
 ``poisson8`` (b = 64, |y| = 64, 41,408 parameters: bound by the eigendecomposition of the 4096² Gram matrix, which
@@ -12,6 +13,7 @@ the same global batch; the step time is the median over ``--reps`` steps after t
 rank 0 between barriers. Bytes: the payload of every collective a step issues through ``torch.distributed``,
 counted on rank 0 (what it sends or receives per call), split by collective; DDP's gradient all-reduce runs in
 C++ and is given as the size of the gradients it reduces. Writes ``benchmarks/results/distributed_<device>.md``.
+``--small`` runs the SIP cases at their experiment's test preset with a global batch of 4 (a smoke run).
 """
 from __future__ import annotations
 
@@ -85,13 +87,16 @@ def _hig_setup(case, rank, world):
     return step, dict(batch=b, n_params=problem.n_params)
 
 
-def _sip_setup(case, rank, world):
+def _sip_setup(case, rank, world, small=False):
     from phi_hig import experiments, sip_step
     from phi_hig.experiments import DataStream
     from phi_hig.processes import local_rows
-    ex = experiments.get(case, preset='paper', **({'resolution': (32, 32), 'n_train': 16, 'n_test': 2}
-                                                   if case == 'fluid' else {'resolution': (32, 32), 'n_test': 2}))
-    b = 16
+    if small:
+        ex, b = experiments.get(case, preset='test'), 4  # 2 per rank: batch norm needs 2 values per channel
+    else:
+        ex = experiments.get(case, preset='paper', **({'resolution': (32, 32), 'n_train': 16, 'n_test': 2}
+                                                       if case == 'fluid' else {'resolution': (32, 32), 'n_test': 2}))
+        b = 16
     torch.manual_seed(0)
     net = ex.make_net()
     model = net
@@ -105,21 +110,23 @@ def _sip_setup(case, rank, world):
     physics = (ex.simulate, inverse)  # Inverse(z, targets, y=...) runs solve with its default options
 
     def step():
-        return sip_step(model, opt, x, t, physics, loss=ex.loss)
+        return sip_step(model, opt, x, t, physics, ex.conditions(x, t), loss=ex.loss)
     grads = sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad)
-    return step, dict(batch=b, n_params=sum(p.numel() for p in net.parameters()), resolution=32,
+    return step, dict(batch=b, n_params=sum(p.numel() for p in net.parameters()), resolution=ex.settings['resolution'][0],
                       ddp_gradient_bytes=grads)
 
 
-def worker(case, rank, world, port, reps, threads, out):
+def worker(case, rank, world, port, reps, threads, out, small=False):
     import datetime
     import torch.distributed as dist
     torch.set_num_threads(threads)
     if world > 1:
         dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=300))
-    setup = _sip_setup if case in ('heat', 'fluid') else _hig_setup
-    step, facts = setup(case, rank, world)
+    if case in ('heat', 'fluid'):
+        step, facts = _sip_setup(case, rank, world, small)
+    else:
+        step, facts = _hig_setup(case, rank, world)
     times = []
     for i in range(reps + 2):
         if world > 1:
@@ -144,12 +151,13 @@ def worker(case, rank, world, port, reps, threads, out):
         dist.destroy_process_group()
 
 
-def run(case, world, reps, threads, tmp) -> dict:
+def run(case, world, reps, threads, tmp, small=False) -> dict:
     port = _free_port()
     out = os.path.join(tmp, f'{case}_{world}.json')
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY='PASSIVE')
     procs = [subprocess.Popen([sys.executable, '-m', 'benchmarks.distributed', '--worker', case, str(r), str(world),
-                               str(port), str(reps), str(threads), out], env=env, stdout=subprocess.PIPE,
+                               str(port), str(reps), str(threads), out] + (['--small'] if small else []),
+                              env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for r in range(world)]
     logs = [p.communicate(timeout=3600)[0] for p in procs]
     if any(p.returncode for p in procs):
@@ -187,13 +195,14 @@ def report(results, args, load) -> str:
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == '--worker':
-        case, rank, world, port, reps, threads, out = argv[1:]
-        worker(case, int(rank), int(world), int(port), int(reps), int(threads), out)
+        case, rank, world, port, reps, threads, out = argv[1:8]
+        worker(case, int(rank), int(world), int(port), int(reps), int(threads), out, small='--small' in argv[8:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--cases', nargs='*', default=list(CASES), choices=CASES)
     parser.add_argument('--reps', type=int, default=5)
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--small', action='store_true', help="SIP cases at the test preset, batch 4 (a smoke run)")
     parser.add_argument('--output', default=os.path.join(RESULTS, 'distributed_cpu.md'))
     args = parser.parse_args(argv)
     args.argv = argv
@@ -203,7 +212,7 @@ def main(argv=None):
         for case in args.cases:
             for world in (1, 2):
                 print(f"{case}, {world} process(es) ...", end='', flush=True)
-                results.append(run(case, world, args.reps, args.threads, tmp))
+                results.append(run(case, world, args.reps, args.threads, tmp, args.small))
                 r = results[-1]
                 print(f" {r['median_s']:.3f} s" if 'median_s' in r else f" failed: {r['error'][-300:]}", flush=True)
     text = report(results, args, (before, os.getloadavg()[0]))
@@ -213,7 +222,7 @@ def main(argv=None):
     with open(os.path.splitext(args.output)[0] + '.json', 'w') as f:
         json.dump(results, f, indent=1)
     print(text)
-    return 0
+    return 1 if any('error' in r for r in results) else 0
 
 
 if __name__ == '__main__':

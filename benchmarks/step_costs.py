@@ -4,6 +4,7 @@
 
     python -m benchmarks.step_costs                    # every experiment (~15 min on the 2-core CPU)
     python -m benchmarks.step_costs --experiments toy heat
+    python -m benchmarks.step_costs --experiments toy --preset test --steps 2 --output-dir /tmp/costs   # smoke run
 
 Each method trains a few steps with `phi_hig.train` (the runner the command line uses, so the step is the one a
 run makes) from the experiment's defaults; the cost is the median of the steps after the first (the first pays
@@ -18,8 +19,10 @@ import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # spinning OpenMP threads on shared cores: 5-50x slower, erratic
 import platform
+import shlex
 import statistics
 import subprocess
+import sys
 import time
 
 import torch
@@ -54,10 +57,10 @@ def simulated_values(experiment) -> int:
     return sum(t[0].numel() for t in (y if isinstance(y, (tuple, list)) else [y]))
 
 
-def measure(name: str, steps: int, cap: float, sizes_only: dict = None) -> dict:
-    """The paper-preset sizes of experiment ``name`` and, per method, its batch size and measured step times
+def measure(name: str, steps: int, cap: float, sizes_only: dict = None, preset: str = 'paper') -> dict:
+    """The sizes of experiment ``name`` at ``preset`` and, per method, its batch size and measured step times
     (``sizes_only``: an earlier measurement whose times are kept, only the sizes computed again)."""
-    experiment = get(name, preset='paper')
+    experiment = get(name, preset=preset)
     sizes = ProblemSizes(experiment)
     sizes.target_values = simulated_values(experiment)
     out = dict(description=experiment.description, settings=experiment.settings, parameters=sizes.params,
@@ -89,14 +92,21 @@ def measure(name: str, steps: int, cap: float, sizes_only: dict = None) -> dict:
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--experiments', nargs='*', help='default: every available experiment')
     parser.add_argument('--steps', type=int, default=4, help='steps per method (default 4)')
     parser.add_argument('--cap', type=float, default=60.0, help='training seconds per method at most (default 60)')
     parser.add_argument('--sizes-only', action='store_true',
                         help='recompute the sizes (|θ|, |y|, memory) of the stored measurements, keep their times')
+    parser.add_argument('--preset', default='paper', help="the experiments' preset (the package's costs: paper)")
+    parser.add_argument('--output-dir', default=None,
+                        help="write step_costs.json and step_costs.md there instead of the package's reference file "
+                             "and benchmarks/results")
     args = parser.parse_args(argv)
     names = args.experiments or available()
+    reference = os.path.join(args.output_dir, 'step_costs.json') if args.output_dir else REFERENCE_FILE
+    path = os.path.join(args.output_dir or os.path.join(ROOT, 'benchmarks', 'results'), 'step_costs.md')
     load_before = os.getloadavg()
     started = time.time()
     try:  # the code measured: the commit at the start (and whether the tree had changes)
@@ -105,32 +115,34 @@ def main(argv=None):
     except (OSError, subprocess.SubprocessError):
         commit = ''
     previous = {}
-    if os.path.exists(REFERENCE_FILE):
-        with open(REFERENCE_FILE) as f:
+    if os.path.exists(reference):
+        with open(reference) as f:
             previous = json.load(f).get('experiments', {})
     experiments = dict(previous)
     if args.sizes_only:
-        with open(REFERENCE_FILE) as f:
+        with open(reference) as f:
             kept = json.load(f)
         for name in names:
-            kept['experiments'][name] = measure(name, args.steps, args.cap, sizes_only=kept['experiments'][name])
-        with open(REFERENCE_FILE, 'w') as f:
+            kept['experiments'][name] = measure(name, args.steps, args.cap, sizes_only=kept['experiments'][name],
+                                                preset=args.preset)
+        with open(reference, 'w') as f:
             json.dump(kept, f, indent=1, default=float)
             f.write('\n')
-        print(f"updated the sizes in {REFERENCE_FILE}")
+        print(f"updated the sizes in {reference}")
         return
     for name in names:
-        experiments[name] = measure(name, args.steps, args.cap)
+        experiments[name] = measure(name, args.steps, args.cap, preset=args.preset)
     machine = dict(cpu=_cpu(), cores=os.cpu_count(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
                    load_before=[round(x, 2) for x in load_before],
                    load_after=[round(x, 2) for x in os.getloadavg()])
     data = dict(date=time.strftime('%Y-%m-%d'), commit=commit, machine=machine, seconds=round(time.time() - started),
                 experiments={n: experiments[n] for n in available() if n in experiments})
-    with open(REFERENCE_FILE, 'w') as f:
+    with open(reference, 'w') as f:
         json.dump(data, f, indent=1, default=float)
         f.write('\n')
-    lines = ['# Seconds per training step at the paper preset', '',
-             f"`python -m benchmarks.step_costs` ({data['date']}, commit {commit or '?'}): {machine['cpu']}, "
+    lines = [f'# Seconds per training step at the {args.preset} preset', '',
+             f"`{shlex.join(['python', '-m', 'benchmarks.step_costs', *argv])}` ({data['date']}, commit "
+             f"{commit or '?'}): {machine['cpu']}, "
              f"{machine['cores']} cores, torch {machine['torch']} with {machine['torch_threads']} threads (each "
              f"experiment may set its own), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average "
              f"{machine['load_before'][0]} before and {machine['load_after'][0]} after ({data['seconds']} s). Median "
@@ -140,10 +152,9 @@ def main(argv=None):
         for method, m in e['methods'].items():
             lines.append(f"| {name} | {method} | {m['batch_size']} | {m['seconds_per_step']:.3g} | "
                          f"{m['first_step']:.3g} |")
-    path = os.path.join(ROOT, 'benchmarks', 'results', 'step_costs.md')
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
-    print(f"wrote {REFERENCE_FILE} and {path}")
+    print(f"wrote {reference} and {path}")
 
 
 if __name__ == '__main__':

@@ -58,6 +58,10 @@ class MovedFinder(importlib.abc.MetaPathFinder):
             return None
         return importlib.util.spec_from_loader(fullname, _Loader(fullname, new))
 
+    @classmethod
+    def invalidate_caches(cls):
+        """Nothing to invalidate (`importlib.invalidate_caches` calls it on the class, which sits on the path)."""
+
 
 def install() -> None:
     """Put `MovedFinder` first on ``sys.meta_path`` (once): it answers only its own names, and before any other

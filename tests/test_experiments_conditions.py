@@ -101,3 +101,32 @@ def test_accept_conditioned_keys_keeps_a_network_whose_own_attribute_is_named_ne
     state = {k: torch.zeros_like(v) for k, v in outer.state_dict().items()}
     outer.load_state_dict(state)
     assert torch.count_nonzero(outer.net.weight.detach()) == 0
+
+
+def test_the_fluid_trains_with_its_marker_as_a_condition_as_with_the_wrapper_network():
+    """The fluid experiment's m0 is each example's condition: Adam and SIP train as the formulation in which the
+    network carries m0 to the physics as a third output channel (how the experiment was written before), to
+    float32 round-off, and a checkpoint of that wrapper loads into the plain network."""
+    fluid = experiments.get('fluid', preset='test')
+    solve = fluid.inverses['default'].solve
+
+    def simulate(z):
+        return fluid.simulate(z[:, :2], z[:, 2])
+
+    def inverse(z, targets, *, y=None, **options):
+        dv = solve(z[:, :2], targets, z[:, 2], y=y, **options)
+        return torch.cat([dv, torch.zeros_like(z[:, 2:])], 1)
+    default = fluid.inverses['default']
+    wrapped = dataclasses.replace(fluid, make_net=lambda: Conditioned(fluid.make_net(), columns=(0,)),
+                                  simulate=simulate, conditions=None, metrics=None,  # (metrics read the plain output)
+                                  inverses={'default': Inverse(inverse, default.options, default.check)})
+    plain = dataclasses.replace(fluid, metrics=None)
+    a = phi_hig.train(plain, ['adam', 'sip'], steps=2, seed=3, progress=False)
+    b = phi_hig.train(wrapped, ['adam', 'sip'], steps=2, seed=3, progress=False)
+    for m in ('adam', 'sip'):
+        pa, pb = _parameters(a.nets[m]), _parameters(b.nets[m])
+        assert (pa - pb).norm() <= 1e-6 * pa.norm(), m
+        assert a.final(m) == pytest.approx(b.final(m), rel=1e-6), m
+    net = fluid.make_net()
+    net.load_state_dict(b.nets['sip'].state_dict())
+    assert torch.equal(_parameters(net), _parameters(b.nets['sip']))

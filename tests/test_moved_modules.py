@@ -44,3 +44,12 @@ def test_public_aliases_do_not_warn_and_other_names_are_not_invented():
         assert phi_hig.inverses is importlib.import_module('phi_hig.sip.inverses')
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module('phi_hig.no_such_module')
+
+
+def test_importlib_invalidate_caches_works_with_the_finder_installed():
+    """The finder sits on ``sys.meta_path`` as a class: ``importlib.invalidate_caches()`` (pytest's
+    ``monkeypatch.syspath_prepend`` calls it) must not fail on it."""
+    import sys
+    import phi_hig._moved
+    assert phi_hig._moved.MovedFinder in sys.meta_path
+    importlib.invalidate_caches()

@@ -142,6 +142,86 @@ def test_inverse_with_the_callers_trajectory_equals_inverse_that_simulates_itsel
         fluid.inverse(estimate, m_target, example.m0, steps=3, trajectory=(trajectory[0].time[:2], trajectory[1]))
     with pytest.raises(InvalidInputError, match='trajectory must be the pair'):
         fluid.inverse(estimate, m_target, example.m0, steps=3, trajectory=trajectory[0])
+    with math.precision(32):
+        coarse = fluid.simulate(estimate.with_values(math.to_float(estimate.values)), example.m0, steps=3)
+    refused(lambda: fluid.inverse(estimate, m_target, example.m0, steps=3, trajectory=coarse),
+            'trajectory markers must have been simulated in float64 or finer (precision=64) but holds float32')
+
+
+# ------------------------------------------------------------- the batched estimator, its precision, jit
+
+def test_inverse_equals_the_numpy_float64_reference_estimator():
+    """The batched PhiML estimator against the former per-example NumPy one (tests/fluid_reference.py) on a grid
+    that is not square (x and y must not be swapped): vortices searched, linearized and capped."""
+    import fluid_reference as reference
+    n, radius, steps = 6, 4., 3
+    example = fluid.random_example(spatial(x=32, y=16), batch(examples=n), seed=8, radius=radius)
+    m_target = fluid.forward(example.v0, example.m0, steps=steps).time[-1]
+    scale = math.tensor([0.01, 0.6, 1.4, 3., 0.02, 1.], batch('examples'))  # 0.01, 0.02: searched; 3: capped
+    shift = math.tensor(np.random.default_rng(2).normal(0, 1.5, (n, 2)), batch('examples'), VEC)
+    estimate = fluid.translation_vortex(example.v0, example.translation + 0.2 * shift, example.strength * scale,
+                                        example.centre + shift, radius=radius)
+    update = fluid.inverse(estimate, m_target, example.m0, steps=steps, radius=radius)
+
+    values = estimate.values.numpy(['examples', 'x', 'y', 'vector'])
+    lower, dx, size = (a.numpy('vector') for a in (estimate.bounds.lower, estimate.dx, estimate.bounds.size))
+    origin = CenteredGrid(0, extrapolation.PERIODIC, estimate.bounds, estimate.resolution)
+    kernel = fluid.translation_vortex(origin, math.wrap([0., 0.], VEC), 1., estimate.bounds.lower + estimate.dx / 2,
+                                      radius).values.numpy(['x', 'y', 'vector'])
+    prior = reference.fit(values, lower, dx, kernel)
+    markers, velocities = fluid.simulate(estimate, example.m0, steps=steps)
+    reverse = fluid.reverse_markers(m_target, velocities)
+    corrected = reference.corrected_prior(markers.values.numpy('examples,time,x,y'), reverse.values.numpy('examples,time,x,y'),
+                                          *prior, fluid.DT, dx, lower, size, radius, radius, 1., 0.25)
+
+    def vortex(tau, s, p):
+        return fluid.translation_vortex(estimate, math.tensor(tau, batch('examples'), VEC), math.tensor(s, batch('examples')),
+                                        math.tensor(p, batch('examples'), VEC), radius)
+    expected = (vortex(*corrected) - vortex(*prior)).values.numpy(['examples', 'x', 'y', 'vector']).reshape(n, -1)
+    got = update.values.numpy(['examples', 'x', 'y', 'vector']).reshape(n, -1)
+    assert np.all(np.linalg.norm(got - expected, axis=1) <= 1e-9 * np.linalg.norm(expected, axis=1))
+    linearized = np.abs(prior[1]) >= 0.25
+    capped = np.isclose(np.abs(corrected[1] - prior[1]), np.abs(prior[1])) | np.isclose(np.linalg.norm(corrected[2] - prior[2], axis=1), radius)
+    assert np.any(capped & linearized) and not np.all(linearized)
+
+
+def test_float32_inverse_on_torch_is_within_1e_3_of_float64_on_256_examples():
+    """The experiment's precision: float32 simulations and estimate on torch against float64 (the paper's size is
+    benchmarks/fluid_inverse_precision.py; here 16 × 16, radius 2, 2 steps: the plain simulations dominate)."""
+    from benchmarks.fluid_inverse_precision import relative_differences
+    result = relative_differences(16, 256, 2)
+    assert result['relative'].max() <= 1e-3, np.sort(result['relative'])[-5:]
+
+
+def test_jit_compiled_simulations_equal_the_plain_ones_and_carry_no_gradient():
+    import torch
+    from phiml.backend.torch import TORCH
+    with TORCH, math.precision(32):
+        example = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=9, radius=2.)
+        v0 = example.v0.with_values(math.tensor(example.v0.values.native(example.v0.values.shape).float().requires_grad_(True),
+                                                example.v0.values.shape))
+        m0 = example.m0.with_values(math.to_float(example.m0.values))
+        plain = fluid.simulate(v0, m0, steps=2)
+        compiled = fluid.simulate(v0, m0, steps=2, jit=True)
+        reverse_plain = fluid.reverse_markers(plain[0].time[-1], plain[1])
+        reverse_compiled = fluid.reverse_markers(plain[0].time[-1], plain[1], jit=True)
+    for a, b in ((plain[0], compiled[0]), (plain[1], compiled[1]), (reverse_plain, reverse_compiled)):
+        assert float(math.max(abs(a.values - b.values), a.values.shape)) <= 1e-6 * float(math.max(abs(a.values), a.values.shape))
+    assert plain[0].values.native(plain[0].values.shape).requires_grad
+    assert not compiled[0].values.native(compiled[0].values.shape).requires_grad
+    assert isinstance(compiled[0].values.native(compiled[0].values.shape), torch.Tensor)
+
+
+def test_inverse_keeps_the_backend_and_dtype_of_v0():
+    from phiml.backend.torch import TORCH
+    example = fluid.random_example(spatial(x=16, y=16), batch(examples=2), seed=10, radius=2.)
+    m_target = fluid.forward(example.v0, example.m0, steps=2).time[-1]
+    with TORCH, math.precision(32):
+        v0 = example.v0.with_values(math.to_float(math.convert(example.v0.values, TORCH))) * 0.5
+    assert v0.values.dtype.precision == 32
+    for precision in (32, 64):
+        update = fluid.inverse(v0, m_target, example.m0, steps=2, radius=2., precision=precision)
+        assert update.values.backend == TORCH and update.values.dtype == v0.values.dtype  # (.native() casts to the global precision)
 
 
 # ------------------------------------------------------------------------------------ refused arguments
@@ -170,6 +250,8 @@ def test_forward_refuses_zero_steps_and_non_positive_time_steps(name, value, mes
     ('search_below', -1., 'search_below must be a finite number >= 0'),
     ('y', 3, 'y must be a PhiFlow grid Field'),
     ('m_target', _EXAMPLE.m0.with_extrapolation(extrapolation.ZERO), 'm_target must have periodic boundaries'),
+    ('precision', 16, 'precision must be one of 32, 64'), ('precision', 64., 'precision must be an integer'),
+    ('jit', 1, 'jit must be True or False'),
 ])
 def test_inverse_refuses_what_gave_nan_or_a_silent_result(name, value, message):
     """On today's main steps=0, dt=0, radius ≤ 0 and max_relative_strength_change=nan returned NaN corrections."""

@@ -8,15 +8,18 @@ vortices), y* = m_t simulated in NumPy float64.
 
 * Network: the periodic 5-level U-net, 2 → 2 channels (49,570 parameters), input (m₀, m_t), output v₀ at cell
   centres. Adam 0.005, batch 64.
-* Tensors: inputs `(b, 2, H, W)` = (m₀, m_t); targets `(b, 4, H, W)` = (m_t, m₀, v₀*ˣ, v₀*ʸ). The network is
-  wrapped (`phi_hig.nets.Conditioned`) so that its output carries the known m₀ as a third channel, `z = (vˣ, vʸ, m₀)`
-  (no parameters, zero update): `simulate(z)` needs m₀ and receives only z. v₀* is read only by `metrics`.
+* Tensors: inputs `(b, 2, H, W)` = (m₀, m_t); targets `(b, 4, H, W)` = (m_t, m₀, v₀*ˣ, v₀*ʸ); the network's output
+  z = v₀ `(b, 2, H, W)`. The known m₀ is each example's condition (`Experiment.conditions`: the input's first
+  channel, `(b, H, W)`): `simulate(v, m0)`, and the inverse `solve(v, targets, m0, …)`. v₀* is read only by
+  `metrics`. (Before, the network was wrapped in `phi_hig.nets.Conditioned` to carry m₀ as a third output
+  channel; its checkpoints still load, `phi_hig.nets.accept_conditioned_keys`.)
 * Loss: frequency-weighted, `½ Σ_k w_k |FFT(m_t − m*)_k|² / N` with `w_k = exp(−|k|/k_w)`, |k| in cycles per
   cell, `k_w = 0.1` (the paper weights low frequencies exponentially more; its exact weights are not stated).
 * 'adam' back-propagates through the whole simulation (PhiML on torch, float32; the pressure solves are
   differentiated by adjoint CG solves). 'sip' uses `phi_hig.physics.fluid.inverse`, the reverse-simulation
-  estimator of translation and vortex (NumPy float64, no graph); it reuses the trajectory of the SIP step's own
-  no-grad simulation of the same z instead of simulating it a second time.
+  estimator of translation and vortex (no graph), on torch in float32 with jit-compiled simulations (inverse
+  options `precision`, `jit`); it reuses the trajectory of the SIP step's own no-grad simulation of the same
+  (v, m₀) (torch, float32, jit-compiled) instead of simulating it a second time.
 * Data: the simulation costs seconds per example on a CPU, so the training set is finite (`n_train` examples,
   generated once at build time and cached under `cache_dir`), not drawn on the fly as in the paper.
 * Metrics: `v_error` = mean |v − v*| per cell and component, `m_error` = Σ|m_t − m*| per example.
@@ -37,8 +40,8 @@ from .base import Experiment
 from ..sip.inverses import Inverse
 from .settings import Count, Grid, Positive, factory
 from .. import cache, checks
-from ..backend import call_in_torch_backend
-from ..nets import Conditioned, unet
+from ..backend import call_in_torch_backend, torch_backend
+from ..nets import accept_conditioned_keys, unet
 from ..physics import fluid as physics
 from ..physics.grids import to_grid, from_grid
 
@@ -75,6 +78,12 @@ def _generate(rng, n, h, w, steps):
     return inputs, targets
 
 
+def _initial_marker(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The condition of each example (`Experiment.conditions`): its initial marker m₀ `(b, H, W)`, the first
+    channel of the inputs (m₀, m_t)."""
+    return inputs[:, 0]
+
+
 def _dataset(seed, n, h, w, steps, cache_dir):
     """`n` examples for `seed`, from the cache when present (generation takes seconds per example)."""
     path = None
@@ -91,7 +100,9 @@ def fluid(preset: str = 'paper', resolution: Grid(16, 'the 5-level U-net') = (64
 
     The inverse's options (method hyperparameter ``inverse_options``) are the scalar knobs of
     `phi_hig.physics.fluid.inverse`: ``radius`` (the prior's vortex radius, > 0), ``max_relative_strength_change``
-    (> 0) and ``search_below`` (>= 0), with that function's defaults.
+    (> 0) and ``search_below`` (>= 0), with that function's defaults; ``precision`` (32, the default, or 64: the
+    bits of its simulations and estimate; float32's update is within a relative 1e-3 of float64's) and ``jit``
+    (True, the default: jit-compiled simulations, traced once per batch shape; the same values).
 
     Args:
         preset: 'paper' (64 × 64, batch 64) or 'test' (16 × 16, 2 time steps, batch 2, 2 training and 2 test
@@ -109,51 +120,62 @@ def fluid(preset: str = 'paper', resolution: Grid(16, 'the 5-level U-net') = (64
     weights = frequency_weights(h, w, k_w)
     periodic = extrapolation.PERIODIC
 
-    def final_marker(z: torch.Tensor) -> torch.Tensor:
-        v, m0 = to_grid(z[:, :2], periodic), to_grid(z[:, 2], periodic)
-        return from_grid(physics.forward(v, m0, steps=sim_steps).time[-1])
+    last = {}  # the last no-grad simulation: its (v, m0) and trajectory, reused by `inverse` for the same (v, m0)
 
-    last = {}  # the last no-grad simulation: its input z and trajectory, reused by `inverse` for the same z
+    def simulate(v, m0):
+        """The final marker `(b, 1, H, W)` from the initial velocity v `(b, 2, H, W)` and marker m0 `(b, H, W)`:
+        differentiable in v when it requires a gradient, else jit-compiled and remembered for the inverse."""
+        markers = to_grid(m0.detach(), periodic)
+        if torch.is_grad_enabled() and v.requires_grad:
+            def final_marker(velocity):
+                return from_grid(physics.forward(to_grid(velocity, periodic), markers, steps=sim_steps).time[-1])
+            return call_in_torch_backend(final_marker, v)[:, None]
+        v = v.detach()
+        with torch_backend():
+            trajectory = physics.simulate(to_grid(v, periodic), markers, steps=sim_steps, jit=True)
+        last.update(v=v.clone(), m0=m0.detach().clone(), trajectory=trajectory)
+        return from_grid(trajectory[0].time[-1])[:, None]
 
-    def simulate(z):
-        if torch.is_grad_enabled() and z.requires_grad:
-            return call_in_torch_backend(final_marker, z)[:, None]
-        z = z.detach()
-        mt, trajectory = _trajectory_numpy(z[:, :2].double().numpy(), z[:, 2].double().numpy(), sim_steps)
-        last.update(z=z.clone(), trajectory=trajectory)
-        return torch.as_tensor(mt, dtype=z.dtype)[:, None]
+    def simulated(v, m0, precision):
+        """The trajectory of the last no-grad simulation if it simulated these (v, m0) in `precision` or finer."""
+        if 'v' not in last or last['trajectory'][0].values.dtype.precision < precision:
+            return None
+        same = all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b.detach())
+                   for a, b in ((last['v'], v), (last['m0'], m0)))
+        return last['trajectory'] if same else None
 
     def loss(y, targets):
         spectrum = torch.fft.fft2(y[:, 0] - targets[:, 0])
         return 0.5 * (weights.to(y.dtype) * spectrum.abs() ** 2).flatten(1).sum(1) / (h * w)
 
-    def inverse(z, targets, *, y=None, **options):
-        seen = last.get('z')  # SIP simulates z just before: reuse that trajectory instead of simulating again
-        same = seen is not None and seen.shape == z.shape and seen.dtype == z.dtype and torch.equal(seen, z.detach())
-        v, m0 = to_grid(z[:, :2], periodic), to_grid(z[:, 2], periodic)
-        dv = physics.inverse(v, to_grid(targets[:, 0], periodic), m0, steps=sim_steps,
-                             trajectory=last['trajectory'] if same else None, **options)
-        return torch.cat([from_grid(dv, vector=True), torch.zeros_like(z[:, 2:])], 1)
+    def inverse(v, targets, m0, *, y=None, precision, jit, **options):
+        """Δv `(b, 2, H, W)` for the estimate v given the observed m_t (`targets[:, 0]`) and the condition m0."""
+        dv = physics.inverse(to_grid(v, periodic), to_grid(targets[:, 0], periodic), to_grid(m0, periodic),
+                             steps=sim_steps, precision=precision, jit=jit, trajectory=simulated(v, m0, precision),
+                             **options)  # SIP simulated (v, m0) just before: that trajectory, not a second one
+        return from_grid(dv, vector=True)
 
     def check(options):
         checks.number('radius', options['radius'], low=0, low_open=True)
         checks.number('max_relative_strength_change', options['max_relative_strength_change'], low=0, low_open=True)
         checks.number('search_below', options['search_below'], low=0)
+        checks.choice('precision', options['precision'], (32, 64))
 
-    options = dict(radius=physics.VORTEX_RADIUS, max_relative_strength_change=1., search_below=0.25)
+    options = dict(radius=physics.VORTEX_RADIUS, max_relative_strength_change=1., search_below=0.25, precision=32,
+                   jit=True)
 
     def metrics(net, inputs, targets):
         z = net(inputs)
-        y = simulate(z)
-        return {'v_error': float((z[:, :2] - targets[:, 2:]).abs().mean()),
+        y = simulate(z, _initial_marker(inputs, targets))
+        return {'v_error': float((z - targets[:, 2:]).abs().mean()),
                 'm_error': float((y[:, 0] - targets[:, 0]).abs().flatten(1).sum(1).mean())}
 
     train_set = _dataset(1, n_train, h, w, sim_steps, cache_dir)
     test_set = _dataset(987654, n_test, h, w, sim_steps, cache_dir)
     methods = {'adam': dict(lr=lr, batch_size=batch_size), 'sip': dict(lr=lr, batch_size=batch_size)}
     return Experiment(
-        name='fluid', make_net=lambda: Conditioned(unet(2, 2, levels=5), columns=(0,)), simulate=simulate,
-        loss=loss, methods=methods, train_set=train_set, test_set=test_set, metrics=metrics,
+        name='fluid', make_net=lambda: accept_conditioned_keys(unet(2, 2, levels=5)), simulate=simulate,
+        loss=loss, methods=methods, train_set=train_set, test_set=test_set, metrics=metrics, conditions=_initial_marker,
         inverses={'default': Inverse(inverse, options, check)},
         eval_every=10, threads=1 if preset == 'test' else None,
         settings=dict(preset=preset, resolution=[h, w], batch_size=batch_size, n_train=n_train, n_test=n_test, k_w=k_w,

@@ -270,11 +270,11 @@ def fluid_view(experiment, net, inputs, targets) -> dict:
     """The fluid experiment: final marker m_t and initial velocity v₀ (arrows on |v₀|), predicted and true.
 
     Tensors as in `phi_hig.experiments.fluid`: inputs (b, 2, x, y) = (m₀, m_t), targets (b, 4, x, y) =
-    (m_t, m₀, v₀ˣ, v₀ʸ), network output z = (vˣ, vʸ, m₀).
+    (m_t, m₀, v₀ˣ, v₀ʸ), network output z = (vˣ, vʸ), the condition m₀ (`Experiment.conditions`).
     """
-    z, _ = forward(net, experiment.test_set[0])  # the U-net's batch norm needs more than one example
+    z, x = forward(net, experiment.test_set[0])  # the U-net's batch norm needs more than one example
     t = targets[0].detach().cpu().double().numpy()
-    y = experiment.simulate(z[:1])
+    y = experiment.simulate_batch(z[:1], x[:1], experiment.test_set[1][:1].to(x.device))
     return {'truth': [('marker m_t', t[0]), ('velocity v0', t[2:4]), ('marker m0', t[1])],
             'prediction': [('marker m_t', y[0, 0].detach().cpu().double().numpy()),
                            ('velocity v0', z[0, :2].detach().cpu().double().numpy())]}

@@ -87,11 +87,12 @@ def timing_table(experiment: Experiment, net, n_examples: int = 4, max_iteration
     for i in range(n_examples):
         x, t = inputs[i:i + 1], targets[i:i + 1]
         goal = mae(z_net[i:i + 1], i)
-        z = torch.cat([torch.zeros_like(x), x[:, :1]], 1)
+        m0 = experiment.conditions(x, t)  # the initial marker
+        z = torch.zeros_like(truth[i:i + 1])
         seconds, iterations, error = 0., 0, mae(z, i)
         while error > goal and iterations < max_iterations:
             t0 = time.perf_counter()
-            z = z + experiment.inverse(z, t)
+            z = z + experiment.inverse(z, t, m0)
             seconds += time.perf_counter() - t0
             iterations += 1
             error = mae(z, i)
