@@ -184,6 +184,19 @@ def require_finite(name: str, value) -> None:
             raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
 
 
+def require_vector(name: str, value, template: Field) -> Tensor:
+    """A finite PhiML Tensor with a channel dim 'vector' naming the axes of `template`, other dims batch only."""
+    axes = ','.join(template.resolution.names)
+    allowed = f"a PhiML Tensor with channel dim vector={axes} (e.g. math.wrap([1., 0.], channel(vector='{axes}'))), other dims batch only"
+    if not isinstance(value, Tensor) or 'vector' not in value.shape or value.shape.get_item_names('vector') != template.resolution.names:
+        raise InvalidInputError(f"{name} must be {allowed}, got {value!r}")
+    if value.shape.without('vector').non_batch:
+        raise InvalidInputError(f"{name} must be {allowed} but has the dims {value.shape.without('vector').non_batch}")
+    require_finite(name, value)
+    require_batch_compatible('template', template, name, value)
+    return value
+
+
 def _box_text(box: Box) -> str:
     names = box.vector.item_names or ()
     lower, upper = box.lower.numpy('vector'), box.upper.numpy('vector')
