@@ -5,6 +5,7 @@ measured here); `benchmarks/results/reproduction/<id>.csv` holds the evaluation 
 numbers, so the README's table, the docs' table and the docs' figures all come from the same run.
 
     python scripts/reproduction.py run toy heat      # run the rows' commands, keep their evaluations (small CSV)
+    python scripts/reproduction.py keep fluid DIR    # keep those of a row's command run apart with --out DIR
     python scripts/reproduction.py readme            # write the table into README.md
     python scripts/reproduction.py readme --check    # exit 1 if README.md's table is not the rendered one
     python scripts/reproduction.py figures DIR       # one PNG per row with a result file
@@ -172,9 +173,8 @@ def _thin(records: list, keep: int = MAX_POINTS) -> list:
 
 
 def run_row(row: dict, results: str = RESULTS) -> str:
-    """Run the row's command (``python -m phi_hig run ...``) into a temporary folder and keep its evaluations:
-    ``<id>.csv`` (method, step, wall_time and the columns the row reads, at most `MAX_POINTS` per method) and
-    ``<id>.json`` (the command, when, where, the machine's load)."""
+    """Run the row's command (``python -m phi_hig run ...``) into a temporary folder and keep its evaluations
+    (`keep_run`)."""
     argv = shlex.split(row['command'])
     if argv[:4] != ['python', '-m', 'phi_hig', 'run']:
         raise ValueError(f"row {row['id']!r}: only 'python -m phi_hig run ...' commands are run here, "
@@ -182,11 +182,18 @@ def run_row(row: dict, results: str = RESULTS) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         load_before, t0 = os.getloadavg(), time.time()
         subprocess.run([sys.executable, *argv[1:], '--out', tmp, '--quiet'], check=True, cwd=ROOT)
-        seconds, load_after = time.time() - t0, os.getloadavg()
-        with open(os.path.join(tmp, 'metrics.csv'), newline='', encoding='utf-8') as f:
-            records = [r for r in csv.DictReader(f) if r.get('test_loss')]
-        with open(os.path.join(tmp, 'summary.json'), encoding='utf-8') as f:
-            summary = json.load(f)
+        return keep_run(row, tmp, results, seconds=time.time() - t0, load_before=load_before)
+
+
+def keep_run(row: dict, folder: str, results: str = RESULTS, seconds: float = None, load_before=None) -> str:
+    """Keep the evaluations of the finished run in ``folder`` (the row's command run with ``--out folder``, e.g. a
+    run of hours made apart): ``<id>.csv`` (method, step, wall_time and the columns the row reads, at most
+    `MAX_POINTS` per method) and ``<id>.json`` (the command, when, where, the machine's load, the methods' finals;
+    ``seconds`` and ``load_before`` when known)."""
+    with open(os.path.join(folder, 'metrics.csv'), newline='', encoding='utf-8') as f:
+        records = [r for r in csv.DictReader(f) if r.get('test_loss')]
+    with open(os.path.join(folder, 'summary.json'), encoding='utf-8') as f:
+        summary = json.load(f)
     used = {'test_loss'} | {row['figure'][k] for k in ('x', 'y')} | set(_columns(row['values'].values()))
     columns = ['method', 'step', 'wall_time'] + [c for c in records[0] if c in used - {'step', 'wall_time'}]
     by_method = {}
@@ -199,10 +206,11 @@ def run_row(row: dict, results: str = RESULTS) -> str:
         writer.writeheader()
         for method_records in by_method.values():
             writer.writerows(_thin(method_records))
-    meta = dict(command=row['command'], date=time.strftime('%Y-%m-%d %H:%M'), seconds=round(seconds),
+    meta = dict(command=row['command'], date=time.strftime('%Y-%m-%d %H:%M'),
+                seconds=None if seconds is None else round(seconds),
                 machine=f"{platform.machine()} {_cpu_name()}, {os.cpu_count()} cores",
-                load_average_before=[round(x, 2) for x in load_before],
-                load_average_after=[round(x, 2) for x in load_after],
+                load_average_before=None if load_before is None else [round(x, 2) for x in load_before],
+                load_average_after=[round(x, 2) for x in os.getloadavg()],
                 final={m: {k: v for k, v in f.items() if k in ('steps', 'batch_size', 'seconds_per_step',
                                                                 'test_loss', 'status', 'flags')}
                        for m, f in summary['final'].items()})
@@ -230,6 +238,9 @@ def main(argv=None) -> int:
     run.add_argument('ids', nargs='+')
     readme = sub.add_parser('readme', help='write (or --check) the table in README.md')
     readme.add_argument('--check', action='store_true')
+    keep = sub.add_parser('keep', help="keep the evaluations of a row's command run apart with --out RUN_DIR")
+    keep.add_argument('id')
+    keep.add_argument('run_dir')
     figures = sub.add_parser('figures', help='one PNG per row with a result file')
     figures.add_argument('out')
     args = p.parse_args(argv)
@@ -241,6 +252,11 @@ def main(argv=None) -> int:
         for i in args.ids:
             print(f"{i}: {table[i]['command']}", flush=True)
             print(f"  wrote {os.path.relpath(run_row(table[i]), ROOT)}: {here(table[i])}", flush=True)
+        return 0
+    if args.command == 'keep':
+        if args.id not in table:
+            p.error(f"unknown row {args.id}; rows: {', '.join(table)}")
+        print(f"  wrote {os.path.relpath(keep_run(table[args.id], args.run_dir), ROOT)}: {here(table[args.id])}")
         return 0
     if args.command == 'readme':
         if args.check:

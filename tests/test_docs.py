@@ -71,6 +71,24 @@ def test_reproduction_values_come_from_the_result_files(tmp_path):
     assert reproduction.here(row, str(tmp_path)) == '2 4 4 75%'
 
 
+def test_a_run_made_apart_is_kept_as_a_rows_result(tmp_path):
+    """``reproduction.py keep ID RUN_DIR``: the evaluations of a finished run folder (a run of hours, made apart)
+    become the row's result file; the row's numbers are those of the run's metrics.csv (read here independently)."""
+    import csv
+    import phi_hig
+    from phi_hig.experiments import toy
+    out = tmp_path / 'run'
+    from phi_hig import report
+    report.write_run(phi_hig.train(toy(preset='test'), ['adam'], steps=4, eval_every=2, progress=False), str(out))
+    with open(out / 'metrics.csv', newline='') as f:
+        last = [r for r in csv.DictReader(f) if r['test_loss']][-1]
+    row = dict(id='kept', here='{a}', values=dict(a=dict(method='adam', column='test_loss', fmt='.6g')),
+               figure=dict(x='step', y='test_loss'), command='python -m phi_hig run toy --methods adam --steps 4')
+    reproduction.keep_run(row, str(out), str(tmp_path / 'results'))
+    assert reproduction.here(row, str(tmp_path / 'results')) == format(float(last['test_loss']), '.6g')
+    assert last['step'] == '4'
+
+
 def _public_names(module_name):
     sys.path.insert(0, DOCS)
     try:
