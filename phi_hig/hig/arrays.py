@@ -1,0 +1,201 @@
+"""The array operations of the spectral core, per backend: torch and jax.numpy behind one small interface.
+
+`phi_hig.hig.spectral.apply_half_inverse` decides the path, the cut-off and the fallbacks once for every backend;
+what differs is only how a float64 array is made, decomposed and multiplied. `array_ops(g)` returns the operations
+for the backend of ``g`` (a torch tensor or a JAX array): `TorchOps` (the torch path exactly as it always ran) or
+`JaxOps`. Both keep arrays on their backend (no torch tensor is created for a JAX array, and the reverse); they agree
+on:
+
+* ``scope()``: the context the float64 work runs in (JAX: ``jax.enable_x64(True)``, so that float64 is honoured
+  under JAX's default configuration; torch: nothing);
+* ``float64(x)``, ``host(x)`` (a NumPy copy, for decisions), ``eigh(G)`` (ascending), ``svd(J)`` (thin),
+  ``diagonal_max(G)``, ``abs_max(x)`` (NaN when x has a NaN), ``all_finite(x)``, ``zeros(n, like)``,
+  ``ldexp(x, k)``, ``cast(x, like)``, ``on_device_of(x, like)``, ``mask(keep, like)`` (a host boolean mask on
+  the backend), ``is_real_floating(x)``, ``itemsize(x)``;
+* ``kept_product(w, mu, rhs, first, exponent)``: ``W_k diag(μ_k^e) W_kᵀ rhs`` over the eigenpairs from ``first``
+  on (JAX: one compiled function whatever ``first`` is, so a changing rank never re-traces);
+* ``xp``: the array namespace (``torch`` or ``jax.numpy``) for elementwise formulas written once.
+
+Importing this module imports no JAX; `JaxOps` imports it when first built.
+"""
+from __future__ import annotations
+
+import contextlib
+import math as _pymath
+
+import numpy as np
+import torch
+
+from ..backend import is_jax_array, x64
+from ..errors import InvalidInputError
+
+__all__ = ['TorchOps', 'JaxOps', 'array_ops', 'TORCH_OPS']
+
+
+class TorchOps:
+    """`array_ops` for torch tensors (CPU or CUDA): LAPACK / cuSOLVER through ``torch.linalg``."""
+    name = 'torch'
+    xp = torch
+
+    @staticmethod
+    def scope():
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def float64(x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float64)
+
+    @staticmethod
+    def host(x: torch.Tensor) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    @staticmethod
+    def eigh(G: torch.Tensor) -> tuple:
+        """``torch.linalg.eigh``: LAPACK ``syevd`` through torch's BLAS on the CPU (it follows
+        ``torch.set_num_threads``; SciPy's OpenBLAS does not, and with its own threads on shared cores it was 2–3×
+        slower here), cuSOLVER on CUDA."""
+        return torch.linalg.eigh(G)
+
+    @staticmethod
+    def svd(J: torch.Tensor) -> tuple:
+        return torch.linalg.svd(J, full_matrices=False)
+
+    @staticmethod
+    def diagonal_max(G: torch.Tensor) -> float:
+        return float(torch.diagonal(G).max()) if G.numel() else 0.0
+
+    @staticmethod
+    def abs_max(x: torch.Tensor) -> float:
+        return float(x.abs().max()) if x.numel() else 0.0
+
+    @staticmethod
+    def all_finite(x: torch.Tensor) -> bool:
+        return bool(torch.isfinite(x).all())
+
+    @staticmethod
+    def zeros(n: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.float64, device=like.device)
+
+    @staticmethod
+    def ldexp(x: torch.Tensor, k: int) -> torch.Tensor:
+        return torch.ldexp(x, torch.tensor(k, device=x.device))
+
+    @staticmethod
+    def cast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return x.to(like.dtype)
+
+    @staticmethod
+    def on_device_of(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return x.to(like.device)
+
+    @staticmethod
+    def kept_product(w: torch.Tensor, mu: torch.Tensor, rhs: torch.Tensor, first: int, exponent: float):
+        w_k = w[:, first:]  # the kept eigenvalues (ascending) are a suffix: a view, never a copy
+        return w_k @ (mu[first:] ** exponent * (w_k.T @ rhs))
+
+    @staticmethod
+    def mask(keep: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(keep).to(like.device)
+
+    @staticmethod
+    def is_real_floating(x: torch.Tensor) -> bool:
+        return x.dtype.is_floating_point
+
+    @staticmethod
+    def itemsize(x: torch.Tensor) -> int:
+        return x.element_size()
+
+
+TORCH_OPS = TorchOps()
+
+
+class JaxOps:
+    """`array_ops` for JAX arrays: ``jnp.linalg`` (LAPACK on the CPU), compiled once per shape, in float64 inside
+    ``scope()``."""
+    name = 'jax'
+
+    def __init__(self):
+        import jax
+        import jax.numpy as jnp
+        self.jax, self.xp = jax, jnp
+        self._eigh = jax.jit(jnp.linalg.eigh)
+        self._diagonal_max = jax.jit(lambda G: jnp.max(jnp.diagonal(G)))
+        self._abs_max = jax.jit(lambda x: jnp.max(jnp.abs(x)))
+
+        def kept_product(w, mu, rhs, first, exponent):
+            kept = jnp.arange(mu.shape[0]) >= first
+            safe = jnp.where(kept, mu, 1.0)
+            return w @ (jnp.where(kept, safe ** exponent, 0.0) * (w.T @ rhs))
+        self._kept_product = jax.jit(kept_product)
+
+    @staticmethod
+    def scope():
+        return x64()
+
+    def float64(self, x):
+        return self.xp.asarray(x, dtype=self.xp.float64)
+
+    def host(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    def eigh(self, G) -> tuple:
+        """``jnp.linalg.eigh`` (LAPACK ``syevd`` on the CPU), compiled once per size."""
+        return self._eigh(G)
+
+    def svd(self, J) -> tuple:
+        return self.xp.linalg.svd(J, full_matrices=False)
+
+    def diagonal_max(self, G) -> float:
+        return float(self._diagonal_max(G)) if G.size else 0.0
+
+    def abs_max(self, x) -> float:
+        return float(self._abs_max(x)) if x.size else 0.0
+
+    def all_finite(self, x) -> bool:
+        return bool(self.xp.isfinite(x).all())
+
+    def zeros(self, n: int, like):
+        return self.xp.zeros(n, dtype=self.xp.float64)
+
+    def ldexp(self, x, k: int):
+        half = k // 2  # two exact powers of two, each representable for any k of a finite float64 x
+        return x * _pymath.ldexp(1.0, half) * _pymath.ldexp(1.0, k - half)
+
+    def cast(self, x, like):
+        return x.astype(like.dtype)
+
+    @staticmethod
+    def on_device_of(x, like):
+        return x
+
+    def kept_product(self, w, mu, rhs, first: int, exponent: float):
+        return self._kept_product(w, mu, rhs, first, exponent)
+
+    def mask(self, keep: np.ndarray, like):
+        return self.xp.asarray(keep)
+
+    def is_real_floating(self, x) -> bool:
+        return bool(self.xp.issubdtype(x.dtype, self.xp.floating))
+
+    @staticmethod
+    def itemsize(x) -> int:
+        return np.dtype(x.dtype).itemsize
+
+
+_JAX_OPS = []
+
+
+def array_ops(value):
+    """The operations for ``value``'s backend: `TORCH_OPS` for a torch tensor, the one `JaxOps` for a JAX array.
+
+    Raises:
+        InvalidInputError: anything else (naming the two supported kinds).
+    """
+    if isinstance(value, torch.Tensor):
+        return TORCH_OPS
+    if is_jax_array(value):
+        if not _JAX_OPS:
+            _JAX_OPS.append(JaxOps())
+        return _JAX_OPS[0]
+    raise InvalidInputError(f"the spectral core works on torch tensors and JAX arrays, got "
+                            f"{type(value).__module__}.{type(value).__name__}")
