@@ -1,6 +1,6 @@
-"""Batches of PhiFlow Fields, PhiML tensors and torch tensors as batch-first torch tensors, and back.
+"""Batches of PhiFlow Fields, PhiML tensors and native arrays as batch-first native arrays (torch or JAX), and back.
 
-A HIG step differentiates per example, which needs the stacked values as torch tensors with one leading batch
+A HIG step differentiates per example, which needs the stacked values as native arrays with one leading batch
 dimension. This module is the one place that converts between what a user passes (a PhiFlow ``Field``, a PhiML
 ``Tensor`` or a torch tensor) and that layout:
 
@@ -9,57 +9,95 @@ dimension. This module is the one place that converts between what a user passes
   receives and the wrapping of native outputs of *any* batch size back into the user's kind;
 * `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back.
 
-Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) and values on
-the torch or NumPy backend (NumPy values are converted to torch). All batch dims of a PhiML value are examples
-and are packed into one leading dimension in their shape order; the replicated batches of a Jacobian pass use a
-single batch dim named like the first one. Anything else (JAX / TensorFlow networks or arrays) is refused with
-`phi_hig.errors.InvalidInputError` naming what is supported.
+Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) with values on
+the torch or NumPy backend (NumPy values are converted to torch), and PhiML's JAX networks (``StaxNet``, e.g.
+``phiml.nn.mlp`` after ``from phi.jax.flow import *``) with JAX arrays or values on the JAX or NumPy backend
+(converted to JAX); `network_backend` tells which. All batch dims of a PhiML value are examples and are packed into
+one leading dimension in their shape order; the replicated batches of a Jacobian pass use a single batch dim named
+like the first one. Anything else (TensorFlow / Keras networks, a torch network with JAX values, …) is refused with
+`phi_hig.errors.InvalidInputError` naming what is supported. Nothing here imports JAX; a JAX value is recognized
+only once JAX is loaded.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import torch
 
+from .backend import is_jax_array
 from .errors import InvalidInputError
 
-__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind_of', 'SUPPORTED']
+__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind_of', 'network_backend', 'is_jax_network', 'SUPPORTED',
+           'NATIVE']
 
 SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network "
-             "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`)")
+             "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`); or JAX arrays, PhiML "
+             "tensors and PhiFlow Fields on the JAX or NumPy backend, with a PhiML JAX network (StaxNet, e.g. "
+             "phiml.nn.mlp after `from phi.jax.flow import *`)")
 """What `NetworkCall` and `BatchLayout` accept, for error messages."""
+NATIVE = ('torch', 'jax')
+"""The kinds of `kind_of` that are native arrays of a backend (batch first)."""
 
 
-def kind_of(name: str, value) -> str:
-    """'torch', 'tensor' (PhiML) or 'field' (PhiFlow); raise `InvalidInputError` for anything else."""
-    if isinstance(value, torch.Tensor):
+def network_backend(net) -> str:
+    """'torch' for a ``torch.nn.Module``, 'jax' for a PhiML JAX network (a callable whose ``parameters`` attribute is
+    a pytree of JAX arrays, or None: see `phi_hig.hig.jax_optimizer.require_parameters`); `InvalidInputError`
+    naming what is supported for anything else (TensorFlow / Keras networks included)."""
+    if isinstance(net, torch.nn.Module):
         return 'torch'
+    module = type(net).__module__ or ''
+    if module.startswith(('tensorflow', 'keras', 'tf_keras')):
+        raise InvalidInputError(f"the network is a {module}.{type(net).__name__}: TensorFlow / Keras networks are not "
+                                f"supported; phi_hig trains torch.nn.Module networks and PhiML's JAX networks "
+                                f"(StaxNet)")
+    if is_jax_network(net):
+        return 'jax'
+    raise InvalidInputError(f"the network is a {module}.{type(net).__name__}; phi_hig supports {SUPPORTED}")
+
+
+def is_jax_network(net) -> bool:
+    """A PhiML JAX network, or any callable with a non-callable ``parameters`` attribute once JAX is loaded."""
+    if (type(net).__module__ or '').startswith('phiml.backend.jax'):
+        return True
+    return callable(net) and 'jax' in sys.modules and hasattr(net, 'parameters') and not callable(net.parameters)
+
+
+def kind_of(name: str, value, backend: str = 'torch') -> str:
+    """'torch' or 'jax' (a native array of ``backend``), 'tensor' (PhiML) or 'field' (PhiFlow); raise
+    `InvalidInputError` for anything else, also for a native array or PhiML value of another backend."""
+    if isinstance(value, torch.Tensor) if backend == 'torch' else is_jax_array(value):
+        return backend
     from phiml.math import Tensor
     if isinstance(value, Tensor):
-        _check_backend(name, value)
+        _check_backend(name, value, backend)
         return 'tensor'
     from phi.field import Field
     if isinstance(value, Field):
-        _check_backend(name, value.values)
+        _check_backend(name, value.values, backend)
         return 'field'
     raise InvalidInputError(f"{name} is a {type(value).__module__}.{type(value).__name__}; phi_hig supports {SUPPORTED}")
 
 
-def _check_backend(name: str, tensor) -> None:
-    backend = tensor.default_backend.name
-    if backend not in ('torch', 'numpy'):
-        raise InvalidInputError(f"{name} lives on PhiML's {backend} backend; phi_hig supports {SUPPORTED}")
+def _check_backend(name: str, tensor, backend: str = 'torch') -> None:
+    found = tensor.default_backend.name
+    if found not in (backend, 'numpy'):
+        raise InvalidInputError(f"{name} lives on PhiML's {found} backend but the network is a {backend} network; "
+                                f"phi_hig supports {SUPPORTED}")
 
 
-def _to_torch_backend(value):
-    """A PhiML tensor / Field on the NumPy backend converted to torch (data only; torch ones unchanged)."""
+def _to_backend(value, backend: str = 'torch'):
+    """A PhiML tensor / Field on the NumPy backend converted to ``backend`` (data only; others unchanged)."""
     from phiml import math
-    from phiml.backend.torch import TORCH
     from phi.field import Field
     values = value.values if isinstance(value, Field) else value
-    if values.default_backend.name == 'torch':
+    if values.default_backend.name == backend:
         return value
-    converted = math.convert(values, TORCH)
+    if backend == 'torch':
+        from phiml.backend.torch import TORCH as target
+    else:
+        from phiml.backend.jax import JAX as target
+    converted = math.convert(values, target)
     return value.with_values(converted) if isinstance(value, Field) else converted
 
 
@@ -72,10 +110,10 @@ def _native_call(kind: str) -> Callable:
 
 
 def call_network(network, *inputs):
-    """``network(*inputs)`` the way PhiFlow calls networks: a ``torch.nn.Module`` through ``field.native_call``
-    when an input is a Field, through ``math.native_call`` when one is a PhiML tensor, directly otherwise (and any
-    other callable directly)."""
-    if isinstance(network, torch.nn.Module):
+    """``network(*inputs)`` the way PhiFlow calls networks: a ``torch.nn.Module`` or a PhiML JAX network through
+    ``field.native_call`` when an input is a Field, through ``math.native_call`` when one is a PhiML tensor, directly
+    otherwise (and any other callable directly)."""
+    if isinstance(network, torch.nn.Module) or is_jax_network(network):
         from phi.field import Field
         from phiml.math import Tensor
         if any(isinstance(i, Field) for i in inputs):
@@ -86,27 +124,26 @@ def call_network(network, *inputs):
 
 
 class NetworkCall:
-    """A torch network applied to a batch of user inputs the way PhiFlow calls networks.
+    """A torch or PhiML JAX network applied to a batch of user inputs the way PhiFlow calls networks.
 
     Invariant: ``wrap(net(native_inputs))`` equals ``field.native_call(net, inputs)`` for a Field,
-    ``math.native_call(net, inputs)`` for a PhiML tensor and ``net(inputs)`` for a torch tensor.
+    ``math.native_call(net, inputs)`` for a PhiML tensor and ``net(inputs)`` for a native array.
 
     Attributes:
-        kind: 'torch', 'tensor' or 'field'.
-        native_inputs: the batch-first torch tensor the network receives.
-        batch: the batch shape of PhiML inputs (None for torch tensors).
+        backend: 'torch' or 'jax' (`network_backend` of the network).
+        kind: 'torch' / 'jax' (a native array), 'tensor' or 'field'.
+        native_inputs: the batch-first native array the network receives.
+        batch: the batch shape of PhiML inputs (None for native arrays).
     """
 
     def __init__(self, net, inputs, name: str = 'inputs'):
-        if not isinstance(net, torch.nn.Module):
-            raise InvalidInputError(f"the network is a {type(net).__module__}.{type(net).__name__}; phi_hig supports "
-                                    f"{SUPPORTED}")
-        self.kind = kind_of(name, inputs)
-        if self.kind == 'torch':
+        self.backend = network_backend(net)
+        self.kind = kind_of(name, inputs, self.backend)
+        if self.kind in NATIVE:
             self.inputs, self.native_inputs, self.batch = inputs, inputs, None
             self._check_dtype(name)
             return
-        self.inputs = _to_torch_backend(inputs)
+        self.inputs = _to_backend(inputs, self.backend)
         captured = []
 
         def capture(x):
@@ -124,12 +161,17 @@ class NetworkCall:
 
     def _check_dtype(self, name: str) -> None:
         dtype = getattr(self.native_inputs, 'dtype', None)
-        if dtype is None or not dtype.is_floating_point:
+        if self.backend == 'jax':
+            import numpy as np
+            floating = dtype is not None and np.issubdtype(dtype, np.floating)
+        else:
+            floating = dtype is not None and dtype.is_floating_point
+        if not floating:
             raise InvalidInputError(f"{name} must hold floating-point values (a network's input), got {dtype}")
 
-    def wrap(self, native: torch.Tensor):
+    def wrap(self, native):
         """A native network output with any leading batch size N as a value of the input's kind."""
-        if self.kind == 'torch':
+        if self.kind in NATIVE:
             return native
         n = int(native.shape[0])
         template = self.inputs if n == self.batch.volume else self._template(n)
@@ -154,10 +196,10 @@ class BatchLayout:
     and the other dims in the first output's order, so the rows of replicated batches line up.
     """
 
-    def __init__(self, value, n_examples: int, batch=None, name: str = 'simulate(z)'):
-        self.name, self.b = name, int(n_examples)
-        self.kind = kind_of(name, value)
-        if self.kind == 'torch':
+    def __init__(self, value, n_examples: int, batch=None, name: str = 'simulate(z)', backend: str = 'torch'):
+        self.name, self.b, self.backend = name, int(n_examples), backend
+        self.kind = kind_of(name, value, backend)
+        if self.kind in NATIVE:
             if value.ndim == 0:
                 raise InvalidInputError(f"{name} must have a leading batch dimension, got a scalar")
             self.tail = tuple(value.shape[1:])
@@ -177,10 +219,11 @@ class BatchLayout:
             batch = batch_shape(**{own_batch.names[0]: self.b})
         self.batch = batch
 
-    def flatten(self, value) -> torch.Tensor:
-        """``(N, |y|)`` torch tensor of a value of this layout's kind (any batch size N)."""
-        if self.kind == 'torch':
-            if not isinstance(value, torch.Tensor) or value.ndim == 0 or tuple(value.shape[1:]) != self.tail:
+    def flatten(self, value):
+        """``(N, |y|)`` native array of a value of this layout's kind (any batch size N)."""
+        if self.kind in NATIVE:
+            if kind_of(self.name, value, self.backend) != self.kind or value.ndim == 0 or \
+                    tuple(value.shape[1:]) != self.tail:
                 raise InvalidInputError(f"{self.name} returned {type(value).__name__} of shape "
                                         f"{tuple(getattr(value, 'shape', ()))}, expected (N, {', '.join(map(str, self.tail))})")
             return value.reshape(value.shape[0], -1)
@@ -191,17 +234,17 @@ class BatchLayout:
                                     f" expected {self.rest}")
         return values.native([values.shape.batch, self.rest])
 
-    def unflatten(self, native: torch.Tensor):
+    def unflatten(self, native):
         """The inverse of `flatten` for the first value's batch: ``(b, |y|)`` → a value of this kind."""
-        if self.kind == 'torch':
+        if self.kind in NATIVE:
             return native.reshape(native.shape[0], *self.tail)
         from phiml import math
         values = math.reshaped_tensor(native, [self.batch, self.rest], convert=False)
         return self.template.with_values(values) if self.kind == 'field' else values
 
-    def per_example(self, loss) -> torch.Tensor:
-        """A per-example loss (torch ``(b,)`` or a PhiML tensor with exactly the batch dims) as a torch ``(b,)``."""
-        if isinstance(loss, torch.Tensor):
+    def per_example(self, loss):
+        """A per-example loss (native ``(b,)`` or a PhiML tensor with exactly the batch dims) as a native ``(b,)``."""
+        if isinstance(loss, torch.Tensor) if self.backend == 'torch' else is_jax_array(loss):
             if loss.shape != (self.b,):
                 raise InvalidInputError(f"loss(y, targets) must return one value per example, shape ({self.b},), "
                                         f"got {tuple(loss.shape)}")

@@ -31,7 +31,7 @@ from .distributed import DistributedJacobian, active_group
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .spectral import DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors
-from ..convert import BatchLayout, NetworkCall
+from ..convert import BatchLayout, NetworkCall, is_jax_network, network_backend
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
@@ -45,9 +45,12 @@ class HIG(torch.optim.Optimizer):
     `hig_step`, not by ``loss.backward(); opt.step()``. The learning rate lives in ``param_groups[i]['lr']``, so
     torch learning-rate schedulers and ``state_dict`` round trips work; it is validated at every step.
 
+    ``HIG(net, …)`` on a PhiML JAX network (``StaxNet``) returns a `phi_hig.hig.jax_optimizer.JaxHIG` with the same
+    arguments, for `hig_step` on JAX.
+
     Args:
         net: a ``torch.nn.Module`` (e.g. ``phiml.nn.dense_net(...)`` on the torch backend) or an iterable of
-            parameters / parameter groups.
+            parameters / parameter groups; or a PhiML JAX network.
         learning_rate: η ≥ 0; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring).
         truncation, kappa, beta, relative, method: the `phi_hig.hig.HalfInverse` settings: τ (relative to
             σ_max unless ``relative=False``), κ ∈ [−1, 1], β, and the path 'auto' (the float64 Gram matrix, its
@@ -59,6 +62,12 @@ class HIG(torch.optim.Optimizer):
             never form J on the Gram paths; False: form J per sample (the reference path); True: require the
             factored form for every parameter.
     """
+
+    def __new__(cls, net=None, *args, **kwargs):
+        if cls is HIG and is_jax_network(net):
+            from .jax_optimizer import JaxHIG
+            return JaxHIG(net, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
                  beta: float = 0.0, relative: bool = True, method: str = 'auto',
@@ -152,8 +161,9 @@ def _parameters(net) -> list:
     elif hasattr(net, '__iter__') and not isinstance(net, (torch.Tensor, np.ndarray, str, bytes, dict)):
         params = list(net)
     else:
+        network_backend(net)  # a TensorFlow / Keras network: refused by name
         raise InvalidInputError(f"HIG(net): net must be a torch.nn.Module or an iterable of its parameters (or "
-                                f"parameter groups), got {type(net).__name__}")
+                                f"parameter groups), or a PhiML JAX network (StaxNet), got {type(net).__name__}")
     if not params:
         raise InvalidInputError("HIG got no parameters: the network has none (or the list is empty)")
     for p in params:
@@ -227,7 +237,7 @@ def _sync(device) -> None:
 
 
 def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional[Callable],
-             loss: Callable, *, group=None) -> HIGStepInfo:
+             loss: Callable, *, group=None, conditions=None) -> HIGStepInfo:
     """One HIG (or Gauss–Newton, κ = −1) update of ``net``'s parameters held by ``optimizer``.
 
     Computes ``y = simulate(net(inputs))``, the per-example losses ``loss(y, targets)``, the gradient ``g`` of their
@@ -235,8 +245,11 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     applies ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` (truncated; `phi_hig.hig.apply_half_inverse`). Invariant: either the
     whole update is applied or, on error, none of it.
 
+    On a PhiML JAX network (with the `phi_hig.hig.jax_optimizer.JaxHIG` that ``HIG(net)`` built) the step runs on
+    JAX, compiled (`phi_hig.hig.jax_optimizer.jax_hig_step`), with the same arguments and diagnostics.
+
     Args:
-        net: a ``torch.nn.Module``. It is called like PhiFlow calls networks: ``field.native_call(net, inputs)``
+        net: a ``torch.nn.Module`` or a PhiML JAX network. It is called like PhiFlow calls networks: ``field.native_call(net, inputs)``
             for a Field, ``math.native_call(net, inputs)`` for a PhiML tensor, ``net(inputs)`` for a torch tensor.
         optimizer: a `HIG` built on ``net``'s parameters.
         inputs: the network inputs: a batch-first torch tensor, a PhiML tensor or a PhiFlow Field (batch dims =
@@ -255,6 +268,8 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
             of the *global* batch-mean loss, the Gram matrix and its eigendecomposition are formed once on rank 0
             (`phi_hig.hig.distributed.DistributedJacobian`), and every rank applies the same update, so weights stay
             identical across ranks. Without a process group this is the one-process step.
+        conditions: per-example inputs of the physics besides z (``simulate(z, *conditions)`` for a tuple,
+            ``**conditions`` for a dict, ``simulate(z, conditions)`` otherwise). On JAX.
 
     Raises:
         NonFiniteStepError: non-finite loss, gradient, Jacobian or update (weights untouched).
@@ -262,8 +277,14 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
         InvalidInputError: unsupported kinds (the message says what is supported), a wrong loss shape, invalid
             settings or learning rates, an empty batch or batch norm in training mode.
     """
+    if not isinstance(optimizer, HIG) and is_jax_network(net):
+        from .jax_optimizer import jax_hig_step
+        return jax_hig_step(net, optimizer, inputs, targets, simulate, loss, conditions=conditions, group=group)
     if not isinstance(optimizer, HIG):
         raise InvalidInputError(f"optimizer must be a phi_hig.HIG, got {type(optimizer).__name__}")
+    if conditions is not None:  # the torch step's conditions= is another branch's (the issue on conditions)
+        raise InvalidInputError("conditions= is supported by the JAX step in this version; on torch wrap them into "
+                                "the network output")
     settings = optimizer.settings
     checks.learning_rates(optimizer.param_groups)
     call = NetworkCall(net, inputs)
