@@ -76,6 +76,10 @@ def kind_of(name: str, value, backend: str = 'torch') -> str:
     if isinstance(value, Field):
         _check_backend(name, value.values, backend)
         return 'field'
+    other = 'jax' if backend == 'torch' else 'torch'
+    if isinstance(value, torch.Tensor) if other == 'torch' else is_jax_array(value):
+        raise InvalidInputError(f"{name} is a {other} array but the network is a {backend} network; phi_hig supports "
+                                f"{SUPPORTED}")
     raise InvalidInputError(f"{name} is a {type(value).__module__}.{type(value).__name__}; phi_hig supports {SUPPORTED}")
 
 
@@ -254,6 +258,6 @@ class BatchLayout:
         if not isinstance(loss, Tensor) or batch is None or set(loss.shape.names) != set(batch.names) or \
                 any(loss.shape.get_size(d) != batch.get_size(d) for d in batch.names):
             raise InvalidInputError(f"loss(y, targets) must return one value per example: a PhiML tensor with exactly "
-                                    f"the batch dims {batch} of y (or a torch tensor of shape ({self.b},)), got "
+                                    f"the batch dims {batch} of y (or a native array of shape ({self.b},)), got "
                                     f"{getattr(loss, 'shape', type(loss).__name__)}")
         return loss.native([batch])

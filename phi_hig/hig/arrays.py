@@ -20,6 +20,7 @@ Importing this module imports no JAX; `JaxOps` imports it when first built.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import math as _pymath
 
@@ -29,7 +30,11 @@ import torch
 from ..backend import is_jax_array, x64
 from ..errors import InvalidInputError
 
-__all__ = ['TorchOps', 'JaxOps', 'array_ops', 'TORCH_OPS']
+__all__ = ['TorchOps', 'JaxOps', 'array_ops', 'TORCH_OPS', 'TRACES']
+
+TRACES = collections.Counter()
+"""How many times each compiled function of the JAX path was traced, by name (a test hook: a step of known shapes
+traces nothing)."""
 
 
 class TorchOps:
@@ -118,11 +123,22 @@ class JaxOps:
         import jax
         import jax.numpy as jnp
         self.jax, self.xp = jax, jnp
-        self._eigh = jax.jit(jnp.linalg.eigh)
-        self._diagonal_max = jax.jit(lambda G: jnp.max(jnp.diagonal(G)))
-        self._abs_max = jax.jit(lambda x: jnp.max(jnp.abs(x)))
+
+        def eigh(G):
+            TRACES['eigh'] += 1
+            return jnp.linalg.eigh(G)
+
+        def diagonal_max(G):
+            TRACES['diagonal_max'] += 1
+            return jnp.max(jnp.diagonal(G))
+
+        def abs_max(x):
+            TRACES['abs_max'] += 1
+            return jnp.max(jnp.abs(x))
+        self._eigh, self._diagonal_max, self._abs_max = jax.jit(eigh), jax.jit(diagonal_max), jax.jit(abs_max)
 
         def kept_product(w, mu, rhs, first, exponent):
+            TRACES['kept_product'] += 1
             kept = jnp.arange(mu.shape[0]) >= first
             safe = jnp.where(kept, mu, 1.0)
             return w @ (jnp.where(kept, safe ** exponent, 0.0) * (w.T @ rhs))

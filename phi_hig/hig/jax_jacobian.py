@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from ..checks import check_size
 from ..errors import InvalidInputError
+from .arrays import TRACES
 from .spectral import DEFAULT_MAX_BYTES
 from .stax_layers import find_layers, probed_apply
 
@@ -95,6 +96,7 @@ class StaxStructure:
         return per_sample(a64, d64).reshape(b * ny, -1)
 
     def _gram(self, inputs, deltas, block):
+        TRACES['gram'] += 1
         ny, b = deltas[0].shape[:2] if deltas else block.shape[1::-1]
         R = b * ny
         G = jnp.zeros((R, R), F64)
@@ -113,6 +115,7 @@ class StaxStructure:
         return G
 
     def _vjp(self, inputs, deltas, block, c):
+        TRACES['vjp'] += 1
         ny, b = deltas[0].shape[:2] if deltas else block.shape[1::-1]
         c2 = c.reshape(b, ny)
         pieces = [None] * len(self.sizes)
@@ -126,6 +129,7 @@ class StaxStructure:
         return jnp.concatenate(pieces)
 
     def _rows(self, inputs, deltas, block):
+        TRACES['rows'] += 1
         ny, b = deltas[0].shape[:2] if deltas else block.shape[1::-1]
         pieces = [None] * len(self.sizes)
         for layer, a, d in zip(self.layers, inputs, deltas):
@@ -250,4 +254,9 @@ class JaxJacobian:
         return self.structure.vjp(self.inputs, self.deltas, self.block, c)
 
 
-_gram_dual = jax.jit(lambda J: J.T @ J)
+def _dual(J):
+    TRACES['gram_dual'] += 1
+    return J.T @ J
+
+
+_gram_dual = jax.jit(_dual)

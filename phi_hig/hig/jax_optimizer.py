@@ -13,8 +13,8 @@ tensor is created). What is compiled, and when:
 * the float64 Gram matrix, ``Jᵀc`` and J (`phi_hig.hig.jax_jacobian.StaxStructure`), ``eigh`` and the kept-
   spectrum product (`phi_hig.hig.arrays.JaxOps`), and the update (the learning rate is an argument).
 
-The path choice and the cut-off run on the host from a copy of the Gram eigenvalues. `TRACES` counts how often each
-compiled function was traced (a test hook).
+The path choice and the cut-off run on the host from a copy of the Gram eigenvalues.
+`phi_hig.hig.arrays.TRACES` counts how often each compiled function was traced (a test hook).
 
 **The x64 rule.** The Gram matrix, its eigendecomposition and the coefficients are float64, computed inside
 ``jax.enable_x64`` whatever JAX's global setting; a float32 network stays float32 (its pass, its update); the
@@ -25,7 +25,6 @@ JAX backend sets it when imported).
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import time
 import weakref
@@ -39,16 +38,15 @@ from .. import checks
 from ..backend import is_jax_array, x64
 from ..convert import BatchLayout, NetworkCall
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
+from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
 from .optimizer import HIGStepInfo
 from .spectral import DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 
-__all__ = ['JaxHIG', 'jax_hig_step', 'cast_parameters', 'require_parameters', 'TRACES', 'SETTING_KEYS']
+__all__ = ['JaxHIG', 'jax_hig_step', 'cast_parameters', 'require_parameters', 'SETTING_KEYS']
 
 SETTING_KEYS = tuple(f.name for f in dataclasses.fields(HalfInverse))
 """The `HalfInverse` settings a `JaxHIG` keeps in ``param_groups[0]`` beside ``lr``."""
-TRACES = collections.Counter()
-"""How many times each compiled function of the JAX step was traced: 'pass' and 'update' (a test hook)."""
 _CACHE_SIZE = 8
 
 
