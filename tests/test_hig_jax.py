@@ -181,7 +181,7 @@ def jacrev_matrix(net, x, simulate):
         z = phi_hig.hig.jax_jacobian.call_with_parameters(net, jax.tree_util.tree_unflatten(treedef, values),
                                                           x_i[None])
         return simulate(z).reshape(-1)
-    jac = jax.vmap(jax.jacrev(per_example), in_axes=(None, 0))(leaves, x)
+    jac = jax.jit(jax.vmap(jax.jacrev(per_example), in_axes=(None, 0)))(leaves, x)
     return np.concatenate([np.asarray(j).reshape(j.shape[0] * j.shape[1], -1) for j in jac], axis=1)
 
 

@@ -87,14 +87,6 @@ class StaxStructure:
         self.rows = jax.jit(self._rows)
 
     # ---------------------------------------------------------------- traced float64 linear algebra of the factors
-    def _layer_rows(self, layer, a, d):
-        """The layer's column block of J, ``(b·|y|, n_l)`` float64: one row per (example, output)."""
-        ny, b = d.shape[:2]
-        a64 = a.astype(F64)[:, None]                                 # (b, 1, …): one example each
-        d64 = jnp.swapaxes(d.astype(F64), 0, 1)[:, :, None]         # (b, |y|, 1, …)
-        per_sample = jax.vmap(lambda a_i, d_i: jax.vmap(lambda d_ik: layer.row_gradients(a_i, d_ik))(d_i))
-        return per_sample(a64, d64).reshape(b * ny, -1)
-
     def _gram(self, inputs, deltas, block):
         TRACES['gram'] += 1
         ny, b = deltas[0].shape[:2] if deltas else block.shape[1::-1]
@@ -107,7 +99,7 @@ class StaxStructure:
                 ka = A @ A.T + (0.0 if layer.bias is None else 1.0)
                 G = G + ((D @ D.T).reshape(b, ny, b, ny) * ka[:, None, :, None]).reshape(R, R)
             else:
-                B = self._layer_rows(layer, a, d)
+                B = layer.rows(a, d.astype(F64))
                 G = G + B @ B.T
         if block is not None:
             B = block.astype(F64).reshape(R, -1)
@@ -133,7 +125,7 @@ class StaxStructure:
         ny, b = deltas[0].shape[:2] if deltas else block.shape[1::-1]
         pieces = [None] * len(self.sizes)
         for layer, a, d in zip(self.layers, inputs, deltas):
-            B = self._layer_rows(layer, a, d)
+            B = layer.rows(a, d.astype(F64))
             n_w = self.sizes[layer.weight]
             pieces[layer.weight] = B[:, :n_w]
             if layer.bias is not None:
@@ -154,8 +146,8 @@ def _refuse_mixing(apply: Callable, leaves: list, x) -> None:
     """`InvalidInputError` when the network's output for the first example depends on the others (batch norm)."""
     if x.shape[0] < 2:
         return
-    whole = np.asarray(apply(leaves, x)[:1])
-    alone = np.asarray(apply(leaves, x[:1]))
+    whole, alone = jax.jit(lambda v, xx: (apply(v, xx)[:1], apply(v, xx[:1])))(leaves, x)
+    whole, alone = np.asarray(whole), np.asarray(alone)
     scale = max(1.0, float(np.abs(whole).max(initial=0.0)))
     if whole.shape != alone.shape or not np.allclose(whole, alone, rtol=1e-4, atol=1e-5 * scale):
         raise InvalidInputError("the network mixes the examples of a batch (its output for one example changes with "

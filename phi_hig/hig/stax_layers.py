@@ -10,7 +10,7 @@ layers go to the dense block of the Jacobian (`phi_hig.hig.jax_jacobian`).
 
 `probed_apply` evaluates the traced network with a zero *probe* added to the output of every layer and returns the
 layer inputs, so that the back-propagated signal ``δ`` of a layer is the gradient with respect to its probe; with
-the per-sample layer input ``a``, the layer's rows of J are ``∂⟨δ, layer(a, W)⟩/∂W`` (`LayerMap.row_gradients`),
+the per-sample layer input ``a``, the layer's rows of J are ``∂⟨δ, layer(a, W)⟩/∂W`` (`LayerMap.rows`),
 the Jacobian factors of the structured Gram (Schnell, Holl & Thuerey 2022, §2.3: ``J = P_blk·J_net``). This is the
 KFAC-style registration of layers by program matching (kfac-jax's graph patterns), reduced to the two layer types
 PhiML's networks use. Only called on a JAX network; imports JAX.
@@ -82,11 +82,40 @@ class LayerMap:
         the features alone, `find_layers` checked it)."""
         return cotangent.sum(axis=tuple(i for i in range(cotangent.ndim) if i != self.feature_axis))
 
-    def row_gradients(self, a, delta):
-        """The layer's entries of one row of J: ``[∂⟨δ, h⟩/∂W, ∂⟨δ, h⟩/∂b]`` flattened, for one example's layer input
-        ``a`` and a signal ``δ`` at its output (batch of one each)."""
-        gw = self.weight_gradient(a, delta)
-        return gw if self.bias is None else jnp.concatenate([gw, self.bias_gradient(delta)])
+    def rows(self, a, delta):
+        """The layer's column block of J, ``(b·|y|, n_cols)`` in the dtype of ``delta``: for example i and output k,
+        ``Σ_p δ[k, i, p] ⊗ a[i, p]`` over the layer's positions p (the unfolded patches of a convolution,
+        ``lax.conv_general_dilated_patches``), laid out like the weight leaf, then the bias ``Σ_p δ[k, i, p]``.
+
+        Args:
+            a: the layer input for the batch, ``(b, …)``.
+            delta: the signals at the layer output, ``(|y|, b, …)`` (one per output row of each example).
+        """
+        ny, b = delta.shape[:2]
+        A = self._patches(a.astype(delta.dtype))                              # (b, P, F)
+        D = jnp.moveaxis(delta, self.feature_axis + 1, -1).reshape(ny, b, A.shape[1], -1)   # (|y|, b, P, O)
+        if self.kind == 'dense':
+            W = jnp.einsum('kbpo,bpf->bkfo', D, A)                              # the (in, out) weight
+        else:
+            numbers = self.params[-1]
+            logical = (b, ny, D.shape[-1], self.weight_shape[numbers.rhs_spec[1]],
+                       *(self.weight_shape[j] for j in numbers.rhs_spec[2:]))      # (…, out, in, *kernel)
+            W = jnp.einsum('kbpo,bpf->bkof', D, A).reshape(logical)
+            W = W.transpose(0, 1, *(2 + np.argsort(numbers.rhs_spec)))           # the kernel's own layout
+        blocks = [W.reshape(b * ny, -1)]
+        if self.bias is not None:
+            blocks.append(jnp.swapaxes(D.sum(2), 0, 1).reshape(b * ny, -1))
+        return jnp.concatenate(blocks, axis=1)
+
+    def _patches(self, a):
+        """``(b, P, F)``: the inputs each output position sees (features ordered (in, *kernel) for a convolution)."""
+        if self.kind == 'dense':
+            return a.reshape(a.shape[0], -1, a.shape[-1])
+        strides, padding, lhs_dilation, rhs_dilation, numbers = self.params
+        kernel = tuple(self.weight_shape[j] for j in numbers.rhs_spec[2:])
+        p = lax.conv_general_dilated_patches(a, kernel, strides, padding, lhs_dilation, rhs_dilation, numbers)
+        p = jnp.moveaxis(p, numbers.out_spec[1], -1)
+        return p.reshape(p.shape[0], -1, p.shape[-1])
 
     @property
     def n_cols(self) -> int:
