@@ -7,8 +7,12 @@ enters the autograd graph.
 
 An *inverse* is any callable `inverse(x, y_target, *, y=None, **conditions) -> Δx` returning the update of one
 inverse-solver step (η = 1). The physics modules in `phi_hig.physics` provide analytic ones; `phi_hig.inverses`
-builds generic ones (Newton, saddle-free Newton, Gauss–Newton, a few L-BFGS-B iterations) for batched torch
+builds generic ones (Newton, saddle-free Newton, Gauss–Newton, a few L-BFGS-B iterations) for batched torch or JAX
 functions.
+
+Backends: a torch network with any torch optimizer, or a PhiML JAX network (``StaxNet``) with a PhiML JAX optimizer
+(``phiml.nn.adam(net)`` on the JAX backend; the weights are updated by ``phiml.nn.update_weights``,
+`phi_hig.sip.jax_step`). Values are torch tensors, JAX arrays (batch first), PhiML tensors or Fields.
 
 Shapes are never broadcast: a prediction, its correction and the update `Δx` must have exactly the same shape
 (torch) or the same dims with the same sizes (PhiML tensors and Fields; the order of the dims does not matter).
@@ -23,8 +27,9 @@ from phiml import math
 from phiml.math import Tensor, batch, non_batch
 
 from .. import checks
+from ..backend import is_jax_array
 from ..errors import InvalidInputError, NonFiniteStepError
-from ..convert import call_network
+from ..convert import call_network, is_jax_network
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
 
@@ -36,7 +41,7 @@ def sip_loss(prediction, correction):
 
     Args:
         prediction: Network output: a PhiFlow `Field`, a PhiML `Tensor` (batch dims = examples) or a torch
-            tensor whose first dimension indexes examples.
+            tensor or JAX array whose first dimension indexes examples.
         correction: The corrected estimate, of the same kind and exactly the same shape as `prediction` (for a
             Tensor prediction a Field whose values have its shape is accepted).
 
@@ -47,12 +52,13 @@ def sip_loss(prediction, correction):
     Raises:
         InvalidInputError: the kinds or shapes differ (nothing is broadcast).
     """
-    if isinstance(prediction, torch.Tensor):
-        if not isinstance(correction, torch.Tensor):
-            raise InvalidInputError(f"correction must be a torch tensor like prediction but got {type(correction).__name__}")
+    if _native(prediction):
+        if _native(correction) != _native(prediction):
+            raise InvalidInputError(f"correction must be a {_native(prediction)} array like prediction but got "
+                                    f"{type(correction).__name__}")
         require_same_shape('correction', correction, 'prediction', prediction)
-        diff = prediction - correction.detach()
-        return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(dim=1)
+        diff = prediction - _detach(correction)
+        return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(1)
     if isinstance(prediction, Field):
         if not isinstance(correction, Field):
             raise InvalidInputError(f"correction must be a Field like prediction but got {type(correction).__name__}")
@@ -78,9 +84,9 @@ def l2_loss(y, y_target):
         InvalidInputError: `y` and `y_target` differ in shape (nothing is broadcast).
     """
     require_same_shape('y_target', y_target, 'y', y)
-    if isinstance(y, torch.Tensor):
+    if _native(y):
         diff = y - y_target
-        return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(dim=1)
+        return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(1)
     diff = (y - y_target).values if isinstance(y, Field) else y - y_target
     return 0.5 * math.sum(diff ** 2, non_batch(diff))
 
@@ -91,11 +97,11 @@ def require_same_shape(name: str, value, reference_name: str, reference) -> None
 
     A torch tensor never matches a PhiML tensor or Field; a PhiML tensor matches a Field whose values have its shape.
     """
-    if isinstance(value, torch.Tensor) or isinstance(reference, torch.Tensor):
-        if not (isinstance(value, torch.Tensor) and isinstance(reference, torch.Tensor)):
+    if _native(value) or _native(reference):
+        if _native(value) != _native(reference):
             raise InvalidInputError(f"{name} is a {type(value).__name__} but {reference_name} is a "
-                                    f"{type(reference).__name__}; both must be torch tensors")
-        if value.shape != reference.shape:
+                                    f"{type(reference).__name__}; both must be torch tensors or both JAX arrays")
+        if tuple(value.shape) != tuple(reference.shape):
             raise InvalidInputError(f"{name} has shape {tuple(value.shape)} but {reference_name} has shape "
                                     f"{tuple(reference.shape)}; they must be equal (nothing is broadcast)")
         return
@@ -137,10 +143,11 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     batch-norm running statistics may have moved).
 
     Args:
-        network: A `torch.nn.Module` (called through `field.native_call` / `math.native_call` when the inputs
-            are PhiFlow Fields / PhiML Tensors, directly for torch tensors) or any callable
-            `network(*inputs) -> x` whose parameters `optimizer` updates.
-        optimizer: Any torch optimizer over the network parameters.
+        network: A `torch.nn.Module` or a PhiML JAX network (called through `field.native_call` /
+            `math.native_call` when the inputs are PhiFlow Fields / PhiML Tensors, directly for native arrays) or
+            any callable `network(*inputs) -> x` whose parameters `optimizer` updates.
+        optimizer: Any torch optimizer over the network parameters; for a JAX network a PhiML JAX optimizer
+            (``phiml.nn.adam(net)`` on the JAX backend).
         inputs: Network input, or a tuple of inputs.
         targets: Target observations `y*`.
         physics: A module (or object) with `forward(x, **conditions)` and `inverse(x, y_target, *, y, **conditions)`,
@@ -170,7 +177,11 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
         raise InvalidInputError(f"loss must be None or a callable loss(y, y_target) -> per-example values, got {type(loss).__name__}")
     if not callable(network):
         raise InvalidInputError(f"network must be a torch.nn.Module or a callable, got {type(network).__name__}")
-    if not (callable(getattr(optimizer, 'zero_grad', None)) and callable(getattr(optimizer, 'step', None))):
+    on_jax = is_jax_network(network)
+    if on_jax:
+        from .jax_step import check_optimizer
+        check_optimizer(optimizer)
+    elif not (callable(getattr(optimizer, 'zero_grad', None)) and callable(getattr(optimizer, 'step', None))):
         raise InvalidInputError(f"optimizer must be a torch optimizer (zero_grad() and step()), got {type(optimizer).__name__}")
     if hasattr(optimizer, 'param_groups'):
         checks.learning_rates(optimizer.param_groups)
@@ -188,6 +199,10 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     _require_numbers('the inverse update dx', dx)
     require_same_shape('the inverse update dx', dx, 'the prediction x', x0)
     proxy = sip_loss(prediction, x0 + dx)
+    if on_jax:  # every check above ran; the update is PhiML's update_weights (all or nothing)
+        from .jax_step import update_on_jax
+        update_on_jax(network, optimizer, inputs if isinstance(inputs, tuple) else (inputs,), x0 + dx, proxy)
+        return SIPStepResult(_detach(physics_loss), _detach(proxy))
     mean_proxy = _mean(proxy)
     finite = bool(torch.isfinite(torch.as_tensor(mean_proxy)).all())
     if isinstance(network, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
@@ -227,10 +242,17 @@ def _mapping(name: str, value) -> dict:
     return dict(value)
 
 
+def _native(value) -> str:
+    """'torch' for a torch tensor, 'jax' for a JAX array, '' for anything else."""
+    return 'torch' if isinstance(value, torch.Tensor) else ('jax' if is_jax_array(value) else '')
+
+
 def _require_numbers(name: str, value) -> None:
     """Raises if `value` is a tensor of booleans (booleans are not numbers)."""
     if isinstance(value, torch.Tensor):
         boolean = value.dtype == torch.bool
+    elif is_jax_array(value):
+        boolean = value.dtype == bool
     elif isinstance(value, (Field, Tensor)):
         boolean = (value.values if isinstance(value, Field) else value).dtype.kind is bool
     else:
@@ -246,6 +268,10 @@ def _require_finite(name: str, value) -> None:
         if value.is_floating_point() or value.is_complex():
             if not bool(torch.isfinite(value).all()):
                 raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
+    elif is_jax_array(value):
+        import numpy as np
+        if not np.isfinite(np.asarray(value)).all():
+            raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
     elif isinstance(value, (Field, Tensor)):
         values = value.values if isinstance(value, Field) else value
         if values.available and not math.is_finite(values).all:
@@ -267,6 +293,9 @@ def _predict(network, inputs):
 def _detach(value):
     if isinstance(value, torch.Tensor):
         return value.detach()
+    if is_jax_array(value):
+        import jax
+        return jax.lax.stop_gradient(value)
     return math.stop_gradient(value)
 
 
