@@ -54,8 +54,8 @@ def sip_loss(prediction, correction):
     """
     if _native(prediction):
         if _native(correction) != _native(prediction):
-            raise InvalidInputError(f"correction must be a {_native(prediction)} array like prediction but got "
-                                    f"{type(correction).__name__}")
+            raise InvalidInputError(f"correction must be a {_NATIVE_NAMES[_native(prediction)]} like prediction but "
+                                    f"got {type(correction).__name__}")
         require_same_shape('correction', correction, 'prediction', prediction)
         diff = prediction - _detach(correction)
         return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(1)
@@ -240,6 +240,9 @@ def _mapping(name: str, value) -> dict:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise InvalidInputError(f"{name} must be None or a dict of keyword arguments, got {value!r}")
     return dict(value)
+
+
+_NATIVE_NAMES = {'torch': 'torch tensor', 'jax': 'JAX array'}
 
 
 def _native(value) -> str:
