@@ -52,13 +52,15 @@ def _per_method(items, what: str) -> dict:
 
 
 def cmd_list(args) -> int:
+    """``list``: every registered experiment and the methods it offers (those it defines and every registered method
+    kind offered to it, `phi_hig.training.kinds.offered`); returns the exit status 0."""
     from .experiments import NAMES, available, get
+    from .training.kinds import offered
     ready = available()
     print(f"{'experiment':<16} methods")
     for name in NAMES:
         if name in ready:
-            ex = get(name, preset='test')
-            print(f"{name:<16} {', '.join(ex.methods)}")
+            print(f"{name:<16} {', '.join(offered(get(name, preset='test')))}")
         else:
             print(f"{name:<16} (planned)")
     return 0
@@ -79,7 +81,7 @@ def _spec(args, methods, overrides=None, common=None, experiment=None, **extra):
 
 def cmd_run(args) -> int:
     """``run``: one process, or every process of a ``torchrun`` job (`phi_hig.processes`): the global batch of each
-    method is split across the ranks; rank 0 prints, evaluates and writes."""
+    method is split across the ranks; rank 0 prints, evaluates and writes. Returns the exit status (2: refused)."""
     from . import processes
     from .report import write_run
     from .training.runner import run
@@ -109,7 +111,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    """``sweep``: one run of ``args.method`` per point of the grid of hyperparameter values (``--kappa``, ``--beta``,
+    ``--truncation``, ``--hp KEY=V1,V2``; an old key name such as HIG's ``method`` warns and sweeps its new name),
+    every point's `RunSpec` validated before the first trains; writes sweep.csv, metrics.csv and sweep.png to
+    ``--out``. Returns the exit status 0 (a refusal raises `InvalidInputError`)."""
     from .report import sweep_figure, value_label, write_metrics_csv
+    from .training.methods import MethodDefinition
     from .training.spec import build_experiment
     from .training.runner import run
     grid = {}
@@ -126,15 +133,17 @@ def cmd_sweep(args) -> int:
         grid[key] = parse_values(text, f'--hp {key}')
     if not grid:
         raise InvalidInputError("nothing to sweep: give --kappa, --beta, --truncation or --hp KEY=V1,V2,...")
-    keys = list(grid)
-    points = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
     out = args.out or os.path.join('runs', f'sweep_{args.experiment}')
     args.out = out
     experiment = build_experiment(args.experiment, args.preset, parse_assignments(args.set, '--set'))
+    definition = MethodDefinition(experiment, args.method)
+    grid = definition.kind.current_names(args.method, grid)  # each key under its current name (warned once)
+    keys = list(grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
     specs = [_spec(args, [args.method], overrides={args.method: point}, experiment=experiment)
              for point in points]  # all refused first
     reserved = ('experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss', 'status', 'flags')
-    column = {k: f'hp_{k}' if k in reserved else k for k in keys}  # e.g. HIG's own 'method' hyperparameter
+    column = {k: f'hp_{k}' if k in reserved else k for k in keys}  # a hyperparameter named like a record column
     rows, records = [], []
     for point, spec in zip(points, specs):
         label = ' '.join(f'{k}={value_label(v)}' for k, v in point.items())
@@ -174,6 +183,7 @@ def _delegate(command: str, argv: list) -> int:
 
 def parser() -> Parser:
     """The parser of ``python -m phi_hig`` (every subcommand is listed in its help)."""
+    from .training.runner import MIN_CHECKPOINT_INTERVAL
     p = Parser(prog='python -m phi_hig', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', required=True, metavar='{list,run,sweep,report,gui,bench}')
     sub.add_parser('list', help='experiments and the methods each supports')
@@ -187,7 +197,8 @@ def parser() -> Parser:
     run.add_argument('--hp', action='append', metavar='METHOD.KEY=VALUE',
                      help='per-method hyperparameter, e.g. hig.kappa=-1 or sip.inverse_options.noise=0.1')
     run.add_argument('--checkpoint-every', type=int,
-                     help='checkpoint every N steps, at most every 0.25 s, and when a method ends (needs --out)')
+                     help=f'checkpoint every N steps, at most every {MIN_CHECKPOINT_INTERVAL:g} s, and when a method '
+                          f'ends (needs --out)')
     run.add_argument('--resume', action='store_true', help='continue from the checkpoints in --out')
     sweep = sub.add_parser('sweep', help='grid over any hyperparameters of one method (e.g. κ, β, τ of HIG: '
                                          'Schnell, Holl & Thuerey 2022, appendix C)')
@@ -204,6 +215,10 @@ def parser() -> Parser:
 
 
 def main(argv=None) -> int:
+    """``python -m phi_hig ARGS`` (``argv``: the arguments, default ``sys.argv[1:]``); returns the exit status: 0, or
+    2 after one line ``phi_hig: error: …`` for anything refused (library messages name the flags,
+    `phi_hig.cli.as_flags`). Warnings of a run, and the deprecation of a renamed hyperparameter, print as one line
+    ``phi_hig: warning: …`` each."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _DELEGATED:
         return _delegate(argv[0], argv[1:])
@@ -216,13 +231,14 @@ def main(argv=None) -> int:
     except SystemExit as exit_:  # --help (0) or a one-line argparse error (2)
         return exit_.code if isinstance(exit_.code, int) else 2
     from .training.checkpoint import CheckpointWarning
+    from .training.kinds import RenamedHyperparameterWarning
     from .training.runner import RunWarning
     from . import processes
     if processes.launched() and args.command != 'run':
         return report_error(f"{args.command} runs in one process; only 'run' splits its batches across torchrun's "
                             f"processes")
     try:
-        with plain_warnings(RunWarning, CheckpointWarning):
+        with plain_warnings(RunWarning, CheckpointWarning, RenamedHyperparameterWarning):
             return {'list': cmd_list, 'run': cmd_run, 'sweep': cmd_sweep}[args.command](args)
     except InvalidInputError as err:
         return report_error(err)

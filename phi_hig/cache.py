@@ -1,8 +1,8 @@
 """A disk cache for data that is expensive to generate (e.g. the fluid experiment's simulated examples).
 
 `load_or_create(path, create)` returns the tensors stored at `path`, or calls `create()` and stores its result
-there. Writes are atomic: the data goes to a temporary file in the same folder, which is flushed, synced to disk
-and then renamed over `path` (`os.replace`), so a reader sees either no file or a complete one, never a partial
+there. Writes go through `phi_hig.files.atomic_write` (a temporary file in the same folder, flushed and fsynced,
+renamed over `path`, then the folder fsynced), so a reader sees either no file or a complete one, never a partial
 write, even when several processes fill the same cache. Files are read with `torch.load(weights_only=True)`,
 which only reconstructs tensors and plain containers and never runs code from the file.
 """
@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Callable, Optional
 
 import torch
+
+from .files import atomic_write
 
 __all__ = ['load_or_create', 'key']
 
@@ -39,17 +40,6 @@ def load_or_create(path: Optional[str], create: Callable[[], object]):
     if os.path.exists(path):
         return torch.load(path, weights_only=True)
     data = create()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(handle, 'wb') as file:
-            torch.save(data, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda file: torch.save(data, file))
     return data

@@ -7,7 +7,8 @@ names the argument, what is allowed and what was given. The rules:
 * an *integer* is a Python `int` or a NumPy integer scalar; booleans and floats (even ``2.0``) are not;
 * a *flag* is `True` or `False` (a NumPy boolean is accepted);
 * a *choice* is one of a fixed tuple of values;
-* a *size* (`check_size`) is refused before anything of that size is allocated (`JacobianTooLargeError`).
+* a *size* (`check_size`) is refused before anything of that size is allocated (`JacobianTooLargeError`);
+  sizes print in binary units (`human_bytes`).
 """
 from __future__ import annotations
 
@@ -107,12 +108,12 @@ def learning_rates(param_groups, owner: str = '') -> list:
 
 
 def human_bytes(nbytes: float) -> str:
-    """``nbytes`` in decimal units with three significant digits, e.g. ``'2.2 TB'``."""
-    for unit in ['B', 'kB', 'MB', 'GB', 'TB', 'PB']:
-        if nbytes < 1000 or unit == 'PB':
-            return f"{nbytes:.3g} {unit}"
-        nbytes /= 1000
-    return ''  # pragma: no cover
+    """``nbytes`` in binary units with three significant digits, e.g. ``'4 GiB'``, ``'1.5 MiB'``, ``'512 bytes'``:
+    the one size format of every phi_hig message."""
+    for unit, scale in (('PiB', 1024 ** 5), ('TiB', 1024 ** 4), ('GiB', 1024 ** 3), ('MiB', 1024 ** 2), ('KiB', 1024)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{int(nbytes)} bytes"
 
 
 def check_size(what: str, shape: Sequence[int], itemsize: int, max_bytes: Optional[float]) -> None:

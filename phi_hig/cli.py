@@ -1,7 +1,9 @@
 """Conventions every phi_hig command line shares (``python -m phi_hig``, ``report``, ``gui``, the demos).
 
 * Every refusal is exit code 2 and one line ``phi_hig: error: …`` on stderr (`Parser`, `fail`), argparse's
-  own errors included; warnings of a run are lines ``phi_hig: warning: …`` (`plain_warnings`).
+  own errors included; warnings of a run are lines ``phi_hig: warning: …`` (`plain_warnings`). The library names
+  its Python arguments (``steps must be …``); both lines name them by their flags (``--steps must be …``,
+  `as_flags`), in this one place.
 * A value typed on the command line or into the dashboard is read by `parse_value`: a Python literal if it
   is one (numbers, booleans, tuples, dicts), ``nan`` / ``inf`` as floats, ``true`` / ``false`` / ``none``
   in any case, else the text itself. Whether the value fits is decided by who receives it
@@ -12,28 +14,55 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import re
 import sys
 import warnings
 from typing import Iterable, List
 
 from .errors import InvalidInputError
 
-__all__ = ['Parser', 'fail', 'report_error', 'parse_value', 'parse_assignments', 'parse_values', 'plain_warnings', 'PREFIX']
+__all__ = ['Parser', 'fail', 'report_error', 'parse_value', 'parse_assignments', 'parse_values', 'plain_warnings',
+           'as_flags', 'FLAGS', 'PREFIX']
 
 PREFIX = 'phi_hig: error: '
+FLAGS = {'steps': '--steps', 'seconds': '--seconds', 'seed': '--seed', 'eval_every': '--eval-every',
+         'threads': '--threads', 'device': '--device', 'out': '--out', 'checkpoint_every': '--checkpoint-every',
+         'resume': '--resume', 'methods': '--methods', 'overrides': '--hp', 'port': '--port'}
+"""Python argument (of `phi_hig.run_spec`, `phi_hig.train`, the dashboard) -> the command-line flag that sets it."""
+_ARGUMENT = re.compile(r"(?<![\w.'\"-])(" + '|'.join(FLAGS) +
+                       r")(?= must\b| needs\b| is empty| is an existing| names\b| given\b| or\b|,|:| ')|(?<=needs )(" +
+                       '|'.join(FLAGS) + r")\b")
+_COMMON = re.compile(r"\bcommon\[(['\"])(\w+)\1\]")
+
+
+def as_flags(message) -> str:
+    """A library message with the arguments it names as the command line's flags: an argument of `FLAGS` where it
+    is the subject (``steps must be …`` → ``--steps must be …``, ``device 'x' is …``, ``resume: …``, ``steps, seconds
+    or both``) or what one ``needs`` (``checkpoint_every needs out``), and ``common['lr']`` → ``--lr``; other words
+    are left alone (``made with seed 0``).
+
+    Example:
+        >>> as_flags("checkpoint_every needs out (the folder the checkpoints go to)")
+        '--checkpoint-every needs --out (the folder the checkpoints go to)'
+        >>> as_flags("resume: the checkpoint c.pt was made with seed 0, this run has seed 1")
+        '--resume: the checkpoint c.pt was made with seed 0, this run has seed 1'
+    """
+    text = _COMMON.sub(lambda m: '--' + m.group(2).replace('_', '-'), str(message))
+    return _ARGUMENT.sub(lambda m: FLAGS[m.group(1) or m.group(2)], text)
 
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line ``phi_hig: error: …`` and exit code 2."""
 
     def error(self, message):
+        """Exit with status 2 after one line ``phi_hig: error: MESSAGE (see: PROG --help)``."""
         fail(f"{message} (see: {self.prog} --help)")
 
 
 def report_error(message, code: int = 2) -> int:
-    """Print ``phi_hig: error: MESSAGE`` (one line: newlines and runs of spaces collapse) to stderr; returns
-    ``code`` (the exit status of a refusal)."""
-    sys.stderr.write(PREFIX + ' '.join(str(message).split()) + '\n')
+    """Print ``phi_hig: error: MESSAGE`` (one line: newlines and runs of spaces collapse; arguments named by their
+    flags, `as_flags`) to stderr; returns ``code`` (the exit status of a refusal)."""
+    sys.stderr.write(PREFIX + ' '.join(as_flags(message).split()) + '\n')
     sys.stderr.flush()
     return code
 
@@ -96,12 +125,13 @@ def parse_values(text: str, what: str) -> List:
 
 @contextlib.contextmanager
 def plain_warnings(*categories):
-    """Show warnings of ``categories`` as one line ``phi_hig: warning: …`` each, while inside."""
+    """Show warnings of ``categories`` as one line ``phi_hig: warning: …`` each (arguments named by their flags,
+    `as_flags`), while inside."""
     original = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, categories):
-            sys.stderr.write(f"phi_hig: warning: {message}\n")
+            sys.stderr.write(f"phi_hig: warning: {' '.join(as_flags(message).split())}\n")
         else:
             original(message, category, filename, lineno, file, line)
 

@@ -7,29 +7,34 @@ dimension. This module is the one place that converts between what a user passes
 * `NetworkCall` calls a ``torch.nn.Module`` on user inputs exactly like ``field.native_call`` (Fields) and
   ``math.native_call`` (PhiML tensors) do, or directly (torch tensors), and exposes the native input the network
   receives and the wrapping of native outputs of *any* batch size back into the user's kind;
-* `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back.
+* `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back;
+* the primitives every other module uses instead of its own ``isinstance`` chain: `kind` (which of the kinds a
+  value is), `network_backend` / `is_jax_network` (which backend a network trains on), `values_of` (the PhiML tensor of a Field or Tensor), `detach`, `is_boolean`, `all_finite`,
+  `example_mean`, and `native_of` / `from_native` (a PhiML tensor as a native array in its own precision,
+  and back).
 
 Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) with values on
 the torch or NumPy backend (NumPy values are converted to torch), and PhiML's JAX networks (``StaxNet``, e.g.
 ``phiml.nn.mlp`` after ``from phi.jax.flow import *``) with JAX arrays or values on the JAX or NumPy backend
-(converted to JAX); `network_backend` tells which. All batch dims of a PhiML value are examples and are packed into
-one leading dimension in their shape order; the replicated batches of a Jacobian pass use a single batch dim named
-like the first one. Anything else (TensorFlow / Keras networks, a torch network with JAX values, …) is refused with
+(converted to JAX). All batch dims of a PhiML value are examples and are packed into one leading dimension in their
+shape order; the replicated batches of a Jacobian pass use a single batch dim named like the first one. Anything
+else (TensorFlow / Keras networks, a torch network with JAX values, …) is refused with
 `phi_hig.errors.InvalidInputError` naming what is supported. Nothing here imports JAX; a JAX value is recognized
 only once JAX is loaded.
 """
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from .backend import is_jax_array
 from .errors import InvalidInputError
 
-__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind_of', 'network_backend', 'is_jax_network', 'SUPPORTED',
-           'NATIVE']
+__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind', 'kind_of', 'values_of', 'detach', 'is_boolean',
+           'all_finite', 'example_mean', 'native_of', 'from_native', 'network_backend', 'is_jax_network',
+           'refuse_tensorflow', 'SUPPORTED', 'NATIVE']
 
 SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network "
              "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`); or JAX arrays, PhiML "
@@ -37,50 +42,196 @@ SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or Nu
              "phiml.nn.mlp after `from phi.jax.flow import *`)")
 """What `NetworkCall` and `BatchLayout` accept, for error messages."""
 NATIVE = ('torch', 'jax')
-"""The kinds of `kind_of` that are native arrays of a backend (batch first)."""
+"""The kinds of `kind` that are native arrays of a backend (batch first)."""
+
+
+def _loaded_class(module: str, name: str):
+    """The class ``module.name`` if that module has been imported, else None: an instance of a class can only
+    exist once its module is loaded, so asking costs no import (a NumPy or torch value never loads PhiFlow)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+def kind(value) -> Optional[str]:
+    """'torch' (a torch tensor), 'jax' (a JAX array), 'tensor' (a PhiML tensor), 'field' (a PhiFlow Field) or None
+    (anything else).
+
+    The one dispatch of the kinds phi_hig accepts; it never raises and imports nothing.
+
+    >>> import numpy as np, torch
+    >>> from phiml import math
+    >>> [kind(torch.zeros(2)), kind(math.zeros(math.batch(b=2))), kind(np.zeros(2)), kind(1.0)]
+    ['torch', 'tensor', None, None]
+    """
+    if isinstance(value, torch.Tensor):
+        return 'torch'
+    if is_jax_array(value):
+        return 'jax'
+    tensor = _loaded_class('phiml.math', 'Tensor')
+    if tensor is not None and isinstance(value, tensor):
+        return 'tensor'
+    field = _loaded_class('phi.field', 'Field')
+    if field is not None and isinstance(value, field):
+        return 'field'
+    return None
+
+
+def values_of(value):
+    """The PhiML tensor of a value: a Field's values, a PhiML tensor itself; None for anything else (a torch tensor
+    included).
+
+    >>> from phiml import math
+    >>> t = math.ones(math.batch(b=2), math.spatial(x=3))
+    >>> values_of(t) is t, values_of(2.0)
+    (True, None)
+    """
+    k = kind(value)
+    return value.values if k == 'field' else (value if k == 'tensor' else None)
 
 
 def network_backend(net) -> str:
-    """'torch' for a ``torch.nn.Module``, 'jax' for a PhiML JAX network (a callable whose ``parameters`` attribute is
-    a pytree of JAX arrays, or None: see `phi_hig.hig.jax_optimizer.require_parameters`); `InvalidInputError`
-    naming what is supported for anything else (TensorFlow / Keras networks included)."""
+    """'torch' for a ``torch.nn.Module``, 'jax' for a PhiML JAX network (`is_jax_network`).
+
+    Raises:
+        InvalidInputError: anything else, naming what is supported (TensorFlow / Keras networks by name).
+    """
     if isinstance(net, torch.nn.Module):
         return 'torch'
+    refuse_tensorflow(net)
+    if is_jax_network(net):
+        return 'jax'
+    raise InvalidInputError(f"the network is a {type(net).__module__}.{type(net).__name__}; phi_hig supports "
+                            f"{SUPPORTED}")
+
+
+def refuse_tensorflow(net) -> None:
+    """Raise `InvalidInputError` for a TensorFlow / Keras network, naming the networks phi_hig trains; nothing else.
+
+    >>> refuse_tensorflow(object())
+    """
     module = type(net).__module__ or ''
     if module.startswith(('tensorflow', 'keras', 'tf_keras')):
         raise InvalidInputError(f"the network is a {module}.{type(net).__name__}: TensorFlow / Keras networks are not "
                                 f"supported; phi_hig trains torch.nn.Module networks and PhiML's JAX networks "
                                 f"(StaxNet)")
-    if is_jax_network(net):
-        return 'jax'
-    raise InvalidInputError(f"the network is a {module}.{type(net).__name__}; phi_hig supports {SUPPORTED}")
 
 
 def is_jax_network(net) -> bool:
-    """A PhiML JAX network, or any callable with a non-callable ``parameters`` attribute once JAX is loaded."""
+    """Whether ``net`` is a PhiML JAX network (``StaxNet``), or any callable with a non-callable ``parameters``
+    attribute (a pytree) once JAX is loaded; never imports JAX."""
     if (type(net).__module__ or '').startswith('phiml.backend.jax'):
         return True
     return callable(net) and 'jax' in sys.modules and hasattr(net, 'parameters') and not callable(net.parameters)
 
 
 def kind_of(name: str, value, backend: str = 'torch') -> str:
-    """'torch' or 'jax' (a native array of ``backend``), 'tensor' (PhiML) or 'field' (PhiFlow); raise
-    `InvalidInputError` for anything else, also for a native array or PhiML value of another backend."""
-    if isinstance(value, torch.Tensor) if backend == 'torch' else is_jax_array(value):
-        return backend
-    from phiml.math import Tensor
-    if isinstance(value, Tensor):
-        _check_backend(name, value, backend)
-        return 'tensor'
-    from phi.field import Field
-    if isinstance(value, Field):
-        _check_backend(name, value.values, backend)
-        return 'field'
-    other = 'jax' if backend == 'torch' else 'torch'
-    if isinstance(value, torch.Tensor) if other == 'torch' else is_jax_array(value):
-        raise InvalidInputError(f"{name} is a {other} array but the network is a {backend} network; phi_hig supports "
+    """'torch' / 'jax' (a native array of ``backend``), 'tensor' (PhiML) or 'field' (PhiFlow) on a backend phi_hig
+    supports for a ``backend`` network (that backend or NumPy).
+
+    Raises:
+        InvalidInputError: ``value`` is of another kind, a native array of the other backend, or a PhiML value on
+            another backend; the message names ``name`` and what is supported.
+
+    >>> import torch
+    >>> kind_of('x', torch.zeros(2))
+    'torch'
+    >>> kind_of('x', [1.0])
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: x is a builtins.list; phi_hig supports torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network (torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`); or JAX arrays, PhiML tensors and PhiFlow Fields on the JAX or NumPy backend, with a PhiML JAX network (StaxNet, e.g. phiml.nn.mlp after `from phi.jax.flow import *`)
+    """
+    k = kind(value)
+    if k is None:
+        raise InvalidInputError(f"{name} is a {type(value).__module__}.{type(value).__name__}; phi_hig supports "
                                 f"{SUPPORTED}")
-    raise InvalidInputError(f"{name} is a {type(value).__module__}.{type(value).__name__}; phi_hig supports {SUPPORTED}")
+    if k in NATIVE and k != backend:
+        raise InvalidInputError(f"{name} is a {k} array but the network is a {backend} network; phi_hig supports "
+                                f"{SUPPORTED}")
+    if k not in NATIVE:
+        _check_backend(name, values_of(value), backend)
+    return k
+
+
+def detach(value):
+    """``value`` cut from the autograd graph: ``Tensor.detach()`` for torch, ``math.stop_gradient`` for a PhiML
+    tensor or a Field (and any PhiML tree of them). Invariant: the same values, no gradient flows through.
+
+    >>> import torch
+    >>> detach(torch.ones(2, requires_grad=True) * 2).requires_grad
+    False
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if is_jax_array(value):
+        import jax
+        return jax.lax.stop_gradient(value)
+    from phiml import math
+    return math.stop_gradient(value)
+
+
+def is_boolean(value) -> bool:
+    """Whether ``value`` is a torch tensor, PhiML tensor or Field of booleans (booleans are not numbers); False
+    for anything else.
+
+    >>> import torch
+    >>> is_boolean(torch.tensor([True])), is_boolean(torch.tensor([1.0])), is_boolean(True)
+    (True, False, False)
+    """
+    if isinstance(value, torch.Tensor):
+        return value.dtype == torch.bool
+    if is_jax_array(value):
+        return value.dtype == bool
+    values = values_of(value)
+    return values is not None and values.dtype.kind is bool
+
+
+def all_finite(value) -> bool:
+    """Whether a torch tensor, PhiML tensor or Field holds no NaN and no ±Inf. Integer and boolean values are
+    finite; other objects and PhiML values without data (traced, not ``available``) count as finite: this rule
+    refuses only what it can see.
+
+    >>> import torch
+    >>> all_finite(torch.tensor([1.0, 2.0])), all_finite(torch.tensor([1.0, float('nan')]))
+    (True, False)
+    """
+    if isinstance(value, torch.Tensor):
+        return not (value.is_floating_point() or value.is_complex()) or bool(torch.isfinite(value).all())
+    if is_jax_array(value):
+        import numpy as np
+        return bool(np.isfinite(np.asarray(value)).all()) if np.issubdtype(value.dtype, np.inexact) else True
+    values = values_of(value)
+    if values is None or not values.available:
+        return True
+    from phiml import math
+    return bool(math.is_finite(values).all)
+
+
+def native_of(tensor, groups: Sequence):
+    """``tensor.native(groups)`` in the tensor's own precision (PhiML's ``native`` converts floats to the context
+    precision): a NumPy array or torch tensor with one axis per group of dims (`from_native` inverts it).
+
+    >>> from phiml import math
+    >>> t = math.zeros(math.batch(b=2), math.spatial(x=3), dtype=(float, 64))
+    >>> native_of(t, ['b', 'x']).dtype, native_of(t, ['b', 'x']).shape
+    (dtype('float64'), (2, 3))
+    """
+    from phiml import math
+    with math.precision(tensor.dtype.precision):
+        return tensor.native(groups)
+
+
+def from_native(native, groups: Sequence):
+    """A native array (NumPy or torch) as a PhiML tensor with one shape per axis (``math.reshaped_tensor``), kept
+    in the array's own precision and on its own backend (no conversion).
+
+    >>> import numpy as np
+    >>> from phiml import math
+    >>> from_native(np.zeros((2, 3)), [math.batch(b=2), math.spatial(x=3)]).shape
+    (bᵇ=2, xˢ=3)
+    """
+    from phiml import math
+    item = native.element_size() if isinstance(native, torch.Tensor) else native.itemsize
+    with math.precision(8 * item):
+        return math.reshaped_tensor(native, groups, convert=False)
 
 
 def _check_backend(name: str, tensor, backend: str = 'torch') -> None:
@@ -93,8 +244,7 @@ def _check_backend(name: str, tensor, backend: str = 'torch') -> None:
 def _to_backend(value, backend: str = 'torch'):
     """A PhiML tensor / Field on the NumPy backend converted to ``backend`` (data only; others unchanged)."""
     from phiml import math
-    from phi.field import Field
-    values = value.values if isinstance(value, Field) else value
+    values = values_of(value)
     if values.default_backend.name == backend:
         return value
     if backend == 'torch':
@@ -102,7 +252,7 @@ def _to_backend(value, backend: str = 'torch'):
     else:
         from phiml.backend.jax import JAX as target
     converted = math.convert(values, target)
-    return value.with_values(converted) if isinstance(value, Field) else converted
+    return value.with_values(converted) if kind(value) == 'field' else converted
 
 
 def _native_call(kind: str) -> Callable:
@@ -125,6 +275,17 @@ def call_network(network, *inputs):
         if any(isinstance(i, Tensor) for i in inputs):
             return _native_call('tensor')(network, *inputs)
     return network(*inputs)
+
+
+def example_mean(per_example) -> torch.Tensor:
+    """The mean over the examples of a per-example loss — a torch tensor ``(b,)`` or a PhiML tensor over batch dims —
+    as a 0-d torch tensor that keeps its autograd graph (the batch-mean loss a training step minimizes)."""
+    if isinstance(per_example, torch.Tensor):
+        return per_example.mean()
+    from phiml import math
+    from phiml.math import batch
+    mean = math.mean(per_example, batch(per_example)).native()
+    return mean if isinstance(mean, torch.Tensor) else torch.as_tensor(mean)
 
 
 class NetworkCall:
@@ -156,7 +317,7 @@ class NetworkCall:
         _native_call(self.kind)(capture, self.inputs)
         self.native_inputs = captured[0]
         self._check_dtype(name)
-        values = self.inputs.values if self.kind == 'field' else self.inputs
+        values = values_of(self.inputs)
         self.batch = values.shape.batch
         if not self.batch:
             raise InvalidInputError(f"{name} has no batch dimension; HIG needs a batch of examples (PhiML batch dims)")
@@ -208,13 +369,12 @@ class BatchLayout:
                 raise InvalidInputError(f"{name} must have a leading batch dimension, got a scalar")
             self.tail = tuple(value.shape[1:])
             return
-        from phi.field import Field
         if self.kind == 'field':
             if not value.values.shape.is_uniform:
                 raise InvalidInputError(f"{name} is a non-uniform Field ({value.values.shape}, e.g. a StaggeredGrid); "
                                         f"return its values at cell centres (field.at_centers) or a Tensor")
             self.template = value
-        values = value.values if isinstance(value, Field) else value
+        values = values_of(value)
         own_batch, self.rest = values.shape.batch, values.shape.non_batch
         if not own_batch:
             raise InvalidInputError(f"{name} has no batch dimension; it must keep the batch dims of its input")
@@ -226,13 +386,13 @@ class BatchLayout:
     def flatten(self, value):
         """``(N, |y|)`` native array of a value of this layout's kind (any batch size N)."""
         if self.kind in NATIVE:
-            if kind_of(self.name, value, self.backend) != self.kind or value.ndim == 0 or \
-                    tuple(value.shape[1:]) != self.tail:
+            if kind(value) != self.kind or value.ndim == 0 or tuple(value.shape[1:]) != self.tail:
                 raise InvalidInputError(f"{self.name} returned {type(value).__name__} of shape "
                                         f"{tuple(getattr(value, 'shape', ()))}, expected (N, {', '.join(map(str, self.tail))})")
             return value.reshape(value.shape[0], -1)
-        from phi.field import Field
-        values = value.values if isinstance(value, Field) else value
+        values = values_of(value)
+        if values is None:
+            values = value  # refused below, naming what was returned
         if getattr(values, 'shape', None) is None or values.shape.non_batch != self.rest:
             raise InvalidInputError(f"{self.name} returned non-batch dims {getattr(values, 'shape', type(value).__name__)},"
                                     f" expected {self.rest}")
@@ -248,14 +408,13 @@ class BatchLayout:
 
     def per_example(self, loss):
         """A per-example loss (native ``(b,)`` or a PhiML tensor with exactly the batch dims) as a native ``(b,)``."""
-        if isinstance(loss, torch.Tensor) if self.backend == 'torch' else is_jax_array(loss):
+        if kind(loss) == self.backend:
             if loss.shape != (self.b,):
                 raise InvalidInputError(f"loss(y, targets) must return one value per example, shape ({self.b},), "
                                         f"got {tuple(loss.shape)}")
             return loss
-        from phiml.math import Tensor
         batch = getattr(self, 'batch', None)
-        if not isinstance(loss, Tensor) or batch is None or set(loss.shape.names) != set(batch.names) or \
+        if kind(loss) != 'tensor' or batch is None or set(loss.shape.names) != set(batch.names) or \
                 any(loss.shape.get_size(d) != batch.get_size(d) for d in batch.names):
             raise InvalidInputError(f"loss(y, targets) must return one value per example: a PhiML tensor with exactly "
                                     f"the batch dims {batch} of y (or a native array of shape ({self.b},)), got "

@@ -73,6 +73,11 @@ class PeriodicUNet(nn.Module):
         self.outc = nn.Conv2d(filters[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The output ``(b, out_channels, H, W)`` of ``x`` ``(b, in_channels, H, W)``.
+
+        Raises:
+            InvalidInputError: H or W is not divisible by ``2^(levels−1)``.
+        """
         factor = 2 ** (self.levels - 1)
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise InvalidInputError(f"U-net with {self.levels} levels needs sizes divisible by {factor}, got {tuple(x.shape[-2:])}")
@@ -144,6 +149,7 @@ class Conditioned(nn.Module):
         return self.net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``torch.cat([net(x), x[:, columns]], dim=1)``: the network output followed by the carried inputs."""
         conditions = x if self.columns is None else x[:, self.columns]
         return torch.cat([self.net(x), conditions], dim=1)
 

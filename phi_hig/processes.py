@@ -24,7 +24,8 @@ import torch
 from .errors import InvalidInputError
 
 __all__ = ['init_from_environment', 'shutdown', 'launched', 'world_size', 'rank', 'is_root', 'local_rows',
-           'wait_for_root', 'agree_max', 'all_true', 'broadcast_object', 'all_mean', 'TIMEOUT_ENV', 'ROOT_TIMEOUT_ENV']
+           'wait_for_root', 'agree_max', 'all_true', 'refuse_together', 'broadcast_object', 'all_mean', 'data_parallel',
+           'TIMEOUT_ENV', 'ROOT_TIMEOUT_ENV']
 
 TIMEOUT_ENV = 'PHI_HIG_COLLECTIVE_TIMEOUT'
 ROOT_TIMEOUT_ENV = 'PHI_HIG_ROOT_WORK_TIMEOUT'
@@ -77,7 +78,7 @@ def init_from_environment(device: str = 'cpu') -> str:
     if cuda:
         local = int(os.environ.get('LOCAL_RANK', '0'))
         if not torch.cuda.is_available() or local >= torch.cuda.device_count():
-            raise InvalidInputError(f"--device {device!r} under torchrun needs one GPU per rank: LOCAL_RANK {local}, "
+            raise InvalidInputError(f"device {device!r} under torchrun needs one GPU per rank: LOCAL_RANK {local}, "
                                     f"{torch.cuda.device_count() if torch.cuda.is_available() else 0} GPU(s) visible")
         torch.cuda.set_device(local)
         device = f'cuda:{local}'
@@ -150,6 +151,26 @@ def agree_max(value: float) -> float:
 def all_true(flag: bool, device=None) -> bool:
     """True on every rank when ``flag`` is True on every rank (so that all ranks refuse a step together)."""
     return _reduced(1.0 if flag else 0.0, 'MIN', device) == 1.0
+
+
+def refuse_together(ok: bool, network, device=None) -> bool:
+    """Whether every rank may go on with a step: ``ok`` on every rank when ``network`` is a
+    ``DistributedDataParallel`` wrapper (whose backward pass waits for all ranks, so that all ranks refuse a step
+    together and none is left waiting), else ``ok`` itself."""
+    from torch.nn.parallel import DistributedDataParallel
+    if isinstance(network, DistributedDataParallel):
+        return all_true(ok, device)
+    return bool(ok)
+
+
+def data_parallel(net: torch.nn.Module, device) -> torch.nn.Module:
+    """``net`` wrapped in ``DistributedDataParallel`` across this run's processes (gradients averaged over the ranks
+    in every backward pass), or ``net`` itself in a run of one process."""
+    if world_size() == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+    device = torch.device(device)
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
 
 
 def all_mean(value: float) -> float:

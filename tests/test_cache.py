@@ -47,6 +47,16 @@ def test_write_goes_through_a_temporary_file_in_the_same_folder(tmp_path, monkey
     assert dst == path and os.path.dirname(src) == str(tmp_path) and src != dst
 
 
+def test_the_rename_is_made_durable_by_an_fsync_of_the_folder(tmp_path, monkeypatch):
+    """The cache writes through `phi_hig.files.atomic_write`, which fsyncs the folder after the rename."""
+    from phi_hig import files
+    synced = []
+    original = files.fsync_folder
+    monkeypatch.setattr(files, 'fsync_folder', lambda folder: synced.append(folder) or original(folder))
+    cache.load_or_create(str(tmp_path / 'sub' / 'data.pt'), _data)
+    assert synced == [str(tmp_path / 'sub')]
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ('code ran',))

@@ -29,3 +29,15 @@ def test_integers_flags_and_choices():
     assert checks.choice('method', 'CG', ('CG', 'GD')) == 'CG'
     with pytest.raises(InvalidInputError, match="method must be one of 'CG', 'GD'; got 'cg'"):
         checks.choice('method', 'cg', ('CG', 'GD'))
+
+
+def test_one_size_format_in_binary_units():
+    assert checks.human_bytes(4 * 1024 ** 3) == '4 GiB' and checks.human_bytes(1.5 * 1024 ** 2) == '1.5 MiB'
+    assert checks.human_bytes(512) == '512 bytes' and checks.human_bytes(80 * 1024 ** 4) == '80 TiB'
+    with pytest.raises(Exception, match=r'would need 8 GiB, above the limit of 4 GiB'):
+        checks.check_size('The Gram matrix', (32768, 32768), 8, 4 * 1024 ** 3)
+
+
+def test_is_finite_refuses_booleans_nan_and_inf():
+    assert checks.is_finite(1) and checks.is_finite(np.float32(0.5))
+    assert not any(checks.is_finite(v) for v in (True, np.bool_(False), float('nan'), float('inf'), '1', None))

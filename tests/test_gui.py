@@ -63,10 +63,10 @@ def test_dashboard_bad_input_starts_nothing():
         (dict(more={'adam': 'amsgrad=1'}, steps='5'), 'amsgrad must be True or False'),
         (dict(more={'adam': 'capturable=True'}, steps='5'), 'adam: capturable=True cannot step on cpu'),
         (dict(more={'adam': 'differentiable=True'}, steps='5'), 'adam: differentiable=True cannot step on cpu'),
-        (dict(steps='ten'), '--steps must be an integer'),
+        (dict(steps='ten'), 'steps must be an integer'),  # the page's fields: Python names
         (dict(steps='', seconds=''), 'give a budget'),
-        (dict(steps='5', seconds='-2'), '--seconds must be a finite number >= 0'),
-        (dict(steps='5', seed='-1'), '--seed must be an integer >= 0'),
+        (dict(steps='5', seconds='-2'), 'seconds must be a finite number >= 0'),
+        (dict(steps='5', seed='-1'), 'seed must be an integer >= 0'),
     ]:
         t0 = time.perf_counter()
         with pytest.raises(InvalidInputError, match=message.replace('[', r'\[').replace('(', r'\(')):

@@ -57,7 +57,7 @@ def test_svd_path_matches_reference(shape, kappa, beta, tau):
     kept, dropped = spectrum(rng, min(m, n), tau, cond)
     J = random_matrix(rng, m, n, kept, dropped)
     g = rng.standard_normal(m)
-    d = half_inverse(J, g, kappa, beta, tau, method='svd')
+    d = half_inverse(J, g, kappa, beta, tau, path='svd')
     ref = reference(J, g, kappa, beta, tau)
     tol = max(1e-10, 1e-15 * cond)
     assert np.linalg.norm(d - ref) <= tol * np.linalg.norm(ref)
@@ -74,7 +74,7 @@ def test_gram_path_matches_reference(shape, kappa, beta, tau):
     kept, dropped = spectrum(rng, min(m, n), tau, cond)
     J = random_matrix(rng, m, n, kept, dropped)
     g = rng.standard_normal(m)
-    d, info = half_inverse(J, g, kappa, beta, tau, method='gram', return_info=True)
+    d, info = half_inverse(J, g, kappa, beta, tau, path='gram', return_info=True)
     assert info.path == ('gram-dual' if n < m else 'gram')
     ref = reference(J, g, kappa, beta, tau)
     assert np.linalg.norm(d - ref) <= max(1e-12, 1e-15 * cond ** 2) * np.linalg.norm(ref)
@@ -87,7 +87,7 @@ def test_gram_path_high_condition_accuracy():
         kept = np.logspace(0, -6, 40)
         J = random_matrix(rng, m, n, kept, [])
         g = rng.standard_normal(m)
-        d = half_inverse(J, g, -0.5, 0, 1e-7, method='gram')
+        d = half_inverse(J, g, -0.5, 0, 1e-7, path='gram')
         ref = reference(J, g, -0.5, 0, 1e-7)
         assert np.linalg.norm(d - ref) <= 1e-3 * np.linalg.norm(ref)
 
@@ -109,38 +109,38 @@ def test_auto_equals_svd_within_gram_accuracy():
     J = random_matrix(rng, 30, 50, np.logspace(0, -4, 30), [])
     g = rng.standard_normal(30)
     a = half_inverse(J, g, truncation=1e-5)
-    s = half_inverse(J, g, truncation=1e-5, method='svd')
+    s = half_inverse(J, g, truncation=1e-5, path='svd')
     assert np.linalg.norm(a - s) <= 1e-8 * np.linalg.norm(s)
 
 
-@pytest.mark.parametrize('method', ['svd', 'gram'])
-def test_float32_input(method):
+@pytest.mark.parametrize('path', ['svd', 'gram'])
+def test_float32_input(path):
     rng = np.random.default_rng(5)
     for m, n in [(20, 50), (50, 20)]:
         J = random_matrix(rng, m, n, np.logspace(0, -2, 15), []).astype(np.float32)
         g = rng.standard_normal(m).astype(np.float32)
-        d = half_inverse(J, g, -0.5, 0, 1e-6, method=method)
+        d = half_inverse(J, g, -0.5, 0, 1e-6, path=path)
         assert d.dtype == np.float32
         ref = reference(J.astype(np.float64), g.astype(np.float64), -0.5, 0, 1e-6)
         assert np.linalg.norm(d - ref) <= 2e-4 * np.linalg.norm(ref)
 
 
-@pytest.mark.parametrize('method', ['svd', 'gram', 'auto'])
-def test_gradient_descent_limit(method):
+@pytest.mark.parametrize('path', ['svd', 'gram', 'auto'])
+def test_gradient_descent_limit(path):
     rng = np.random.default_rng(6)
     for m, n in [(8, 30), (30, 8)]:
         J, g = rng.standard_normal((m, n)), rng.standard_normal(m)
-        d = half_inverse(J, g, kappa=1, beta=0, truncation=0, method=method)
+        d = half_inverse(J, g, kappa=1, beta=0, truncation=0, path=path)
         np.testing.assert_allclose(d, J.T @ g, rtol=1e-11, atol=1e-12 * np.abs(J.T @ g).max())
 
 
-@pytest.mark.parametrize('method', ['svd', 'auto'])
-def test_gauss_newton_equals_pinv_on_rank_deficient(method):
+@pytest.mark.parametrize('path', ['svd', 'auto'])
+def test_gauss_newton_equals_pinv_on_rank_deficient(path):
     rng = np.random.default_rng(8)
     for m, n, r in [(15, 25, 6), (25, 15, 6), (10, 10, 3)]:
         J = rng.standard_normal((m, r)) @ rng.standard_normal((r, n))
         g = rng.standard_normal(m)
-        d = half_inverse(J, g, kappa=-1, truncation=0, method=method)
+        d = half_inverse(J, g, kappa=-1, truncation=0, path=path)
         ref = np.linalg.pinv(J) @ g
         assert np.linalg.norm(d - ref) <= 1e-9 * np.linalg.norm(ref)
 
@@ -149,19 +149,19 @@ def test_gram_truncation_zero_never_amplifies_roundoff():
     rng = np.random.default_rng(9)
     J = rng.standard_normal((20, 3)) @ rng.standard_normal((3, 40))
     g = rng.standard_normal(20)
-    d = half_inverse(J, g, kappa=-1, truncation=0, method='gram')
+    d = half_inverse(J, g, kappa=-1, truncation=0, path='gram')
     ref = np.linalg.pinv(J) @ g
     assert np.linalg.norm(d - ref) <= 1e-6 * np.linalg.norm(ref)
 
 
-@pytest.mark.parametrize('method', ['svd', 'gram', 'auto'])
+@pytest.mark.parametrize('path', ['svd', 'gram', 'auto'])
 @pytest.mark.parametrize('kappa', [-1, -0.5, 0, 1])
-def test_zero_and_rank_deficient_are_finite(method, kappa):
-    d = half_inverse(np.zeros((5, 7)), np.ones(5), kappa=kappa, beta=-0.5, method=method)
+def test_zero_and_rank_deficient_are_finite(path, kappa):
+    d = half_inverse(np.zeros((5, 7)), np.ones(5), kappa=kappa, beta=-0.5, path=path)
     assert np.all(d == 0)
     J = np.zeros((5, 7))
     J[0, 0] = 2.0
-    d = half_inverse(J, np.ones(5), kappa=kappa, truncation=0, method=method)
+    d = half_inverse(J, np.ones(5), kappa=kappa, truncation=0, path=path)
     assert np.all(np.isfinite(d))
     expected = np.zeros(7)
     expected[0] = 2.0 ** kappa
@@ -172,10 +172,10 @@ def test_truncation_discards_not_clamps():
     """A singular value below the threshold contributes exactly zero (not τ·σ_max)."""
     J = np.diag([1.0, 1e-3, 1e-7])
     g = np.ones(3)
-    for method in ['svd', 'gram']:
-        d = half_inverse(J, g, kappa=-1, truncation=1e-5, method=method)
+    for path in ['svd', 'gram']:
+        d = half_inverse(J, g, kappa=-1, truncation=1e-5, path=path)
         np.testing.assert_allclose(d, [1.0, 1e3, 0.0], rtol=1e-9)
-    d = half_inverse(J, g, kappa=-1, truncation=1e-2, relative=False, method='svd')
+    d = half_inverse(J, g, kappa=-1, truncation=1e-2, relative=False, path='svd')
     np.testing.assert_allclose(d, [1.0, 0.0, 0.0])
 
 
@@ -226,8 +226,8 @@ def test_bad_inputs_raise():
         half_inverse(J, g, truncation=-1e-6)
     with pytest.raises(InvalidInputError, match='truncation'):
         half_inverse(J, g, truncation=float('nan'))
-    with pytest.raises(InvalidInputError, match='method'):
-        half_inverse(J, g, method='qr')
+    with pytest.raises(InvalidInputError, match='path'):
+        half_inverse(J, g, path='qr')
     with pytest.raises(InvalidInputError, match='beta'):
         half_inverse(J, g, beta=float('inf'))
     with pytest.raises(InvalidInputError, match='floating-point'):
@@ -238,18 +238,18 @@ def test_bad_inputs_raise():
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(m=st.integers(1, 16), n=st.integers(1, 16), log_scale=st.floats(-3, 3), seed=st.integers(0, 2**31 - 1),
-       kappa=st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), method=st.sampled_from(['svd', 'auto']))
-def test_property_matches_reference_and_scales(m, n, log_scale, seed, kappa, method):
+       kappa=st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), path=st.sampled_from(['svd', 'auto']))
+def test_property_matches_reference_and_scales(m, n, log_scale, seed, kappa, path):
     rng = np.random.default_rng(seed)
     r = min(m, n)
     kept = np.logspace(0, -3, r) * 10 ** log_scale
     J = random_matrix(rng, m, n, kept, [])
     g = rng.standard_normal(m)
-    d = half_inverse(J, g, kappa, 0.0, 1e-6, method=method)
+    d = half_inverse(J, g, kappa, 0.0, 1e-6, path=path)
     ref = reference(J, g, kappa, 0.0, 1e-6)
     assert np.linalg.norm(d - ref) <= 1e-8 * np.linalg.norm(ref) + 1e-300
     # relative truncation makes the step homogeneous of degree κ + β in J
     c = 7.0
-    d_scaled = half_inverse(c * J, g, kappa, -0.5, 1e-6, method=method)
-    d_base = half_inverse(J, g, kappa, -0.5, 1e-6, method=method)
+    d_scaled = half_inverse(c * J, g, kappa, -0.5, 1e-6, path=path)
+    d_base = half_inverse(J, g, kappa, -0.5, 1e-6, path=path)
     assert np.linalg.norm(d_scaled - c ** (kappa - 0.5) * d_base) <= 1e-8 * np.linalg.norm(d_scaled) + 1e-300

@@ -344,8 +344,9 @@ def test_refusals_name_what_is_supported():
     opt = HIG(net)
     x = jnp.ones((2, 2))
     loss = lambda y, t: 0.5 * ((y - t) ** 2).sum(-1)
-    with pytest.raises(HIGUsageError, match='hig_step'):
-        pnn.update_weights(net, opt, lambda v: math.l2_loss(v), math.tensor(x, batch('b'), channel('v')))
+    for backend in (JAX, TORCH):  # PhiML's update_weights dispatches on its default backend
+        with backend, pytest.raises(HIGUsageError, match='hig_step'):
+            pnn.update_weights(net, opt, lambda v: math.l2_loss(v), math.wrap(x, batch('b'), channel('v')))
     with pytest.raises(InvalidInputError, match='torch tensor, but the network is a JAX network'):
         hig_step(net, opt, x, torch.ones(2, 2), None, loss)
     with pytest.raises(InvalidInputError, match='inputs is a jax array but the network is a torch network; phi_hig supports'):

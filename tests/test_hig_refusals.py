@@ -76,8 +76,8 @@ def test_update_overflowing_the_parameter_dtype_raises_and_changes_nothing():
 
 @pytest.mark.parametrize('scale', [1e-170, 1e-100, 1e100, 1e160])
 @pytest.mark.parametrize('shape', [(8, 20), (20, 8)])
-@pytest.mark.parametrize('method', ['auto', 'gram', 'dual', 'svd'])
-def test_full_rank_jacobian_at_any_scale_gives_the_svd_answer(scale, shape, method):
+@pytest.mark.parametrize('path', ['auto', 'gram', 'dual', 'svd'])
+def test_full_rank_jacobian_at_any_scale_gives_the_svd_answer(scale, shape, path):
     """d(s·J) = s^(κ+β)·d(J) on every path: half_inverse divides a given J by an exact power of two first
     (1e-170: its Gram entries would underflow to 0; 1e160: overflow to inf)."""
     rng = np.random.default_rng(1)
@@ -85,7 +85,7 @@ def test_full_rank_jacobian_at_any_scale_gives_the_svd_answer(scale, shape, meth
     g = rng.standard_normal(shape[0])
     kappa, beta = -0.5, -0.25
     expected = scale ** (kappa + beta) * reference(J, g, kappa, beta, 1e-6)
-    d, info = half_inverse(scale * J, g, kappa, beta, 1e-6, method=method, return_info=True)
+    d, info = half_inverse(scale * J, g, kappa, beta, 1e-6, path=path, return_info=True)
     assert np.all(np.isfinite(d))
     assert np.linalg.norm(d - expected) <= 1e-9 * np.linalg.norm(expected)
     assert info.sigma_max == pytest.approx(scale, rel=1e-9)
@@ -126,8 +126,8 @@ def test_absolute_truncation_scales_with_j():
 
 def test_forced_gram_path_of_an_operator_at_overflowing_scale_says_what_to_use():
     J = torch.eye(4, dtype=torch.float64) * 1e160
-    with pytest.raises(NonFiniteStepError, match="use method='auto' or 'svd'"):
-        apply_half_inverse(HalfInverse(method='gram'), DenseJacobian(J), torch.ones(4, dtype=torch.float64))
+    with pytest.raises(NonFiniteStepError, match="use path='auto' or 'svd'"):
+        apply_half_inverse(HalfInverse(path='gram'), DenseJacobian(J), torch.ones(4, dtype=torch.float64))
 
 
 @pytest.mark.parametrize('kwargs,match', [(dict(max_bytes='big'), 'max_bytes must be a finite number > 0'),
@@ -154,7 +154,7 @@ def test_float32_result_that_overflows_raises():
     (dict(truncation=-1e-3), 'truncation'),
     (dict(truncation=True), 'truncation'),
     (dict(relative=1), 'relative must be True or False'),
-    (dict(method='fast'), "method must be one of 'auto', 'gram', 'dual', 'svd'"),
+    (dict(path='fast'), "path must be one of 'auto', 'gram', 'dual', 'svd'"),
 ])
 def test_invalid_settings_are_refused_naming_the_setting(kwargs, match):
     with pytest.raises(InvalidInputError, match=match):

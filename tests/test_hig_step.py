@@ -25,7 +25,7 @@ def expected_update(net, x, target, simulate, kappa, beta, tau, lr):
     return -lr * reference(J, g, kappa, beta, tau)
 
 
-@pytest.mark.parametrize('sizes,batch,method', [
+@pytest.mark.parametrize('sizes,batch,path', [
     ([3, 8, 6, 4], 4, 'gram'),    # |θ| = 114 > b·|y| = 12: Gram path, J never formed
     ([3, 3, 4], 20, 'dual'),      # |θ| = 28 < b·|y| = 60: dual path
     ([3, 8, 6, 4], 4, 'svd'),
@@ -34,7 +34,7 @@ def expected_update(net, x, target, simulate, kappa, beta, tau, lr):
     ([3, 3, 4], 20, 'auto'),
 ])
 @pytest.mark.parametrize('kappa,beta', [(-0.5, 0.0), (-1.0, 0.0), (-0.5, -0.5), (1.0, 0.0)])
-def test_update_matches_reference(sizes, batch, method, kappa, beta):
+def test_update_matches_reference(sizes, batch, path, kappa, beta):
     net = mlp(sizes, nn.Tanh, seed=4)
     torch.manual_seed(5)
     x = torch.randn(batch, sizes[0], dtype=torch.float64)
@@ -42,13 +42,13 @@ def test_update_matches_reference(sizes, batch, method, kappa, beta):
     tau, lr = 1e-5, 0.7
     before = flat_params(net)
     expected = expected_update(net, x, target, nonlinear_physics, kappa, beta, tau, lr)
-    opt = HIG(net, learning_rate=lr, truncation=tau, kappa=kappa, beta=beta, method=method)
+    opt = HIG(net, learning_rate=lr, truncation=tau, kappa=kappa, beta=beta, path=path)
     info = hig_step(net, opt, x, target, nonlinear_physics, per_sample_loss)
     step = flat_params(net) - before
     assert np.linalg.norm(step - expected) <= 1e-6 * np.linalg.norm(expected)
-    if method == 'gram' or (method == 'auto' and sizes[1] == 8):
+    if path == 'gram' or (path == 'auto' and sizes[1] == 8):
         assert info.path == 'gram+structured'
-    if method == 'dual' or (method == 'auto' and sizes[1] == 3):
+    if path == 'dual' or (path == 'auto' and sizes[1] == 3):
         assert info.path == 'gram-dual'
     assert info.rank == len(info.singular_values) > 0
     assert info.time_total >= info.time_linalg >= 0
@@ -88,6 +88,31 @@ def test_state_dict_and_scheduler():
     assert opt2.settings.kappa == -1 and opt2.settings.truncation == 1e-5
 
 
+
+def test_method_is_the_deprecated_name_of_path():
+    """``HIG(method=)`` and ``half_inverse(method=)`` warn and mean ``path``; giving both is refused; a state saved
+    before the rename (settings key 'method') loads, and its path is the one the next step takes."""
+    net = nn.Linear(2, 2)
+    with pytest.warns(DeprecationWarning, match="path='svd'"):
+        assert HIG(net, method='svd').settings.path == 'svd'
+    with pytest.raises(InvalidInputError, match="give path only"):
+        HIG(net, path='gram', method='svd')
+    with pytest.raises(InvalidInputError, match="give path only"):
+        HIG(net, path='auto', method='svd')  # an explicit 'auto' is a given path too
+    from phi_hig import half_inverse
+    J, g = np.array([[2.0, 0.0], [0.0, 0.5]]), np.array([1.0, 1.0])
+    with pytest.warns(DeprecationWarning, match='half_inverse'):
+        d = half_inverse(J, g, kappa=-1, method='gram')
+    np.testing.assert_allclose(d, [0.5, 2.0])  # J⁻¹g of a diagonal J
+    old = HIG(net, learning_rate=0.25, path='svd').state_dict()
+    for group in old['param_groups']:  # what the previous release saved: the path under the key 'method'
+        group['method'] = group.pop('path')
+    opt = HIG(net)
+    opt.load_state_dict(old)
+    assert 'method' not in opt.param_groups[0] and opt.settings.path == 'svd' and opt.param_groups[0]['lr'] == 0.25
+    x, target = torch.randn(3, 2), torch.randn(3, 2)
+    assert hig_step(net, opt, x, target, None, per_sample_loss).path == 'svd'
+
 def test_invalid_settings():
     net = nn.Linear(2, 2)
     with pytest.raises(InvalidInputError, match='kappa'):
@@ -96,8 +121,8 @@ def test_invalid_settings():
         HIG(net, truncation=float('nan'))
     with pytest.raises(InvalidInputError, match='learning_rate'):
         HIG(net, learning_rate=-1)
-    with pytest.raises(InvalidInputError, match='method'):
-        HIG(net, method='fast')
+    with pytest.raises(InvalidInputError, match='path'):
+        HIG(net, path='fast')
 
 
 def test_non_finite_step_leaves_weights_untouched():

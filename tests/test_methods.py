@@ -31,11 +31,29 @@ def test_first_order_methods_accept_exactly_their_torch_optimizer_keys():
 
 def test_hig_and_gn_accept_the_hig_constructor_keys():
     ex = toy(preset='test')
-    keys = {'lr', 'truncation', 'kappa', 'beta', 'relative', 'method', 'max_bytes', 'chunk_rows', 'structured',
+    keys = {'lr', 'truncation', 'kappa', 'beta', 'relative', 'path', 'max_bytes', 'chunk_rows', 'structured',
             'batch_size'}
     assert set(hyperparameter_spec(ex, 'hig')) == keys == set(hyperparameter_spec(ex, 'gn'))
     assert validate_hyperparameters(ex, 'gn', {'kappa': -1})['kappa'] == -1.0
     assert validate_hyperparameters(ex, 'hig', {})['kappa'] == -0.5
+    assert hyperparameter_spec(ex, 'gn')['kappa'].default == -1.0 and hyperparameter_spec(ex, 'hig')['path'].default \
+        == 'auto'
+
+
+def test_the_old_name_method_of_hig_path_warns_and_means_path():
+    """HIG's linear-algebra choice is ``path``; ``method`` is accepted for one release with a DeprecationWarning."""
+    ex = toy(preset='test')
+    with pytest.warns(DeprecationWarning, match="'method' is now called 'path'"):
+        hyper = validate_hyperparameters(ex, 'gn', {'method': 'svd'})
+    assert hyper['path'] == 'svd' and 'method' not in hyper
+    with pytest.warns(DeprecationWarning):
+        spec = phi_hig.run_spec(ex, ['hig', 'adam'], steps=1, common={'method': 'gram'})  # only HIG takes it
+    assert spec.hyperparameters['hig']['path'] == 'gram' and 'path' not in spec.hyperparameters['adam']
+    with pytest.raises(InvalidInputError, match="hig: give 'path' only"):
+        validate_hyperparameters(ex, 'hig', {'method': 'svd', 'path': 'gram'})
+    with pytest.raises(InvalidInputError, match="path must be one of 'auto', 'gram', 'dual', 'svd'; got 'fast'"), \
+            pytest.warns(DeprecationWarning):
+        validate_hyperparameters(ex, 'hig', {'method': 'fast'})
 
 
 def test_every_method_of_every_experiment_refuses_unknown_keys_and_wrong_types(experiments):
@@ -66,7 +84,7 @@ def test_every_method_of_every_experiment_refuses_unknown_keys_and_wrong_types(e
     ('sip', {'clip': 0}, 'clip .* must be > 0'),
     ('sip', {'inverse': 'nope'}, "inverse must be one of 'default'"),
     ('hig', {'kappa': 2}, 'kappa'),
-    ('hig', {'method': 'fast'}, 'method'),
+    ('hig', {'path': 'fast'}, 'path'),
     ('hig', {'truncation': 'small'}, 'truncation must be a finite number'),
     ('hig', {'chunk_rows': 1.5}, 'chunk_rows must be an integer'),
 ])

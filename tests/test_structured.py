@@ -111,11 +111,11 @@ def per_sample_loss(y, target):
     return 0.5 * ((y - target) ** 2).sum(-1)
 
 
-@pytest.mark.parametrize('case,method', [('tanh-mlp', 'gram'), ('cnn2d', 'gram'), ('cnn2d', 'auto'),
+@pytest.mark.parametrize('case,path', [('tanh-mlp', 'gram'), ('cnn2d', 'gram'), ('cnn2d', 'auto'),
                                          ('cnn1d', 'dual'), ('mlp+phiflow-laplace', 'gram'),
                                          ('cnn+phiflow-laplace', 'auto')])
 @pytest.mark.parametrize('kappa', [-0.5, -1.0])
-def test_structured_update_matches_half_inverse(case, method, kappa, float64):
+def test_structured_update_matches_half_inverse(case, path, kappa, float64):
     make, simulate, n_in, batch = CASES[case]
     net = make()
     torch.manual_seed(2)
@@ -125,13 +125,13 @@ def test_structured_update_matches_half_inverse(case, method, kappa, float64):
     target = torch.randn_like(y)
     g = ((y - target) / batch).reshape(-1)
     tau, lr = 1e-5, 0.3
-    expected = -lr * phi_hig.half_inverse(J, g, kappa=kappa, truncation=tau, method='svd')
+    expected = -lr * phi_hig.half_inverse(J, g, kappa=kappa, truncation=tau, path='svd')
     before = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).clone()
-    opt = HIG(net, learning_rate=lr, truncation=tau, kappa=kappa, method=method)
+    opt = HIG(net, learning_rate=lr, truncation=tau, kappa=kappa, path=path)
     info = hig_step(net, opt, x, target, simulate, lambda yy, t: per_sample_loss(yy.reshape(batch, -1), t))
     step = torch.cat([p.detach().reshape(-1) for p in net.parameters()]) - before
     assert relerr(step, expected) <= 1e-6
-    dual = method == 'dual' or (method == 'auto' and J.shape[1] < J.shape[0])
+    dual = path == 'dual' or (path == 'auto' and J.shape[1] < J.shape[0])
     assert info.path == ('gram-dual' if dual else 'gram+structured')
 
 
@@ -159,9 +159,9 @@ def test_unknown_layers_fall_back_per_layer(float64):
     # the HIG step through the mixed form
     target = torch.randn(3, 3, dtype=torch.float64)
     y = nonlinear_physics(net(x)).detach()
-    expected = -phi_hig.half_inverse(J, ((y - target) / 3).reshape(-1), truncation=1e-6, method='svd')
+    expected = -phi_hig.half_inverse(J, ((y - target) / 3).reshape(-1), truncation=1e-6, path='svd')
     before = torch.cat([p.detach().reshape(-1) for p in net.parameters()]).clone()
-    info = hig_step(net, HIG(net, 1.0, 1e-6, method='gram'), x, target, nonlinear_physics, per_sample_loss)
+    info = hig_step(net, HIG(net, 1.0, 1e-6, path='gram'), x, target, nonlinear_physics, per_sample_loss)
     assert info.path == 'gram+mixed'
     step = torch.cat([p.detach().reshape(-1) for p in net.parameters()]) - before
     assert relerr(step, expected) <= 1e-6
@@ -172,8 +172,8 @@ def test_forced_dense_path_gives_same_update():
     net2 = mlp([3, 8, 6, 4], nn.Tanh, seed=4)
     x = torch.randn(6, 3, dtype=torch.float64)
     target = torch.randn(6, 3, dtype=torch.float64)
-    i1 = hig_step(net, HIG(net, 1.0, 1e-6, method='gram'), x, target, nonlinear_physics, per_sample_loss)
-    i2 = hig_step(net2, HIG(net2, 1.0, 1e-6, method='gram', structured=False), x, target, nonlinear_physics,
+    i1 = hig_step(net, HIG(net, 1.0, 1e-6, path='gram'), x, target, nonlinear_physics, per_sample_loss)
+    i2 = hig_step(net2, HIG(net2, 1.0, 1e-6, path='gram', structured=False), x, target, nonlinear_physics,
                   per_sample_loss)
     assert (i1.path, i2.path) == ('gram+structured', 'gram')
     for p, q in zip(net.parameters(), net2.parameters()):

@@ -14,8 +14,8 @@ right before it (after imports, problem set-up and a small warm-up of the librar
 
 * ``authors`` (a): J materialized per sample (float32), float32 thin SVD, the explicit ``V Λ^κ Uᵀ``
   matrix (|θ| × b|y|), a matrix–vector product: the authors' TensorFlow formulation in PyTorch.
-* ``svd`` (b): ``phi_hig.hig_step`` with ``method='svd'``: J materialized, float64 SVD.
-* ``gram-dense`` (c): ``method='gram', structured=False``: J materialized per sample with ``torch.func``,
+* ``svd`` (b): ``phi_hig.hig_step`` with ``path='svd'``: J materialized, float64 SVD.
+* ``gram-dense`` (c): ``path='gram', structured=False``: J materialized per sample with ``torch.func``,
   float64 ``J Jᵀ`` in row blocks, float64 eigh, ``Jᵀc``.
 * ``structured`` (d): ``phi_hig.HIG`` defaults: float64 Gram matrix from layer factors, J never formed.
 * ``reference``: float64 SVD of J materialized in float64 from the layer factors (the same float32 network
@@ -132,15 +132,15 @@ def make_step(path, problem, net):
             with torch.no_grad():  # y in simulate's own shape for the loss (factors.y is flattened to (b, |y|))
                 y = problem.simulate(net(problem.inputs))
             g = _g_of(problem, y).to(torch.float64)
-            return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, method='svd')
+            return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, path='svd')
         return reference
 
     class Recording(phi_hig.HIG):
         def apply_direction(self, direction):
             self.last = direction.detach().to(torch.float64).clone()
             super().apply_direction(direction)
-    settings = {'svd': dict(method='svd'), 'gram-dense': dict(method='gram', structured=False),
-                'structured': dict(method='auto')}[path]
+    settings = {'svd': dict(path='svd'), 'gram-dense': dict(path='gram', structured=False),
+                'structured': dict(path='auto')}[path]
     opt = Recording(net, learning_rate=0.0, truncation=problem.truncation, **settings)  # lr 0: same weights
 
     def hig():
@@ -153,6 +153,24 @@ def make_step(path, problem, net):
 # ---------------------------------------------------------------- one (case, path) in this process
 
 def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: int = 0) -> dict:
+    """Measure one (case, path) in this process (``--worker``; the driver starts a fresh process per row).
+
+    Warms the libraries up on tiny problems, then times a first step (recording the peak-RSS growth across it,
+    the GPU memory growth on CUDA and the largest tensor any op returns) and repeated warm steps (more for fast
+    steps, fewer for slow ones); the structured path is also timed alternating with Adam steps in this process.
+
+    Args:
+        case: a key of `phi_hig.bench.problems.CASES`.
+        path: one of `PATHS` ('authors', 'svd', 'gram-dense', 'structured', 'reference', 'adam').
+        device: a torch device string.
+        reps: repetitions of the timed step (×40 for steps under 50 ms).
+        out_dir: folder for the row's JSON and the update direction (``CASE_PATH.npy``) the driver compares.
+        threads: torch threads (0: torch's default).
+
+    Returns:
+        The row: sizes, first and median step times, number of timed steps, memory figures, the path the step
+        took; also written to ``out_dir`` (kept if the driver is interrupted).
+    """
     from .problems import CASES
     if threads:
         torch.set_num_threads(threads)
@@ -263,6 +281,14 @@ def _fmt_time(s):
 
 
 def table(results: list, header: str) -> str:
+    """The Markdown report: ``header``, then one table row per measured (case, path) with its median time, the
+    ratio to Adam (the alternating in-process ratio where measured), the speed-up over the authors' formulation
+    (a), the memory figures and the relative error of the update against the float64 reference.
+
+    Args:
+        results: the rows `worker` returned (failed rows carry ``error``; 'reference' rows are not shown).
+        header: Markdown text above the table (command, machine, load).
+    """
     by = {(r['case'], r['path']): r for r in results}
     lines = [header, '',
              '| case | b × \\|y\\| | \\|θ\\| | path | time per step (median, n) | × Adam (same b) | speed-up vs (a) '
@@ -292,6 +318,14 @@ def table(results: list, header: str) -> str:
 
 
 def driver(args) -> str:
+    """Run every selected (case, path) in a fresh worker process, compare each update with the float64 reference,
+    write the report (``benchmarks/results/hig_step_<cpu|gpu>.md`` from the repository root, else the current
+    folder, or ``--output``) and its JSON, print it and return its text.
+
+    Args:
+        args: the parsed, checked options of `main` (``cases``, ``quick``, ``skip``, ``skip_authors``, ``device``,
+            ``reps``, ``threads``, ``output``, ``argv``).
+    """
     cases = args.cases or list(DEFAULT_CASES)
     paths = [p for p in PATHS if not (args.quick and p in ('authors', 'svd'))
              and not (args.skip_authors and p == 'authors') and p not in (args.skip or [])]

@@ -33,6 +33,7 @@ class Problem:
 
     @property
     def n_params(self) -> int:
+        """|θ|: the number of the network's parameters (entries)."""
         return sum(p.numel() for p in self.net.parameters())
 
 

@@ -19,29 +19,34 @@ from . import settings as _settings
 HIG_EXPERIMENTS = ('toy', 'oscillators', 'poisson8', 'quantum_dipole', 'linear_chain')
 SIP_EXPERIMENTS = ('poisson', 'heat', 'fluid', 'sine', 'exp', 'synthetic2d')
 NAMES = HIG_EXPERIMENTS + SIP_EXPERIMENTS
-"""All registered experiment names."""
+"""All experiment names, each a module of this package: `HIG_EXPERIMENTS` (Schnell, Holl & Thuerey 2022, §2.1 and
+§3.1–3.3; the linear chain of Thuerey et al., Physics-based Deep Learning) and `SIP_EXPERIMENTS` (Holl, Koltun &
+Thuerey 2021, §3 and appendix B; Holl, Koltun & Thuerey 2022, §3)."""
 
 
 def factory(name: str):
-    """The factory function of experiment ``name``."""
+    """The factory function of experiment ``name`` (its module is imported on first use).
+
+    Raises:
+        InvalidInputError: ``name`` is not one of `NAMES`.
+
+    >>> factory('toy').__name__
+    'toy'
+    >>> factory('toys')
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: unknown experiment 'toys'; known: toy, oscillators, poisson8, quantum_dipole, linear_chain, poisson, heat, fluid, sine, exp, synthetic2d
+    """
     from ..errors import InvalidInputError
     if name not in NAMES:
         raise InvalidInputError(f"unknown experiment {name!r}; known: {', '.join(NAMES)}")
-    try:
-        module = importlib.import_module(f'.{name}', __name__)
-    except ModuleNotFoundError as err:
-        if err.name == f'{__name__}.{name}':
-            raise InvalidInputError(f"experiment {name!r} is registered but not implemented yet") from err
-        raise
-    fn = getattr(module, name)
+    fn = getattr(importlib.import_module(f'.{name}', __name__), name)
     globals()[name] = fn  # the package attribute is the factory, not the submodule of the same name
     return fn
 
 
 def available() -> list:
-    """The registered experiments whose module exists."""
-    import importlib.util
-    return [n for n in NAMES if importlib.util.find_spec(f'.{n}', __name__) is not None]
+    """The experiment names as a list: `NAMES` (every experiment has its module)."""
+    return list(NAMES)
 
 
 def get(name: str, preset: str = 'paper', **settings) -> Experiment:

@@ -15,9 +15,14 @@ from torch import nn
 from ..errors import InvalidInputError
 from ..sip.inverses import Inverse
 
-__all__ = ['Experiment', 'DataStream']
+__all__ = ['Experiment', 'DataStream', 'identity']
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
+
+
+def identity(z):
+    """The physics of an experiment without a simulation: ``y = z`` (what `Experiment` holds for ``simulate=None``)."""
+    return z
 
 
 @dataclass
@@ -27,7 +32,8 @@ class Experiment:
     Attributes:
         name: registry name.
         make_net: builds a freshly initialized network (the runner seeds torch before calling it).
-        simulate: batched physics ``z -> y`` (samples independent), or None for the identity.
+        simulate: batched physics ``z -> y`` (samples independent); given as None, the experiment holds `identity`
+            (so every caller calls it directly).
         loss: ``loss(y, targets) -> (b,)`` per-sample loss.
         methods: per method name, the default hyperparameters in the batch-mean convention of g
             (``lr``, ``batch_size``, and for HIG/GN ``truncation``, ``kappa``, …).
@@ -62,6 +68,8 @@ class Experiment:
     block: int = 4096
 
     def __post_init__(self):
+        if self.simulate is None:
+            self.simulate = identity
         if (self.train_set is None) == (self.generate is None):
             raise InvalidInputError(f"experiment {self.name!r} needs exactly one of train_set and generate")
         for key, inverse in self.inverses.items():

@@ -45,6 +45,8 @@ class MeanShift(nn.Module):
         self.net = net
 
     def forward(self, y):
+        """``net(y) − mean(net(y)) + mean(y)`` per example: the prediction keeps the observation's mean (diffusion
+        conserves it)."""
         x = self.net(y)
         dims = tuple(range(1, x.ndim))
         return x - x.mean(dims, keepdim=True) + y.mean(dims, keepdim=True)

@@ -176,6 +176,7 @@ class DipoleCNN(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x):
+        """The controls ``(b, out)`` of the interleaved (Re, Im) targets ``x`` ``(b, 2·points)``."""
         h = x.reshape(x.shape[0], self.points, 2).transpose(1, 2)
         return self.head(self.convs(h).flatten(1))
 

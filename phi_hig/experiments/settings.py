@@ -47,11 +47,17 @@ class Range:
     low_open: bool = False
 
     def holds(self, value) -> bool:
+        """Whether the number ``value`` lies within the bounds.
+
+        >>> Range(low=0, low_open=True).holds(0), Range(0, 1).holds(1)
+        (False, True)
+        """
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or value <= self.high
 
     def describe(self) -> str:
+        """The bounds as the messages state them, e.g. ``'> 0 and <= 1'`` (empty without bounds)."""
         parts = []
         if self.low is not None:
             parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
@@ -67,10 +73,12 @@ class MultipleOf:
     why: str = ''
 
     def holds(self, value) -> bool:
+        """Whether ``value`` (a number or a tuple of numbers) is, entry by entry, a multiple of ``k``."""
         values = value if isinstance(value, tuple) else (value,)
         return all(v % self.k == 0 for v in values)
 
     def describe(self) -> str:
+        """The rule as the messages state it, with its reason when one is given."""
         return f"each a multiple of {self.k}" + (f" ({self.why})" if self.why else '')
 
 

@@ -59,7 +59,7 @@ class Server:
         if not isinstance(dashboard, Dashboard):
             raise InvalidInputError(f"dashboard must be a phi_hig.gui.Dashboard, got {type(dashboard).__name__}")
         if port is not None:
-            port = checks.integer('--port', port, low=0, high=65535)
+            port = checks.integer('port', port, low=0, high=65535)
         interval_ms = checks.integer('interval_ms', interval_ms, low=1)
         from werkzeug.serving import make_server
         logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no line per poll request

@@ -134,7 +134,7 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
         if not name:
             return [], []
         try:
-            available = list(d.experiment(name, preset or 'paper').methods)
+            available = d.methods(name, preset or 'paper')
         except Exception as err:  # e.g. an experiment that fails to build: show it, keep the page alive
             return [dict(label=f'({type(err).__name__}: {err})', value='', disabled=True)], []
         run = d.run

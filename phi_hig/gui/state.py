@@ -7,7 +7,6 @@ that runs continue with no page open and every tab sees the same state.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import re
 import threading
@@ -17,6 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ..checks import is_finite
 from ..cli import parse_assignments, parse_value
 from ..errors import InvalidInputError
 
@@ -24,8 +24,9 @@ __all__ = ['LiveRun', 'Dashboard', 'parse_fields', 'parse_extra', 'config_dict',
            'DEFAULT_STEPS', 'DEFAULT_METHODS']
 
 HYPER_KEYS = ('lr', 'batch_size', 'truncation')
-"""The hyperparameters the page shows as columns (for the methods that accept them: `methods.hyperparameter_spec`);
-any other key goes into a method's "more" field as ``KEY=VALUE, KEY=VALUE``."""
+"""The hyperparameters the page shows as columns (for the methods that accept them:
+`phi_hig.training.methods.MethodDefinition.spec`); any other key goes into a method's "more" field as
+``KEY=VALUE, KEY=VALUE``."""
 PAGE_DEFAULTS = ('preset', 'steps', 'seconds', 'methods')
 """The initial page values a `Dashboard` takes (``defaults``)."""
 DEFAULT_STEPS = 2000
@@ -190,7 +191,7 @@ class LiveRun:
             info = getattr(method, 'last_info', None)
             if info is not None and getattr(info, 'singular_values', None) is not None:
                 spectrum = np.asarray(info.singular_values, dtype=float).copy()
-            evaluated = _finite(record.get('test_loss'))
+            evaluated = is_finite(record.get('test_loss'))
             view = None
             if self._view_fn is not None and (evaluated or now - self._last_view.get(name, 0) > self.VIEW_INTERVAL):
                 self._last_view[name] = now
@@ -201,7 +202,7 @@ class LiveRun:
             with self.lock:
                 self.current = name
                 h = self.history[name]
-                if record['step'] > 0 or _finite(record.get('train_loss')):
+                if record['step'] > 0 or is_finite(record.get('train_loss')):
                     h['step'].append(record['step'])
                     h['wall_time'].append(record['wall_time'])
                     h['train_loss'].append(_float(record.get('train_loss')))
@@ -244,10 +245,6 @@ def _float(v) -> float:
         return float(v)
     except (TypeError, ValueError):
         return float('nan')
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 class Dashboard:
@@ -306,7 +303,7 @@ class Dashboard:
         preset = self.defaults.get('preset', 'paper')
         exp = self.experiment(self.default, preset)
         methods = self.defaults.get('methods')
-        spec = run_spec(exp, self.preselected(list(exp.methods)) if methods is None else methods,
+        spec = run_spec(exp, self.preselected(self.methods(self.default, preset)) if methods is None else methods,
                         steps=self.defaults.get('steps', DEFAULT_STEPS), seconds=self.defaults.get('seconds'),
                         out=self.out)
         if methods is not None:
@@ -356,16 +353,23 @@ class Dashboard:
                     self._cache[key] = build_experiment(name, preset, settings)
             return self._cache[key]
 
+    def methods(self, name: str, preset: str = 'paper', settings: Optional[dict] = None) -> List[str]:
+        """The methods the page offers for experiment ``name``: those it defines and every registered method kind
+        offered to it (`phi_hig.training.kinds.offered`, the rule of ``python -m phi_hig list``)."""
+        from ..training.kinds import offered
+        return list(offered(self.experiment(name, preset, settings)))
+
     def method_defaults(self, name: str, preset: str = 'paper', settings: Optional[dict] = None) -> Dict[str, dict]:
-        """Per method of experiment ``name``: its values of the `HYPER_KEYS` it accepts (one rule:
-        `phi_hig.training.methods.hyperparameter_spec`), and under ``'more'`` its SIP inverse options as
+        """Per method the page offers (`methods`): its values of the `HYPER_KEYS` it accepts (one rule:
+        `phi_hig.training.methods.MethodDefinition`), and under ``'more'`` its SIP inverse options as
         ``inverse_options.NAME=VALUE, ...``."""
-        from ..training.methods import hyperparameter_spec, validate_hyperparameters
+        from ..training.methods import MethodDefinition
         exp = self.experiment(name, preset, settings)
         out = {}
-        for m in exp.methods:
-            accepted = hyperparameter_spec(exp, m)
-            hyper = validate_hyperparameters(exp, m)
+        for m in self.methods(name, preset, settings):
+            definition = MethodDefinition(exp, m)
+            hyper = definition.validate()
+            accepted = definition.spec(hyper.get('inverse'))
             out[m] = {k: hyper.get(k, accepted[k].default) for k in HYPER_KEYS if k in accepted}
             options = hyper.get('inverse_options') or {}
             out[m]['more'] = ', '.join(f'inverse_options.{k}={v!r}' for k, v in options.items())

@@ -214,7 +214,8 @@ def example_view(experiment, net, index: int = 0) -> dict:
         builtin = VIEWS.get(getattr(experiment, 'name', None))
         if builtin is not None:
             return _normalize_hook(builtin(experiment, net, take(inputs, index), take(targets, index)))
-        simulate = experiment.simulate
+        from ..experiments.base import identity
+        simulate = None if experiment.simulate is identity else experiment.simulate  # None: no physics to show
         if _is_torch(inputs) and _is_torch(targets) and inputs.ndim >= 1 and inputs[0].numel() == 1 \
                 and 1 <= targets[0].numel() <= 8:
             x = inputs[:CURVE_POINTS]

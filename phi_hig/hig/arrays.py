@@ -44,14 +44,17 @@ class TorchOps:
 
     @staticmethod
     def scope():
+        """The context the float64 work runs in."""
         return contextlib.nullcontext()
 
     @staticmethod
     def float64(x: torch.Tensor) -> torch.Tensor:
+        """``x`` as a float64 array on its device."""
         return x.to(torch.float64)
 
     @staticmethod
     def host(x: torch.Tensor) -> np.ndarray:
+        """A NumPy copy of ``x`` (for the decisions, which run on the host)."""
         return x.detach().cpu().numpy()
 
     @staticmethod
@@ -63,51 +66,63 @@ class TorchOps:
 
     @staticmethod
     def svd(J: torch.Tensor) -> tuple:
+        """The thin SVD ``(U, σ descending, Vᵀ)`` of ``J`` (batched over leading dims)."""
         return torch.linalg.svd(J, full_matrices=False)
 
     @staticmethod
     def diagonal_max(G: torch.Tensor) -> float:
+        """The largest diagonal entry of ``G`` as a float (NaN when G has a NaN on its diagonal)."""
         return float(torch.diagonal(G).max()) if G.numel() else 0.0
 
     @staticmethod
     def abs_max(x: torch.Tensor) -> float:
+        """The largest ``|x|`` as a float (NaN when x has a NaN; 0 for an empty x)."""
         return float(x.abs().max()) if x.numel() else 0.0
 
     @staticmethod
     def all_finite(x: torch.Tensor) -> bool:
+        """Whether ``x`` holds no NaN and no ±Inf."""
         return bool(torch.isfinite(x).all())
 
     @staticmethod
     def zeros(n: int, like: torch.Tensor) -> torch.Tensor:
+        """A float64 zero vector of length ``n`` on the device of ``like``."""
         return torch.zeros(n, dtype=torch.float64, device=like.device)
 
     @staticmethod
     def ldexp(x: torch.Tensor, k: int) -> torch.Tensor:
+        """``x · 2^k`` exactly (a power of two)."""
         return torch.ldexp(x, torch.tensor(k, device=x.device))
 
     @staticmethod
     def cast(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``x`` in the dtype of ``like``."""
         return x.to(like.dtype)
 
     @staticmethod
     def on_device_of(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``x`` on the device of ``like``."""
         return x.to(like.device)
 
     @staticmethod
     def kept_product(w: torch.Tensor, mu: torch.Tensor, rhs: torch.Tensor, first: int, exponent: float):
+        """``W_k diag(μ_k^e) W_kᵀ rhs`` over the eigenpairs from ``first`` on."""
         w_k = w[:, first:]  # the kept eigenvalues (ascending) are a suffix: a view, never a copy
         return w_k @ (mu[first:] ** exponent * (w_k.T @ rhs))
 
     @staticmethod
     def mask(keep: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """A host boolean mask ``keep`` as an array of the backend, for indexing ``like``."""
         return torch.from_numpy(keep).to(like.device)
 
     @staticmethod
     def is_real_floating(x: torch.Tensor) -> bool:
+        """Whether ``x`` has a real floating-point dtype."""
         return x.dtype.is_floating_point
 
     @staticmethod
     def itemsize(x: torch.Tensor) -> int:
+        """Bytes per element of ``x``."""
         return x.element_size()
 
 
@@ -146,12 +161,15 @@ class JaxOps:
 
     @staticmethod
     def scope():
+        """The context the float64 work runs in."""
         return x64()
 
     def float64(self, x):
+        """``x`` as a float64 array on its device."""
         return self.xp.asarray(x, dtype=self.xp.float64)
 
     def host(self, x) -> np.ndarray:
+        """A NumPy copy of ``x`` (for the decisions, which run on the host)."""
         return np.asarray(x)
 
     def eigh(self, G) -> tuple:
@@ -159,42 +177,55 @@ class JaxOps:
         return self._eigh(G)
 
     def svd(self, J) -> tuple:
+        """The thin SVD ``(U, σ descending, Vᵀ)`` of ``J`` (batched over leading dims)."""
         return self.xp.linalg.svd(J, full_matrices=False)
 
     def diagonal_max(self, G) -> float:
+        """The largest diagonal entry of ``G`` as a float (NaN when G has a NaN on its diagonal)."""
         return float(self._diagonal_max(G)) if G.size else 0.0
 
     def abs_max(self, x) -> float:
+        """The largest ``|x|`` as a float (NaN when x has a NaN; 0 for an empty x)."""
         return float(self._abs_max(x)) if x.size else 0.0
 
     def all_finite(self, x) -> bool:
+        """Whether ``x`` holds no NaN and no ±Inf."""
         return bool(self.xp.isfinite(x).all())
 
     def zeros(self, n: int, like):
+        """A float64 zero vector of length ``n`` on the device of ``like``."""
         return self.xp.zeros(n, dtype=self.xp.float64)
 
     def ldexp(self, x, k: int):
+        """``x · 2^k`` exactly (a power of two)."""
         half = k // 2  # two exact powers of two, each representable for any k of a finite float64 x
         return x * _pymath.ldexp(1.0, half) * _pymath.ldexp(1.0, k - half)
 
     def cast(self, x, like):
+        """``x`` in the dtype of ``like``."""
         return x.astype(like.dtype)
 
     @staticmethod
     def on_device_of(x, like):
+        """``x`` on the device of ``like``."""
         return x
 
     def kept_product(self, w, mu, rhs, first: int, exponent: float):
+        """``W_k diag(μ_k^e) W_kᵀ rhs`` over the eigenpairs from ``first`` on (masked: one compiled function for every
+        ``first``)."""
         return self._kept_product(w, mu, rhs, first, exponent)
 
     def mask(self, keep: np.ndarray, like):
+        """A host boolean mask ``keep`` as an array of the backend, for indexing ``like``."""
         return self.xp.asarray(keep)
 
     def is_real_floating(self, x) -> bool:
+        """Whether ``x`` has a real floating-point dtype."""
         return bool(self.xp.issubdtype(x.dtype, self.xp.floating))
 
     @staticmethod
     def itemsize(x) -> int:
+        """Bytes per element of ``x``."""
         return np.dtype(x.dtype).itemsize
 
 

@@ -104,16 +104,21 @@ class DistributedJacobian:
 
     # --- the protocol --------------------------------------------------------------------------------------
     def gram(self) -> Optional[torch.Tensor]:
+        """``J Jᵀ`` of the global J (float64) on the root rank, from every rank's factors gathered there; None on
+        the other ranks. A collective: every rank of the group calls it."""
         full = self._gathered()
         return full.gram() if full is not None else None
 
     def gram_dual(self) -> Optional[torch.Tensor]:
+        """``JᵀJ = Σ_r J_rᵀJ_r`` (float64), reduced onto the root rank; None on the other ranks. A collective."""
         import torch.distributed as dist
         H = self.local.gram_dual().contiguous()
         dist.reduce(H, dst=self.root, op=dist.ReduceOp.SUM, group=self.group)
         return H if self.is_root else None
 
     def vjp(self, c: torch.Tensor) -> torch.Tensor:
+        """``Jᵀc = Σ_r J_rᵀc_r`` (float64) for the global vector ``c`` (``n_rows``), all-reduced: the same on every
+        rank. A collective."""
         import torch.distributed as dist
         mine = c.reshape(-1)[self.offset:self.offset + self.local.n_rows]
         out = self.local.vjp(mine).contiguous()
@@ -121,6 +126,8 @@ class DistributedJacobian:
         return out
 
     def matrix(self) -> Optional[torch.Tensor]:
+        """The global J on the root rank (rows in rank order), None on the other ranks; refused above
+        ``max_bytes`` before any rank allocates it. A collective."""
         from ..checks import check_size
         check_size("The Jacobian J", (self.n_rows, self.n_params), self.local.params[0].element_size(),
                    self.local.max_bytes)

@@ -42,10 +42,12 @@ class LayerFactor:
 
     @property
     def dense(self) -> bool:
+        """True for a single-position factor (``a`` of shape ``(b, F)``), whose Gram block is a Hadamard product."""
         return self.a.ndim == 2
 
     @property
     def n_cols(self) -> int:
+        """The number of columns of J this layer holds: its trainable weight and bias entries."""
         out, feat = self.delta.shape[1], self.a.shape[1]
         return out * feat * (self.weight_col is not None) + out * (self.bias_col is not None)
 
@@ -98,22 +100,27 @@ class JacobianFactors:
 
     @property
     def n_samples(self) -> int:
+        """The number of examples b."""
         return self.y.shape[0]
 
     @property
     def n_out(self) -> int:
+        """The number of outputs per example |y|."""
         return self.y.shape[1]
 
     @property
     def n_rows(self) -> int:
+        """The number of rows of J, ``b·|y|``."""
         return self.y.shape[0] * self.y.shape[1]
 
     @property
     def n_params(self) -> int:
+        """The number of columns of J, |θ| (trainable entries of ``params``)."""
         return sum(p.numel() for p in self.params)
 
     @property
     def structured(self) -> bool:
+        """True when every parameter is held as layer factors (no dense block: J is never formed)."""
         return self.dense_block is None
 
     @property

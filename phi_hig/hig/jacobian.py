@@ -32,7 +32,7 @@ from ..backend import torch_backend
 from ..checks import check_size
 from ..errors import InvalidInputError
 from .factors import DEFAULT_CHUNK_BYTES, JacobianFactors, LayerFactor
-from .spectral import DEFAULT_MAX_BYTES
+from .spectral import DEFAULT_MAX_BYTES, gram_bytes
 
 __all__ = ['physics_jacobian', 'per_sample_jacobian', 'gram', 'jacobian_factors', 'JacobianFactors',
            'DEFAULT_MAX_BYTES', 'DEFAULT_CHUNK_BYTES', 'DEFAULT_CHUNK_ROWS']
@@ -69,6 +69,11 @@ def physics_jacobian(simulate: Callable[[torch.Tensor], torch.Tensor], z: torch.
     Returns:
         ``(y, P)``: ``y = simulate(z)`` detached and flattened to ``(b, |y|)``, and ``P`` of shape
         ``(b, |y|, |z|)`` in z's dtype.
+
+    >>> import torch
+    >>> y, P = physics_jacobian(lambda z: z ** 2, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    >>> tuple(P.shape), P[1].tolist()   # ∂(z_j²)/∂z_j = 2·z_j, one block per example
+    ((2, 2, 2), [[6.0, 0.0], [0.0, 8.0]])
     """
     z = z.detach()
     b = z.shape[0]
@@ -341,6 +346,11 @@ def per_sample_jacobian(net: nn.Module, inputs: torch.Tensor, simulate: Callable
     Rows are sample-major (row ``i·|y| + k`` is output k of sample i); columns follow the trainable
     parameters in ``net.parameters()`` order, each flattened row-major. Keyword arguments as in
     `jacobian_factors`. Raises `JacobianTooLargeError` before allocating above ``max_bytes``.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(2, 1)
+    >>> per_sample_jacobian(net, torch.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()   # row i: ∂y_i/∂(w, b) = (x_i, 1)
+    [[1.0, 2.0, 1.0], [3.0, 4.0, 1.0]]
     """
     return jacobian_factors(net, inputs, simulate or (lambda z: z), **kwargs).matrix()
 
@@ -348,9 +358,15 @@ def per_sample_jacobian(net: nn.Module, inputs: torch.Tensor, simulate: Callable
 def gram(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwargs) -> torch.Tensor:
     """The float64 Gram matrix ``J Jᵀ`` (``b·|y| × b·|y|``) of `per_sample_jacobian`, without forming J when
     the network's parameters all sit in Linear / Conv layers. Raises `JacobianTooLargeError` before allocating
-    above ``max_bytes``."""
+    above ``max_bytes``.
+
+    >>> import torch
+    >>> G = gram(torch.nn.Linear(2, 1), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))   # G_ij = x_i·x_j + 1
+    >>> G.dtype, G.tolist()
+    (torch.float64, [[6.0, 12.0], [12.0, 26.0]])
+    """
     simulate = simulate or (lambda z: z)
     n_out = _output_size(net, inputs, simulate)
-    check_size("The Gram matrix J Jᵀ (float64)", (inputs.shape[0] * n_out,) * 2, 8,
-               kwargs.get('max_bytes', DEFAULT_MAX_BYTES))
+    n_params = sum(p.numel() for p in kwargs.get('params') or net.parameters() if p.requires_grad)
+    gram_bytes('gram', inputs.shape[0] * n_out, n_params, kwargs.get('max_bytes', DEFAULT_MAX_BYTES))
     return jacobian_factors(net, inputs, simulate, n_out=n_out, **kwargs).gram()

@@ -216,10 +216,12 @@ class JaxJacobian:
 
     @property
     def structured(self) -> bool:
+        """True when every leaf is a layer factor (nothing of size |θ| × b·|y| exists)."""
         return self.block is None
 
     @property
     def mixed(self) -> bool:
+        """True when some leaves are layer factors and others in the dense block."""
         return self.block is not None and bool(self.structure.layers)
 
     def _check_blocks(self) -> None:
@@ -229,20 +231,24 @@ class JaxJacobian:
                            self.max_bytes)
 
     def gram(self):
+        """``J Jᵀ`` in float64 from the factors (`StaxStructure`), refused above ``max_bytes``."""
         check_size("The Gram matrix J Jᵀ (float64)", (self.n_rows, self.n_rows), 8, self.max_bytes)
         self._check_blocks()
         return self.structure.gram(self.inputs, self.deltas, self.block)
 
     def matrix(self):
+        """J as a float64 ``(b·|y|, |θ|)`` array, refused above ``max_bytes``."""
         check_size("The Jacobian J (float64)", (self.n_rows, self.n_params), 8, self.max_bytes)
         return self.structure.rows(self.inputs, self.deltas, self.block)
 
     def gram_dual(self):
+        """``JᵀJ`` in float64 (from `matrix`), refused above ``max_bytes``."""
         check_size("The dual Gram matrix JᵀJ (float64)", (self.n_params, self.n_params), 8, self.max_bytes)
         J = self.matrix()
         return _gram_dual(J)
 
     def vjp(self, c):
+        """``Jᵀc`` in float64 for ``c`` of length ``b·|y|``: one transposed layer map per layer."""
         return self.structure.vjp(self.inputs, self.deltas, self.block, c)
 
 

@@ -41,7 +41,7 @@ from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
 from .optimizer import HIGStepInfo
-from .spectral import DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
+from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
 
 __all__ = ['JaxHIG', 'jax_hig_step', 'cast_parameters', 'require_parameters', 'SETTING_KEYS']
 
@@ -98,17 +98,18 @@ class JaxHIG:
 
     Args:
         net: a PhiML JAX network (``StaxNet``) with parameters (see `require_parameters`).
-        learning_rate, truncation, kappa, beta, relative, method, max_bytes, structured: as for the torch `HIG`
+        learning_rate, truncation, kappa, beta, relative, path, max_bytes, structured, method: as for the torch
+            `HIG`
             (``structured``: None: Dense / Conv layers as factors, other leaves as a dense block; False: every
             leaf in the dense block; True: refuse leaves outside such layers). ``chunk_rows`` is accepted and
             unused (the JAX pass is one vmapped backward pass).
     """
 
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
-                 beta: float = 0.0, relative: bool = True, method: str = 'auto',
+                 beta: float = 0.0, relative: bool = True, path: str = AUTO,
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = 16384,
-                 structured: Optional[bool] = None):
-        settings = HalfInverse(kappa, beta, truncation, relative, method)
+                 structured: Optional[bool] = None, *, method: Optional[str] = None):
+        settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
         lr = checks.number('learning_rate', learning_rate, low=0)
         if max_bytes is not None:
             max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
@@ -129,6 +130,10 @@ class JaxHIG:
 
     def step(self, closure=None):
         """Not available: use ``phi_hig.hig_step(net, optimizer, inputs, targets, simulate, loss)``."""
+        raise HIGUsageError(_USAGE)
+
+    def zero_grad(self, *args, **kwargs):
+        """What ``phiml.nn.update_weights`` calls when PhiML's default backend is torch: refused (`HIGUsageError`)."""
         raise HIGUsageError(_USAGE)
 
     def update(self, *args, **kwargs):

@@ -29,13 +29,13 @@ from .. import checks
 from ..backend import torch_backend
 from .distributed import DistributedJacobian, active_group
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
-from .spectral import DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
+from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors
-from ..convert import BatchLayout, NetworkCall, is_jax_network, network_backend
+from ..convert import BatchLayout, NetworkCall, is_jax_network, refuse_tensorflow
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
-_SETTING_KEYS = ('truncation', 'kappa', 'beta', 'relative', 'method')
+_SETTING_KEYS = ('truncation', 'kappa', 'beta', 'relative', 'path')
 
 
 class HIG(torch.optim.Optimizer):
@@ -52,15 +52,28 @@ class HIG(torch.optim.Optimizer):
         net: a ``torch.nn.Module`` (e.g. ``phiml.nn.dense_net(...)`` on the torch backend) or an iterable of
             parameters / parameter groups; or a PhiML JAX network.
         learning_rate: η ≥ 0; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring).
-        truncation, kappa, beta, relative, method: the `phi_hig.hig.HalfInverse` settings: τ (relative to
-            σ_max unless ``relative=False``), κ ∈ [−1, 1], β, and the path 'auto' (the float64 Gram matrix, its
-            dual when |θ| < b·|y|, a float64 SVD of J when the kept spectrum is below the Gram resolution or the
-            Gram matrix under/overflows), 'gram', 'dual' or 'svd'.
+        truncation, kappa, beta, relative, path: the `phi_hig.hig.HalfInverse` settings: τ (relative to
+            σ_max unless ``relative=False``), κ ∈ [−1, 1], β, and the linear-algebra path 'auto' (the float64
+            Gram matrix, its dual when |θ| < b·|y|, a float64 SVD of J when the kept spectrum is below the Gram
+            resolution or the Gram matrix under/overflows), 'gram', 'dual' or 'svd'.
         max_bytes: refuse any single J / Gram allocation above this size (`JacobianTooLargeError`).
         chunk_rows: replicated rows per backward pass when computing Jacobians.
         structured: None (default): hold the Jacobian columns of Linear / Conv layers as layer factors and
             never form J on the Gram paths; False: form J per sample (the reference path); True: require the
             factored form for every parameter.
+        method: the deprecated name of ``path`` (a `DeprecationWarning`; giving both is an error; removed in the
+            next release).
+
+    The settings live in every parameter group under the keys ``truncation``, ``kappa``, ``beta``, ``relative``
+    and ``path``; `load_state_dict` also takes a state saved by an earlier release (key ``method``).
+
+    >>> import torch
+    >>> opt = HIG(torch.nn.Linear(2, 1), learning_rate=0.5, truncation=1e-5)
+    >>> opt.settings.kappa, opt.settings.path, opt.param_groups[0]['lr']
+    (-0.5, 'auto', 0.5)
+    >>> HIG(torch.nn.Linear(2, 1), kappa=-2)
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: kappa must be a finite number >= -1 and <= 1 (-0.5 HIG, -1 Gauss-Newton, 1 gradient descent), got -2
     """
 
     def __new__(cls, net=None, *args, **kwargs):
@@ -70,10 +83,10 @@ class HIG(torch.optim.Optimizer):
         return super().__new__(cls)
 
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
-                 beta: float = 0.0, relative: bool = True, method: str = 'auto',
+                 beta: float = 0.0, relative: bool = True, path: str = AUTO,
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 structured: Optional[bool] = None):
-        settings = HalfInverse(kappa, beta, truncation, relative, method)
+                 structured: Optional[bool] = None, *, method: Optional[str] = None):
+        settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
         lr = checks.number('learning_rate', learning_rate, low=0)
         if max_bytes is not None:
             max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
@@ -106,11 +119,21 @@ class HIG(torch.optim.Optimizer):
         for group in self.param_groups[1:]:
             if tuple(group[k] for k in _SETTING_KEYS) != first:
                 raise InvalidInputError("all parameter groups of HIG must share truncation, kappa, beta, "
-                                        "relative and method (only lr may differ per group)")
+                                        "relative and path (only lr may differ per group)")
         cached = getattr(self, '_settings', None)
         if cached is None or cached[0] != first or any(type(a) is not type(b) for a, b in zip(cached[0], first)):
             self._settings = (first, HalfInverse(**dict(zip(_SETTING_KEYS, first))))
         return self._settings[1]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """``torch.optim.Optimizer.load_state_dict``, also of a state saved before the setting ``method`` was renamed
+        ``path``: a group's ``method`` is read as its ``path`` (the settings are validated at the next step)."""
+        groups = state_dict.get('param_groups') if isinstance(state_dict, dict) else None
+        if groups and any(isinstance(g, dict) and 'method' in g for g in groups):
+            renamed = [dict({k: v for k, v in g.items() if k != 'method'}, path=g.get('path', g['method']))
+                       if isinstance(g, dict) and 'method' in g else g for g in groups]
+            state_dict = dict(state_dict, param_groups=renamed)
+        super().load_state_dict(state_dict)
 
     def params(self) -> list:
         """The trainable parameters, in the column order of the Jacobian."""
@@ -161,7 +184,7 @@ def _parameters(net) -> list:
     elif hasattr(net, '__iter__') and not isinstance(net, (torch.Tensor, np.ndarray, str, bytes, dict)):
         params = list(net)
     else:
-        network_backend(net)  # a TensorFlow / Keras network: refused by name
+        refuse_tensorflow(net)
         raise InvalidInputError(f"HIG(net): net must be a torch.nn.Module or an iterable of its parameters (or "
                                 f"parameter groups), or a PhiML JAX network (StaxNet), got {type(net).__name__}")
     if not params:
@@ -276,6 +299,16 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
         JacobianTooLargeError: the Jacobian or Gram matrix would exceed ``optimizer.max_bytes``.
         InvalidInputError: unsupported kinds (the message says what is supported), a wrong loss shape, invalid
             settings or learning rates, an empty batch or batch norm in training mode.
+
+    Example: a full Gauss–Newton step (κ = −1, η = b) fits a linear model to linear data exactly.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(1, 1)
+    >>> x = torch.tensor([[0.0], [1.0], [2.0]])
+    >>> opt = HIG(net, learning_rate=3.0, kappa=-1)
+    >>> info = hig_step(net, opt, x, 2 * x + 1, None, lambda y, t: 0.5 * ((y - t) ** 2).sum(-1))
+    >>> print(f"w = {net.weight.item():.3f}, b = {net.bias.item():.3f}, rank {info.rank}")
+    w = 2.000, b = 1.000, rank 2
     """
     if not isinstance(optimizer, HIG) and is_jax_network(net):
         from .jax_optimizer import jax_hig_step

@@ -7,7 +7,7 @@ Gauss–Newton (the truncated pseudo-inverse), κ = +1 gradient descent (``Jᵀg
 
 Two objects split the work, in the roles PhiML's ``Solve`` and a linear operator play for ``solve_linear``:
 
-* `HalfInverse`: the frozen, validated settings (κ, β, τ, relative, method);
+* `HalfInverse`: the frozen, validated settings (κ, β, τ, relative, path);
 * a *Jacobian operator* (`JacobianOperator`): anything with ``n_rows``, ``n_params``, ``gram()``,
   ``gram_dual()``, ``vjp(c)`` and ``matrix()``. `DenseJacobian` adapts a given matrix;
   `phi_hig.hig.jacobian.JacobianFactors` holds J as per-layer factors without forming it.
@@ -35,6 +35,7 @@ on 'auto' when J is too large to form for the SVD check): the direction is zero.
 from __future__ import annotations
 
 import math as _pymath
+import warnings
 from dataclasses import dataclass
 from typing import Optional, Protocol, runtime_checkable
 
@@ -43,11 +44,13 @@ import torch
 
 from .. import checks
 from ..backend import is_jax_array
+from ..convert import from_native, kind, native_of
 from ..errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepError
 from .arrays import array_ops
 
 __all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
-           'batched_half_inverse', 'half_inverse', 'eigh64', 'PATHS', 'DEFAULT_MAX_BYTES']
+           'gram_bytes', 'batched_half_inverse', 'half_inverse', 'eigh64', 'choose_path', 'PATHS', 'AUTO',
+           'DEFAULT_MAX_BYTES']
 
 PATHS = ('auto', 'gram', 'dual', 'svd')
 EPS64 = float(np.finfo(np.float64).eps)
@@ -69,7 +72,8 @@ class HalfInverse:
         truncation: τ ≥ 0: singular values ``σ ≤ τ·σ_max`` (``σ ≤ τ`` when not relative) are discarded; a
             relative τ must be < 1 (τ ≥ 1 would discard everything).
         relative: threshold relative to σ_max (as the authors' code) or absolute.
-        method: 'auto', 'gram' (J Jᵀ, or JᵀJ when |θ| < rows), 'dual' (JᵀJ) or 'svd' (module docstring).
+        path: the linear-algebra path, one of `PATHS`: 'auto', 'gram' (J Jᵀ, or JᵀJ when |θ| < rows), 'dual'
+            (JᵀJ) or 'svd' (module docstring).
 
     Raises:
         InvalidInputError: naming the setting and its allowed values (booleans are not numbers).
@@ -78,7 +82,7 @@ class HalfInverse:
     beta: float = 0.0
     truncation: float = 1e-6
     relative: bool = True
-    method: str = 'auto'
+    path: str = 'auto'
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -92,7 +96,8 @@ class HalfInverse:
         else:
             tau = checks.number('truncation', self.truncation, low=0, hint='absolute')
         set_(self, 'truncation', tau)
-        set_(self, 'method', checks.choice('method', self.method, PATHS))
+        path = str(self.path) if isinstance(self.path, str) else self.path  # `AUTO` as the plain 'auto'
+        set_(self, 'path', checks.choice('path', path, PATHS))
 
 
 @runtime_checkable
@@ -111,18 +116,32 @@ class JacobianOperator(Protocol):
     n_rows: int
     n_params: int
 
-    def gram(self): ...
+    def gram(self):
+        """``J Jᵀ`` (``n_rows × n_rows``), float64, accumulated in float64."""
 
-    def gram_dual(self): ...
+    def gram_dual(self):
+        """``JᵀJ`` (``n_params × n_params``), float64, accumulated in float64."""
 
-    def vjp(self, c): ...
+    def vjp(self, c):
+        """``Jᵀc`` as a float64 ``(n_params,)`` array for a vector ``c`` of length ``n_rows``."""
 
-    def matrix(self): ...
+    def matrix(self):
+        """J itself (``n_rows × n_params``, any floating dtype), for the SVD path."""
 
 
 class DenseJacobian:
     """`JacobianOperator` of a given matrix ``J`` (``m × n``, any float dtype and device; a torch tensor or a JAX
-    array)."""
+    array).
+
+    The products are formed in float64 from one float64 copy of J, made on first use.
+
+    >>> import torch
+    >>> op = DenseJacobian(torch.tensor([[1.0, 2.0], [0.0, 1.0], [1.0, 0.0]]))
+    >>> op.n_rows, op.n_params, tuple(op.gram().shape), op.gram_dual().dtype
+    (3, 2, (3, 3), torch.float64)
+    >>> op.vjp(torch.ones(3)).tolist()
+    [2.0, 3.0]
+    """
 
     def __init__(self, J, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
         self.J, self.max_bytes = J, max_bytes
@@ -136,17 +155,21 @@ class DenseJacobian:
         return self._J64
 
     def gram(self):
+        """``J Jᵀ`` in float64."""
         J = self._64()
         return J @ J.T
 
     def gram_dual(self):
+        """``JᵀJ`` in float64."""
         J = self._64()
         return J.T @ J
 
     def vjp(self, c):
+        """``Jᵀc`` in float64 on J's device."""
         return self._64().T @ self._ops.float64(self._ops.on_device_of(c, self.J))
 
     def matrix(self):
+        """The matrix J as given (its own dtype and device)."""
         return self.J
 
 
@@ -166,6 +189,45 @@ class SpectralInfo:
     rank: int
     path: str
     fallback: str = ''
+
+
+class _DefaultPath(str):
+    """The default ``path='auto'`` of a signature, told apart from an ``'auto'`` the caller gave (`choose_path`)."""
+
+
+AUTO = _DefaultPath('auto')
+"""The default value of the ``path`` arguments (equal to 'auto'); `choose_path` tells whether a caller gave one."""
+
+
+def choose_path(path: str, method: Optional[str], where: str) -> str:
+    """The linear-algebra path a caller asked for, accepting the keyword ``method`` of earlier releases.
+
+    ``method`` was renamed ``path`` (``method`` now names training methods only); for one release it is accepted
+    with a `DeprecationWarning` and maps to ``path``. Giving both is an error. The value is returned as a plain
+    `str`, not yet validated (`HalfInverse` does that).
+
+    Args:
+        path: the ``path`` argument (`AUTO` when the caller left it out).
+        method: the deprecated ``method`` argument (None when the caller left it out).
+        where: the callable, for the messages (e.g. ``'HIG'``).
+
+    Raises:
+        InvalidInputError: both ``path`` and ``method`` were given.
+
+    >>> choose_path('svd', None, 'HIG')
+    'svd'
+    >>> choose_path('svd', 'gram', 'HIG')
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: HIG: give path only (method is its deprecated name), got path='svd' and method='gram'
+    """
+    if method is None:
+        return str(path)
+    if path is not AUTO:
+        raise InvalidInputError(f"{where}: give path only (method is its deprecated name), got path={str(path)!r} "
+                                f"and method={method!r}")
+    warnings.warn(f"{where}(method=...) is deprecated and will be removed in the next release; use path={method!r}",
+                  DeprecationWarning, stacklevel=3)
+    return method
 
 
 def eigh64(G) -> tuple:
@@ -204,7 +266,7 @@ def _spectral(ops, mu, w, rhs, settings: HalfInverse, floor_dim: int, path: str)
     if mu_max <= 0.0:
         return ops.zeros(rhs.shape[0], like=rhs), SpectralInfo(np.zeros(0), 0.0, 0, path)
     first = int(np.searchsorted(m, _gram_threshold(mu_max, settings, floor_dim), side='right'))
-    if settings.method == 'auto' and first < m.size and m[first] < AUTO_GRAM_MIN_RATIO * mu_max:
+    if settings.path == 'auto' and first < m.size and m[first] < AUTO_GRAM_MIN_RATIO * mu_max:
         return None
     sigma_max = _pymath.sqrt(mu_max)
     out = ops.kept_product(w, mu, rhs, first, (settings.kappa - 1.0) / 2.0)
@@ -234,7 +296,7 @@ def _scaled_settings(settings: HalfInverse, k: int) -> HalfInverse:
     """The settings for ``J / 2^k``: an absolute truncation τ becomes τ / 2^k (a relative one is unchanged)."""
     if not k or settings.relative:
         return settings
-    return HalfInverse(settings.kappa, settings.beta, _pymath.ldexp(settings.truncation, -k), False, settings.method)
+    return HalfInverse(settings.kappa, settings.beta, _pymath.ldexp(settings.truncation, -k), False, settings.path)
 
 
 def _rescaled(d, info: SpectralInfo, k: int, settings: HalfInverse) -> tuple:
@@ -272,17 +334,32 @@ def _svd_apply(ops, J, g64, settings: HalfInverse, path: str = 'svd'):
 
 # ------------------------------------------------------------------------------------------- the one function
 
-def gram_path(settings: HalfInverse, n_rows: int, n_params: int, max_bytes: Optional[float] = DEFAULT_MAX_BYTES) -> str:
-    """The path `apply_half_inverse` starts on ('gram', 'dual' or 'svd') for a J of this shape; raises
-    `phi_hig.errors.JacobianTooLargeError` when its Gram matrix would exceed ``max_bytes`` (callers may ask
-    before computing the Jacobian, so that a refused size costs nothing)."""
-    path = settings.method
+def gram_bytes(path: str, n_rows: int, n_params: int, max_bytes: Optional[float] = None) -> int:
+    """Bytes of the float64 Gram matrix that linear-algebra path ``path`` forms for a J of ``n_rows × n_params``:
+    ``8·n_rows²`` for J Jᵀ on 'gram', ``8·n_params²`` for JᵀJ on 'dual', none (0) on 'svd' (``path`` as `gram_path`
+    returns it). The one rule of the Gram matrix's size: the step checks it before any pass, the run specification
+    estimates it before any batch exists.
+
+    Raises:
+        JacobianTooLargeError: the matrix would exceed ``max_bytes`` (None: no limit).
+    """
+    if path == 'svd':
+        return 0
+    side = int(n_params if path == 'dual' else n_rows)
+    what = "The dual Gram matrix JᵀJ (float64)" if path == 'dual' else "The Gram matrix J Jᵀ (float64)"
+    checks.check_size(what, (side, side), 8, max_bytes)
+    return 8 * side * side
+
+
+def gram_path(settings, n_rows: int, n_params: int, max_bytes: Optional[float] = DEFAULT_MAX_BYTES) -> str:
+    """The path `apply_half_inverse` starts on ('gram', 'dual' or 'svd') for a J of this shape, for `HalfInverse`
+    ``settings`` or a path of `PATHS` ('auto' and 'gram' take the dual when ``n_params < n_rows``); raises
+    `phi_hig.errors.JacobianTooLargeError` when its Gram matrix would exceed ``max_bytes`` (`gram_bytes`; callers may
+    ask before computing the Jacobian, so that a refused size costs nothing)."""
+    path = settings if isinstance(settings, str) else settings.path
     if path in ('auto', 'gram'):
         path = 'dual' if n_params < n_rows else 'gram'
-    if path == 'dual':
-        checks.check_size("The dual Gram matrix JᵀJ (float64)", (n_params, n_params), 8, max_bytes)
-    elif path == 'gram':
-        checks.check_size("The Gram matrix J Jᵀ (float64)", (n_rows, n_rows), 8, max_bytes)
+    gram_bytes(path, n_rows, n_params, max_bytes)
     return path
 
 
@@ -338,14 +415,14 @@ def _apply(ops, settings: HalfInverse, operator, g, max_bytes) -> tuple:
                 out, info = done
                 return _finite_result(ops, out if dual else operator.vjp(out), info)
             reason = 'kept spectrum below the Gram resolution'
-        elif settings.method == 'auto':
+        elif settings.path == 'auto':
             reason = 'Gram matrix under- or overflows'
         elif top == 0.0:  # the forced Gram path takes an exactly zero Gram matrix for J = 0
             return ops.zeros(n, like=g64), SpectralInfo(np.zeros(0), 0.0, 0, path)
         else:
             raise NonFiniteStepError(
-                f"method={settings.method!r}: the float64 {'JᵀJ' if dual else 'J Jᵀ'} under- or overflows at this "
-                f"scale of J (largest diagonal entry {top:.3g}); use method='auto' or 'svd', which normalize J")
+                f"path={settings.path!r}: the float64 {'JᵀJ' if dual else 'J Jᵀ'} under- or overflows at this "
+                f"scale of J (largest diagonal entry {top:.3g}); use path='auto' or 'svd', which normalize J")
     try:
         J = operator.matrix()
     except JacobianTooLargeError:
@@ -418,7 +495,8 @@ def _array(name: str, value):
 
 
 def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float = 1e-6, relative: bool = True,
-                 method: str = 'auto', *, return_info: bool = False, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
+                 path: str = AUTO, *, return_info: bool = False, max_bytes: Optional[float] = DEFAULT_MAX_BYTES,
+                 method: Optional[str] = None):
     """Apply the truncated, exponentiated pseudo-inverse ``max(σ)^β · V Λ^κ Uᵀ`` of a given ``J`` to ``g``.
 
     A step ``θ ← θ − η·d`` with the returned ``d`` is HIG for κ = −1/2, Gauss–Newton for κ = −1 and gradient
@@ -436,9 +514,10 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
             PhiML tensor, the rows are the dims of ``g`` (flattened in ``g``'s order) and the columns all other
             dims of ``J``; the result carries those column dims.
         g: the gradient of the loss with respect to the stacked outputs ``(m,)``, same kind as J.
-        kappa, beta, truncation, relative, method: the `HalfInverse` settings.
+        kappa, beta, truncation, relative, path: the `HalfInverse` settings.
         return_info: also return a `SpectralInfo`.
         max_bytes: limit for the Gram matrices.
+        method: the deprecated name of ``path`` (a `DeprecationWarning`; removed in the next release).
 
     Returns:
         ``d`` of shape ``(n,)`` with J's kind, device and dtype (and the `SpectralInfo` if asked).
@@ -446,16 +525,29 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     Raises:
         InvalidInputError: non-finite entries, mismatched shapes or invalid settings.
         NonFiniteStepError: the result overflows J's dtype (e.g. float32), never an inf result.
+
+    Example: for a diagonal J the direction scales each component of g by σ^κ.
+
+    >>> import numpy as np
+    >>> J, g = np.diag([4.0, 0.25]), np.array([1.0, 1.0])
+    >>> print(np.round(half_inverse(J, g), 6))              # HIG, κ = −1/2: σ^(−1/2)
+    [0.5 2. ]
+    >>> print(np.round(half_inverse(J, g, kappa=-1), 6))    # Gauss–Newton: J⁻¹g
+    [0.25 4.  ]
+    >>> d, info = half_inverse(J, g, truncation=0.1, return_info=True)   # σ = 0.25 ≤ 0.1·σ_max is discarded
+    >>> print(np.round(d, 6), info.rank, info.path)
+    [0.5 0. ] 1 gram
+    >>> half_inverse(J, np.array([1.0, np.nan]))
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: g contains 1 non-finite value(s) (NaN or Inf)
     """
-    settings = HalfInverse(kappa, beta, truncation, relative, method)
+    settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'half_inverse'))
     return_info = checks.flag('return_info', return_info)
     if max_bytes is not None:
         max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True, hint='or None for no limit')
     phiml_cols = None
-    from phiml import math as _m
-    from phiml.math import Tensor as _PhiTensor
-    if isinstance(J, _PhiTensor) or isinstance(g, _PhiTensor):
-        if not (isinstance(J, _PhiTensor) and isinstance(g, _PhiTensor)):
+    if 'tensor' in (kind(J), kind(g)):
+        if not kind(J) == kind(g) == 'tensor':
             raise InvalidInputError("J and g must both be PhiML tensors when one of them is")
         missing = g.shape.without(J.shape)
         if missing:
@@ -465,8 +557,7 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
         phiml_cols = J.shape.without(g.shape)
         if not phiml_cols:
             raise InvalidInputError(f"J {J.shape} has no column dims besides g's dims {g.shape}")
-        with _m.precision(J.dtype.precision):  # PhiML's native() converts to the context precision
-            J, g = J.native([g.shape, phiml_cols]), g.native([g.shape])
+        J, g = native_of(J, [g.shape, phiml_cols]), native_of(g, [g.shape])
     is_numpy = isinstance(J, np.ndarray)
     Jt, gt = _array('J', J), _array('g', g)
     ops = array_ops(Jt)
@@ -489,6 +580,5 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     if is_numpy:
         d = d.numpy()
     if phiml_cols is not None:
-        with _m.precision(8 * (d.dtype.itemsize if is_numpy else ops.itemsize(d))):
-            d = _m.reshaped_tensor(d, [phiml_cols], convert=False)
+        d = from_native(d, [phiml_cols])
     return (d, info) if return_info else d

@@ -119,6 +119,7 @@ class LayerMap:
 
     @property
     def n_cols(self) -> int:
+        """The layer's number of columns of J (weight and bias entries)."""
         return int(np.prod(self.weight_shape)) + (0 if self.bias is None else int(np.prod(self.bias_shape)))
 
 

@@ -31,6 +31,10 @@ from ._checks import (require_grid, require_vector_grid, require_same_grid, requ
                       require_solve, require_finite)
 from ..errors import InvalidInputError
 
+__all__ = ['DT', 'STEPS', 'VORTEX_RADIUS', 'pressure_solve', 'kinetic_energy', 'to_staggered', 'step', 'simulate',
+           'forward', 'loss', 'translation_vortex', 'VortexFit', 'fit_translation_vortex', 'inverse', 'reverse_markers',
+           'FluidExample', 'random_example']
+
 DT = 0.25
 STEPS = 8
 VORTEX_RADIUS = 8.

@@ -28,6 +28,8 @@ from ._checks import (require_grid, require_same_grid, require_periodic, require
                       require_seed, require_shape, require_bounds)
 from ..errors import InvalidInputError
 
+__all__ = ['log_damping', 'forward', 'inverse', 'hot_rectangles']
+
 
 def log_damping(grid: Field, diffusivity, dt) -> Tensor:
     """`ℓ_k = ν·dt·(2π)²·|k|²` per FFT mode of `grid`, `k` in cycles per unit length (physical cell size `grid.dx`)."""

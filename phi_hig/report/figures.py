@@ -114,11 +114,28 @@ def _smooth(values, window: int):
 
 
 def method_colors(methods):
+    """One colour per method, in order, from a fixed palette of eight (repeating beyond eight): a method keeps its
+    colour in every figure of a report.
+
+    >>> method_colors(['adam', 'hig'])
+    {'adam': '#1f77b4', 'hig': '#d62728'}
+    """
     palette = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf']
     return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
 
 def plot_loss(records, methods, path, key, title):
+    """The report's loss figure: ``key`` against step (left) and training wall time (right), log scale, one colour
+    per method; for ``key='test_loss'`` the training loss too, smoothed, as thin lines. Non-finite and
+    non-positive values are left out.
+
+    Args:
+        records: the run's metric rows (``method``, ``step``, ``wall_time``, ``train_loss``, ``key``, …).
+        methods: the methods to draw, in legend order.
+        path: PNG file.
+        key: the record column to draw.
+        title: figure title.
+    """
     plt = pyplot()
     colors = method_colors(methods)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -154,6 +171,18 @@ def plot_loss(records, methods, path, key, title):
 
 
 def plot_final(rows, path, key, title):
+    """The final ``key`` of each method as log-scale bars, labelled with the ratio to the baseline (or the note of a
+    flagged method).
+
+    Args:
+        rows: `phi_hig.report.summary.summary_rows` (``method``, ``final``, ``ratio``, ``note``, ``baseline``).
+        path: PNG file.
+        key: the column the rows' ``final`` values are of (for the axis label).
+        title: figure title.
+
+    Returns:
+        Whether a figure was written (not when no method has a finite positive final value).
+    """
     plt = pyplot()
     rows = [r for r in rows if finite(r['final']) and r['final'] > 0]
     if not rows:
@@ -177,6 +206,13 @@ def plot_final(rows, path, key, title):
 
 
 def metric_columns(records) -> list:
+    """The diagnostic columns of the records worth a panel: every column besides the base ones and ``status``
+    with a finite value in some record, in first-seen order, per-unit diagnostics (names with ``<digits>_``)
+    last.
+
+    >>> metric_columns([dict(method='hig', step=1, sigma_max=2.0, h3_mean=0.1, rank=4, note='x')])
+    ['sigma_max', 'rank', 'h3_mean']
+    """
     skip = set(BASE_COLUMNS) | {'status'}
     cols = []
     for r in records:
@@ -186,6 +222,19 @@ def metric_columns(records) -> list:
 
 
 def plot_metrics(records, methods, cols, path, title, max_panels=9):
+    """One panel per diagnostic column (against step, one colour per method), at most ``max_panels``.
+
+    Args:
+        records: the run's metric rows.
+        methods: the methods to draw.
+        cols: the columns (`metric_columns`), in panel order.
+        path: PNG file.
+        title: figure title.
+        max_panels: draw the first this many columns.
+
+    Returns:
+        The columns drawn ([] and no file when there are none).
+    """
     plt = pyplot()
     cols = cols[:max_panels]
     if not cols:
@@ -216,7 +265,8 @@ def plot_metrics(records, methods, cols, path, title, max_panels=9):
 
 
 def plot_trajectory(records, methods, path, title):
-    """The y-space path of the first held-out sample (Schnell, Holl & Thuerey 2022, Fig. 1 right), when the run recorded it."""
+    """The y-space path of the first held-out sample (Schnell, Holl & Thuerey 2022, Fig. 1 right), when the run
+    recorded it (columns ``sample_y1``, ``sample_y2``); returns whether a figure was written."""
     plt = pyplot()
     colors = method_colors(methods)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))

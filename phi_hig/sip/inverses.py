@@ -332,7 +332,7 @@ def _check_functions(forward, loss: Optional[Callable]) -> None:
 
 def _pseudo_inverse(truncation, relative) -> HalfInverse:
     """The truncated pseudo-inverse (κ = −1) as validated `HalfInverse` settings of the HIG core (one cut-off)."""
-    return HalfInverse(kappa=-1.0, truncation=truncation, relative=relative, method='svd')
+    return HalfInverse(kappa=-1.0, truncation=truncation, relative=relative, path='svd')
 
 
 def _check_batched(x, y_target):

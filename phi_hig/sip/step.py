@@ -21,15 +21,14 @@ import inspect
 from typing import Callable, Mapping, NamedTuple, Tuple
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
-from phi.field import Field
 from phiml import math
-from phiml.math import Tensor, batch, non_batch
+from phiml.math import non_batch
 
 from .. import checks
-from ..backend import is_jax_array
 from ..errors import InvalidInputError, NonFiniteStepError
-from ..convert import call_network, is_jax_network
+from ..convert import (NATIVE, all_finite, call_network, detach, example_mean, is_boolean, is_jax_network, kind,
+                       values_of)
+from ..processes import refuse_together
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
 
@@ -51,29 +50,36 @@ def sip_loss(prediction, correction):
 
     Raises:
         InvalidInputError: the kinds or shapes differ (nothing is broadcast).
+
+    >>> import torch
+    >>> x = torch.tensor([[1.0, 2.0], [0.0, 0.0]], requires_grad=True)
+    >>> sip_loss(x, torch.tensor([[1.0, 0.0], [1.0, 1.0]])).tolist()
+    [2.0, 1.0]
+    >>> sip_loss(x, torch.zeros(3, 2))
+    Traceback (most recent call last):
+    phi_hig.errors.InvalidInputError: correction has shape (3, 2) but prediction has shape (2, 2); they must be equal (nothing is broadcast)
     """
-    if _native(prediction):
-        if _native(correction) != _native(prediction):
-            raise InvalidInputError(f"correction must be a {_NATIVE_NAMES[_native(prediction)]} like prediction but "
-                                    f"got {type(correction).__name__}")
+    pred_kind, corr_kind = kind(prediction), kind(correction)
+    if pred_kind in NATIVE:
+        if corr_kind != pred_kind:
+            raise InvalidInputError(f"correction must be a {_NATIVE_NAMES[pred_kind]} like prediction but got "
+                                    f"{type(correction).__name__}")
         require_same_shape('correction', correction, 'prediction', prediction)
-        diff = prediction - _detach(correction)
+        diff = prediction - detach(correction)
         return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(1)
-    if isinstance(prediction, Field):
-        if not isinstance(correction, Field):
+    if pred_kind == 'field':
+        if corr_kind != 'field':
             raise InvalidInputError(f"correction must be a Field like prediction but got {type(correction).__name__}")
         if correction.resolution != prediction.resolution:
             raise InvalidInputError(f"correction has resolution {correction.resolution} but prediction has {prediction.resolution}")
-        pred_values, corr_values = prediction.values, correction.values
-    elif isinstance(prediction, Tensor):
-        pred_values = prediction
-        corr_values = correction.values if isinstance(correction, Field) else correction
-        if not isinstance(corr_values, Tensor):
+    elif pred_kind == 'tensor':
+        if values_of(correction) is None:
             raise InvalidInputError(f"correction must be a PhiML Tensor like prediction but got {type(correction).__name__}")
     else:
         raise InvalidInputError(f"prediction must be a Field, a PhiML Tensor or a torch tensor but got {type(prediction).__name__}")
+    pred_values, corr_values = values_of(prediction), values_of(correction)
     require_same_shape('correction', corr_values, 'prediction', pred_values)
-    diff = pred_values - math.stop_gradient(corr_values)
+    diff = pred_values - detach(corr_values)
     return 0.5 * math.sum(diff ** 2, non_batch(diff))
 
 
@@ -82,12 +88,16 @@ def l2_loss(y, y_target):
 
     Raises:
         InvalidInputError: `y` and `y_target` differ in shape (nothing is broadcast).
+
+    >>> import torch
+    >>> l2_loss(torch.tensor([[1.0, 1.0], [3.0, 0.0]]), torch.zeros(2, 2)).tolist()
+    [1.0, 4.5]
     """
     require_same_shape('y_target', y_target, 'y', y)
-    if _native(y):
+    if kind(y) in NATIVE:
         diff = y - y_target
         return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(1)
-    diff = (y - y_target).values if isinstance(y, Field) else y - y_target
+    diff = values_of(y - y_target)
     return 0.5 * math.sum(diff ** 2, non_batch(diff))
 
 
@@ -97,8 +107,8 @@ def require_same_shape(name: str, value, reference_name: str, reference) -> None
 
     A torch tensor never matches a PhiML tensor or Field; a PhiML tensor matches a Field whose values have its shape.
     """
-    if _native(value) or _native(reference):
-        if _native(value) != _native(reference):
+    if kind(value) in NATIVE or kind(reference) in NATIVE:
+        if kind(value) != kind(reference):
             raise InvalidInputError(f"{name} is a {type(value).__name__} but {reference_name} is a "
                                     f"{type(reference).__name__}; both must be torch tensors or both JAX arrays")
         if tuple(value.shape) != tuple(reference.shape):
@@ -107,8 +117,8 @@ def require_same_shape(name: str, value, reference_name: str, reference) -> None
         return
     shapes = []
     for n, v in ((name, value), (reference_name, reference)):
-        values = v.values if isinstance(v, Field) else v
-        if not isinstance(values, Tensor):
+        values = values_of(v)
+        if values is None:
             raise InvalidInputError(f"{n} must be a torch tensor, a PhiML Tensor or a Field, got {type(v).__name__}")
         shapes.append(values.shape)
     if shapes[0] != shapes[1]:
@@ -167,6 +177,18 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
             are not finite, `Δx` does not have exactly the shape of the prediction, or the prediction carries no
             gradient.
         NonFiniteStepError: the proxy loss is not finite.
+
+    Example: with the exact inverse of ``y = 2x`` the proxy loss is ``½‖x − x*‖²`` of the exact solution x*, a
+    quarter of the physics loss ``½‖2x − y*‖²`` whatever the network predicts (the scale invariance of SIP).
+
+    >>> import torch
+    >>> net = torch.nn.Linear(1, 1)
+    >>> forward = lambda x: 2 * x
+    >>> inverse = lambda x, y_target, y=None: (y_target - 2 * x) / 2
+    >>> y_star = torch.tensor([[2.0], [4.0]])
+    >>> result = sip_step(net, torch.optim.SGD(net.parameters(), lr=0.1), y_star, y_star, (forward, inverse))
+    >>> bool(torch.allclose(result.physics_loss, 4 * result.proxy_loss))
+    True
     """
     forward, inverse = _physics_pair(physics)
     conditions = _mapping('conditions', conditions)
@@ -191,7 +213,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     _check_call('the physics forward', forward, ('x',), conditions)
     _check_call('the physics inverse', inverse, ('x', 'y_target'), dict(conditions, y=None, **inverse_options))
     prediction = _predict(network, inputs)
-    x0 = _detach(prediction)
+    x0 = detach(prediction)
     with torch.no_grad():
         y = forward(x0, **conditions)
         dx = inverse(x0, targets, y=y, **conditions, **inverse_options)
@@ -202,13 +224,9 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     if on_jax:  # every check above ran; the update is PhiML's update_weights (all or nothing)
         from .jax_step import update_on_jax
         update_on_jax(network, optimizer, inputs if isinstance(inputs, tuple) else (inputs,), x0 + dx, proxy)
-        return SIPStepResult(_detach(physics_loss), _detach(proxy))
-    mean_proxy = _mean(proxy)
-    finite = bool(torch.isfinite(torch.as_tensor(mean_proxy)).all())
-    if isinstance(network, DistributedDataParallel):  # every rank refuses, or none (no rank left waiting)
-        from .. import processes
-        finite = processes.all_true(finite, mean_proxy.device)
-    if not finite:
+        return SIPStepResult(detach(physics_loss), detach(proxy))
+    mean_proxy = example_mean(proxy)
+    if not refuse_together(bool(torch.isfinite(mean_proxy)), network, mean_proxy.device):
         raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse "
                                  "update); the weights were left untouched")
     if not getattr(mean_proxy, 'requires_grad', False):
@@ -217,7 +235,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     optimizer.zero_grad()
     mean_proxy.backward()
     optimizer.step()
-    return SIPStepResult(_detach(physics_loss), _detach(proxy))
+    return SIPStepResult(detach(physics_loss), detach(proxy))
 
 
 def _check_call(what: str, fn: Callable, positional: tuple, keywords: dict) -> None:
@@ -245,40 +263,18 @@ def _mapping(name: str, value) -> dict:
 _NATIVE_NAMES = {'torch': 'torch tensor', 'jax': 'JAX array'}
 
 
-def _native(value) -> str:
-    """'torch' for a torch tensor, 'jax' for a JAX array, '' for anything else."""
-    return 'torch' if isinstance(value, torch.Tensor) else ('jax' if is_jax_array(value) else '')
-
-
 def _require_numbers(name: str, value) -> None:
-    """Raises if `value` is a tensor of booleans (booleans are not numbers)."""
-    if isinstance(value, torch.Tensor):
-        boolean = value.dtype == torch.bool
-    elif is_jax_array(value):
-        boolean = value.dtype == bool
-    elif isinstance(value, (Field, Tensor)):
-        boolean = (value.values if isinstance(value, Field) else value).dtype.kind is bool
-    else:
-        boolean = False
-    if boolean:
+    """Raises if `value` is a tensor of booleans (booleans are not numbers; `phi_hig.convert.is_boolean`)."""
+    if is_boolean(value):
         raise InvalidInputError(f"{name} must hold numbers, got a boolean {type(value).__name__}")
 
 
 def _require_finite(name: str, value) -> None:
-    """Raises if a torch tensor, PhiML Tensor or Field holds booleans, NaN or Inf (other objects pass)."""
+    """Raises if a torch tensor, PhiML Tensor or Field holds booleans, NaN or Inf (other objects pass;
+    `phi_hig.convert.all_finite`)."""
     _require_numbers(name, value)
-    if isinstance(value, torch.Tensor):
-        if value.is_floating_point() or value.is_complex():
-            if not bool(torch.isfinite(value).all()):
-                raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
-    elif is_jax_array(value):
-        import numpy as np
-        if not np.isfinite(np.asarray(value)).all():
-            raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
-    elif isinstance(value, (Field, Tensor)):
-        values = value.values if isinstance(value, Field) else value
-        if values.available and not math.is_finite(values).all:
-            raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
+    if not all_finite(value):
+        raise InvalidInputError(f"{name} contains non-finite values (NaN or Inf)")
 
 
 def _physics_pair(physics) -> Tuple[Callable, Callable]:
@@ -292,18 +288,3 @@ def _physics_pair(physics) -> Tuple[Callable, Callable]:
 def _predict(network, inputs):
     return call_network(network, *(inputs if isinstance(inputs, tuple) else (inputs,)))
 
-
-def _detach(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if is_jax_array(value):
-        import jax
-        return jax.lax.stop_gradient(value)
-    return math.stop_gradient(value)
-
-
-def _mean(loss_per_example) -> torch.Tensor:
-    if isinstance(loss_per_example, torch.Tensor):
-        return loss_per_example.mean()
-    mean = math.mean(loss_per_example, batch(loss_per_example))
-    return mean.native()

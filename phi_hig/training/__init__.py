@@ -1,7 +1,12 @@
-"""Training methods × experiments: the method table, the run specification, the runner and its checkpoints.
+"""Training methods × experiments: the table of method kinds, the run specification, the runner and its checkpoints.
 
-* `methods`: the training methods (first-order torch optimizers, HIG / Gauss–Newton, SIP) and the one rule of
-  which hyperparameters each accepts;
+* `kinds`: the table of method kinds (first-order torch optimizers, HIG / Gauss–Newton, SIP, and any kind added with
+  `kinds.register`): each kind's hyperparameters, optimizer builder and step per backend, DDP need and memory
+  estimate;
+* `hyperparameters`: one hyperparameter and the rule that parses its values;
+* `methods`: a method as an experiment defines it (`MethodDefinition`: the one validation of its hyperparameters)
+  and the stepper it trains with (`Method`);
+* `steps`: the torch steps of the built-in kinds;
 * `spec`: `run_spec`, the one validation of what a user asked for, returning a frozen `RunSpec`;
 * `runner`: `train` / `run`, every method from the same initial weights on the same data stream;
 * `checkpoint`: crash-safe checkpoints that carry a run's identity.

@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import torch
 
@@ -46,14 +46,17 @@ class CheckpointWarning(UserWarning):
 
 
 def checkpoint_path(out: str, method: str) -> str:
+    """The latest checkpoint of ``method`` in run folder ``out``."""
     return os.path.join(out, f'checkpoint_{method}.pt')
 
 
 def previous_path(out: str, method: str) -> str:
+    """The checkpoint before the latest (the fallback when the latest cannot be read)."""
     return os.path.join(out, f'checkpoint_{method}.prev.pt')
 
 
 def history_path(out: str, method: str) -> str:
+    """The append-only history of ``method``'s records (one JSON object a line)."""
     return os.path.join(out, f'history_{method}.jsonl')
 
 
@@ -187,16 +190,22 @@ def _describe(value) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
-def identity_difference(saved: dict, current: dict, method: str) -> Optional[str]:
+def identity_difference(saved: dict, current: dict, method: str, renamed: Optional[Mapping[str, str]] = None) \
+        -> Optional[str]:
     """The first setting in which the run identities ``saved`` and ``current`` differ for ``method``, as
     "made with X, this run has Y"; None when they agree. Other methods' hyperparameters are not compared
-    (a run may resume a subset of its methods or add one)."""
+    (a run may resume a subset of its methods or add one). ``renamed`` (old key -> current key, the method kind's
+    `MethodKind.renamed`): a saved hyperparameter under its old name counts as the current one, so a checkpoint
+    written before a rename still matches."""
     for key in ('experiment', 'preset', 'seed', 'world_size'):
         if saved.get(key) != current.get(key):
             return f"was made with {key} {_describe(saved.get(key))}, this run has {key} {_describe(current.get(key))}"
-    for scope, a, b, prefix in (('setting', saved.get('settings', {}), current.get('settings', {}), ''),
-                                ('hyperparameter', saved.get('hyperparameters', {}).get(method, {}),
-                                 current.get('hyperparameters', {}).get(method, {}), f'{method}.')):
+    before = dict(saved.get('hyperparameters', {}).get(method, {}))
+    for old, new in (renamed or {}).items():
+        if old in before and new not in before:
+            before[new] = before.pop(old)
+    for a, b, prefix in ((saved.get('settings', {}), current.get('settings', {}), ''),
+                         (before, current.get('hyperparameters', {}).get(method, {}), f'{method}.')):
         for key in list(a) + [k for k in b if k not in a]:
             if a.get(key, '<unset>') != b.get(key, '<unset>'):
                 x = f"{prefix}{key}={_describe(a[key])}" if key in a else f"no {prefix}{key}"
@@ -227,15 +236,19 @@ def _history(path: str, method: str, ck: Checkpoint) -> Tuple[List[dict], List[s
     return records, lines
 
 
-def load_for_resume(out: str, method: str, identity: dict) -> Optional[Tuple[Checkpoint, List[dict]]]:
+def load_for_resume(out: str, method: str, identity: dict, renamed: Optional[Mapping[str, str]] = None) \
+        -> Optional[Tuple[Checkpoint, List[dict]]]:
     """The checkpoint of ``method`` in ``out`` to resume from, and its history records; None if there is none.
+
+    ``identity`` is this run's (`phi_hig.training.spec.RunSpec.identity`); ``renamed``: the method kind's renamed
+    hyperparameters (`identity_difference`).
 
     Tries the latest checkpoint, then the previous one; one that cannot be read, or whose history does not
     match, is skipped with a `CheckpointWarning` naming the file. Truncates the history file to the records
     of the checkpoint used (a torn last line and records past its step are dropped), atomically.
 
     Raises:
-        InvalidInputError: (1) the checkpoint was made by a run of another identity ("--resume: the
+        InvalidInputError: (1) the checkpoint was made by a run of another identity ("resume: the
             checkpoint … was made with seed 0, this run has seed 1"); (2) checkpoint files exist but none is
             usable (the message names each file and why).
     """
@@ -247,9 +260,9 @@ def load_for_resume(out: str, method: str, identity: dict) -> Optional[Tuple[Che
             ck = read_checkpoint(path)
             if ck.method != method:
                 raise InvalidInputError(f"checkpoint {path} belongs to method {ck.method!r}")
-            difference = identity_difference(ck.identity, identity, method)
+            difference = identity_difference(ck.identity, identity, method, renamed)
             if difference is not None:
-                raise _IdentityError(f"--resume: the checkpoint {path} {difference}")
+                raise _IdentityError(f"resume: the checkpoint {path} {difference}")
             records, lines = _history(history_path(out, method), method, ck)
         except _IdentityError:
             raise
@@ -264,8 +277,8 @@ def load_for_resume(out: str, method: str, identity: dict) -> Optional[Tuple[Che
             atomic_write(hist, kept)
         return ck, records
     if problems:
-        raise InvalidInputError(f"--resume: no usable checkpoint of {method} in {out}: " + '; '.join(problems))
-    warnings.warn(f"--resume: no checkpoint of {method} in {out}; it starts from step 0", CheckpointWarning, 2)
+        raise InvalidInputError(f"resume: no usable checkpoint of {method} in {out}: " + '; '.join(problems))
+    warnings.warn(f"resume: no checkpoint of {method} in {out}; it starts from step 0", CheckpointWarning, 2)
     return None
 
 

@@ -4,54 +4,53 @@ Every method starts from the same initial weights (one network built after seedi
 method) and consumes the same ordered data stream (`DataStream`) at its own batch size. Training time is
 measured around the update steps only; evaluation on the held-out set happens before the first update and
 then every ``eval_every`` steps, outside the timed region. What to run is a validated `RunSpec`
-(`phi_hig.training.spec.run_spec`), refused before anything trains; checkpoints (`phi_hig.training.checkpoint`) are atomic,
-carry the spec's identity and resume exactly.
+(`phi_hig.training.spec.run_spec`), refused before anything trains; checkpoints (`phi_hig.training.checkpoint`) are
+atomic, carry the spec's identity and resume exactly. Each method steps through its kind's builder
+(`phi_hig.training.kinds`), which also says whether several processes train it through DDP.
 
-Honest results: the runner warns (`RunWarning`) and flags a method in ``summary['final'][m]['flags']`` when
-its training loss grows to 10× its first value (``'loss_grew'``), when it finishes fewer than 10 steps in
-its time budget (``'few_steps'``) and when it diverged (``'diverged'``); reports print no ratios for flagged
-methods.
+The loop of one method is `phi_hig.training.loop.MethodRun`. Honest results: the runner warns (`RunWarning`)
+and flags a method in ``summary['final'][m]['flags']`` when its training loss grows to 10× its first value
+(``'loss_grew'``), when it finishes fewer than 10 steps in its time budget (``'few_steps'``) and when it diverged
+(``'diverged'``); reports print no ratios for flagged methods.
 """
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import threading
-import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .. import checks
-from .checkpoint import Checkpoint, CheckpointWriter, load_for_resume
-from ..errors import InvalidInputError, NonFiniteStepError
-from ..experiments.base import DataStream, Experiment
-from .. import processes
-from .methods import SECOND_ORDER, make_method
+from .. import checks, processes
+from ..errors import InvalidInputError
+from ..experiments.base import Experiment
+from .checkpoint import load_for_resume
+from .loop import (GROWTH_LIMIT, MIN_CHECKPOINT_INTERVAL, MIN_STEPS, MethodRun, RunWarning, evaluate,
+                   has_value)
 from .spec import RunSpec, run_spec
 
 __all__ = ['train', 'run', 'train_variants', 'RunResult', 'RunControl', 'RunWarning', 'evaluate',
-           'GROWTH_LIMIT', 'MIN_STEPS']
-
-GROWTH_LIMIT = 10.0
-"""A training loss this many times its first value flags the method ('loss_grew')."""
-MIN_STEPS = 10
-"""A method with fewer steps than this in its time budget is flagged ('few_steps')."""
-MIN_CHECKPOINT_INTERVAL = 0.25
-"""Seconds at least between two checkpoints of a method (besides ``checkpoint_every`` steps): each write
-costs fsyncs and, in its background thread, hands the GIL back and forth with the training thread."""
-
-
-class RunWarning(UserWarning):
-    """A run's result should not be compared as it stands (divergence, too few steps)."""
+           'GROWTH_LIMIT', 'MIN_STEPS', 'MIN_CHECKPOINT_INTERVAL']
 
 
 class RunControl:
-    """Pause, resume and stop a running `train` from another thread (e.g. a GUI). Thread-safe."""
+    """Pause, resume and stop a running `train` from another thread (e.g. a GUI). Thread-safe.
+
+    The runner asks `proceed` before every step: a paused run waits there, a stopped one ends the current method
+    (its last state evaluated and checkpointed) and skips the methods after it.
+
+    Example:
+        >>> control = RunControl()
+        >>> control.pause()
+        >>> control.paused
+        True
+        >>> control.stop()  # also releases a paused run
+        >>> control.stopped, control.proceed()
+        (True, False)
+    """
 
     def __init__(self):
         self._stop = threading.Event()
@@ -59,21 +58,26 @@ class RunControl:
         self._go.set()
 
     def pause(self) -> None:
+        """Hold the run before its next step (until `resume` or `stop`)."""
         self._go.clear()
 
     def resume(self) -> None:
+        """Let a paused run go on."""
         self._go.set()
 
     def stop(self) -> None:
+        """End the run after its current step (a paused run ends at once)."""
         self._stop.set()
         self._go.set()
 
     @property
     def paused(self) -> bool:
+        """True between `pause` and `resume` / `stop`."""
         return not self._go.is_set()
 
     @property
     def stopped(self) -> bool:
+        """True once `stop` was called."""
         return self._stop.is_set()
 
     def proceed(self) -> bool:
@@ -100,185 +104,8 @@ class RunResult:
 
     def final(self, method: str, key: str = 'test_loss') -> float:
         """Last evaluated value of ``key`` for ``method``."""
-        values = [r[key] for r in self.records if r['method'] == method and not _isnan(r.get(key))]
+        values = [r[key] for r in self.records if r['method'] == method and has_value(r, key)]
         return values[-1] if values else float('nan')
-
-
-def _isnan(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) -> dict:
-    """Held-out loss (batch mean over the whole test set) and the experiment's metrics, without gradients,
-    with the network in eval mode (restored afterwards)."""
-    inputs, targets = experiment.test_set
-    device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()  # batch norm: use the running statistics and leave them untouched
-    try:
-        total, n = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, inputs.shape[0], chunk):
-                x, t = inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device)
-                z = net(x)
-                y = experiment.simulate(z) if experiment.simulate is not None else z
-                total += float(experiment.loss(y, t).sum())
-                n += x.shape[0]
-            out = {'test_loss': total / n}
-            if experiment.metrics is not None:
-                out.update(experiment.metrics(net, inputs.to(device), targets.to(device)))
-        return out
-    finally:
-        net.train(was_training)
-
-
-class _Watch:
-    """The honesty checks of one method: training-loss growth (warned once) and too few steps."""
-
-    def __init__(self, name: str, records: List[dict]):
-        self.name, self.first, self.flags, self.notes = name, None, [], []
-        for r in records:
-            self.see(r, warn=False)
-
-    def see(self, record: dict, warn: bool = True) -> None:
-        loss = record.get('train_loss')
-        if not isinstance(loss, (int, float)) or not math.isfinite(loss):
-            return
-        if self.first is None:
-            self.first = loss
-        elif 'loss_grew' not in self.flags and loss > GROWTH_LIMIT * abs(self.first) and loss > 0:
-            self.flag('loss_grew', f"{self.name}: the training loss grew to {loss / abs(self.first):.3g}× its first "
-                                   f"value ({self.first:.3e} -> {loss:.3e}) at step {record['step']}: η may be too "
-                                   f"large (README, 'Choosing η')", warn)
-
-    def flag(self, code: str, note: str, warn: bool = True) -> None:
-        self.flags.append(code)
-        self.notes.append(note)
-        if warn:
-            warnings.warn(note, RunWarning, stacklevel=3)
-
-
-def _snapshot(spec: RunSpec, identity: dict, name: str, net, method, stream, step, train_time, records) -> Checkpoint:
-    rng = dict(torch=torch.get_rng_state())
-    if torch.device(spec.device).type == 'cuda':
-        rng['cuda'] = torch.cuda.get_rng_state_all()
-    return Checkpoint(method=name, identity=identity, step=step, train_time=train_time,
-                      position=stream.position, records=len(records), net=net.state_dict(),
-                      optimizer=method.optimizer.state_dict(), rng=rng)
-
-
-def _restore(ck: Checkpoint, net, method, stream, device) -> None:
-    net.load_state_dict(ck.net)
-    method.optimizer.load_state_dict(ck.optimizer)
-    stream.position = ck.position
-    torch.set_rng_state(ck.rng['torch'])
-    if 'cuda' in ck.rng and device.type == 'cuda':
-        torch.cuda.set_rng_state_all(ck.rng['cuda'])
-
-
-def _run_method(spec: RunSpec, name: str, net, resumed, device, progress, on_record, control, writers) -> tuple:
-    """Train one method. With several processes (`phi_hig.processes`), every rank steps on its slice of the same
-    global batch; HIG / GN steps are distributed by `phi_hig.hig_step` itself, first-order and SIP methods train a
-    ``DistributedDataParallel`` wrapper of ``net``; rank 0 evaluates, keeps the records and writes checkpoints."""
-    experiment = spec.experiment
-    world, root = processes.world_size(), processes.is_root()
-    hyper = spec.hyperparameters[name]
-    stepper = net
-    if world > 1 and hyper.get('base', name) not in SECOND_ORDER:
-        from torch.nn.parallel import DistributedDataParallel
-        stepper = DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
-    method = make_method(name, stepper, experiment, validated=hyper)
-    batch_size = int(method.hyper['batch_size'])
-    rows = processes.local_rows(batch_size)
-    stream = DataStream(experiment, spec.seed)
-    torch.manual_seed(spec.seed + 1)
-    status, step, train_time = 'ok', 0, 0.0
-    if resumed is not None:
-        ck, records = resumed
-        _restore(ck, net, method, stream, device)
-        step, train_time = ck.step, ck.train_time
-    else:
-        records = [dict(experiment=experiment.name, method=name, step=0, wall_time=0.0, train_loss=float('nan'),
-                        **_evaluate_on_root(experiment, net))]
-        if on_record and root:
-            on_record(records[-1], method)
-    saved = len(records) if resumed is not None else 0  # records[saved:]: not yet handed to the checkpoint writer
-    watch = _Watch(name, records)
-    # whether the last record holds an evaluation, the same on every rank (resumed records are rank 0's)
-    evaluated = resumed is None or not _isnan(records[-1].get('test_loss'))
-    every, identity = spec.checkpoint_every, spec.identity
-    writer = CheckpointWriter(spec.out, name, fresh=resumed is None) if every and root else None
-    if writer is not None:
-        writers.append(writer)  # closed (waited for) by `run` at the end: the last write overlaps what follows
-    last_print = time.perf_counter()
-
-    def done():
-        return (spec.steps is not None and step >= spec.steps) or (spec.seconds is not None and
-                                                                   train_time >= spec.seconds)
-    while not done():
-        if control is not None and not control.proceed():
-            status = f'stopped at step {step}'
-            break
-        x, t = stream.next(batch_size)
-        x, t = x[rows].to(device), t[rows].to(device)
-        t0 = time.perf_counter()
-        try:
-            loss = method.step(x, t)
-        except NonFiniteStepError as err:
-            status = f'diverged at step {step + 1}: {err}'
-            watch.flag('diverged', f"{name}: {status}", warn=False)
-            break
-        except InvalidInputError as err:
-            status = f'failed at step {step + 1}: {err}'
-            watch.flag('failed', f"{name}: {status}", warn=False)
-            break
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - t0
-        if world > 1:  # the ranks agree on the loss of the global batch and on when the time budget is spent
-            loss = loss if stepper is net else processes.all_mean(loss)
-            train_time = processes.agree_max(train_time) if spec.seconds is not None else train_time
-        step += 1
-        record = dict(experiment=experiment.name, method=name, step=step, wall_time=train_time, train_loss=loss,
-                      test_loss=float('nan'))
-        if method.last_info is not None:
-            record['rank'] = method.last_info.rank
-        evaluated = step % spec.eval_every == 0 or done()  # the same on every rank
-        if evaluated:
-            record.update(_evaluate_on_root(experiment, net))
-        records.append(record)
-        if not root:
-            continue
-        watch.see(record)
-        if on_record:
-            on_record(record, method)
-        if writer is not None and step % every == 0 and writer.idle and \
-                time.perf_counter() - writer.last_submit >= MIN_CHECKPOINT_INTERVAL:
-            writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records),
-                          records[saved:])
-            saved = len(records)
-        if progress and (time.perf_counter() - last_print > 2.0 or done()):
-            last_print = time.perf_counter()
-            test = [r['test_loss'] for r in records if not _isnan(r.get('test_loss'))][-1]
-            print(f"[{experiment.name}/{name}] step {step:6d}  train {train_time:7.1f}s  "
-                  f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
-    if not evaluated and not status.startswith(('diverged', 'failed')):
-        records[-1].update(_evaluate_on_root(experiment, net))  # a stopped method's last state
-    if writer is not None and saved < len(records):
-        writer.submit(_snapshot(spec, identity, name, net, method, stream, step, train_time, records),
-                      records[saved:])
-    if status == 'ok' and spec.seconds is not None and step < MIN_STEPS and \
-            (spec.steps is None or step < spec.steps) and root:
-        watch.flag('few_steps', f"{name}: only {step} step(s) in the time budget of {spec.seconds:g} s "
-                                f"(< {MIN_STEPS}): its final values are not comparable")
-    return records, status, method, watch
-
-
-def _evaluate_on_root(experiment, net) -> dict:
-    """`evaluate` on rank 0 (the other ranks wait for it and record nothing)."""
-    values = evaluate(experiment, net) if processes.is_root() else {}
-    processes.wait_for_root()
-    return values
 
 
 def _resume(spec: RunSpec) -> dict:
@@ -287,7 +114,8 @@ def _resume(spec: RunSpec) -> dict:
     payload = None
     if processes.is_root():
         try:
-            payload = ('ok', {m: load_for_resume(spec.out, m, spec.identity) for m in spec.methods})
+            payload = ('ok', {m: load_for_resume(spec.out, m, spec.identity, renamed=spec.kind(m).renamed)
+                              for m in spec.methods})
         except InvalidInputError as err:
             payload = ('refused', str(err))
     status, value = processes.broadcast_object(payload)
@@ -347,10 +175,10 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
     try:
         for name in spec.methods:
             net = copy.deepcopy(net0).to(device)
-            recs, status, method, watch = _run_method(spec, name, net, resumed.get(name), device, progress,
-                                                      on_record, control, writers)
-            records += recs
-            statuses[name], nets[name], watches[name] = status, net, watch
+            one = MethodRun(spec, name, net, resumed.get(name), device, writers)
+            one.train(control, progress, on_record)
+            records += one.records
+            statuses[name], nets[name], watches[name] = one.status, net, one.watch
             if control is not None and control.stopped:
                 break
     finally:
@@ -400,6 +228,17 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
             torch's current setting); restored afterwards.
         on_record, control, initial_state: see `run`.
         preset, settings: for an experiment given by name.
+
+    Raises:
+        InvalidInputError: any bad argument, named by its Python name, before anything trains (`run_spec`, `run`).
+
+    Example:
+        >>> import phi_hig
+        >>> result = phi_hig.train('toy', ['adam', 'hig'], preset='test', steps=2, progress=False)
+        >>> [(m, f['steps'], f['status']) for m, f in result.summary['final'].items()]
+        [('adam', 2, 'ok'), ('hig', 2, 'ok')]
+        >>> sorted(result.nets)
+        ['adam', 'hig']
     """
     spec = run_spec(experiment, methods, preset=preset, settings=settings, overrides=overrides, steps=steps,
                     seconds=seconds, seed=seed, eval_every=eval_every, device=str(device), threads=threads,
@@ -415,7 +254,7 @@ def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dic
     final = {}
     for m in methods:
         mine = [r for r in records if r['method'] == m]
-        evaluated = [r for r in mine if not _isnan(r.get('test_loss'))]
+        evaluated = [r for r in mine if has_value(r)]
         last = evaluated[-1] if evaluated else {}
         steps_done = mine[-1]['step'] if mine else 0
         t = mine[-1]['wall_time'] if mine else 0.0

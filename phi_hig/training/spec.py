@@ -7,10 +7,13 @@ it refuses every bad value with `InvalidInputError` before anything is trained o
 ``resume`` compares.
 
 Memory: a method's batch is refused when its tensors would exceed a limit, estimated from the experiment's
-per-example tensor sizes before any batch exists (`batch_bytes`): the inputs and targets of one batch against
-``memory_limit`` (default `DEFAULT_BATCH_BYTES`), and for HIG / Gauss–Newton also the float64 Gram matrix,
-``8·(b·|y|)²`` bytes when ``|θ| ≥ b·|y|`` else ``8·|θ|²`` (the dual form), against the method's
-``max_bytes`` (the HIG optimizer's limit). ``|y|`` is estimated by the number of target values per example.
+per-example tensor sizes before any batch exists (`phi_hig.training.kinds.ProblemSizes`): the inputs and targets of
+one batch against ``memory_limit`` (default `DEFAULT_BATCH_BYTES`), and what the method's kind allocates besides
+(`MethodKind.memory`: for HIG / Gauss–Newton the float64 Gram matrix of its path, `phi_hig.hig.spectral.gram_bytes`,
+against its ``max_bytes``). ``|y|`` is estimated by the number of target values per example.
+
+Errors name the Python arguments (``steps must be …``); the command line shows them with its flags
+(`phi_hig.cli.as_flags`).
 """
 from __future__ import annotations
 
@@ -19,14 +22,15 @@ import inspect
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .. import checks, nets
+from .. import checks
 from ..errors import InvalidInputError
 from ..experiments.settings import PRESETS
-from .methods import SECOND_ORDER, hyperparameter_spec, validate_hyperparameters
+from .kinds import MethodKind, ProblemSizes, get_kind, kind_of, offered
+from .methods import MethodDefinition
 
 __all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'check_device', 'check_mapping',
            'batch_bytes', 'PRESETS', 'DEFAULT_BATCH_BYTES']
@@ -46,7 +50,7 @@ class RunSpec:
         preset: its preset.
         settings: its settings as it records them (``experiment.settings``).
         methods: method names, trained one after the other.
-        hyperparameters: per method, the validated hyperparameters (`methods.validate_hyperparameters`).
+        hyperparameters: per method, the validated hyperparameters (`phi_hig.training.methods.MethodDefinition`).
         steps: step budget per method (or None).
         seconds: training-time budget per method (or None); at least one of the two is set.
         seed: seeds the initial weights, the data stream and the methods' randomness.
@@ -55,9 +59,16 @@ class RunSpec:
         threads: torch intra-op threads while training (None: the experiment's recommendation).
         out: output folder, or None.
         checkpoint_every: checkpoint cadence in steps (needs ``out``), or None; the runner also keeps
-            `phi_hig.training.runner.MIN_CHECKPOINT_INTERVAL` seconds between two and always writes a method's last state.
+            `phi_hig.training.runner.MIN_CHECKPOINT_INTERVAL` seconds between two and always writes a method's last
+            state.
         resume: continue from the checkpoints in ``out``.
         world_size: number of training processes (1: this runner).
+
+    Example:
+        >>> import phi_hig
+        >>> spec = phi_hig.run_spec('toy', ['gn'], preset='test', steps=3)
+        >>> spec.methods, spec.kind('gn').name, spec.identity['hyperparameters']['gn']['kappa']
+        (('gn',), 'gn', -1.0)
     """
     experiment: object = field(compare=False, repr=False)
     name: str
@@ -75,6 +86,10 @@ class RunSpec:
     checkpoint_every: Optional[int] = None
     resume: bool = False
     world_size: int = 1
+
+    def kind(self, method: str) -> MethodKind:
+        """The `phi_hig.training.kinds.MethodKind` of ``method`` (one of `methods`)."""
+        return kind_of(method, self.hyperparameters[method])
 
     @property
     def identity(self) -> dict:
@@ -144,60 +159,33 @@ def build_experiment(name: str, preset: str = 'paper', settings: Optional[Mappin
 
 
 # --- memory --------------------------------------------------------------------------------------------------
-def _example_bytes(value) -> int:
-    if isinstance(value, torch.Tensor):
-        return (value[0].numel() if value.ndim else 1) * value.element_size()
-    if isinstance(value, (tuple, list)):
-        return sum(_example_bytes(v) for v in value)
-    return 0
-
-
-def _example_numel(value) -> int:
-    if isinstance(value, torch.Tensor):
-        return value[0].numel() if value.ndim else 1
-    if isinstance(value, (tuple, list)):
-        return sum(_example_numel(v) for v in value)
-    return 0
-
-
-def parameter_count(experiment) -> int:
-    """|θ| of the experiment's network (built once, without touching torch's global random state)."""
-    with torch.random.fork_rng(devices=[]):
-        return nets.parameter_count(experiment.make_net())
-
-
 def batch_bytes(experiment, hyper: Mapping, n_params: Optional[int] = None) -> dict:
-    """Estimated bytes of one batch of a method: ``data`` (inputs + targets) and, for HIG / GN with
-    ``n_params`` given, ``gram`` (the float64 Gram matrix). Pure arithmetic on the held-out set's
-    per-example sizes: nothing is allocated."""
-    inputs, targets = experiment.test_set
-    b = int(hyper['batch_size'])
-    out = dict(data=b * (_example_bytes(inputs) + _example_bytes(targets)))
+    """Estimated bytes of one batch of a method: ``data`` (inputs + targets) and, with ``n_params`` given, ``gram``:
+    what a HIG / GN step with ``hyper`` allocates besides (the float64 Gram matrix of its path; J on the 'svd' path).
+    Pure arithmetic on the held-out set's per-example sizes: nothing is allocated."""
+    sizes = ProblemSizes(experiment, n_params)
+    out = dict(data=int(hyper['batch_size']) * sizes.example_bytes)
     if n_params is not None:
-        rows = b * _example_numel(targets)
-        out['gram'] = 8 * min(rows, n_params) ** 2
+        out['gram'] = get_kind('hig').memory(hyper, sizes)[0].nbytes
     return out
 
 
-def _size(n: float) -> str:
-    for unit, scale in (('TiB', 1024 ** 4), ('GiB', 1024 ** 3), ('MiB', 1024 ** 2), ('KiB', 1024)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{int(n)} bytes"
-
-
-def _check_memory(experiment, method: str, hyper: Mapping, memory_limit: float, n_params) -> None:
-    est = batch_bytes(experiment, hyper, n_params)
-    b = hyper['batch_size']
-    if memory_limit is not None and est['data'] > memory_limit:
-        raise InvalidInputError(f"{method}: batch_size {b} needs about {_size(est['data'])} for one batch of inputs "
-                                f"and targets, over the limit of {_size(memory_limit)}")
-    if 'gram' not in est:
-        return
-    limit = hyper['max_bytes'] if 'max_bytes' in hyper else hyperparameter_spec(experiment, method)['max_bytes'].default
-    if limit is not None and est['gram'] > limit:
-        raise InvalidInputError(f"{method}: batch_size {b} needs a float64 Gram matrix of about {_size(est['gram'])}, "
-                                f"over max_bytes = {_size(limit)}; lower the batch size or raise {method}.max_bytes")
+def _check_memory(definitions: Mapping[str, MethodDefinition], hyper: Mapping, memory_limit) -> None:
+    """Refuse a method whose batch, or an allocation its kind estimates (`MethodKind.memory`), exceeds its limit."""
+    sizes = None
+    for m, definition in definitions.items():
+        sizes = sizes or ProblemSizes(definition.experiment)
+        b = hyper[m]['batch_size']
+        data = b * sizes.example_bytes
+        if memory_limit is not None and data > memory_limit:
+            raise InvalidInputError(f"{m}: batch_size {b} needs about {checks.human_bytes(data)} for one batch of "
+                                    f"inputs and targets, over the limit of {checks.human_bytes(memory_limit)}")
+        for need in definition.kind.memory(hyper[m], sizes):
+            if need.limit is not None and need.nbytes > need.limit:
+                raise InvalidInputError(f"{m}: batch_size {b} needs {need.what} of about "
+                                        f"{checks.human_bytes(need.nbytes)}, over {need.key} = "
+                                        f"{checks.human_bytes(need.limit)}; lower the batch size or raise "
+                                        f"{m}.{need.key}")
 
 
 # --- run options ---------------------------------------------------------------------------------------------
@@ -207,7 +195,7 @@ def _integer(value, what: str, minimum: int):
 
 def check_device(device) -> str:
     """``device`` as a torch device string, if phi_hig can train there: 'cpu', an available CUDA device or MPS.
-    The one rule of ``--device`` (`run_spec`, the benchmark ``python -m phi_hig bench``).
+    The one rule of a run's device (`run_spec`, the benchmark ``python -m phi_hig bench``).
 
     Raises:
         InvalidInputError: not a torch device, or not available in this torch build / on this machine.
@@ -215,55 +203,52 @@ def check_device(device) -> str:
     try:
         d = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise InvalidInputError(f"--device {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+        raise InvalidInputError(f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
     if d.type == 'cuda':
         if not torch.cuda.is_available():
             why = 'this torch build has no CUDA' if torch.version.cuda is None else 'no CUDA device is visible'
-            raise InvalidInputError(f"--device {device!r}: {why} (torch {torch.__version__})")
+            raise InvalidInputError(f"device {device!r}: {why} (torch {torch.__version__})")
         if d.index is not None and d.index >= torch.cuda.device_count():
-            raise InvalidInputError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise InvalidInputError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
     elif d.type == 'mps':
         if not (hasattr(torch.backends, 'mps') and torch.backends.mps.is_available()):
-            raise InvalidInputError(f"--device {device!r}: MPS is not available in this torch build")
+            raise InvalidInputError(f"device {device!r}: MPS is not available in this torch build")
     elif d.type != 'cpu':
-        raise InvalidInputError(f"--device {device!r}: phi_hig trains on 'cpu', 'cuda' or 'mps'")
+        raise InvalidInputError(f"device {device!r}: phi_hig trains on 'cpu', 'cuda' or 'mps'")
     return str(d)
 
 
 def _writable_folder(out) -> str:
     if not isinstance(out, (str, os.PathLike)):
-        raise InvalidInputError(f"--out must be a folder path (a str or os.PathLike), got {out!r}")
+        raise InvalidInputError(f"out must be a folder path (a str or os.PathLike), got {out!r}")
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise InvalidInputError(f"--out {out!r} is an existing file, not a folder")
+        raise InvalidInputError(f"out {out!r} is an existing file, not a folder")
     probe = os.path.abspath(out)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise InvalidInputError(f"--out {out!r}: {probe!r} is not a writable folder")
+        raise InvalidInputError(f"out {out!r}: {probe!r} is not a writable folder")
     return out
 
 
-def _method_list(methods, experiment) -> tuple:
+def _definitions(methods, experiment) -> Dict[str, MethodDefinition]:
+    """The methods to run, in order, each as the experiment defines it (default: every method it offers)."""
     if methods is None:
-        names = list(experiment.methods)
+        names = list(offered(experiment))
     elif isinstance(methods, str):
         names = [m.strip() for m in methods.split(',') if m.strip()]
     elif isinstance(methods, (list, tuple)) and all(isinstance(m, str) for m in methods):
         names = [m.strip() for m in methods if m.strip()]
     else:
-        raise InvalidInputError(f"--methods must be method names (a comma-separated string or a list of strings), "
+        raise InvalidInputError(f"methods must be method names (a comma-separated string or a list of strings), "
                                 f"got {methods!r}")
     if not names:
-        raise InvalidInputError(f"--methods is empty; {experiment.name} has {', '.join(experiment.methods)}")
+        raise InvalidInputError(f"methods is empty; {experiment.name} has {', '.join(offered(experiment))}")
     twice = sorted({m for m in names if names.count(m) > 1})
     if twice:
-        raise InvalidInputError(f"--methods names {', '.join(twice)} more than once")
-    for m in names:
-        if m not in experiment.methods:
-            raise InvalidInputError(f"experiment {experiment.name!r} does not define method {m!r}; "
-                                    f"it supports {', '.join(experiment.methods)}")
-    return tuple(names)
+        raise InvalidInputError(f"methods names {', '.join(twice)} more than once")
+    return {m: MethodDefinition(experiment, m) for m in names}
 
 
 def check_mapping(value, what: str, allowed: str = 'a dict') -> dict:
@@ -302,18 +287,51 @@ def _experiment_of(experiment, preset, settings):
     return experiment
 
 
+def _hyperparameters(definitions: Mapping[str, MethodDefinition], overrides: dict, common: dict, device,
+                     world_size: int) -> dict:
+    """Per method, its validated hyperparameters: the experiment's, then ``common`` where the method accepts the
+    key, then its ``overrides``; each global batch divisible by the number of processes."""
+    names = tuple(definitions)
+    unknown = [m for m in overrides if m not in definitions]
+    if unknown:
+        raise InvalidInputError(f"overrides given for {', '.join(unknown)}, which is not among the methods run "
+                                f"({', '.join(names)})")
+    given = {m: {} for m in names}
+    for key, value in common.items():
+        takers = [m for m, definition in definitions.items() if definition.accepts(key)]
+        if not takers:
+            raise InvalidInputError(f"common[{key!r}]: none of the methods run ({', '.join(names)}) has a "
+                                    f"hyperparameter {key!r}")
+        for m in takers:
+            given[m][key] = value
+    for m, values in overrides.items():
+        given[m].update(values)
+    hyper = {m: definition.validate(given[m], device=device) for m, definition in definitions.items()}
+    for m in names:  # each rank takes an equal contiguous slice of the global batch
+        if hyper[m]['batch_size'] % world_size:
+            raise InvalidInputError(f"{m}: the global batch size {hyper[m]['batch_size']} is not divisible by the "
+                                    f"{world_size} processes; choose a multiple of {world_size} for its batch_size")
+    return hyper
+
+
 def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, preset: Optional[str] = None,
              settings: Optional[Mapping] = None, overrides: Optional[Mapping[str, Mapping]] = None,
-             common: Optional[Mapping] = None, steps: Optional[int] = None, seconds: Optional[float] = None, seed: int = 0,
-             eval_every: Optional[int] = None, device='cpu', threads: Optional[int] = None, out=None,
+             common: Optional[Mapping] = None, steps: Optional[int] = None, seconds: Optional[float] = None,
+             seed: int = 0, eval_every: Optional[int] = None, device='cpu', threads: Optional[int] = None, out=None,
              checkpoint_every: Optional[int] = None, resume: bool = False,
              memory_limit: Optional[float] = DEFAULT_BATCH_BYTES, world_size: int = 1) -> RunSpec:
     """Validate everything about a run and return its `RunSpec`. Nothing is trained, written or allocated.
 
+    The arguments fall in groups, checked in this order: the budget (``steps``, ``seconds``, ``seed``,
+    ``eval_every``), the machine (``device``, ``threads``, ``world_size``), the output (``out``,
+    ``checkpoint_every``, ``resume``), then the experiment (``experiment``, ``preset``, ``settings``), its methods
+    and their hyperparameters (``methods``, ``common``, ``overrides``) and their memory (``memory_limit``).
+
     Args:
         experiment: a registered experiment's name (built here with ``preset`` and ``settings``) or a built
             `Experiment` (then ``preset`` and ``settings`` must be None: they are its own).
-        methods: method names (a comma-separated string or a sequence; default: all of the experiment's).
+        methods: method names (a comma-separated string or a sequence; default: all the experiment offers,
+            `phi_hig.training.kinds.offered`).
         preset: 'paper' (default) or 'test'.
         settings: experiment settings, e.g. ``{'gamma': 1}``.
         overrides: per method, hyperparameters replacing the experiment's defaults.
@@ -331,19 +349,28 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
         world_size: number of training processes.
 
     Raises:
-        InvalidInputError: with one line naming the bad value.
+        InvalidInputError: with one line naming the bad argument by its Python name (``steps must be …``).
+
+    Example:
+        >>> import phi_hig
+        >>> spec = phi_hig.run_spec('toy', 'adam,hig', preset='test', steps=5, overrides={'hig': {'kappa': -1}})
+        >>> spec.methods, spec.hyperparameters['hig']['kappa'], spec.steps
+        (('adam', 'hig'), -1.0, 5)
+        >>> phi_hig.run_spec('toy', 'adam', preset='test', steps=-1)
+        Traceback (most recent call last):
+        phi_hig.errors.InvalidInputError: steps must be an integer >= 0, got -1
     """
-    steps = _integer(steps, '--steps', 0)
+    steps = _integer(steps, 'steps', 0)
     if seconds is not None:
-        seconds = checks.number('--seconds', seconds, low=0)
+        seconds = checks.number('seconds', seconds, low=0)
     if steps is None and seconds is None:
-        raise InvalidInputError("give a budget: --steps N or --seconds S per method")
-    seed = checks.integer('--seed', seed, low=0)
-    eval_every = _integer(eval_every, '--eval-every', 1)
-    threads = _integer(threads, '--threads', 1)
+        raise InvalidInputError("give a budget per method: steps, seconds or both")
+    seed = checks.integer('seed', seed, low=0)
+    eval_every = _integer(eval_every, 'eval_every', 1)
+    threads = _integer(threads, 'threads', 1)
     world_size = _integer(world_size, 'world_size', 1)
     device = check_device(device)
-    checkpoint_every = _integer(checkpoint_every, '--checkpoint-every', 1)
+    checkpoint_every = _integer(checkpoint_every, 'checkpoint_every', 1)
     if out is not None:
         out = _writable_folder(out)
     resume = checks.flag('resume', resume)
@@ -354,39 +381,16 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
     overrides = _overrides(overrides)
     common = check_mapping(common, 'common', "a dict of hyperparameters for every method, e.g. {'lr': 0.01}")
     if checkpoint_every is not None and out is None:
-        raise InvalidInputError("--checkpoint-every needs --out (the folder the checkpoints go to)")
+        raise InvalidInputError("checkpoint_every needs out (the folder the checkpoints go to)")
     if resume and out is None:
-        raise InvalidInputError("--resume needs --out (the folder holding the checkpoints)")
+        raise InvalidInputError("resume needs out (the folder holding the checkpoints)")
     experiment = _experiment_of(experiment, preset, settings)
-    names = _method_list(methods, experiment)
-    unknown = [m for m in overrides if m not in names]
-    if unknown:
-        raise InvalidInputError(f"hyperparameters (overrides, --hp) given for {', '.join(unknown)}, which is not "
-                                f"among the methods run ({', '.join(names)})")
-    given = {m: {} for m in names}
-    for key, value in common.items():
-        takers = [m for m in names if key in hyperparameter_spec(experiment, m)]
-        if not takers:
-            raise InvalidInputError(f"--{str(key).replace('_', '-')}: none of the methods run ({', '.join(names)}) has "
-                                    f"a hyperparameter {key!r}")
-        for m in takers:
-            given[m][key] = value
-    for m, values in overrides.items():
-        given[m].update(values)
-    hyper = {m: validate_hyperparameters(experiment, m, given[m], device=device) for m in names}
-    for m in names:  # each rank takes an equal contiguous slice of the global batch
-        if hyper[m]['batch_size'] % world_size:
-            raise InvalidInputError(f"{m}: the global batch size {hyper[m]['batch_size']} is not divisible by the "
-                                    f"{world_size} processes; choose a multiple of {world_size} (--batch-size)")
-    n_params = None
-    for m in names:
-        second = hyper[m].get('base', m) in SECOND_ORDER
-        if second and n_params is None:
-            n_params = parameter_count(experiment)
-        _check_memory(experiment, m, hyper[m], memory_limit, n_params if second else None)
+    definitions = _definitions(methods, experiment)
+    hyper = _hyperparameters(definitions, overrides, common, device, world_size)
+    _check_memory(definitions, hyper, memory_limit)
     return RunSpec(experiment=experiment, name=experiment.name,
                    preset=str(experiment.settings.get('preset', preset or 'paper')),
-                   settings=_frozen(experiment.settings), methods=names, hyperparameters=_frozen(hyper),
+                   settings=_frozen(experiment.settings), methods=tuple(definitions), hyperparameters=_frozen(hyper),
                    steps=steps, seconds=float(seconds) if seconds is not None else None, seed=seed,
                    eval_every=int(eval_every or experiment.eval_every), device=device, threads=threads, out=out,
                    checkpoint_every=checkpoint_every, resume=bool(resume), world_size=world_size)

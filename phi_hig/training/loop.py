@@ -1,0 +1,244 @@
+"""One method's training: the loop of steps, its evaluations, its honesty checks and its checkpoints.
+
+`MethodRun` trains one method of a `RunSpec` from given initial weights on the spec's data stream (the runner,
+`phi_hig.training.runner.run`, makes one per method, each from the same weights): it steps through the method's
+kind (`phi_hig.training.kinds`), measures training time around the steps only, evaluates on the held-out set
+(`evaluate`) before the first step and every ``eval_every`` steps, flags what makes a result incomparable
+(`RunWarning`: the loss grew to `GROWTH_LIMIT` × its first value, fewer than `MIN_STEPS` steps in a time budget,
+divergence) and hands snapshots to a `phi_hig.training.checkpoint.CheckpointWriter` at most every
+`MIN_CHECKPOINT_INTERVAL` seconds.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from typing import TYPE_CHECKING, Callable, List, Optional
+
+import torch
+
+from .. import checks, processes
+from ..errors import InvalidInputError, NonFiniteStepError
+from ..experiments.base import DataStream, Experiment
+from .checkpoint import Checkpoint, CheckpointWriter
+from .methods import make_method
+from .spec import RunSpec
+
+if TYPE_CHECKING:  # the runner imports this module; the annotation only names its RunControl
+    from .runner import RunControl
+
+__all__ = ['MethodRun', 'RunWarning', 'evaluate', 'has_value', 'GROWTH_LIMIT', 'MIN_STEPS', 'MIN_CHECKPOINT_INTERVAL']
+
+GROWTH_LIMIT = 10.0
+"""A training loss this many times its first value flags the method ('loss_grew')."""
+MIN_STEPS = 10
+"""A method with fewer steps than this in its time budget is flagged ('few_steps')."""
+MIN_CHECKPOINT_INTERVAL = 0.25
+"""Seconds at least between two checkpoints of a method (besides ``checkpoint_every`` steps): each write
+costs fsyncs and, in its background thread, hands the GIL back and forth with the training thread."""
+
+
+class RunWarning(UserWarning):
+    """A run's result should not be compared as it stands (divergence, too few steps)."""
+
+
+def has_value(record: dict, key: str = 'test_loss') -> bool:
+    """Whether ``record`` holds a value of ``key``: a number that is not NaN (NaN marks 'not evaluated at this step';
+    an infinite loss is a value)."""
+    value = record.get(key)
+    return checks.is_number(value) and not math.isnan(value)
+
+
+def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) -> dict:
+    """Held-out loss (batch mean over the whole test set) and the experiment's metrics, without gradients,
+    with the network in eval mode (restored afterwards)."""
+    inputs, targets = experiment.test_set
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()  # batch norm: use the running statistics and leave them untouched
+    try:
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], chunk):
+                x, t = inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device)
+                z = net(x)
+                total += float(experiment.loss(experiment.simulate(z), t).sum())
+                n += x.shape[0]
+            out = {'test_loss': total / n}
+            if experiment.metrics is not None:
+                out.update(experiment.metrics(net, inputs.to(device), targets.to(device)))
+        return out
+    finally:
+        net.train(was_training)
+
+
+class Watch:
+    """The honesty checks of one method: training-loss growth (warned once) and too few steps."""
+
+    def __init__(self, name: str, records: List[dict]):
+        self.name, self.first, self.flags, self.notes = name, None, [], []
+        for r in records:
+            self.see(r, warn=False)
+
+    def see(self, record: dict, warn: bool = True) -> None:
+        loss = record.get('train_loss')
+        if not checks.is_finite(loss):
+            return
+        if self.first is None:
+            self.first = loss
+        elif 'loss_grew' not in self.flags and loss > GROWTH_LIMIT * abs(self.first) and loss > 0:
+            self.flag('loss_grew', f"{self.name}: the training loss grew to {loss / abs(self.first):.3g}× its first "
+                                   f"value ({self.first:.3e} -> {loss:.3e}) at step {record['step']}: η may be too "
+                                   f"large (README, 'Choosing η')", warn)
+
+    def flag(self, code: str, note: str, warn: bool = True) -> None:
+        self.flags.append(code)
+        self.notes.append(note)
+        if warn:
+            warnings.warn(note, RunWarning, stacklevel=3)
+
+
+class MethodRun:
+    """One method of a run, trained from the initial weights ``net`` on the spec's data stream.
+
+    With several processes (`phi_hig.processes`) every rank steps on its slice of the same global batch: a kind that
+    needs DDP (`MethodKind.needs_ddp`: first-order, SIP) trains a ``DistributedDataParallel`` wrapper of ``net``,
+    HIG / GN distribute their step themselves (`phi_hig.hig_step`); rank 0 evaluates, keeps the records and writes
+    the checkpoints (``writers`` collects the writer, closed by `run`).
+    """
+
+    def __init__(self, spec: RunSpec, name: str, net, resumed, device, writers: list):
+        self.spec, self.name, self.net, self.device = spec, name, net, device
+        self.experiment, self.root = spec.experiment, processes.is_root()
+        self.stepper = processes.data_parallel(net, device) if spec.kind(name).needs_ddp else net
+        self.method = make_method(name, self.stepper, self.experiment, validated=spec.hyperparameters[name])
+        self.batch_size = int(self.method.hyper['batch_size'])
+        self.rows = processes.local_rows(self.batch_size)  # this rank's slice of each global batch
+        self.stream = DataStream(self.experiment, spec.seed)
+        torch.manual_seed(spec.seed + 1)
+        self.status, self.step, self.train_time, self.fresh = 'ok', 0, 0.0, resumed is None
+        if resumed is None:
+            self.records = [dict(experiment=self.experiment.name, method=name, step=0, wall_time=0.0,
+                                 train_loss=float('nan'), **_evaluate_on_root(self.experiment, net))]
+        else:
+            ck, self.records = resumed
+            self._restore(ck)
+        self.saved = 0 if resumed is None else len(self.records)  # records[saved:]: not yet handed to the writer
+        self.watch = Watch(name, self.records)
+        # whether the last record holds an evaluation, the same on every rank (resumed records are rank 0's)
+        self.evaluated = resumed is None or has_value(self.records[-1])
+        self.identity = spec.identity
+        self.writer = CheckpointWriter(spec.out, name, fresh=resumed is None) \
+            if spec.checkpoint_every and self.root else None
+        if self.writer is not None:
+            writers.append(self.writer)  # closed (waited for) by `run` at the end: the last write overlaps what follows
+
+    def done(self) -> bool:
+        """Whether the budget (steps or training seconds) is spent."""
+        spec = self.spec
+        return (spec.steps is not None and self.step >= spec.steps) or \
+            (spec.seconds is not None and self.train_time >= spec.seconds)
+
+    def train(self, control: Optional[RunControl], progress: bool, on_record: Optional[Callable]) -> None:
+        """Step until the budget is spent, the method fails or ``control`` stops it; then evaluate and checkpoint
+        its last state (`finish`)."""
+        if self.fresh and on_record and self.root:
+            on_record(self.records[0], self.method)
+        last_print = time.perf_counter()
+        while not self.done():
+            if control is not None and not control.proceed():
+                self.status = f'stopped at step {self.step}'
+                break
+            loss = self.update()
+            if loss is None:
+                break
+            record = self.record(loss)
+            if not self.root:
+                continue
+            self.watch.see(record)
+            if on_record:
+                on_record(record, self.method)
+            if self.writer is not None and self.step % self.spec.checkpoint_every == 0 and self.writer.idle and \
+                    time.perf_counter() - self.writer.last_submit >= MIN_CHECKPOINT_INTERVAL:
+                self.checkpoint()
+            if progress and (time.perf_counter() - last_print > 2.0 or self.done()):
+                last_print = time.perf_counter()
+                test = [r['test_loss'] for r in self.records if has_value(r)][-1]
+                print(f"[{self.experiment.name}/{self.name}] step {self.step:6d}  train {self.train_time:7.1f}s  "
+                      f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
+        self.finish()
+
+    def update(self) -> Optional[float]:
+        """One timed step on this rank's slice of the next global batch; the batch-mean loss, or None when the step
+        was refused (the status says why: 'diverged' or 'failed', the weights untouched)."""
+        x, t = self.stream.next(self.batch_size)
+        x, t = x[self.rows].to(self.device), t[self.rows].to(self.device)
+        t0 = time.perf_counter()
+        try:
+            loss = self.method.step(x, t)
+        except (NonFiniteStepError, InvalidInputError) as err:
+            code = 'diverged' if isinstance(err, NonFiniteStepError) else 'failed'
+            self.status = f'{code} at step {self.step + 1}: {err}'
+            self.watch.flag(code, f"{self.name}: {self.status}", warn=False)
+            return None
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        self.train_time += time.perf_counter() - t0
+        if processes.world_size() > 1:  # the ranks agree on the global batch's loss and on when the time is spent
+            loss = loss if self.stepper is self.net else processes.all_mean(loss)
+            self.train_time = processes.agree_max(self.train_time) if self.spec.seconds is not None else \
+                self.train_time
+        self.step += 1
+        return loss
+
+    def record(self, loss: float) -> dict:
+        """The record of the step just made, evaluated every ``eval_every`` steps and at the last one."""
+        record = dict(experiment=self.experiment.name, method=self.name, step=self.step, wall_time=self.train_time,
+                      train_loss=loss, test_loss=float('nan'))
+        if self.method.last_info is not None:
+            record['rank'] = self.method.last_info.rank
+        self.evaluated = self.step % self.spec.eval_every == 0 or self.done()  # the same on every rank
+        if self.evaluated:
+            record.update(_evaluate_on_root(self.experiment, self.net))
+        self.records.append(record)
+        return record
+
+    def finish(self) -> None:
+        """Evaluate a stopped method's last state, write its last checkpoint, flag too few steps."""
+        if not self.evaluated and not self.status.startswith(('diverged', 'failed')):
+            self.records[-1].update(_evaluate_on_root(self.experiment, self.net))
+        if self.writer is not None and self.saved < len(self.records):
+            self.checkpoint()
+        spec = self.spec
+        if self.status == 'ok' and spec.seconds is not None and self.step < MIN_STEPS and \
+                (spec.steps is None or self.step < spec.steps) and self.root:
+            self.watch.flag('few_steps', f"{self.name}: only {self.step} step(s) in the time budget of "
+                                         f"{spec.seconds:g} s (< {MIN_STEPS}): its final values are not comparable")
+
+    def checkpoint(self) -> None:
+        """Hand the current state and the records made since the last checkpoint to the writer."""
+        rng = dict(torch=torch.get_rng_state())
+        if self.device.type == 'cuda':
+            rng['cuda'] = torch.cuda.get_rng_state_all()
+        ck = Checkpoint(method=self.name, identity=self.identity, step=self.step, train_time=self.train_time,
+                        position=self.stream.position, records=len(self.records), net=self.net.state_dict(),
+                        optimizer=self.method.optimizer.state_dict(), rng=rng)
+        self.writer.submit(ck, self.records[self.saved:])
+        self.saved = len(self.records)
+
+    def _restore(self, ck: Checkpoint) -> None:
+        self.net.load_state_dict(ck.net)
+        self.method.load_optimizer_state(ck.optimizer)
+        self.stream.position = ck.position
+        torch.set_rng_state(ck.rng['torch'])
+        if 'cuda' in ck.rng and self.device.type == 'cuda':
+            torch.cuda.set_rng_state_all(ck.rng['cuda'])
+        self.step, self.train_time = ck.step, ck.train_time
+
+
+def _evaluate_on_root(experiment, net) -> dict:
+    """`evaluate` on rank 0 (the other ranks wait for it and record nothing)."""
+    values = evaluate(experiment, net) if processes.is_root() else {}
+    processes.wait_for_root()
+    return values

@@ -1,0 +1,73 @@
+"""The torch steps of the built-in method kinds (`phi_hig.training.kinds`): each makes one update of ``method.net``
+for a `phi_hig.training.methods.Method` and returns the batch-mean loss before it.
+
+* `first_order_step`: a torch first-order optimizer on the batch-mean loss through the physics;
+* `half_inverse_step`: `phi_hig.hig_step` (HIG, Gauss–Newton);
+* `sip_torch_step`: `phi_hig.sip_step` through the experiment's inverse (SIP; Holl, Koltun & Thuerey 2022, §3.2).
+
+Each refuses a non-finite loss with `phi_hig.errors.NonFiniteStepError` before any weight changes, and a learning
+rate that is not a finite number >= 0 with `phi_hig.errors.InvalidInputError`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import checks, processes
+from ..convert import example_mean
+from ..errors import InvalidInputError, NonFiniteStepError
+from ..hig.optimizer import hig_step
+
+__all__ = ['first_order_step', 'half_inverse_step', 'sip_torch_step']
+
+
+def first_order_step(method, inputs, targets) -> float:
+    """One step of a torch first-order optimizer on the batch-mean loss through the physics, the gradient clipped to
+    ``method.clip`` first; a non-finite loss is refused (on every rank together) before any gradient exists."""
+    checks.learning_rates(method.optimizer.param_groups, f"{method.name}: ")
+    method.optimizer.zero_grad(set_to_none=True)
+    loss = example_mean(method.loss(method.simulate(method.net(inputs)), targets))
+    if not processes.refuse_together(bool(torch.isfinite(loss)), method.net, loss.device):
+        raise NonFiniteStepError(f"{method.name}: the loss is not finite; the weights were left untouched")
+    loss.backward()
+    if method.clip is not None:
+        torch.nn.utils.clip_grad_norm_(method.net.parameters(), method.clip)
+    method.optimizer.step()
+    return float(loss.detach())
+
+
+def half_inverse_step(method, inputs, targets) -> float:
+    """One `phi_hig.hig_step` (which checks its own learning rates); its diagnostics become ``method.last_info``."""
+    method.last_info = hig_step(method.net, method.optimizer, inputs, targets, method.simulate, method.loss)
+    return method.last_info.loss
+
+
+def sip_torch_step(method, inputs, targets) -> float:
+    """One `phi_hig.sip_step` through the experiment's inverse with the ``inverse_options`` hyperparameter; returns
+    the batch-mean physics loss at the prediction."""
+    from ..sip.step import sip_step
+    checks.learning_rates(method.optimizer.param_groups, f"{method.name}: ")
+    if method.inverse is None:
+        raise InvalidInputError(f"method {method.name!r} is SIP and needs an experiment with an inverse physics solver")
+    optimizer = method.optimizer if method.clip is None else _Clipped(method.optimizer, method.net, method.clip)
+    result = sip_step(method.net, optimizer, inputs, targets, (method.simulate, method.inverse.solve),
+                      loss=method.loss, inverse_options=dict(method.hyper.get('inverse_options') or {}))
+    physics_loss = float(example_mean(result.physics_loss))
+    if not math.isfinite(physics_loss):
+        raise NonFiniteStepError(f"{method.name}: the physics loss is not finite")
+    return physics_loss
+
+
+class _Clipped:
+    """An optimizer whose `step` first clips the global gradient norm of `net` to `max_norm`."""
+
+    def __init__(self, optimizer, net, max_norm):
+        self.optimizer, self.net, self.max_norm = optimizer, net, max_norm
+
+    def zero_grad(self, *args, **kwargs):
+        self.optimizer.zero_grad(*args, **kwargs)
+
+    def step(self):
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.max_norm)
+        self.optimizer.step()
