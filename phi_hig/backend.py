@@ -77,4 +77,7 @@ def x64():
     Invariant: the global ``jax_enable_x64`` setting is the same after the context as before it. Functions compiled
     inside the context are compiled for float64 and are found again by later calls inside it (no re-trace)."""
     import jax
-    return jax.enable_x64(True)
+    if hasattr(jax, 'enable_x64'):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # JAX before the context moved to its top level
+    return enable_x64()

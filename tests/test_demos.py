@@ -48,6 +48,8 @@ CASES = {
 LIBRARY = {
     'hig_fields': (['--steps', '3'], {'hig', 'adam'}),
     'sip_heat': (['--steps', '2', '--resolution', '16'], {'sip', 'adam'}),
+    'hig_fields_jax': (['--steps', '3'], {'hig', 'adam'}),         # the same on PhiFlow's JAX backend
+    'sip_heat_jax': (['--steps', '2', '--resolution', '16'], {'sip', 'adam'}),
 }
 
 

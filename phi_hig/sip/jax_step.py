@@ -18,7 +18,7 @@ from ..errors import InvalidInputError, NonFiniteStepError
 __all__ = ['check_optimizer', 'update_on_jax']
 
 _PROXIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-"""One proxy-loss function per network: PhiML's JAX optimizer keeps one compiled update per loss function."""
+"""One proxy-loss function per network: PhiML's JAX optimizer keeps one update function per loss function."""
 
 
 def check_optimizer(optimizer) -> None:
@@ -45,6 +45,6 @@ def update_on_jax(network, optimizer, inputs: tuple, correction, proxy) -> None:
             if isinstance(per_example, math.Tensor):
                 return math.mean(per_example, math.batch(per_example))
             return math.wrap(per_example.mean())
-        _PROXIES[network] = loss
+        _PROXIES[network] = loss  # not math.jit_compile'd: PhiML 1.16's compiled JAX update then gives wrong steps
     with JAX:
         nn.update_weights(network, optimizer, loss, correction, tuple(inputs))
