@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import weakref
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import jax
@@ -43,7 +43,8 @@ from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jaco
 from .optimizer import HIGStepInfo
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
 
-__all__ = ['JaxHIG', 'jax_hig_step', 'cast_parameters', 'require_parameters', 'SETTING_KEYS']
+__all__ = ['JaxHIG', 'jax_hig_step', 'jax_hig_direction', 'JaxDirection', 'cast_parameters', 'require_parameters',
+           'SETTING_KEYS']
 
 SETTING_KEYS = tuple(f.name for f in dataclasses.fields(HalfInverse))
 """The `HalfInverse` settings a `JaxHIG` keeps in ``param_groups[0]`` beside ``lr``."""
@@ -287,25 +288,23 @@ def _updated(leaves: list, direction, lr):
 _update = jax.jit(_updated)
 
 
-def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
-                 conditions=None, group=None) -> HIGStepInfo:
-    """One HIG / Gauss–Newton update of a PhiML JAX network's parameters: `phi_hig.hig_step` on JAX.
+class JaxDirection(NamedTuple):
+    """What `jax_hig_direction` computed: the direction ``d`` (float64, over the flattened parameter leaves), the
+    `phi_hig.hig.spectral.SpectralInfo`, the batch-mean loss, its gradient ``g`` with respect to the stacked outputs
+    ``(b·|y|,)``, the Jacobian operator and the seconds of the Jacobian pass and of the spectral core."""
+    direction: object
+    info: object
+    loss: float
+    gradient: object
+    operator: JaxJacobian
+    time_jacobian: float
+    time_linalg: float
 
-    ``y = simulate(net(inputs), *conditions)`` (Fields, PhiML tensors on the JAX backend, or batch-first JAX
-    arrays; the network called like ``field.native_call`` / ``math.native_call``), ``g`` = gradient of the
-    batch-mean of ``loss(y, targets)``, and ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` from the float64 spectral core.
-    ``net.parameters`` is replaced by the updated pytree, as ``phiml.nn.update_weights`` does. Invariant: the whole
-    update is applied or, on error, none of it.
 
-    Args:
-        conditions: per-example (or shared) inputs of the physics: a tuple (``simulate(z, *conditions)``), a dict
-            (``simulate(z, **conditions)``) or a single value (``simulate(z, conditions)``). The physics runs on the
-            whole batch, so batched values are passed as they are, aligned with z.
-        group: must be None or False: distributed HIG on JAX is not supported.
-
-    Raises:
-        InvalidInputError, NonFiniteStepError, JacobianTooLargeError: as `phi_hig.hig_step`.
-    """
+def jax_hig_direction(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
+                      conditions=None, group=None) -> JaxDirection:
+    """The HIG / Gauss–Newton direction ``d = max(σ)^β·V Λ^κ Uᵀ g`` of one `jax_hig_step`, without changing the
+    weights (arguments and refusals as there): the step is ``θ ← θ − lr·d``."""
     if group not in (None, False):
         raise InvalidInputError("group=: distributed HIG steps (torch.distributed) are supported for torch networks "
                                 "only; run the JAX step in one process")
@@ -320,22 +319,20 @@ def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Cal
     if simulate is not None and not callable(simulate):
         raise InvalidInputError(f"simulate must be None or a callable z -> y, got {type(simulate).__name__}")
     settings = optimizer.settings
-    lr, = checks.learning_rates(optimizer.param_groups)
-    leaves, treedef = jax.tree_util.tree_flatten(net.parameters)
     require_parameters(net)
+    leaves, treedef = jax.tree_util.tree_flatten(net.parameters)
     call = NetworkCall(net, inputs)
     x = call.native_inputs
     if x.ndim == 0 or x.shape[0] == 0:
         raise InvalidInputError(f"inputs must hold at least one example, got a batch of shape {tuple(x.shape)}")
     b = int(x.shape[0])
-    n_params = sum(int(leaf.size) for leaf in leaves)
     if optimizer._n_out:  # |y| known from the last step: refuse a too large Gram before any pass
-        gram_path(settings, b * optimizer._n_out, n_params, optimizer.max_bytes)
+        gram_path(settings, b * optimizer._n_out, sum(int(leaf.size) for leaf in leaves), optimizer.max_bytes)
     recipe = _Recipe((call.inputs, targets, conditions), 'inputs, targets, conditions')
     t0 = time.perf_counter()
     structure = optimizer.structure(net, leaves, treedef, x)
     compiled = _compiled_pass(optimizer, net, structure, simulate, loss, recipe, b)
-    y, layer_inputs, deltas, block, value, g = compiled(leaves, recipe.natives)
+    y, layer_inputs, deltas, block, value, g = jax.block_until_ready(compiled(leaves, recipe.natives))
     mean_loss = float(value)
     if not np.isfinite(mean_loss):
         raise NonFiniteStepError("the loss is not finite (NaN or Inf); the weights were left untouched")
@@ -345,15 +342,45 @@ def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Cal
     operator = JaxJacobian(structure, y, layer_inputs, deltas, block, optimizer.max_bytes)
     t1 = time.perf_counter()
     d, info = apply_half_inverse(settings, operator, g, max_bytes=optimizer.max_bytes)
+    jax.block_until_ready(d)
+    return JaxDirection(d, info, mean_loss, g, operator, t1 - t0, time.perf_counter() - t1)
+
+
+def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
+                 conditions=None, group=None) -> HIGStepInfo:
+    """One HIG / Gauss–Newton update of a PhiML JAX network's parameters: `phi_hig.hig_step` on JAX.
+
+    ``y = simulate(net(inputs), *conditions)`` (Fields, PhiML tensors on the JAX backend, or batch-first JAX
+    arrays; the network called like ``field.native_call`` / ``math.native_call``), ``g`` = gradient of the
+    batch-mean of ``loss(y, targets)``, and ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` from the float64 spectral core
+    (`jax_hig_direction`). ``net.parameters`` is replaced by the updated pytree, as ``phiml.nn.update_weights``
+    does. Invariant: the whole update is applied or, on error, none of it.
+
+    Args:
+        conditions: per-example (or shared) inputs of the physics: a tuple (``simulate(z, *conditions)``), a dict
+            (``simulate(z, **conditions)``) or a single value (``simulate(z, conditions)``). The physics runs on the
+            whole batch, so batched values are passed as they are, aligned with z.
+        group: must be None or False: distributed HIG on JAX is not supported.
+
+    Raises:
+        InvalidInputError, NonFiniteStepError, JacobianTooLargeError: as `phi_hig.hig_step`.
+    """
+    if isinstance(optimizer, JaxHIG):  # a bad learning rate is refused before any work (else: refused below)
+        checks.learning_rates(optimizer.param_groups)
+    found = jax_hig_direction(net, optimizer, inputs, targets, simulate, loss, conditions=conditions, group=group)
+    t2 = time.perf_counter()
+    lr, = checks.learning_rates(optimizer.param_groups)
+    leaves, treedef = jax.tree_util.tree_flatten(net.parameters)
     with x64():
-        new, finite = _update(leaves, d, lr)
+        new, finite = _update(leaves, found.direction, lr)
         if not bool(finite):
             raise NonFiniteStepError("the update lr·d is not finite in the parameters' dtype (it overflows); the "
                                      "weights were left untouched")
-    net.parameters = jax.tree_util.tree_unflatten(treedef, new)
-    jax.block_until_ready(new)
-    t2 = time.perf_counter()
+    net.parameters = jax.tree_util.tree_unflatten(treedef, jax.block_until_ready(new))
+    info, operator = found.info, found.operator
     path = info.path
     if path.startswith('gram') and path != 'gram-dual':
         path += '+structured' if operator.structured else ('+mixed' if operator.mixed else '')
-    return HIGStepInfo(mean_loss, info.singular_values, info.rank, info.sigma_max, path, t1 - t0, t2 - t1, t2 - t0)
+    time_linalg = found.time_linalg + time.perf_counter() - t2
+    return HIGStepInfo(found.loss, info.singular_values, info.rank, info.sigma_max, path, found.time_jacobian,
+                       time_linalg, found.time_jacobian + time_linalg)
