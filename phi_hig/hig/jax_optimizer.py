@@ -49,6 +49,9 @@ __all__ = ['JaxHIG', 'jax_hig_step', 'jax_hig_direction', 'JaxDirection', 'cast_
 SETTING_KEYS = tuple(f.name for f in dataclasses.fields(HalfInverse))
 """The `HalfInverse` settings a `JaxHIG` keeps in ``param_groups[0]`` beside ``lr``."""
 _CACHE_SIZE = 8
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+"""Per network: its `StaxStructure` s and compiled passes by key, shared by every `JaxHIG` built on it (a new
+optimizer on the same network, e.g. Gauss–Newton after HIG, compiles nothing again)."""
 
 
 def require_parameters(net) -> list:
@@ -122,7 +125,6 @@ class JaxHIG:
         self.max_bytes, self.structured = max_bytes, structured
         self._net = weakref.ref(net)
         self._n_out = None
-        self._structures, self._passes = {}, {}
 
     @property
     def settings(self) -> HalfInverse:
@@ -160,17 +162,26 @@ class JaxHIG:
 
     def structure(self, net, leaves: list, treedef, x) -> StaxStructure:
         """The network's `StaxStructure` for these parameter and input shapes (built on first use, then kept)."""
-        key = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves), x.shape, x.dtype)
-        if key not in self._structures:
+        structures = _compiled(net)['structures']
+        key = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves), x.shape, x.dtype, self.structured)
+        if key not in structures:
+            ref = weakref.ref(net)  # the cache is keyed weakly by the network: hold it weakly here too
+
             def apply(values, inputs):
-                return call_with_parameters(net, jax.tree_util.tree_unflatten(treedef, values), inputs)
-            _remember(self._structures, key, StaxStructure(apply, leaves, x, self.structured))
-        return self._structures[key]
+                return call_with_parameters(ref(), jax.tree_util.tree_unflatten(treedef, values), inputs)
+            _remember(structures, key, StaxStructure(apply, leaves, x, self.structured))
+        return structures[key]
 
 
 _USAGE = ("HIG needs the per-sample Jacobian of network and physics, which a summed scalar loss cannot provide "
           "(phiml.nn.update_weights / optimizer.step). Make the update with phi_hig.hig_step(net, optimizer, inputs, "
           "targets, simulate, loss), where loss(y, targets) returns the loss per sample.")
+
+
+def _compiled(net) -> dict:
+    if net not in _COMPILED:
+        _COMPILED[net] = {'structures': {}, 'passes': {}}
+    return _COMPILED[net]
 
 
 def _remember(cache: dict, key, value) -> None:
@@ -250,13 +261,16 @@ def _call_simulate(simulate: Optional[Callable], z, conditions):
 
 def _compiled_pass(optimizer: JaxHIG, net, structure: StaxStructure, simulate, loss, recipe: _Recipe, b: int):
     key = (id(structure), simulate, loss, recipe.key)
-    if key in optimizer._passes:
-        return optimizer._passes[key]
+    passes = _compiled(net)['passes']
+    if key in passes:
+        return passes[key]
+
+    ref = weakref.ref(net)
 
     def run(leaves, natives):
         TRACES['pass'] += 1
         inputs, targets, conditions = recipe.rebuild(list(natives))
-        call = NetworkCall(net, inputs)
+        call = NetworkCall(ref(), inputs)
         layouts = []
 
         def simulate_flat(z_native):
@@ -269,7 +283,7 @@ def _compiled_pass(optimizer: JaxHIG, net, structure: StaxStructure, simulate, l
             return layouts[0].per_example(loss(layouts[0].unflatten(y_flat), targets)).mean()
         return jacobian_pass(structure, leaves, call.native_inputs, simulate_flat, objective)
     compiled = jax.jit(run)
-    _remember(optimizer._passes, key, compiled)
+    _remember(passes, key, compiled)
     return compiled
 
 
