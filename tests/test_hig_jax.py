@@ -31,12 +31,20 @@ def x64_restored():
     jax.config.update('jax_enable_x64', before)
 
 
+def seeded_float64(net, seed):
+    """The network's weights redrawn from a seeded NumPy generator (scale 0.5), cast to float64 with
+    `cast_parameters` (the StaxNet workaround; PhiML's seeding of JAX networks depends on its default backend)."""
+    rng = np.random.default_rng(seed)
+    net.parameters = jax.tree_util.tree_map(lambda a: jnp.asarray(0.5 * rng.standard_normal(a.shape), a.dtype),
+                                            net.parameters)
+    cast_parameters(net, 'float64')
+
+
 def stax_mlp(sizes, seed=0):
     """A PhiML JAX MLP with float64 weights (built at 32 bit: the StaxNet workaround) and its torch twin."""
     with JAX, math.precision(32):  # the StaxNet workaround: build at 32 bit, then cast
-        math.seed(seed)
         net = pnn.mlp(sizes[0], sizes[-1], list(sizes[1:-1]), activation='tanh')
-    cast_parameters(net, 'float64')
+    seeded_float64(net, seed)
     leaves = jax.tree_util.tree_leaves(net.parameters)
     layers = []
     for i in range(len(sizes) - 1):
@@ -52,9 +60,8 @@ def stax_conv(seed=0):
     """PhiML's JAX ``conv_net(1, 1, [4])`` (3×3 zero-padded conv, tanh, 1×1 conv) in float64 and its torch twin.
     (PhiML 1.16's JAX conv_net fails with two or more hidden layers: its parameter keys are off by one.)"""
     with JAX, math.precision(32):  # the StaxNet workaround: build at 32 bit, then cast
-        math.seed(seed)
         net = pnn.conv_net(1, 1, [4], activation='tanh')
-    cast_parameters(net, 'float64')
+    seeded_float64(net, seed)
     p = net.parameters
     twin = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 1)).double()
     with torch.no_grad():
@@ -197,9 +204,8 @@ def operator_of(net, x, simulate, structured=None):
 
 def residual_net():
     with JAX, math.precision(32):  # the StaxNet workaround: build at 32 bit, then cast
-        math.seed(3)
         net = pnn.res_net(1, 2, [3], activation='tanh')
-    cast_parameters(net, 'float64')
+    seeded_float64(net, 3)
     return net
 
 
