@@ -36,6 +36,8 @@ def _budget_args(p):
     p.add_argument('--eval-every', type=int, help='evaluation cadence in steps')
     p.add_argument('--threads', type=int, help="torch threads (default: the experiment's recommendation)")
     p.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda'")
+    p.add_argument('--backend', default='torch', choices=('torch', 'jax'),
+                   help="train on torch (default) or on PhiML's JAX backend (toy, poisson8; one process, CPU)")
     p.add_argument('--out', help='output folder (metrics.csv, summary.json, curves.png)')
     p.add_argument('--quiet', action='store_true', help='no progress lines')
 
@@ -76,7 +78,8 @@ def _spec(args, methods, overrides=None, common=None, experiment=None, **extra):
         preset = settings = None
     return run_spec(experiment, methods, preset=preset, settings=settings,
                     overrides=overrides, common=common, steps=args.steps, seconds=args.seconds, seed=args.seed,
-                    eval_every=args.eval_every, device=args.device, threads=args.threads, out=args.out, **extra)
+                    eval_every=args.eval_every, device=args.device, threads=args.threads, out=args.out,
+                    backend=args.backend, **extra)
 
 
 def cmd_run(args) -> int:

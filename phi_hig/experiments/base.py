@@ -50,6 +50,8 @@ class Experiment:
         block: number of examples ``generate`` draws at a time (lower it when generating is expensive).
         threads: torch intra-op threads to train with (None: leave torch's setting). Tiny problems run
             fastest on one thread, and much slower with several threads on a loaded machine.
+        jax_physics: ``(simulate, loss)`` for batch-first JAX arrays (the same physics and per-sample loss): the
+            experiment trains under ``backend='jax'`` (`phi_hig.training.jax_steps`); None: it does not.
     """
     name: str
     make_net: Callable[[], nn.Module]
@@ -66,6 +68,7 @@ class Experiment:
     description: str = ''
     threads: Optional[int] = None
     block: int = 4096
+    jax_physics: Optional[Tuple[Callable, Callable]] = None
 
     def __post_init__(self):
         if self.simulate is None:

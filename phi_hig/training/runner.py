@@ -203,7 +203,7 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
           checkpoint_every: Optional[int] = None, resume: bool = False,
           threads: Optional[int] = None, on_record: Optional[Callable] = None,
           control: Optional[RunControl] = None, initial_state: Optional[dict] = None,
-          preset: Optional[str] = None, settings: Optional[dict] = None) -> RunResult:
+          preset: Optional[str] = None, settings: Optional[dict] = None, backend: str = 'torch') -> RunResult:
     """Train each method on ``experiment`` from the same initial weights and the same data stream.
 
     Builds the `RunSpec` with `phi_hig.training.spec.run_spec` (which refuses any bad argument before training) and
@@ -228,6 +228,7 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
             torch's current setting); restored afterwards.
         on_record, control, initial_state: see `run`.
         preset, settings: for an experiment given by name.
+        backend: 'torch' or 'jax' (`run_spec`).
 
     Raises:
         InvalidInputError: any bad argument, named by its Python name, before anything trains (`run_spec`, `run`).
@@ -242,7 +243,7 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
     """
     spec = run_spec(experiment, methods, preset=preset, settings=settings, overrides=overrides, steps=steps,
                     seconds=seconds, seed=seed, eval_every=eval_every, device=str(device), threads=threads,
-                    out=out, checkpoint_every=checkpoint_every, resume=resume)
+                    out=out, checkpoint_every=checkpoint_every, resume=resume, backend=backend)
     return run(spec, progress=progress, on_record=on_record, control=control, initial_state=initial_state)
 
 
@@ -266,7 +267,7 @@ def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dic
     return dict(experiment=spec.name, preset=spec.preset, settings=identity['settings'], methods=list(methods),
                 hyperparameters={m: identity['hyperparameters'][m] for m in methods}, seed=spec.seed,
                 budget=dict(steps=spec.steps, seconds=spec.seconds), device=spec.device, torch_threads=threads,
-                world_size=spec.world_size,
+                world_size=spec.world_size, backend=spec.backend,
                 versions=dict(phi_hig=__version__, torch=torch.__version__, phiml=phiml.__version__,
                               phiflow=phi.__version__, numpy=np.__version__, python=sys.version.split()[0]),
                 final=final)
