@@ -387,3 +387,12 @@ def test_half_inverse_on_jax_arrays_and_phiml_jax_tensors():
     with math.precision(64):
         d = half_inverse(Jt, gt)
         assert d.default_backend.name == 'jax' and rel(d.numpy('cols'), expected) < 1e-12
+
+
+def test_no_module_imports_jax_at_import_time():
+    """A torch user needs no JAX: importing the package and its parts loads neither JAX nor PhiML's JAX backend."""
+    import subprocess
+    import sys
+    code = ("import sys, phi_hig, phi_hig.hig, phi_hig.sip, phi_hig.training, phi_hig.experiments, phi_hig.nets; "
+            "loaded = [m for m in ('jax', 'phiml.backend.jax') if m in sys.modules]; assert not loaded, loaded")
+    subprocess.run([sys.executable, '-c', code], check=True)
