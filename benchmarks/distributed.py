@@ -81,7 +81,7 @@ def _hig_setup(case, rank, world):
     opt = HIG(problem.net, learning_rate=0.0, truncation=problem.truncation)  # lr 0: every step is the same step
 
     def step():
-        return hig_step(problem.net, opt, x, t, problem.simulate, problem.loss)
+        return hig_step(problem.net, opt, x, t, problem.simulate, problem.loss, conditions=problem.conditions(x, t))
     return step, dict(batch=b, n_params=problem.n_params)
 
 

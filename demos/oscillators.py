@@ -56,7 +56,7 @@ def trajectory(experiment, net, sample):
     f = chain_rhs(experiment.settings['cubic'], experiment.settings['control'])
     s = experiment.test_set[0][sample:sample + 1]
     with torch.no_grad():
-        u = net.output(s)
+        u = net(s)  # the controls; the initial state s is the physics' condition
         states = [s]
         for t in range(steps):
             states.append(rk4(f, states[-1], u[:, t], dt))

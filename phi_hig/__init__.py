@@ -17,7 +17,7 @@ over a shared base of typed errors, argument checks, backend and file helpers an
 from ._version import __version__
 
 from .errors import (PhiHigError, InvalidInputError, JacobianTooLargeError, NonFiniteStepError,
-                     HIGUsageError)
+                     HIGUsageError, RunFileError)
 from .hig import HIG, hig_step, half_inverse, per_sample_jacobian, gram, physics_jacobian
 from . import _moved
 
@@ -52,5 +52,5 @@ def __getattr__(name):
 
 __all__ = ['__version__', 'half_inverse', 'HIG', 'hig_step', 'per_sample_jacobian', 'gram',
            'physics_jacobian', 'PhiHigError', 'InvalidInputError', 'JacobianTooLargeError',
-           'NonFiniteStepError', 'HIGUsageError', 'physics', 'sip', 'inverses', 'sip_loss', 'sip_step',
+           'NonFiniteStepError', 'HIGUsageError', 'RunFileError', 'physics', 'sip', 'inverses', 'sip_loss', 'sip_step',
            'experiments', 'report', 'training', 'train', 'RunControl', 'RunSpec', 'run_spec']

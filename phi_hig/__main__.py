@@ -10,17 +10,22 @@
     python -m phi_hig gui [EXPERIMENT]   # live training dashboard in the browser (needs phi_hig[gui])
     python -m phi_hig bench [ARGS]       # HIG step benchmark (phi_hig/bench/hig_step.py)
 
-Every bad value is refused before anything trains: exit code 2 and one line ``phi_hig: error: …``.
+Every bad value is refused before anything trains: exit code 2 and one line ``phi_hig: error: …``; so is an
+``--out`` another run is writing to (naming its PID and command) or that holds another run's files (give
+``--resume`` or ``--overwrite``). A file that cannot be written (a full disk, no permission) ends the command at once
+with one such line naming it, exit code 1. Ctrl-C (SIGINT) or SIGTERM ends a run after its current step with its
+files written and one line saying how to resume, exit code 130 / 143 (`phi_hig.cli.interrupts`).
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import os
+import shlex
 import sys
 
-from .cli import Parser, parse_assignments, parse_values, plain_warnings, report_error
-from .errors import InvalidInputError
+from .cli import EXIT_STATUS, Parser, interrupts, parse_assignments, parse_values, plain_warnings, report_error
+from .errors import InvalidInputError, PhiHigError
 
 _DELEGATED = {'report': ('phi_hig.report', 'figures and a Markdown table of a run folder (python -m phi_hig report DIR)'),
               'gui': ('phi_hig.gui', 'live training dashboard in the browser (needs phi_hig[gui])'),
@@ -70,21 +75,38 @@ def cmd_list(args) -> int:
 
 def _spec(args, methods, overrides=None, common=None, experiment=None, **extra):
     """The `RunSpec` of the command line's arguments; ``experiment``: the one built from them already (a sweep
-    builds it once for all its points)."""
+    builds it once for all its points); ``extra``: further `run_spec` arguments (``out`` replaces ``--out``)."""
     from .training.spec import run_spec
     if experiment is None:
         experiment, preset, settings = args.experiment, args.preset, parse_assignments(args.set, '--set')
     else:
         preset = settings = None
+    extra.setdefault('out', args.out)
     return run_spec(experiment, methods, preset=preset, settings=settings,
                     overrides=overrides, common=common, steps=args.steps, seconds=args.seconds, seed=args.seed,
-                    eval_every=args.eval_every, device=args.device, threads=args.threads, out=args.out,
+                    eval_every=args.eval_every, device=args.device, threads=args.threads,
                     backend=args.backend, **extra)
 
 
-def cmd_run(args) -> int:
+def _interrupted(control, where: str, wrote: str, then: str) -> int:
+    """The one line of a command ended by a signal (``phi_hig: interrupted by SIGINT …``); its exit status."""
+    sys.stderr.write(f"phi_hig: interrupted by {control.interrupted} {where}: {wrote}; {then}\n")
+    return EXIT_STATUS[control.interrupted]
+
+
+def _resume_command(args) -> str:
+    """How to continue this run: the same command with ``--resume`` (and without ``--overwrite``)."""
+    from . import processes
+    if processes.launched():
+        return "the same torchrun command with --resume"
+    argv = [a for a in args.argv if a != '--overwrite']
+    return shlex.join(['python', '-m', 'phi_hig'] + argv + ([] if '--resume' in argv else ['--resume']))
+
+
+def cmd_run(args, control) -> int:
     """``run``: one process, or every process of a ``torchrun`` job (`phi_hig.processes`): the global batch of each
-    method is split across the ranks; rank 0 prints, evaluates and writes. Returns the exit status (2: refused)."""
+    method is split across the ranks; rank 0 prints, evaluates and writes (`phi_hig.report.write_run`, also when
+    interrupted). Returns the exit status (2: refused; 130 / 143: interrupted, after one line saying how to resume)."""
     from . import processes
     from .report import write_run
     from .training.runner import run
@@ -94,31 +116,51 @@ def cmd_run(args) -> int:
     try:
         args.device = device
         spec = _spec(args, args.methods, overrides=_per_method(args.hp, '--hp'), common=common,
-                     checkpoint_every=args.checkpoint_every, resume=args.resume, world_size=processes.world_size())
-        result = run(spec, progress=not args.quiet and processes.is_root())
+                     checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite,
+                     world_size=processes.world_size())
+        result = run(spec, progress=not args.quiet and processes.is_root(), control=control,
+                     write=(lambda r: write_run(r, spec.out)) if spec.out else None)
         if not processes.is_root():
-            return 0
-        print(f"{'method':<10} {'batch':>6} {'steps':>7} {'s/step':>9} {'test loss':>11}  status")
+            return EXIT_STATUS.get(control.interrupted, 0)
+        if result.records:
+            print(f"{'method':<10} {'batch':>6} {'steps':>7} {'s/step':>9} {'test loss':>11}  status")
         for m, f in result.summary['final'].items():
             flags = f"  [{', '.join(f['flags'])}]" if f['flags'] else ''
             print(f"{m:<10} {f['batch_size']:>6} {f['steps']:>7} {f['seconds_per_step']:>9.2e} "
                   f"{f.get('test_loss', float('nan')):>11.3e}  {f['status']}{flags}")
-        if args.out:
-            write_run(result, args.out)
-            print(f"wrote {args.out}/metrics.csv, summary.json, curves.png")
-        return 0
+        wrote = f"wrote {args.out}/metrics.csv, summary.json, curves.png" if args.out and result.records else ''
+        if control.interrupted is None:
+            if wrote:
+                print(wrote)
+            return 0
+        stopped = [f"{f['status']} of {m}" for m, f in result.summary['final'].items()
+                   if f['status'].startswith('interrupted')]
+        where = stopped[0].replace('interrupted ', '') if stopped else 'before training' if not result.records \
+            else 'after training'
+        if not args.out:
+            return _interrupted(control, where, 'nothing written (no --out)', 'start a new run to train again')
+        if not spec.checkpoint_every:
+            return _interrupted(control, where, wrote or 'nothing written',
+                                'no checkpoints to resume from (--checkpoint-every N makes a run resumable)')
+        return _interrupted(control, where, (wrote or 'nothing written') + ', checkpoints kept',
+                            f"continue with: {_resume_command(args)}")
     except InvalidInputError as err:  # every rank refuses alike; rank 0 says why
         return report_error(err) if processes.is_root() else 2
     finally:
         processes.shutdown()
 
 
-def cmd_sweep(args) -> int:
+def cmd_sweep(args, control) -> int:
     """``sweep``: one run of ``args.method`` per point of the grid of hyperparameter values (``--kappa``, ``--beta``,
     ``--truncation``, ``--hp KEY=V1,V2``; an old key name such as HIG's ``method`` warns and sweeps its new name),
-    every point's `RunSpec` validated before the first trains; writes sweep.csv, metrics.csv and sweep.png to
-    ``--out``. Returns the exit status 0 (a refusal raises `InvalidInputError`)."""
-    from .report import sweep_figure, value_label, write_metrics_csv
+    every point's `RunSpec` validated before the first trains. ``--out`` is claimed for the sweep
+    (`phi_hig.rundir.claim`, ``--overwrite`` replaces an earlier sweep), each point runs in its own folder
+    (`phi_hig.rundir.point_folder`: ``metrics.csv``, ``summary.json``; ``report`` draws it), and as each point ends its
+    row is added to sweep.csv, metrics.csv and summary.json (every point, for ``report``); sweep.png at the end. A
+    diverged point has no final value (drawn flagged). Returns the exit status 0, or 130 / 143 when interrupted (the
+    points that ended kept); a refusal raises `InvalidInputError`."""
+    from . import rundir
+    from .report import sweep_figure, value_label, write_metrics_csv, write_run, write_summary
     from .training.methods import MethodDefinition
     from .training.spec import build_experiment
     from .training.runner import run
@@ -143,32 +185,58 @@ def cmd_sweep(args) -> int:
     grid = definition.kind.current_names(args.method, grid)  # each key under its current name (warned once)
     keys = list(grid)
     points = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
-    specs = [_spec(args, [args.method], overrides={args.method: point}, experiment=experiment)
-             for point in points]  # all refused first
+    labels = [' '.join(f'{k}={value_label(v)}' for k, v in point.items()) for point in points]
+    specs = [_spec(args, [args.method], overrides={args.method: point}, experiment=experiment,
+                   out=os.path.join(out, rundir.point_folder(i, label)))
+             for i, (point, label) in enumerate(zip(points, labels))]  # all refused first
     reserved = ('experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss', 'status', 'flags')
     column = {k: f'hp_{k}' if k in reserved else k for k in keys}  # a hyperparameter named like a record column
-    rows, records = [], []
-    for point, spec in zip(points, specs):
-        label = ' '.join(f'{k}={value_label(v)}' for k, v in point.items())
-        result = run(spec, progress=not args.quiet)
-        final = result.summary['final'][args.method]
-        swept = {column[k]: v for k, v in point.items()}
-        rows.append(dict(experiment=spec.name, method=args.method, step=final['steps'],
-                         wall_time=final['train_seconds'], train_loss=float('nan'),
-                         test_loss=final.get('test_loss', float('nan')), **swept, status=final['status'],
-                         flags=' '.join(final['flags'])))
-        records += [dict(r, method=label, **swept) for r in result.records]
-    print(' '.join(f'{k:>12}' for k in keys) + f" {'test loss':>11}  status")
+    rows, records, finals, hypers = [], [], {}, {}
+    metrics, summary_file = (os.path.join(out, name) for name in rundir.RESULT_FILES[:2])
+    table, figure = (os.path.join(out, name) for name in rundir.SWEEP_FILES)
+    with rundir.claim(out, overwrite=args.overwrite, what='sweep'):
+        for point, label, spec in zip(points, labels, specs):
+            if control.interrupted:
+                break
+            result = run(spec, progress=not args.quiet, control=control, label=label,
+                         write=lambda r, folder=spec.out: write_run(r, folder, curves=False))
+            if not result.records:  # interrupted before this point began
+                break
+            final = result.summary['final'][args.method]
+            row = dict(experiment=spec.name, method=args.method, step=final['steps'],
+                       wall_time=final['train_seconds'], train_loss=final.get('train_loss', float('nan')),
+                       test_loss=final.get('test_loss', float('nan')), **{column[k]: v for k, v in point.items()})
+            row.setdefault('batch_size', final['batch_size'])
+            row['status'] = final['status']
+            if final['flags']:  # a column only when some point is flagged: no empty columns
+                row['flags'] = ' '.join(final['flags'])
+            rows.append(row)
+            records += [dict(r, method=label, **{column[k]: v for k, v in point.items()}) for r in result.records]
+            finals[label], hypers[label] = final, result.summary['hyperparameters'][args.method]
+            summary = {k: v for k, v in result.summary.items() if k not in ('methods', 'hyperparameters', 'final')}
+            summary.update(sweep=dict(method=args.method, keys=keys, points=len(points)), methods=list(finals),
+                           hyperparameters=hypers, final=finals)  # the points as the methods of one run (`report`)
+            write_metrics_csv(rows, table)  # each point kept as it ends
+            write_metrics_csv(records, metrics)
+            write_summary(summary, summary_file)
+        if rows:
+            sweep_figure(rows, {column[k]: v for k, v in grid.items()}, figure, f'{specs[0].name}/{args.method}')
+    if rows:
+        print(' '.join(f'{k:>12}' for k in keys) + f" {'test loss':>11}  status")
     for r in rows:
         print(' '.join(f'{value_label(r[column[k]]):>12}' for k in keys) + f" {r['test_loss']:>11.3e}  {r['status']}"
-              + (f" [{r['flags']}]" if r['flags'] else ''))
-    os.makedirs(out, exist_ok=True)
-    write_metrics_csv(rows, os.path.join(out, 'sweep.csv'))
-    write_metrics_csv(records, os.path.join(out, 'metrics.csv'))
-    sweep_figure(rows, {column[k]: v for k, v in grid.items()}, os.path.join(out, 'sweep.png'),
-                 f'{specs[0].name}/{args.method}')
-    print(f"wrote {out}/sweep.csv, metrics.csv, sweep.png")
-    return 0
+              + (f" [{r['flags']}]" if r.get('flags') else ''))
+    wrote = f"wrote {out}/sweep.csv, metrics.csv, summary.json, sweep.png" if rows else ''
+    if control.interrupted is None:
+        print(wrote)
+        return 0
+    ended = [r for r in rows if not r['status'].startswith('interrupted')]
+    where = f"at {labels[len(rows) - 1]} ({rows[-1]['status']})" if rows and len(ended) < len(rows) else \
+        'between points'
+    return _interrupted(control, where, f"{wrote or 'nothing written'} ({len(ended)} point(s) ended"
+                                        f"{', 1 interrupted' if len(ended) < len(rows) else ''})",
+                        f"{len(points) - len(ended)} point(s) not done: sweep them again into another --out, or "
+                        f"this one with --overwrite")
 
 
 def _delegate(command: str, argv: list) -> int:
@@ -203,6 +271,9 @@ def parser() -> Parser:
                      help=f'checkpoint every N steps, at most every {MIN_CHECKPOINT_INTERVAL:g} s, and when a method '
                           f'ends (needs --out)')
     run.add_argument('--resume', action='store_true', help='continue from the checkpoints in --out')
+    run.add_argument('--overwrite', action='store_true',
+                     help="replace another run's files in --out (only files phi_hig writes; anything else there is "
+                          "refused)")
     sweep = sub.add_parser('sweep', help='grid over any hyperparameters of one method (e.g. κ, β, τ of HIG: '
                                          'Schnell, Holl & Thuerey 2022, appendix C)')
     sweep.add_argument('experiment')
@@ -212,6 +283,8 @@ def parser() -> Parser:
     sweep.add_argument('--truncation', help='comma-separated truncation values (short for --hp truncation=...)')
     sweep.add_argument('--hp', action='append', metavar='KEY=V1,V2,...', help='values of any hyperparameter')
     _budget_args(sweep)
+    sweep.add_argument('--overwrite', action='store_true',
+                       help="replace another sweep's files in --out (only files phi_hig writes)")
     for command, (_, text) in _DELEGATED.items():
         sub.add_parser(command, help=text, add_help=False)
     return p
@@ -240,11 +313,22 @@ def main(argv=None) -> int:
     if processes.launched() and args.command != 'run':
         return report_error(f"{args.command} runs in one process; only 'run' splits its batches across torchrun's "
                             f"processes")
+    if args.command == 'list':
+        return cmd_list(args)
+    from .training.runner import RunControl
+    args.argv, control = argv, RunControl()
     try:
-        with plain_warnings(RunWarning, CheckpointWarning, RenamedHyperparameterWarning):
-            return {'list': cmd_list, 'run': cmd_run, 'sweep': cmd_sweep}[args.command](args)
+        with plain_warnings(RunWarning, CheckpointWarning, RenamedHyperparameterWarning), interrupts(control):
+            return {'run': cmd_run, 'sweep': cmd_sweep}[args.command](args, control)
     except InvalidInputError as err:
         return report_error(err)
+    except OSError as err:  # a full disk, no permission: one line naming the file
+        return report_error(str(err) if isinstance(err, PhiHigError) else
+                            f"cannot write {err.filename}: {err.strerror or err}", code=1)
+    except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: at once
+        sys.stderr.write(f"phi_hig: interrupted again by {control.interrupted or 'SIGINT'}: stopped at once; the "
+                         f"checkpoints written so far are kept\n")
+        return EXIT_STATUS.get(control.interrupted, 130)
 
 
 if __name__ == '__main__':

@@ -4,6 +4,8 @@
   own errors included; warnings of a run are lines ``phi_hig: warning: …`` (`plain_warnings`). The library names
   its Python arguments (``steps must be …``); both lines name them by their flags (``--steps must be …``,
   `as_flags`), in this one place.
+* Ctrl-C (SIGINT) and SIGTERM during a run or sweep end it after its current step with its files written
+  (`interrupts`); the command then exits with `EXIT_STATUS` (130 / 143) after one line saying how to resume.
 * A value typed on the command line or into the dashboard is read by `parse_value`: a Python literal if it
   is one (numbers, booleans, tuples, dicts), ``nan`` / ``inf`` as floats, ``true`` / ``false`` / ``none``
   in any case, else the text itself. Whether the value fits is decided by who receives it
@@ -15,19 +17,22 @@ import argparse
 import ast
 import contextlib
 import re
+import signal
 import sys
+import threading
 import warnings
 from typing import Iterable, List
 
 from .errors import InvalidInputError
 
 __all__ = ['Parser', 'fail', 'report_error', 'parse_value', 'parse_assignments', 'parse_values', 'plain_warnings',
-           'as_flags', 'FLAGS', 'PREFIX']
+           'as_flags', 'interrupts', 'FLAGS', 'PREFIX', 'EXIT_STATUS']
 
 PREFIX = 'phi_hig: error: '
 FLAGS = {'steps': '--steps', 'seconds': '--seconds', 'seed': '--seed', 'eval_every': '--eval-every',
          'threads': '--threads', 'device': '--device', 'out': '--out', 'checkpoint_every': '--checkpoint-every',
-         'resume': '--resume', 'methods': '--methods', 'overrides': '--hp', 'port': '--port', 'backend': '--backend'}
+         'resume': '--resume', 'overwrite': '--overwrite', 'methods': '--methods', 'overrides': '--hp',
+         'port': '--port', 'backend': '--backend'}
 """Python argument (of `phi_hig.run_spec`, `phi_hig.train`, the dashboard) -> the command-line flag that sets it."""
 _ARGUMENT = re.compile(r"(?<![\w.'\"-])(" + '|'.join(FLAGS) +
                        r")(?= must\b| needs\b| is empty| is an existing| names\b| given\b| or\b|,|:| ')|(?<=needs )(" +
@@ -144,3 +149,36 @@ def plain_warnings(*categories):
             yield
     finally:
         warnings.showwarning = original
+
+
+EXIT_STATUS = {'SIGINT': 130, 'SIGTERM': 143}
+"""The exit status of a command ended by a signal (128 + the signal's number, as a shell reports it)."""
+
+
+@contextlib.contextmanager
+def interrupts(control):
+    """While inside, SIGINT (Ctrl-C) and SIGTERM call ``control.interrupt(NAME)`` (a `phi_hig.RunControl`): the run
+    ends after its current step with its checkpoints and files written, and the command exits with `EXIT_STATUS`
+    instead of dying by the signal. A second signal raises `KeyboardInterrupt` at once. Installs nothing outside the
+    main thread (signal handlers live there); the previous handlers are restored on leaving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        name = signal.Signals(signum).name
+        if control.interrupted is not None:
+            raise KeyboardInterrupt
+        control.interrupt(name)
+        try:
+            sys.stderr.write(f"phi_hig: {name}: ending after the current step and writing the files "
+                             f"({name} again: at once)\n")
+        except RuntimeError:  # the main thread was inside a write to stderr
+            pass
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

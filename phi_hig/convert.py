@@ -12,6 +12,8 @@ dimension. This module is the one place that converts between what a user passes
   value is), `network_backend` / `is_jax_network` (which backend a network trains on), `values_of` (the PhiML tensor of a Field or Tensor), `detach`, `is_boolean`, `all_finite`,
   `example_mean`, and `native_of` / `from_native` (a PhiML tensor as a native array in its own precision,
   and back).
+* `Conditions` holds the per-example conditions of a batched function (initial states, boundary values,
+  parameters) and hands it the rows of any batch of examples, in the form z has there.
 
 Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) with values on
 the torch or NumPy backend (NumPy values are converted to torch), and PhiML's JAX networks (``StaxNet``, e.g.
@@ -32,9 +34,9 @@ import torch
 from .backend import is_jax_array
 from .errors import InvalidInputError
 
-__all__ = ['NetworkCall', 'BatchLayout', 'call_network', 'kind', 'kind_of', 'values_of', 'detach', 'is_boolean',
-           'all_finite', 'example_mean', 'native_of', 'from_native', 'network_backend', 'is_jax_network',
-           'refuse_tensorflow', 'SUPPORTED', 'NATIVE']
+__all__ = ['NetworkCall', 'BatchLayout', 'Conditions', 'call_network', 'kind', 'kind_of', 'values_of', 'detach',
+           'is_boolean', 'all_finite', 'example_mean', 'native_of', 'from_native', 'rows_batch', 'network_backend',
+           'is_jax_network', 'refuse_tensorflow', 'SUPPORTED', 'NATIVE']
 
 SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network "
              "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`); or JAX arrays, PhiML "
@@ -288,6 +290,16 @@ def example_mean(per_example) -> torch.Tensor:
     return mean if isinstance(mean, torch.Tensor) else torch.as_tensor(mean)
 
 
+def rows_batch(batch, n: int):
+    """The batch shape of ``n`` rows of the examples whose batch shape is ``batch``: ``batch`` itself when ``n`` is
+    its volume, else one batch dim of size ``n`` named like its first dim (the replicated batches of a Jacobian
+    pass). `NetworkCall.wrap` and `Conditions` give z and the conditions of the same rows this batch shape."""
+    if n == batch.volume:
+        return batch
+    from phiml.math import batch as batch_shape
+    return batch_shape(**{batch.names[0]: n})
+
+
 class NetworkCall:
     """A torch or PhiML JAX network applied to a batch of user inputs the way PhiFlow calls networks.
 
@@ -345,8 +357,7 @@ class NetworkCall:
     def _template(self, n: int):
         if n not in self._templates:
             from phiml import math
-            from phiml.math import batch
-            shape = batch(**{self.batch.names[0]: n}) & self.rest
+            shape = rows_batch(self.batch, n) & self.rest
             values = math.expand(math.tensor(0.), shape)
             self._templates = {n: self.inputs.with_values(values) if self.kind == 'field' else values}
         return self._templates[n]
@@ -420,3 +431,166 @@ class BatchLayout:
                                     f"the batch dims {batch} of y (or a native array of shape ({self.b},)), got "
                                     f"{getattr(loss, 'shape', type(loss).__name__)}")
         return loss.native([batch])
+
+
+def _on_jax(value) -> bool:
+    values = values_of(value)
+    return values is not None and values.default_backend.name == 'jax'
+
+
+def examples_of(name: str, value) -> tuple:
+    """``(b, batch)``: the number of examples of a batch-first torch tensor or JAX array (``batch`` None), or the
+    volume and shape of the batch dims of a PhiML tensor or Field (on any backend phi_hig trains on)."""
+    kind = kind_of(name, value, 'jax' if is_jax_array(value) or _on_jax(value) else 'torch')
+    if kind in NATIVE:
+        if value.ndim == 0:
+            raise InvalidInputError(f"{name} must have a leading batch dimension, got a scalar")
+        return int(value.shape[0]), None
+    shape = (value.values if kind == 'field' else value).shape.batch
+    return shape.volume, shape
+
+
+class Conditions:
+    """The per-example conditions of a batched function ``fn(z, …)``: what it needs per example besides z (initial
+    states, boundary values, obstacle masks, physical parameters), aligned with the examples of z.
+
+    The rule, the same in `phi_hig.hig_step`, `phi_hig.sip_step`, `phi_hig.per_sample_jacobian`, `phi_hig.gram`,
+    `phi_hig.physics_jacobian` and the generic inverses of `phi_hig.inverses`: conditions given as
+
+    * a tuple are passed by position, ``fn(z, *conditions)``;
+    * a dict (string keys) are passed by name, ``fn(z, **conditions)``;
+    * None: ``fn(z)``;
+    * any other value is the one condition, ``fn(z, conditions)`` (wrap a tuple to pass it as one: ``(pair,)``).
+
+    Each condition (an entry of the tuple or dict, or the one value) is per-example or shared:
+
+    * a torch tensor with at least one dim is per-example, batch first: its leading size is the number of examples;
+    * a PhiML tensor or Field with batch dims is per-example: with PhiML inputs its batch dims must be among the
+      inputs' batch dims, with the same sizes (missing ones broadcast); with torch inputs all its batch dims are
+      the examples (their volume is the number of examples). A Field's geometry and boundary must not depend on
+      the examples (pass such values as a Tensor condition and build the Field inside ``fn``);
+    * anything else (Python numbers, strings, 0-d torch tensors, PhiML tensors without batch dims) is shared and
+      passed unchanged.
+
+    Invariant: ``call(fn, z, rows)`` passes ``fn`` the rows ``rows`` (example indices, one per row of z) of every
+    per-example condition, detached, on PhiML's torch backend and in the batch shape z has for that many rows
+    (`rows_batch`), so a step replicates or slices the conditions exactly where it replicates or slices z;
+    without ``rows`` it passes the conditions as given.
+
+    Args:
+        conditions: None, a tuple, a dict or one value (above).
+        n_examples: the number of examples b; None: only the form is checked (`call` then takes no ``rows``).
+        batch: the batch shape of PhiML inputs (None for torch inputs).
+        name: how messages call the argument.
+        examples: how messages call what holds the examples.
+        named: conditions passed by name besides positional ones (a call ``fn(z, *args, **named)`` taken apart,
+            as the generic inverses receive it).
+
+    Attributes:
+        args: the conditions passed by position, as given.
+        kwargs: the conditions passed by name, as given.
+        labels: the name of each condition, positional ones first (for messages).
+
+    Raises:
+        InvalidInputError: a dict key that is not a string, or a per-example condition whose batch does not match
+            the examples (the message names the condition).
+    """
+
+    def __init__(self, conditions=None, n_examples=None, batch=None, name: str = 'conditions',
+                 examples: str = 'the inputs', *, named: dict = None):
+        if conditions is None:
+            self.args, self.kwargs = (), {}
+        elif isinstance(conditions, tuple):
+            self.args, self.kwargs = conditions, {}
+        elif isinstance(conditions, dict):
+            if not all(isinstance(k, str) for k in conditions):
+                raise InvalidInputError(f"{name} given as a dict are passed by name: its keys must be strings, got "
+                                        f"{[k for k in conditions if not isinstance(k, str)][:3]}")
+            self.args, self.kwargs = (), dict(conditions)
+        else:
+            self.args, self.kwargs = (conditions,), {}
+        if named:
+            self.kwargs = {**self.kwargs, **named}
+        single = conditions is not None and not isinstance(conditions, (tuple, dict))
+        self.labels = [name] if single else [f"{name}[{i}]" for i in range(len(self.args))]
+        self.labels += [f"{name}[{k!r}]" for k in self.kwargs]
+        self.n_examples, self.batch, self._rows_of, self._natives = n_examples, batch, {}, {}
+        if n_examples is not None:
+            keys = list(range(len(self.args))) + list(self.kwargs)
+            for key, label in zip(keys, self.labels):
+                value = self.args[key] if isinstance(key, int) else self.kwargs[key]
+                examples_batch = self._examples_batch(label, value, examples)
+                if examples_batch is not False:
+                    self._rows_of[key] = (value, examples_batch)
+
+    def __bool__(self) -> bool:
+        return bool(self.args or self.kwargs)
+
+    def call(self, fn, z, rows=None):
+        """``fn(z, *args, **kwargs)`` with the conditions' rows ``rows`` (a 1-D integer torch tensor of example
+        indices, one per row of z), or as given when ``rows`` is None."""
+        if rows is None:
+            return fn(z, *self.args, **self.kwargs)
+        args = [self._rows(i, v, rows) for i, v in enumerate(self.args)]
+        return fn(z, *args, **{k: self._rows(k, v, rows) for k, v in self.kwargs.items()})
+
+    def _examples_batch(self, label: str, value, examples: str):
+        """False for a shared condition; else None (batch first) or the PhiML batch shape of its examples.
+        Refuses one whose batch does not match the examples."""
+        b = int(self.n_examples)
+        if isinstance(value, torch.Tensor):
+            if value.ndim == 0:
+                return False
+            if value.shape[0] != b:
+                raise InvalidInputError(
+                    f"{label} is a torch tensor of shape {tuple(value.shape)}, but {examples} hold {b} examples: a "
+                    f"torch tensor condition is per-example, batch first (leading size {b}). Pass a value shared by "
+                    f"all examples as a Python number, a 0-d tensor or a PhiML tensor without batch dims.")
+            return None
+        from phiml.math import Tensor
+        from phi.field import Field
+        if not isinstance(value, (Tensor, Field)):
+            return False
+        kind_of(label, value)  # refuses JAX / TensorFlow values
+        own = (value.values if isinstance(value, Field) else value).shape.batch
+        reference = self.batch if self.batch is not None else own
+        if isinstance(value, Field):
+            boundary = getattr(value.boundary, 'shape', None)
+            fixed = set(value.geometry.shape.batch.names) | set(boundary.batch.names if boundary is not None else ())
+            if fixed & set(reference.names):
+                raise InvalidInputError(f"{label} is a Field whose geometry or boundary depends on the examples "
+                                        f"({sorted(fixed & set(reference.names))}); pass those values as a PhiML "
+                                        f"tensor condition and build the Field inside the function")
+        if not own:
+            return False
+        if self.batch is None:
+            if own.volume != b:
+                raise InvalidInputError(f"{label} has batch dims {own} ({own.volume} examples), but {examples} hold "
+                                        f"{b} examples: the batch dims of a per-example condition are the examples'")
+            return own
+        foreign = [d for d in own.names if d not in self.batch.names]
+        wrong = [d for d in own.names if d in self.batch.names and own.get_size(d) != self.batch.get_size(d)]
+        if foreign or wrong:
+            why = f"not there: {', '.join(foreign)}" if foreign else f"sizes differ: {', '.join(wrong)}"
+            raise InvalidInputError(f"{label} has batch dims {own}, but {examples} have {self.batch}: a per-example "
+                                    f"condition's batch dims must be among the examples' with the same sizes ({why})")
+        return self.batch
+
+    def _rows(self, key, value, rows: torch.Tensor):
+        if key not in self._rows_of:
+            return value
+        value, examples = self._rows_of[key]
+        if examples is None:
+            return value.detach()[rows.to(value.device)]
+        from phiml import math
+        from phi.field import Field
+        if key not in self._natives:  # the packed native (b, |rest|) on the torch backend, once
+            user = _to_torch_backend(value)
+            values = math.expand(user.values if isinstance(user, Field) else user, examples)
+            rest = values.shape.non_batch
+            self._natives[key] = user, values.native([examples, rest] if rest else [examples]).detach(), rest
+        user, native, rest = self._natives[key]
+        shape = rows_batch(examples, int(rows.numel()))
+        values = math.reshaped_tensor(native[rows.to(native.device)], [shape, rest] if rest else [shape],
+                                      convert=False)
+        return user.with_values(values) if isinstance(user, Field) else values

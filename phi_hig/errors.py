@@ -70,3 +70,16 @@ class HIGUsageError(PhiHigError, RuntimeError):
     ...     print('use phi_hig.hig_step')
     use phi_hig.hig_step
     """
+
+
+class RunFileError(PhiHigError, OSError):
+    """A file of a run could not be written (a full disk, no permission): the run stopped at once, and what it wrote
+    before is kept (also an `OSError`). The message names the file, the step the run stopped at and the last
+    checkpoint written.
+
+    >>> try:
+    ...     raise RunFileError("could not write runs/x/checkpoint_adam.pt: No space left on device")
+    ... except OSError as err:
+    ...     print(type(err).__name__, 'checkpoint_adam.pt' in str(err))
+    RunFileError True
+    """

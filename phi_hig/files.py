@@ -44,7 +44,8 @@ def atomic_write(path: str, data: Union[bytes, str, Callable]) -> None:
         data: the bytes or text to write, or a callable ``data(file)`` writing into a binary file object.
 
     Invariant: at every moment ``path`` is either its previous complete content (or absent) or the new
-    complete content; the new content is on disk (fsynced) before it becomes visible under ``path``.
+    complete content; the new content is on disk (fsynced) before it becomes visible under ``path``. A write that
+    fails (e.g. ``OSError`` ENOSPC, ``PermissionError``) raises its `OSError` naming ``path`` (``err.filename``).
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
@@ -61,13 +62,24 @@ def atomic_write(path: str, data: Union[bytes, str, Callable]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise
+        raise _naming(err, path)
     fsync_folder(folder)
+
+
+def _naming(err: BaseException, path: str) -> BaseException:
+    """An `OSError` of writing ``path`` (a full disk, no permission) as one of the same type naming ``path`` itself
+    (a failed ``write`` names no file, a failed temporary file names the temporary); other errors as they are."""
+    if isinstance(err, OSError) and type(err).__module__ == 'builtins' and err.errno is not None and \
+            err.filename != path:
+        named = OSError(err.errno, err.strerror or os.strerror(err.errno), path)  # the errno's subclass
+        named.__cause__ = err
+        return named
+    return err
 
 
 def _test_pause() -> None:
@@ -81,16 +93,19 @@ def append_durable(path: str, lines: Iterable[str]) -> None:
     """Append ``lines`` (each without its newline) to ``path`` and fsync it.
 
     Invariant: only whole lines are appended in one write; after a kill the file holds every earlier line
-    and at most one torn line at its end.
+    and at most one torn line at its end. A failed write raises its `OSError` naming ``path``.
     """
     text = ''.join(line + '\n' for line in lines)
     if not text:
         return
     new = not os.path.exists(path)
-    with open(path, 'ab') as f:
-        f.write(text.encode())
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, 'ab') as f:
+            f.write(text.encode())
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise _naming(err, path)
     if new:
         fsync_folder(os.path.dirname(os.path.abspath(path)))
 

@@ -4,7 +4,9 @@ appends known conditions to a network's output; one parameter count.
 * `unet` / `PeriodicUNet`: the U-net of the SIP experiments;
 * `dense`: a fully connected network with PyTorch's default initialization;
 * `keras_dense`: the same layers initialized like Keras' `Dense` (the HIG experiments, whose authors used TF);
-* `Conditioned`: `z = (net(x), x[:, columns])`, for physics that needs known inputs next to the prediction;
+* `Conditioned`: `z = (net(x), x[:, columns])`, for physics that needs known inputs next to the prediction (or
+  pass them to the physics as conditions: `phi_hig.hig_step(..., conditions=…)`);
+* `accept_conditioned_keys`: a network that also loads the state dicts of its `Conditioned` wrapper;
 * `parameter_count`: the number of trainable parameters;
 * `jax_twin`: a PhiML JAX network (``StaxNet``) computing the same function as a dense torch network, with its
   weights copied (the JAX backend of the runner and the JAX benchmark start from the torch weights).
@@ -29,7 +31,8 @@ import torch.nn.functional as F
 
 from .errors import InvalidInputError
 
-__all__ = ['unet', 'PeriodicUNet', 'dense', 'keras_dense', 'Conditioned', 'parameter_count', 'jax_twin']
+__all__ = ['unet', 'PeriodicUNet', 'dense', 'keras_dense', 'Conditioned', 'accept_conditioned_keys',
+           'parameter_count', 'jax_twin']
 
 
 class _DoubleConv(nn.Sequential):
@@ -135,6 +138,11 @@ class Conditioned(nn.Module):
     `simulate(z)` receive everything in one tensor. The appended part has no parameters, so it adds nothing to
     the network Jacobian and receives a zero update. Concatenation is along dim 1 (features or channels).
 
+    The same training without a wrapper passes the known inputs to the physics as conditions
+    (`phi_hig.hig_step(..., conditions=…)`, `phi_hig.sip_step`, an experiment's ``conditions``; the oscillators,
+    the linear chain and sin(a/x) do): the updates are the same, and `accept_conditioned_keys` lets the plain
+    network load the wrapper's checkpoints.
+
     Args:
         net: The network; its output and `x[:, columns]` must agree in all dims but dim 1.
         columns: The entries of dim 1 of `x` to append (`None`: all of `x`).
@@ -160,6 +168,34 @@ def _accept_control_net_keys(state_dict, prefix, *args):
     """Checkpoints written before `Conditioned` replaced `ControlNet` name the inner network `body`."""
     for key in [k for k in state_dict if k.startswith(prefix + 'body.')]:
         state_dict[prefix + 'net.' + key[len(prefix) + 5:]] = state_dict.pop(key)
+
+
+def accept_conditioned_keys(net: nn.Module) -> nn.Module:
+    """``net``, which from now on also loads the state dicts of ``Conditioned(net)`` (keys ``net.…``) and of the
+    older ``ControlNet`` (keys ``body.…``): an experiment that passes its conditions to the physics instead of
+    wrapping its network keeps loading the checkpoints and initial states written with the wrapper. A key is renamed
+    only when ``net`` has no attribute ``net`` / ``body`` of its own.
+
+    Example:
+        >>> wrapped = Conditioned(torch.nn.Linear(3, 2))
+        >>> plain = accept_conditioned_keys(torch.nn.Linear(3, 2))
+        >>> plain.load_state_dict(wrapped.state_dict()).missing_keys
+        []
+        >>> torch.equal(plain.weight, wrapped.net.weight)
+        True
+    """
+    net.register_load_state_dict_pre_hook(_strip_wrapper_keys)
+    return net
+
+
+def _strip_wrapper_keys(module, state_dict, prefix, *args):
+    """``prefix + 'net.' + key`` (and ``'body.'``) -> ``prefix + key``, unless ``module`` has such an attribute."""
+    for wrapper in ('net', 'body'):
+        if hasattr(module, wrapper):
+            continue
+        start = f'{prefix}{wrapper}.'
+        for key in [k for k in state_dict if k.startswith(start)]:
+            state_dict[prefix + key[len(start):]] = state_dict.pop(key)
 
 
 def parameter_count(net: nn.Module) -> int:

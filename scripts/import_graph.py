@@ -19,7 +19,8 @@ import sys
 from typing import Dict, Iterator, List, Set, Tuple
 
 PACKAGE = 'phi_hig'
-BASE = {'errors', 'checks', 'backend', 'files', 'cache', 'nets', 'convert', 'processes', 'cli', '_version', '_moved'}
+BASE = {'errors', 'checks', 'backend', 'files', 'rundir', 'cache', 'nets', 'convert', 'processes', 'cli', '_version',
+        '_moved'}
 """The shared base: modules at the top of the package that every part may use."""
 LAYERS = {
     'base': {'base'},

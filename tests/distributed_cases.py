@@ -25,6 +25,11 @@ def coupled_physics(z):
     return torch.cat([torch.cumsum(z, 1), z[:, :-1] * z[:, 1:]], 1)
 
 
+def conditioned_physics(z, a, *, scale):
+    """Physics with per-example conditions a (each rank passes the rows of its own slice) and a shared scale."""
+    return scale * nonlinear_physics(z * a)
+
+
 def badly_scaled_physics(z):
     """Outputs on scales 1, 1e-3 and 3e-7: kept singular values below 1e-6·σ_max send the auto path to the SVD."""
     return nonlinear_physics(z) * torch.tensor([1.0, 1e-3, 3e-7], dtype=z.dtype)
@@ -47,19 +52,23 @@ def _net(case):
     raise KeyError(case)
 
 
-HIG_CASES = ('mlp', 'conv', 'conv_coupled', 'unfactored', 'dual', 'svd_fallback', 'uneven')
+HIG_CASES = ('mlp', 'conv', 'conv_coupled', 'unfactored', 'dual', 'svd_fallback', 'uneven', 'conditions')
 
 
 def _hig_problem(case):
-    base = 'mlp' if case == 'uneven' else case
-    n = B + 1 if case == 'uneven' else B
+    """``(net, x, targets, physics, τ, conditions)``; the conditions (a dict) only for the case 'conditions'."""
+    base = 'mlp' if case in ('uneven', 'conditions') else case
+    n = B + 1 if case in ('uneven', 'conditions') else B
     g = torch.Generator().manual_seed(5)
     x = torch.randn(n, 3, generator=g, dtype=torch.float64)
     physics = {'conv_coupled': coupled_physics, 'svd_fallback': badly_scaled_physics}.get(base, nonlinear_physics)
     with torch.no_grad():
         t = physics(torch.randn(n, 6 if base == 'conv_coupled' else 4, generator=g, dtype=torch.float64))
     tau = 1e-9 if base == 'svd_fallback' else 1e-4
-    return _net(base), x, t, physics, tau
+    if case != 'conditions':
+        return _net(base), x, t, physics, tau, None
+    a = torch.rand(n, 4, generator=g, dtype=torch.float64) + 0.5
+    return _net(base), x, t, conditioned_physics, tau, dict(a=a, scale=0.7)
 
 
 def _loss(y, t):
@@ -73,8 +82,10 @@ def _flat(net):
 def run_hig(case, rows=slice(None), group=None, seen=None):
     """STEPS HIG steps of ``case`` on the samples ``rows``; returns (flat weights, losses, paths)."""
     from phi_hig import HIG, hig_step
-    net, x, t, physics, tau = _hig_problem(case)
+    net, x, t, physics, tau, conditions = _hig_problem(case)
     x, t = x[rows], t[rows]
+    if conditions is not None:  # each rank passes the conditions of its own slice
+        conditions = dict(conditions, a=conditions['a'][rows])
     opt = HIG(net, learning_rate=0.3, truncation=tau)
     losses, paths = [], []
     for _ in range(STEPS):
@@ -82,13 +93,13 @@ def run_hig(case, rows=slice(None), group=None, seen=None):
             with torch.no_grad():
                 mine = net(x).reshape(x.shape[0], -1)
 
-            def simulate(z, mine=mine):
+            def simulate(z, *args, mine=mine, **kwargs):
                 rows_seen = z.detach().reshape(z.shape[0], -1)
                 seen.append(float((rows_seen[:, None] - mine[None]).norm(dim=-1).min(1).values.max()))
-                return physics(z)
+                return physics(z, *args, **kwargs)
         else:
             simulate = physics
-        info = hig_step(net, opt, x, t, simulate, _loss, group=group)
+        info = hig_step(net, opt, x, t, simulate, _loss, conditions, group=group)
         losses.append(info.loss)
         paths.append(info.path)
     return _flat(net), losses, paths
@@ -139,7 +150,7 @@ def main(rank, world, port, out):
     try:
         results = {}
         for case in HIG_CASES:
-            counts = (UNEVEN if case == 'uneven' else SPLITS)[world]
+            counts = (UNEVEN if case in ('uneven', 'conditions') else SPLITS)[world]
             start = sum(counts[:rank])
             seen = []
             flat, losses, paths = run_hig(case, slice(start, start + counts[rank]), seen=seen)

@@ -3,6 +3,7 @@ output written; ``--resume`` refuses a checkpoint of another run; the sweep take
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -230,3 +231,57 @@ def test_bench_cuda_on_a_build_without_it(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli(['bench', '--device', 'cuda']) == 2
     one_error_line(capsys.readouterr().err, "--device 'cuda'", 'CUDA')
+
+
+def test_sweep_flags_diverged_points_names_each_point_and_reports_what_it_used(tmp_path, capsys, monkeypatch):
+    """A diverged point has no final value in sweep.csv (not its step-0 loss, which beat the good point) and is
+    drawn flagged; progress lines name the point; sweep.csv has no empty column; each point has its run folder; the
+    report of the sweep shows each point's batch size and status."""
+    import phi_hig.report as report
+    drawn, draw = [], report.sweep_figure
+    monkeypatch.setattr(report, 'sweep_figure', lambda *args, **kw: drawn.append(draw(*args, **kw)))
+    out = str(tmp_path / 'sweep')
+    assert cli(['sweep', 'toy', '--preset', 'test', '--method', 'hig', '--hp', 'lr=0.1,1e8,1e30', '--steps', '30',
+                '--out', out]) == 0
+    assert '[toy/hig lr=0.1] step     30' in capsys.readouterr().err
+    with open(os.path.join(out, 'sweep.csv'), newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['lr'] for r in rows] == ['0.1', '100000000.0', '1e+30']
+    assert rows[0]['status'] == 'ok' and float(rows[0]['test_loss']) > 0 and float(rows[0]['train_loss']) > 0
+    for r in rows[1:]:
+        assert r['status'].startswith('diverged at step') and r['test_loss'] == '' and 'diverged' in r['flags']
+    assert all(any(r[column] for r in rows) for column in rows[0]), rows  # no empty column
+    assert [r['batch_size'] for r in rows] == ['16'] * 3
+    assert drawn == [[((1e8,), 'diverged'), ((1e30,), 'diverged')]]
+    for folder in ('000_lr=0.1', '001_lr=1e+08', '002_lr=1e+30'):
+        assert sorted(os.listdir(os.path.join(out, folder))) == ['metrics.csv', 'summary.json']
+    assert cli(['report', out]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count('batch     16') == 3 and 'lr=1e+30   batch     16  steps       1' in printed
+    table = open(os.path.join(out, 'report.md')).read()
+    assert '| lr=0.1 | ok | 16 | 30 |' in table and '| lr=1e+08 | diverged at step 4' in table
+
+
+def test_an_interrupted_sweep_keeps_every_point_that_ended(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second of three points: the first point's row and files are kept, the second is recorded
+    as interrupted, the third never starts; exit status 130 after one line."""
+    import phi_hig.training.runner as runner
+    run = runner.run
+
+    def ctrl_c_in_the_second_point(spec, **kw):
+        if kw.get('label') == 'lr=0.1':
+            kw['on_record'] = lambda record, method: record['step'] == 3 and os.kill(os.getpid(), signal.SIGINT)
+        return run(spec, **kw)
+    monkeypatch.setattr(runner, 'run', ctrl_c_in_the_second_point)
+    out = str(tmp_path / 'sweep')
+    assert cli(['sweep', 'toy', '--preset', 'test', '--method', 'adam', '--hp', 'lr=0.01,0.1,1', '--steps', '20',
+                '--out', out, '--quiet']) == 130
+    one = [line for line in capsys.readouterr().err.splitlines() if 'interrupted by' in line]
+    assert one == [f"phi_hig: interrupted by SIGINT at lr=0.1 (interrupted at step 3): wrote {out}/sweep.csv, "
+                   f"metrics.csv, summary.json, sweep.png (1 point(s) ended, 1 interrupted); 2 point(s) not done: "
+                   f"sweep them again into another --out, or this one with --overwrite"]
+    with open(os.path.join(out, 'sweep.csv'), newline='') as f:
+        assert [(r['lr'], r['status']) for r in csv.DictReader(f)] == [('0.01', 'ok'),
+                                                                        ('0.1', 'interrupted at step 3')]
+    assert sorted(os.listdir(out)) == ['000_lr=0.01', '001_lr=0.1', 'metrics.csv', 'summary.json', 'sweep.csv',
+                                       'sweep.png']

@@ -48,9 +48,11 @@ CASES = {
 LIBRARY = {
     'hig_fields': (['--steps', '3'], {'hig', 'adam'}),
     'sip_heat': (['--steps', '2', '--resolution', '16'], {'sip', 'adam'}),
+    'oscillators_conditions': (['--epochs', '1', '--samples', '64'], {'hig'}),
     'hig_fields_jax': (['--steps', '3'], {'hig', 'adam'}),         # the same on PhiFlow's JAX backend
     'sip_heat_jax': (['--steps', '2', '--resolution', '16'], {'sip', 'adam'}),
 }
+LINES = {'oscillators_conditions': 50}  # the port of the PBDL book's notebook (issue: at most 50 lines)
 
 
 def load(name):
@@ -70,7 +72,7 @@ def test_every_demo_has_a_case():
 def test_library_demo_is_short_runs_and_writes_its_losses(name, tmp_path):
     """Each is a plain PhiFlow script of at most 60 lines that prints and writes its loss curve."""
     with open(os.path.join(DEMOS, f'{name}.py')) as f:
-        assert len(f.read().splitlines()) <= 60
+        assert len(f.read().splitlines()) <= LINES.get(name, 60)
     argv, methods = LIBRARY[name]
     load(name).main(argv + ['--out', str(tmp_path)])
     with open(tmp_path / 'loss.csv', newline='') as f:

@@ -168,14 +168,23 @@ def test_live_run_records_views_spectra_and_stops():
     assert run2.status == 'stopped' and run2.steps_done()['hig'] == 0
 
 
-def test_dashboard_writes_finished_runs(tmp_path):
+def test_dashboard_writes_finished_runs(tmp_path, monkeypatch):
+    """Each run gets its own folder, even when two start within the same second (the clock is pinned here), and
+    releases its lock when it ends."""
+    import phi_hig.gui.state
     from phi_hig.report import read_run
+    monkeypatch.setattr(phi_hig.gui.state.time, 'strftime', lambda *args: '20250101-120000')
     d = Dashboard(experiments={'grid8': grid8}, out=str(tmp_path))
     run = d.start('grid8', ['adam'], steps='5', preset='test')
     assert run.wait(60) and run.status == 'finished'
     records, summary = read_run(run.saved)
     assert run.saved.startswith(str(tmp_path)) and summary['final']['adam']['steps'] == 5
     assert run.snapshot()['saved'] == run.saved
+    again = d.start('grid8', ['adam'], steps='3', preset='test')
+    assert again.wait(60) and again.status == 'finished' and again.saved != run.saved
+    assert read_run(run.saved)[1]['final']['adam']['steps'] == 5 and read_run(again.saved)[1]['final']['adam'][
+        'steps'] == 3
+    assert not [f for f in os.listdir(run.saved) + os.listdir(again.saved) if f.startswith('.')]  # lock released
 
 
 # --- example views ------------------------------------------------------------------------------------------

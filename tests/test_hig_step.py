@@ -1,4 +1,6 @@
 """hig_step and the HIG optimizer against a NumPy float64 SVD of a brute-force Jacobian."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from torch import nn
 from phi_hig import HIG, hig_step, HIGUsageError, NonFiniteStepError, InvalidInputError
 
 from test_half_inverse import reference
-from test_jacobian import brute_force_jacobian, mlp, nonlinear_physics
+from test_jacobian import brute_force_jacobian, mlp, nonlinear_physics, TiedAutoencoder
 
 
 def flat_params(net):
@@ -54,6 +56,18 @@ def test_update_matches_reference(sizes, batch, path, kappa, beta):
     assert info.time_total >= info.time_linalg >= 0
 
 
+def test_tied_decoder_step_matches_reference():
+    """The default HIG(net) on a decoder tied to its encoder (F.linear(h, enc.weight.t(), b)): the step of the
+    exact Jacobian, not of the encoder's own use of its weight alone."""
+    torch.manual_seed(6)
+    net = TiedAutoencoder().double()
+    x, target = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    before = flat_params(net)
+    expected = expected_update(net, x, target, nonlinear_physics, -0.5, 0.0, 1e-5, 0.7)
+    hig_step(net, HIG(net, learning_rate=0.7, truncation=1e-5), x, target, nonlinear_physics, per_sample_loss)
+    step = flat_params(net) - before
+    assert np.linalg.norm(step - expected) <= 1e-6 * np.linalg.norm(expected)
+
 def test_float32_network_update_close_to_float64_reference():
     net = mlp([2, 16, 16, 2], nn.Tanh, seed=6).float()
     x = torch.randn(32, 2)
@@ -79,13 +93,56 @@ def test_state_dict_and_scheduler():
     net = nn.Linear(2, 2)
     opt = HIG(net, learning_rate=0.5, truncation=1e-5, kappa=-1)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
-    sched.step()
+    with pytest.warns(UserWarning, match='before `optimizer.step'):  # no step yet: torch's warning is right
+        sched.step()
     assert opt.param_groups[0]['lr'] == pytest.approx(0.05)
     state = opt.state_dict()
     opt2 = HIG(net)
     opt2.load_state_dict(state)
     assert opt2.param_groups[0]['lr'] == pytest.approx(0.05)
     assert opt2.settings.kappa == -1 and opt2.settings.truncation == 1e-5
+
+
+def test_state_dict_carries_the_settings_outside_the_groups(tmp_path):
+    """max_bytes, chunk_rows and structured survive a (weights-only) checkpoint round trip; a state without them
+    (an earlier release) keeps the current values; invalid values are refused before anything changes."""
+    net = nn.Linear(2, 2)
+    torch.save(HIG(net, learning_rate=0.3, max_bytes=1e6, chunk_rows=7, structured=False).state_dict(),
+               tmp_path / 'opt.pt')
+    state = torch.load(tmp_path / 'opt.pt', weights_only=True)
+    opt = HIG(net)
+    opt.load_state_dict(state)
+    assert (opt.max_bytes, opt.chunk_rows, opt.structured, opt.param_groups[0]['lr']) == (1e6, 7, False, 0.3)
+    old = {k: v for k, v in state.items() if k != 'hig'}
+    opt = HIG(net, chunk_rows=5, structured=True)
+    opt.load_state_dict(old)
+    assert (opt.max_bytes, opt.chunk_rows, opt.structured, opt.param_groups[0]['lr']) == (4 * 1024 ** 3, 5, True, 0.3)
+    for bad, match in [({'chunk_rows': 0}, 'chunk_rows'), ({'structured': 'yes'}, 'structured'),
+                       ({'max_bytes': -1}, 'max_bytes'), ({'chunks': 3}, r"state_dict\['hig'\]")]:
+        opt = HIG(net, learning_rate=0.5)
+        with pytest.raises(InvalidInputError, match=match):
+            opt.load_state_dict(dict(state, hig=dict(state['hig'], **bad)))
+        assert (opt.max_bytes, opt.chunk_rows, opt.structured, opt.param_groups[0]['lr']) == \
+            (4 * 1024 ** 3, 16384, None, 0.5)
+
+
+def test_scheduler_after_hig_step_does_not_warn():
+    """hig_step is the optimizer's step for torch's schedulers: stepping one after it gives no warning about the
+    order; stepping one before any hig_step still does."""
+    net, x = nn.Linear(2, 2), torch.randn(4, 2)
+    opt = HIG(net, learning_rate=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(2):
+            hig_step(net, opt, x, x, None, per_sample_loss)
+            sched.step()
+    assert not [w for w in caught if 'lr_scheduler' in str(w.message)]
+    assert opt.param_groups[0]['lr'] == 0.125
+    opt = HIG(net, learning_rate=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    with pytest.warns(UserWarning, match='before `optimizer.step'):
+        sched.step()
 
 
 

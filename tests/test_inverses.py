@@ -93,6 +93,24 @@ def test_gauss_newton_matches_half_inverse_per_example():
         assert np.allclose(batched[b], expected, rtol=1e-9, atol=1e-12), b
 
 
+def test_generic_inverses_take_conditions_by_position_and_by_name():
+    """forward(x, a, *, k) with a per-example a (its rows repeated with x in the Jacobian pass) and a shared k:
+    the Gauss–Newton step equals NumPy's pseudo-inverse of the per-example Jacobian from torch.autograd; the other
+    inverses give the same step for a by position and by name."""
+    torch.manual_seed(9)
+    x, a, t = torch.rand(5, 3) + 0.2, torch.rand(5, 2) + 0.5, torch.rand(5, 4)
+
+    def forward(x, a, *, k):
+        return k * torch.cat([torch.sin(x[:, :2] * a), x[:, 1:] ** 2 * a[:, :1]], 1)
+    dx = inverses.gauss_newton(forward, truncation=1e-12)(x, t, a, k=2.0)
+    for i in range(5):
+        J = torch.autograd.functional.jacobian(lambda xi: forward(xi[None], a[i:i + 1], k=2.0)[0], x[i]).numpy()
+        residual = (t[i] - forward(x[i:i + 1], a[i:i + 1], k=2.0)[0]).numpy()
+        assert np.allclose(dx[i].numpy(), np.linalg.pinv(J, rcond=1e-12) @ residual, rtol=1e-9, atol=1e-12), i
+    for build in (inverses.gauss_newton, inverses.gradient_descent, inverses.saddle_free_newton):
+        assert torch.allclose(build(forward)(x, t, a, k=2.0), build(forward)(x, t, a=a, k=2.0), rtol=1e-14, atol=0)
+
+
 def test_gauss_newton_solves_a_linear_problem_in_one_step():
     matrix = torch.tensor([[2., 1.], [0., 3.], [1., -1.]])
     forward = lambda x: x @ matrix.T
@@ -207,10 +225,11 @@ def test_a_non_finite_simulation_is_refused_naming_the_examples(build):
     import phi_hig.inverses as inv
     from phi_hig.errors import NonFiniteStepError
 
-    def forward(x):
-        return torch.where(torch.arange(x.shape[0])[:, None] == 1, torch.full_like(x, float('nan')), x ** 3)
+    def forward(x):  # NaN where x₁ > 10 (row by row: the Jacobian pass repeats the rows)
+        return torch.where(x[:, :1] > 10, torch.full_like(x, float('nan')), x ** 3)
     inverse = getattr(inv, build)(forward)
     x = torch.rand(3, 2, dtype=torch.float64) + 0.5
+    x[1, 0] = 20.
     with pytest.raises(NonFiniteStepError, match=r'for example\(s\) \[1\]'):
         inverse(x, torch.zeros(3, 2, dtype=torch.float64))
 
@@ -245,7 +264,7 @@ def test_iterative_refuses_before_the_optimizer_and_leaves_no_thread_behind():
 def test_a_forward_without_gradient_is_refused(build):
     import phi_hig.inverses as inv
     inverse = getattr(inv, build)(lambda x: (x ** 3).detach())
-    with pytest.raises(InvalidInputError, match='not differentiable in x'):
+    with pytest.raises(InvalidInputError, match='not differentiable in'):
         inverse(torch.rand(3, 2, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64))
 
 

@@ -184,3 +184,106 @@ def test_size_guard_raises_before_allocating():
 def test_simulate_must_keep_batch():
     with pytest.raises(InvalidInputError, match='batch size'):
         phi_hig.physics_jacobian(lambda z: z[:1], torch.randn(3, 2))
+
+
+class TiedAutoencoder(nn.Module):
+    """A decoder tied to its encoder: the encoder's weight is read a second time outside the encoder's forward."""
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 3)
+        self.dec_bias = nn.Parameter(torch.linspace(-0.2, 0.3, 4))
+
+    def forward(self, x):
+        return nn.functional.linear(torch.tanh(self.enc(x)), self.enc.weight.t(), self.dec_bias)
+
+
+class BorrowingHead(nn.Module):
+    """A Linear layer whose weight another module (not registering it) reads in its own forward."""
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        self.head = _Borrow(self.body)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(x)))
+
+
+class _Borrow(nn.Module):
+    def __init__(self, source: nn.Linear):
+        super().__init__()
+        object.__setattr__(self, 'source', source)  # a reference, not a submodule
+
+    def forward(self, h):
+        return h @ self.source.weight
+
+
+@pytest.mark.parametrize('make,tied,dense', [(TiedAutoencoder, 'enc.weight', 'dec_bias, enc.weight, enc.bias'),
+                                             (BorrowingHead, 'body.weight', 'body.weight, body.bias')])
+def test_parameters_used_outside_their_layer_get_exact_columns(make, tied, dense):
+    """The hooks of a layer see its own call only; a weight also read elsewhere gets its columns from torch.func."""
+    torch.manual_seed(4)
+    net = make().double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    reference = brute_force_jacobian(net, x, nonlinear_physics)
+    for structured in (None, False):
+        factors = jacobian_factors(net, x, nonlinear_physics, structured=structured, chunk_rows=6)
+        assert not factors.structured
+        assert torch.allclose(factors.matrix(), reference, rtol=1e-10, atol=1e-12)
+        assert (factors.gram() - reference @ reference.T).norm() <= 1e-10 * (reference @ reference.T).norm()
+    with pytest.raises(InvalidInputError, match=f"structured=True .*no tied weights.*; not so: {dense}$"):
+        jacobian_factors(net, x, nonlinear_physics, structured=True)
+    names = [n for n, _ in net.named_parameters()]
+    sizes = [p.numel() for p in net.parameters()]
+    columns = torch.cat([torch.arange(sum(sizes[:i]), sum(sizes[:i + 1])) for i, n in enumerate(names) if n != tied])
+    rest = [p for n, p in net.named_parameters() if n != tied]  # the tied weight not trained: its layer factored
+    factors = jacobian_factors(net, x, nonlinear_physics, params=rest)
+    assert len(factors.layers) == 1
+    assert torch.allclose(factors.matrix(), reference[:, columns], rtol=1e-10, atol=1e-12)
+
+
+class FunctionalDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return nn.functional.dropout(self.lin(x), 0.3, self.training)
+
+
+@pytest.mark.parametrize('make,match', [
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.2), nn.Linear(4, 4)), "Dropout '1'"),
+    (lambda: nn.Sequential(nn.Linear(3, 4), nn.AlphaDropout(0.2), nn.Linear(4, 4)), "AlphaDropout '1'"),
+    (FunctionalDropout, "drew random numbers")])
+@pytest.mark.parametrize('structured', [None, False])
+def test_dropout_in_training_mode_is_refused(make, match, structured):
+    """Dropout draws another mask for every replicated row of an example; after net.eval() the Jacobian is exact."""
+    torch.manual_seed(5)
+    net = make().double()
+    x = torch.randn(3, 3, dtype=torch.float64)
+    with pytest.raises(InvalidInputError, match=f"{match}.*net.eval()"):
+        jacobian_factors(net, x, nonlinear_physics, structured=structured)
+    net.eval()
+    reference = brute_force_jacobian(net, x, nonlinear_physics)
+    assert torch.allclose(jacobian_factors(net, x, nonlinear_physics, structured=structured).matrix(), reference,
+                          rtol=1e-10, atol=1e-12)
+    net.train()  # checked again in training mode, after a network that passed in eval mode
+    with pytest.raises(InvalidInputError, match=f"{match}.*net.eval()"):
+        jacobian_factors(net, x, nonlinear_physics, structured=structured)
+
+
+def test_network_torch_func_cannot_trace_is_refused_in_one_line():
+    """structured=False forms J with torch.func; a forward pass it cannot trace is refused in one line."""
+    class Preallocated(nn.Module):  # writes into a tensor it allocates: vmap cannot batch the in-place copy
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 4)
+
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 4, dtype=x.dtype)
+            out[:] = self.lin(x)
+            return out
+    net = Preallocated().double()
+    with pytest.raises(InvalidInputError, match=r"lin.weight, lin.bias .* torch.func.vjp and vmap, which failed .*"
+                                                r"RuntimeError: .*") as err:
+        jacobian_factors(net, torch.randn(3, 3, dtype=torch.float64), nonlinear_physics, structured=False)
+    assert '\n' not in str(err.value)

@@ -189,3 +189,39 @@ def test_seed_table_gives_median_min_max_over_seeds(tmp_path, capsys):
     assert lines[0] == 'title' and capsys.readouterr().out.splitlines() == lines
     assert lines[2].split() == ['hig', '2.000e-03', '1.000e-03', '3.000e-03', '20', 'ok']
     assert lines[3].split() == ['adam', '5.000e+00', '5.000e+00', '5.000e+00', '7', 'diverged']
+
+
+def test_a_final_infinite_loss_is_reported_as_non_finite(tmp_path, capsys):
+    """The last evaluation is the final value, +Inf included (not the last finite one); the best is the least finite
+    value."""
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'metrics.csv').write_text('experiment,method,step,wall_time,train_loss,test_loss\n'
+                                     'toy,adam,0,0.0,,0.5\ntoy,adam,1,0.1,0.4,0.3\ntoy,adam,2,0.2,0.3,inf\n')
+    records, summary = read_run(str(run))
+    (row,) = summary_rows(records, summary)
+    assert row['final'] == math.inf and row['best'] == 0.3
+    assert main([str(run)]) == 0
+    assert 'final inf' in capsys.readouterr().out
+    assert '| inf | – | 3.000e-01 |' in (run / 'report.md').read_text()
+
+
+def test_a_metrics_file_without_records_is_refused(tmp_path, capsys):
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'metrics.csv').write_text('experiment,method,step,wall_time,train_loss,test_loss\n')
+    assert main([str(run)]) == 2
+    one_error_line(capsys.readouterr().err, 'metrics.csv holds no records (a header only)')
+    assert not (run / 'report.md').exists()
+
+
+def test_a_byte_that_is_not_utf8_is_located_by_its_row(tmp_path, capsys):
+    """The row of the bad byte, not its position in a read buffer (the file is longer than one buffer)."""
+    run = tmp_path / 'run'
+    run.mkdir()
+    lines = [b'experiment,method,step,wall_time,train_loss,test_loss'] + \
+        [b'toy,adam,%d,0.0,0.5,0.5' % i for i in range(900)]
+    lines[700] = lines[700].replace(b'0.5,0.5', b'0.5,0.\xff5')
+    (run / 'metrics.csv').write_bytes(b'\n'.join(lines) + b'\n')
+    assert main([str(run)]) == 2
+    one_error_line(capsys.readouterr().err, 'metrics.csv is unreadable: row 701, column 24 holds the byte 0xff')

@@ -286,3 +286,42 @@ def test_sip_step_refuses_a_prediction_without_gradient():
     with pytest.raises(InvalidInputError, match='does not depend on the network'):
         sip.sip_step(detached, opt, torch.randn(4, 3), torch.randn(4, 3), (lambda x: x, lambda x, t, *, y=None: t - y))
     assert _untouched(net, weights, grads)
+
+
+def test_sip_step_passes_conditions_by_position_by_name_or_as_one_value():
+    """The rule of hig_step: a tuple goes by position, a dict by name, one value as one argument. Each gives the
+    update of physics that closes over the same per-example values (SIP runs the physics on the batch as it is)."""
+    torch.manual_seed(8)
+    net0 = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    y_target = torch.randn(4, 3)
+    a = torch.rand(4, 3) + 0.5
+
+    def forward(x, a, shift=0.):
+        return a * x + shift
+
+    def inverse(x, y_target, a, shift=0., *, y=None):
+        return (y_target - y) / a
+
+    def trained(physics, conditions=None):
+        net = copy.deepcopy(net0)
+        sip.sip_step(net, torch.optim.SGD(net.parameters(), lr=0.1), y_target, y_target, physics, conditions)
+        return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+    def closing_over(shift):
+        return lambda x: a * x + shift, lambda x, y_target, *, y=None: (y_target - y) / a
+    reference = trained(closing_over(0.25))
+    assert torch.allclose(trained((forward, inverse), (a, 0.25)), reference, rtol=1e-14, atol=0)
+    assert torch.allclose(trained((forward, inverse), dict(a=a, shift=0.25)), reference, rtol=1e-14, atol=0)
+    assert torch.allclose(trained((forward, inverse), a), trained(closing_over(0.)), rtol=1e-14, atol=0)
+    assert not torch.allclose(reference, trained(closing_over(0.)))
+
+
+def test_sip_step_refuses_a_condition_without_the_batch_of_the_predictions():
+    net, weights, grads = _net_with_gradients()
+    forward = lambda x, a: a * x  # noqa: E731
+    inverse = lambda x, y_target, a, *, y=None: (y_target - y) / a  # noqa: E731
+    with pytest.raises(InvalidInputError, match=r"conditions\[0\] is a torch tensor of shape \(2, 3\), but the "
+                                                r"predictions hold 4 examples"):
+        sip.sip_step(net, torch.optim.SGD(net.parameters(), lr=0.1), torch.randn(4, 3), torch.randn(4, 3),
+                     (forward, inverse), (torch.ones(2, 3),))
+    assert _untouched(net, weights, grads)

@@ -96,9 +96,9 @@ def authors_step(problem, net, kappa=-0.5):
     """(a): per-sample J (float32), float32 thin SVD, explicit half-inverse matrix, matrix–vector product."""
     from phi_hig import per_sample_jacobian
     with torch.no_grad():
-        y = problem.simulate(net(problem.inputs))
+        y = problem.outputs(net)
     g = _g_of(problem, y)
-    J = per_sample_jacobian(net, problem.inputs, problem.simulate)            # (b|y|, |θ|) float32
+    J = per_sample_jacobian(net, problem.inputs, problem.simulate, problem.batch_conditions())  # (b|y|, |θ|) f32
     u, s, vh = torch.linalg.svd(J, full_matrices=False)
     keep = s > problem.truncation * s[0]
     half_inverse = vh[keep].T @ torch.diag(s[keep] ** kappa) @ u[:, keep].T  # (|θ|, b|y|) float32
@@ -121,16 +121,16 @@ def make_step(path, problem, net):
 
         def adam():
             opt.zero_grad()
-            problem.loss(problem.simulate(net(problem.inputs)), problem.targets).mean().backward()
+            problem.loss(problem.outputs(net), problem.targets).mean().backward()
             opt.step()
         return adam
     if path == 'reference':
         def reference():
             from phi_hig.hig.jacobian import jacobian_factors
-            factors = jacobian_factors(net, problem.inputs, problem.simulate)
+            factors = jacobian_factors(net, problem.inputs, problem.simulate, conditions=problem.batch_conditions())
             J64 = factors.rows(0, factors.n_samples, torch.float64)
             with torch.no_grad():  # y in simulate's own shape for the loss (factors.y is flattened to (b, |y|))
-                y = problem.simulate(net(problem.inputs))
+                y = problem.outputs(net)
             g = _g_of(problem, y).to(torch.float64)
             return phi_hig.half_inverse(J64, g, kappa=-0.5, truncation=problem.truncation, path='svd')
         return reference
@@ -144,7 +144,8 @@ def make_step(path, problem, net):
     opt = Recording(net, learning_rate=0.0, truncation=problem.truncation, **settings)  # lr 0: same weights
 
     def hig():
-        info = phi_hig.hig_step(net, opt, problem.inputs, problem.targets, problem.simulate, problem.loss)
+        info = phi_hig.hig_step(net, opt, problem.inputs, problem.targets, problem.simulate, problem.loss,
+                                conditions=problem.batch_conditions())
         hig.info = info
         return opt.last
     return hig
@@ -182,7 +183,7 @@ def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: 
     # warm up the libraries (autograd, BLAS/LAPACK threads) on tiny problems, not the step itself
     w = torch.randn(64, 64, dtype=torch.float64, device=dev)
     torch.linalg.eigh(w @ w.T), torch.linalg.svd(w), torch.linalg.svd(w.float())
-    problem.loss(problem.simulate(net(problem.inputs[:2])), problem.targets[:2]).sum().backward()
+    problem.loss(problem.outputs(net, 2), problem.targets[:2]).sum().backward()
     net.zero_grad(set_to_none=True)
     step = make_step(path, problem, net)
     if dev.type == 'cuda':
@@ -218,7 +219,7 @@ def worker(case: str, path: str, device: str, reps: int, out_dir: str, threads: 
     interleaved = _interleaved_with_adam(problem, step, dev, reps * 40 if warm < 0.05 else reps) \
         if path == 'structured' and warm < 1 else {}
     result = dict(case=case, path=path, device=str(dev), n_params=problem.n_params, batch=problem.inputs.shape[0],
-                  n_out=int(problem.simulate(net(problem.inputs[:1])).numel()), first_s=first,
+                  n_out=int(problem.outputs(net, 1).numel()), first_s=first,
                   median_s=statistics.median(times) if times else first, n_timed=max(1, len(times)),
                   rss_before_mb=rss0, rss_growth_mb=rss_growth, gpu_growth_mb=gpu_growth,
                   largest_mb=probe.bytes / 2 ** 20, largest_what=probe.what, threads=torch.get_num_threads(),
@@ -239,7 +240,7 @@ def _interleaved_with_adam(problem, hig, device, n: int) -> dict:
 
     def adam():
         opt.zero_grad()
-        problem.loss(problem.simulate(net(problem.inputs)), problem.targets).mean().backward()
+        problem.loss(problem.outputs(net), problem.targets).mean().backward()
         opt.step()
     adam()
     t_adam, t_hig = [], []

@@ -11,18 +11,20 @@ case therefore gives the same weights and data in every process.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from phi_hig import experiments
 from phi_hig.experiments import DataStream
+from phi_hig.experiments.base import no_conditions, simulate_batch
 
 
 @dataclass
 class Problem:
-    """One HIG step's worth of work: ``loss(simulate(net(inputs)), targets)`` per sample, and τ."""
+    """One HIG step's worth of work: ``loss(simulate(net(inputs), …), targets)`` per sample, and τ; the physics
+    takes the batch's conditions ``conditions(inputs, targets)`` (the experiment's) besides z."""
     name: str
     net: nn.Module
     inputs: torch.Tensor
@@ -30,6 +32,15 @@ class Problem:
     simulate: Callable
     loss: Callable
     truncation: float
+    conditions: Callable = no_conditions
+
+    def batch_conditions(self, n: Optional[int] = None):
+        """The conditions of the first ``n`` examples (default all), for ``hig_step(..., conditions=)``."""
+        return self.conditions(self.inputs[:n], self.targets[:n])
+
+    def outputs(self, net: nn.Module, n: Optional[int] = None):
+        """``y``: the simulation of ``net``'s predictions of the first ``n`` examples (default all)."""
+        return simulate_batch(self.simulate, self.conditions, net(self.inputs[:n]), self.inputs[:n], self.targets[:n])
 
     @property
     def n_params(self) -> int:
@@ -46,7 +57,7 @@ def from_experiment(name: str, experiment: str, batch: int = None, seed: int = 0
     torch.manual_seed(seed)
     net = ex.make_net()
     inputs, targets = DataStream(ex, seed).next(batch)
-    return Problem(name, net, inputs, targets, ex.simulate, ex.loss, float(hig['truncation']))
+    return Problem(name, net, inputs, targets, ex.simulate, ex.loss, float(hig['truncation']), ex.conditions)
 
 
 CASES = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Experiment, DataStream
+from .base import Experiment, DataStream, inputs_as_conditions
 from ..sip.inverses import Inverse
 from .settings import PRESETS
 from . import settings as _settings
@@ -84,5 +84,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ['Experiment', 'Inverse', 'DataStream', 'NAMES', 'HIG_EXPERIMENTS', 'SIP_EXPERIMENTS', 'PRESETS',
-           'factory', 'available', 'get', 'validate_settings', 'setting_defaults']
+__all__ = ['Experiment', 'Inverse', 'DataStream', 'inputs_as_conditions', 'NAMES', 'HIG_EXPERIMENTS',
+           'SIP_EXPERIMENTS', 'PRESETS', 'factory', 'available', 'get', 'validate_settings', 'setting_defaults']

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..convert import Conditions
 from ..errors import InvalidInputError
 from ..sip.inverses import Inverse
 
-__all__ = ['Experiment', 'DataStream', 'identity']
+__all__ = ['Experiment', 'DataStream', 'identity', 'no_conditions', 'inputs_as_conditions', 'simulate_batch']
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
@@ -23,6 +24,33 @@ Batch = Tuple[torch.Tensor, torch.Tensor]
 def identity(z):
     """The physics of an experiment without a simulation: ``y = z`` (what `Experiment` holds for ``simulate=None``)."""
     return z
+
+
+def no_conditions(inputs, targets):
+    """The conditions of an experiment whose physics needs none: None for every batch (what `Experiment` holds for
+    ``conditions=None``)."""
+    return None
+
+
+def inputs_as_conditions(inputs, targets):
+    """The conditions of an experiment whose physics starts from what the network reads (the oscillators' initial
+    state, the parameter a of sin(a/x)): each example's input, as one argument of ``simulate``."""
+    return inputs
+
+
+def simulate_batch(simulate: Callable, conditions: Callable, z, inputs, targets):
+    """The simulation of the predictions ``z`` of the batch ``(inputs, targets)``: ``simulate(z, …)`` with the
+    batch's conditions ``conditions(inputs, targets)`` passed by the rule of `phi_hig.convert.Conditions` (a tuple
+    by position, a dict by name, None not at all, any other value as one argument).
+
+    Example:
+        >>> import torch
+        >>> x0 = torch.tensor([[1.0], [2.0]])
+        >>> simulate_batch(lambda u, s0: s0 + u, lambda inputs, targets: inputs, torch.ones(2, 1), x0, x0)
+        tensor([[2.],
+                [3.]])
+    """
+    return Conditions(conditions(inputs, targets)).call(simulate, z)
 
 
 @dataclass
@@ -33,7 +61,8 @@ class Experiment:
         name: registry name.
         make_net: builds a freshly initialized network (the runner seeds torch before calling it).
         simulate: batched physics ``z -> y`` (samples independent); given as None, the experiment holds `identity`
-            (so every caller calls it directly).
+            (so every caller calls it directly). With ``conditions`` it takes each example's conditions after z
+            (``simulate(z, x0)``; `simulate_batch`).
         loss: ``loss(y, targets) -> (b,)`` per-sample loss.
         methods: per method name, the default hyperparameters in the batch-mean convention of g
             (``lr``, ``batch_size``, and for HIG/GN ``truncation``, ``kappa``, …).
@@ -42,6 +71,13 @@ class Experiment:
         generate: ``generate(rng, n) -> (inputs, targets)`` draws n fresh examples (infinite data).
         test_set: held-out ``(inputs, targets)``.
         metrics: optional ``metrics(net, inputs, targets) -> dict`` of extra evaluation values.
+        conditions: ``conditions(inputs, targets)``: what ``simulate`` and the inverses need per example besides z
+            (initial states, boundary values, masks, parameters) for a batch, by the rule of
+            `phi_hig.convert.Conditions` (a tuple by position, a dict by name, one value as one argument), e.g.
+            ``lambda inputs, targets: inputs`` for physics that starts from the network's input. Every step and
+            evaluation asks it for the batch it works on (under torchrun: each rank's slice), and `phi_hig.hig_step`
+            / `phi_hig.sip_step` replicate the conditions with z. Given as None, the experiment holds
+            `no_conditions`.
         inverses: the SIP inverse solvers by name (`Inverse`: solver and options); the one under 'default'
             enables the 'sip' method, the others are chosen by a method variant's ``inverse`` key (e.g.
             ``'sip_lbfgs': dict(base='sip', inverse='lbfgs', …)``, see `phi_hig.training.methods.make_method`).
@@ -62,6 +98,7 @@ class Experiment:
     train_set: Optional[Batch] = None
     generate: Optional[Callable[[np.random.Generator, int], Batch]] = None
     metrics: Optional[Callable] = None
+    conditions: Optional[Callable] = None
     inverses: Dict[str, Inverse] = field(default_factory=dict)
     eval_every: int = 100
     settings: dict = field(default_factory=dict)
@@ -73,12 +110,22 @@ class Experiment:
     def __post_init__(self):
         if self.simulate is None:
             self.simulate = identity
+        if self.conditions is None:
+            self.conditions = no_conditions
+        if not callable(self.conditions):
+            raise InvalidInputError(f"experiment {self.name!r}: conditions must be None or a callable "
+                                    f"conditions(inputs, targets), got {type(self.conditions).__name__}")
         if (self.train_set is None) == (self.generate is None):
             raise InvalidInputError(f"experiment {self.name!r} needs exactly one of train_set and generate")
         for key, inverse in self.inverses.items():
             if not isinstance(inverse, Inverse):
                 raise InvalidInputError(f"experiment {self.name!r}: inverses[{key!r}] must be an Inverse, got "
                                         f"{type(inverse).__name__} (wrap a solver as Inverse(solve, options))")
+
+    def simulate_batch(self, z, inputs, targets):
+        """``simulate(z, …)`` for the predictions z of the batch ``(inputs, targets)``, with its conditions
+        (`simulate_batch`); ``simulate(z)`` for an experiment without conditions."""
+        return simulate_batch(self.simulate, self.conditions, z, inputs, targets)
 
     @property
     def inverse(self) -> Optional[Inverse]:

@@ -6,17 +6,18 @@ Two masses, state ``s = (x_1, x_2, p_1, p_2)``:
     ẋ = p,   ṗ = −x + 0.2·L x − c·u(t),   L = [[−1, 1], [1, −1]] (free-end chain Laplacian),  c = (0, 1),
 
 24 RK4 steps of Δt = 0.5 with the control piecewise constant per step. As in `oscillators`, the network
-4 → 20 → 20 → 20 (tanh) → 24 reads the target (= initial state, ~U[0, 1)⁴) and passes it on to the
-simulation (`phi_hig.nets.Conditioned`); the loss per sample is ``Σ_j (y_j − y*_j)²``. (The book writes ``+c·u``; the sign
-of the control is immaterial for learning.)
+4 → 20 → 20 → 20 (tanh) → 24 reads the target (= initial state, ~U[0, 1)⁴) and predicts the controls z = u; the
+simulation starts from the initial state, each example's condition (`Experiment.conditions`: the input),
+``simulate(u, s0)``. The loss per sample is ``Σ_j (y_j − y*_j)²``. (The book writes ``+c·u``; the sign of the
+control is immaterial for learning.)
 
 Methods (book settings): HIG (SGD, η = 1 on the batch-mean g, b = 32, τ = 1e-10), SIP (per-sample physics
 pseudo-inverse of ``∂y/∂u``, τ = 1e-5 relative, then Adam 1e-3 on the proxy loss, b = 256) and Adam (1e-3,
 b = 256). Book at 100 s: HIG ≈ 2e-8, Adam ≈ 5e-5, SIP ≈ 8e-5.
 
 SIP detail: the book corrects the controls by ``−J⁺·∂(L/b)/∂y``, a Gauss–Newton step shrunk by 2/b; here the
-inverse is the full step ``J⁺(y* − y)`` (`phi_hig.inverses.gauss_newton`). Adam on the proxy loss is insensitive to
-that constant factor (up to its ε).
+inverse is the full step ``J⁺(y* − y)`` (`phi_hig.inverses.gauss_newton`, with s0 as its condition). Adam on the
+proxy loss is insensitive to that constant factor (up to its ε).
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from typing import Sequence
 
 import torch
 
-from .base import Experiment
+from .base import Experiment, inputs_as_conditions
 from .settings import Count, Positive, Seed, factory
 from ..errors import InvalidInputError
 from ..sip.inverses import Inverse, gauss_newton
-from ..nets import Conditioned, keras_dense
+from ..nets import accept_conditioned_keys, keras_dense
 from ..physics.oscillators import chain_rhs, simulate_chain, sum_squares
 
 __all__ = ['linear_chain']
@@ -66,20 +67,19 @@ def linear_chain(preset: str = 'paper', steps: Count = 24, dt: Positive = 0.5, c
     f = chain_rhs(0.0, control, linear=coupling)
     sizes = [4, *hidden, steps]
 
-    def make_net():
-        return Conditioned(keras_dense(sizes, 'tanh'))
+    def make_net():  # checkpoints of the former Conditioned wrapper still load
+        return accept_conditioned_keys(keras_dense(sizes, 'tanh'))
 
-    def simulate(z):
-        return simulate_chain(z[:, steps:], z[:, :steps], dt, f)
+    def simulate(u, s0):
+        """Controls ``u`` ``(b, steps)`` from the initial states ``s0`` ``(b, 4)`` → final states ``(b, 4)``."""
+        return simulate_chain(s0, u, dt, f)
 
     def pinv(truncation):
-        return gauss_newton(lambda u, s0: simulate_chain(s0, u, dt, f), truncation=truncation)
+        return gauss_newton(simulate, truncation=truncation)
 
-    def inverse(z, y_target, *, y=None, truncation):
-        """SIP inverse: the per-sample truncated pseudo-inverse step on the controls, ``Δu = J_u⁺(y* − y)``;
-        the passed-through initial state is not changed."""
-        du = pinv(truncation)(z[:, :steps].detach(), y_target, s0=z[:, steps:].detach())
-        return torch.cat([du, torch.zeros_like(z[:, steps:])], dim=1)
+    def inverse(u, y_target, s0, *, y=None, truncation):
+        """SIP inverse: the per-sample truncated pseudo-inverse step on the controls, ``Δu = J_u⁺(y* − y)``."""
+        return pinv(truncation)(u.detach(), y_target, s0.detach())
 
     methods = {
         'adam': dict(lr=1e-3, batch_size=big, eps=1e-7),       # Keras' ε, as the book's TF code
@@ -89,7 +89,7 @@ def linear_chain(preset: str = 'paper', steps: Count = 24, dt: Positive = 0.5, c
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     return Experiment(
         name='linear_chain', make_net=make_net, simulate=simulate, loss=sum_squares, methods=methods,
-        train_set=(train, train.clone()), test_set=(test, test.clone()),
+        train_set=(train, train.clone()), test_set=(test, test.clone()), conditions=inputs_as_conditions,
         inverses={'default': Inverse(inverse, {'truncation': 1e-5}, lambda o: pinv(o['truncation']))},
         eval_every=50 if preset == 'paper' else 1, threads=1,
         settings=dict(preset=preset, steps=steps, dt=dt, coupling=coupling, control=tuple(control), n_train=n_train,

@@ -15,9 +15,9 @@ Note on signs: eq. 20 as printed has ``+4α(x_i − x_{i−1})³``; the Hamilton
 (the linear output layer learns either sign); we follow eq. 8.
 
 The task: from a random state ``s = (x, p) ~ U[0, 1)⁴`` return to the same state after T = 12. The network
-consumes the target (= initial state) and emits the 96 control values; because the simulation also needs the
-initial state, the network (`phi_hig.nets.Conditioned`) passes its input through: ``z = (u_1 … u_96, s)``. The pass-through
-part has no parameters, so it contributes nothing to the network Jacobian.
+consumes the target (= initial state) and emits the 96 control values ``z = (u_1 … u_96)``; the simulation also
+needs the initial state, each example's condition (`Experiment.conditions`: the input), ``simulate(u, s)``.
+`phi_hig.hig_step` repeats each s with its controls wherever it evaluates the physics.
 
 Loss per sample: ``Σ_j (y_j − y*_j)²`` (sum over the 4 state components, as the authors' code; the paper calls
 it MSE). The values the paper plots (Adam ~1e-4, GN ~1e-6, HIG ~1e-7) are this quantity averaged over the
@@ -29,10 +29,10 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from .base import Experiment
+from .base import Experiment, inputs_as_conditions
 from .settings import Count, Positive, Seed, factory
 from ..errors import InvalidInputError
-from ..nets import Conditioned, keras_dense
+from ..nets import accept_conditioned_keys, keras_dense
 from ..physics.oscillators import chain_rhs, simulate_chain, sum_squares
 
 __all__ = ['oscillators']
@@ -74,12 +74,13 @@ def oscillators(preset: str = 'paper', n_oscillators: Count = 2, steps: Count = 
     f = chain_rhs(cubic, control)
     sizes = [n_state, *hidden, steps]
 
-    def make_net():
-        return Conditioned(keras_dense(sizes, 'relu'))
+    def make_net():  # checkpoints of the former Conditioned wrapper still load
+        return accept_conditioned_keys(keras_dense(sizes, 'relu'))
 
-    def simulate(z):
-        """``z = (u_1 … u_steps, s0)`` → final state ``(b, 2n)``."""
-        return simulate_chain(z[:, steps:], z[:, :steps], dt, f)
+    def simulate(u, s0):
+        """Controls ``u = (u_1 … u_steps)`` from the initial states ``s0`` ``(b, 2n)`` → final states
+        ``(b, 2n)``."""
+        return simulate_chain(s0, u, dt, f)
 
     # Table 2 of the paper. The first-order optimizers get Keras' default constants (the authors used TF 2.5):
     # Adam/Adagrad/RMSprop/Adadelta ε = 1e-7, Adagrad initial accumulator 0.1, RMSprop ρ = 0.9, Adadelta ρ = 0.95.
@@ -105,8 +106,8 @@ def oscillators(preset: str = 'paper', n_oscillators: Count = 2, steps: Count = 
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     return Experiment(
         name='oscillators', make_net=make_net, simulate=simulate, loss=sum_squares, methods=methods,
-        train_set=(train, train.clone()), test_set=(test, test.clone()), eval_every=50 if preset == 'paper' else 1,
-        threads=1,
+        train_set=(train, train.clone()), test_set=(test, test.clone()), conditions=inputs_as_conditions,
+        eval_every=50 if preset == 'paper' else 1, threads=1,
         settings=dict(preset=preset, n_oscillators=n_oscillators, steps=steps, dt=dt, cubic=cubic, control=control,
                       n_train=n_train, n_test=n_test, hidden=list(hidden), parameters=n_params, data_seed=data_seed),
         description=f"nonlinear oscillators (HIG §3.1): {n_oscillators} masses, RK4 {steps}×{dt}, cubic {cubic:g}, "

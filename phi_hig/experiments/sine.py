@@ -5,9 +5,9 @@ The network `NN(a) = x` (1 → 10 → 20 → 10 → 1, ReLU, 461 parameters) mus
 `sin(a/x) = −1`; the minima `x_n = a/(3π/2 + 2πn)` accumulate at 0, so the problem is multimodal and its
 gradients grow without bound as x → 0. Adam 0.002, batch 1000. Metric: mean of `sin(a/x) + 1` (0 at a minimum).
 
-Tensors: inputs `(b, 1)` = a; targets `(b, 2)` = (y* = −1, a). The network is wrapped so that its output
-carries the condition: `z = (x, a)` (`phi_hig.nets.Conditioned`; the a column has no parameters and receives a zero
-update), and `simulate(z) = sin(a/x)`.
+Tensors: inputs `(b, 1)` = a; targets `(b, 2)` = (y* = −1, a). The network predicts `z = x`; a is each
+example's condition (`Experiment.conditions`: the input), so `simulate(x, a) = sin(a/x)` and every inverse
+receives a after the targets.
 
 Methods (variants as data, see `phi_hig.training.methods.make_method`):
 
@@ -28,11 +28,11 @@ import math
 import numpy as np
 import torch
 
-from .base import Experiment
+from .base import Experiment, inputs_as_conditions
 from ..sip.inverses import Inverse
 from .settings import Count, Positive, factory
 from .. import checks
-from ..nets import Conditioned, dense
+from ..nets import accept_conditioned_keys, dense
 
 __all__ = ['sine', 'closest_minimum', 'newton_update', 'inverse_gradient_update']
 
@@ -115,21 +115,16 @@ def sine(preset: str = 'paper', batch_size: Count = 1000, n_test: Count = 1000, 
         lr: Adam learning rate of every method (paper: 0.002).
     """
 
-    def x_and_a(z):
-        return z[:, :1], z[:, 1:2]
-
-    def simulate(z):
-        x, a = x_and_a(z)
+    def simulate(x, a):
         return _ClippedSine.apply(x, a, clip)
 
     def loss(y, targets):
         return 0.5 * ((y - targets[:, :1]) ** 2).sum(1)
 
     def update(step, **options):
-        """The Inverse whose Δz is `(step(a, x, **options), 0)`: the condition a is never changed."""
-        def solve(z, targets, *, y=None, **values):
-            x, a = x_and_a(z)
-            return torch.cat([step(a, x, **values), torch.zeros_like(a)], 1)
+        """The Inverse whose Δx is `step(a, x, **options)`."""
+        def solve(x, targets, a, *, y=None, **values):
+            return step(a, x, **values)
         return Inverse(solve, options, check_clip if options else None)
 
     def check_clip(options):
@@ -147,8 +142,7 @@ def sine(preset: str = 'paper', batch_size: Count = 1000, n_test: Count = 1000, 
         return a, torch.cat([-torch.ones_like(a), a], 1)
 
     def metrics(net, inputs, targets):
-        x, a = x_and_a(net(inputs))
-        value = torch.sin(a / x) + 1
+        value = torch.sin(inputs / net(inputs)) + 1
         return {'sin_plus_one': float(value.mean()), 'sin_plus_one_median': float(value.median())}
 
     methods = {
@@ -159,8 +153,8 @@ def sine(preset: str = 'paper', batch_size: Count = 1000, n_test: Count = 1000, 
         'sip': dict(lr=lr, batch_size=batch_size),
     }
     return Experiment(
-        name='sine', make_net=lambda: Conditioned(dense([1, 10, 20, 10, 1]), columns=(0,)), simulate=simulate,
+        name='sine', make_net=lambda: accept_conditioned_keys(dense([1, 10, 20, 10, 1])), simulate=simulate,
         loss=loss, methods=methods, generate=generate, test_set=generate(np.random.default_rng(987654), n_test),
-        metrics=metrics, inverses=inverses, eval_every=100, threads=1,
+        metrics=metrics, conditions=inputs_as_conditions, inverses=inverses, eval_every=100, threads=1,
         settings=dict(preset=preset, batch_size=batch_size, n_test=n_test, x0=x0, clip=clip, lr=lr),
         description="sin(a/x) = −1: supervised, Adam (clipped ∂P/∂x), SIP with Newton, inverse gradient, closest minimum")

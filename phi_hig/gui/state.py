@@ -2,7 +2,9 @@
 
 Nothing here imports dash. A `LiveRun` trains in a background thread through `phi_hig.train` and keeps
 what the page draws (loss history, the latest example view, the kept singular values) behind a lock, so
-that runs continue with no page open and every tab sees the same state.
+that runs continue with no page open and every tab sees the same state. A run written to a folder follows the
+command line's rules (`phi_hig.training.runner.run`): each run gets a new folder, locked while it trains and
+writes; the stop button ends it as stopped (evaluated), not as interrupted.
 """
 from __future__ import annotations
 
@@ -95,8 +97,7 @@ class LiveRun:
 
     VIEW_INTERVAL = 0.4  # seconds between example-view refreshes (the view costs one forward pass)
 
-    def __init__(self, spec, view_fn: Optional[Callable] = None, out: Optional[str] = None,
-                 config: Optional[dict] = None):
+    def __init__(self, spec, view_fn: Optional[Callable] = None, config: Optional[dict] = None):
         from ..training.runner import RunControl
         self.spec, self.experiment = spec, spec.experiment
         self.config = config or config_dict(spec)
@@ -113,8 +114,7 @@ class LiveRun:
         self.started = time.time()
         self.result = None
         self._view_fn = view_fn
-        self.out = out  # where the finished run is written (`phi_hig.report.write_run`), if anywhere
-        self.saved: Optional[str] = None
+        self.saved: Optional[str] = None  # spec.out once the run's files are written there
         self._last_view: Dict[str, float] = {}
         self._last_version_bump = 0.0
         self.thread = threading.Thread(target=self._run, name='phi_hig-gui-train', daemon=True)
@@ -160,12 +160,15 @@ class LiveRun:
     def _run(self) -> None:
         from ..training.runner import run
         try:
-            self.result = run(self.spec, progress=False, on_record=self._on_record, control=self.control)
-            if self.out:
+            write = None
+            if self.spec.out:  # written while the runner holds the folder (`phi_hig.rundir.claim`)
+                import functools
                 from ..report import write_run
-                path = os.path.join(self.out, f"{self.experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-                write_run(self.result, path)
-                self.saved = path
+                write = functools.partial(write_run, out=self.spec.out)
+            self.result = run(self.spec, progress=False, on_record=self._on_record, control=self.control,
+                              write=write)
+            if self.spec.out and self.result.records:
+                self.saved = self.spec.out
             with self.lock:
                 self.status = 'stopped' if self.control.stopped else 'finished'
                 notes = [w for final in self.result.summary.get('final', {}).values() for w in final.get('warnings', [])]
@@ -258,8 +261,9 @@ class Dashboard:
             `phi_hig.gui.views.example_view`).
         defaults: initial values of the page (`PAGE_DEFAULTS`: preset, steps, seconds, methods), checked with
             ``default`` by `phi_hig.training.spec.run_spec` (the rule of ``run``) when any is given or ``out`` is.
-        out: if given, every run that ends (finished or stopped) is written to ``out/EXPERIMENT-TIME`` with
-            `phi_hig.report.write_run` (then ``python -m phi_hig report`` makes its figures).
+        out: if given, every run that ends (finished or stopped) is written to a new folder
+            ``out/EXPERIMENT-TIME`` (``-2``, ``-3``, … when taken) with `phi_hig.report.write_run` (then
+            ``python -m phi_hig report`` makes its figures), locked while it runs (`phi_hig.rundir.claim`).
 
     Raises:
         InvalidInputError: an unknown ``default`` experiment, or ``defaults`` / ``out`` that `run_spec` refuses
@@ -413,14 +417,25 @@ class Dashboard:
             raise InvalidInputError("select at least one method")
         exp = self.experiment(experiment, preset, settings)
         overrides = {m: o for m, o in overrides.items() if m in methods and o}
-        spec = run_spec(exp, methods, overrides=overrides, steps=_raw(steps), seconds=_raw(seconds),
-                        seed=_raw(seed) if _raw(seed) is not None else 0)
         with self._lock:
             if self.run is not None and self.run.active:
                 raise InvalidInputError("a run is in progress: stop it first")
-            self.run = LiveRun(spec, view_fn=self.view_fn, out=self.out,
-                               config=config_dict(spec, overrides, settings)).start()
+            spec = run_spec(exp, methods, overrides=overrides, steps=_raw(steps), seconds=_raw(seconds),
+                            seed=_raw(seed) if _raw(seed) is not None else 0, out=self._new_folder(experiment))
+            self.run = LiveRun(spec, view_fn=self.view_fn, config=config_dict(spec, overrides, settings)).start()
             return self.run
+
+    def _new_folder(self, experiment: str) -> Optional[str]:
+        """A folder in ``out`` that does not exist yet for the next run (``EXPERIMENT-TIME``, then ``-2``, ``-3``, …);
+        None without ``out``."""
+        if self.out is None:
+            return None
+        stem = os.path.join(self.out, f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}")
+        path, n = stem, 1
+        while os.path.exists(path):
+            n += 1
+            path = f'{stem}-{n}'
+        return path
 
     def stop(self, wait: float = 0) -> None:
         """Stop the current run (if any) and optionally wait for its thread."""

@@ -179,12 +179,16 @@ def forward(net, inputs, index: int = 0, n: int = 8):
     network: one example normally; up to ``n`` examples through a copy of the network when it has batch
     normalization in training mode (a single example cannot be normalized over the batch, and running the
     original would update its running statistics)."""
+    x = _to(take(inputs, index, _forwarded(net, n)), _device(net))
     if _has_batchnorm(net):
         import copy
-        x = _to(take(inputs, index, n), _device(net))
         return copy.deepcopy(net)(x), x
-    x = _to(take(inputs, index), _device(net))
     return net(x), x
+
+
+def _forwarded(net, n: int = 8) -> int:
+    """How many examples `forward` runs through ``net``: ``n`` with batch normalization in training mode, else 1."""
+    return n if _has_batchnorm(net) else 1
 
 
 def _device(net):
@@ -214,26 +218,29 @@ def example_view(experiment, net, index: int = 0) -> dict:
         builtin = VIEWS.get(getattr(experiment, 'name', None))
         if builtin is not None:
             return _normalize_hook(builtin(experiment, net, take(inputs, index), take(targets, index)))
-        from ..experiments.base import identity
+        from ..experiments.base import identity, no_conditions
         simulate = None if experiment.simulate is identity else experiment.simulate  # None: no physics to show
         if _is_torch(inputs) and _is_torch(targets) and inputs.ndim >= 1 and inputs[0].numel() == 1 \
                 and 1 <= targets[0].numel() <= 8:
-            x = inputs[:CURVE_POINTS]
-            z = net(x.to(device) if device is not None else x)
-            y = (simulate(z) if simulate is not None else z)
+            x = _to(inputs[:CURVE_POINTS], device)
+            z = net(x)
+            y = experiment.simulate_batch(z, x, _to(targets[:CURVE_POINTS], device)) if simulate is not None else z
             xs = x.reshape(x.shape[0]).double().cpu().numpy()
             order = np.argsort(xs)
             ys = y.reshape(y.shape[0], -1).double().cpu().numpy()[order]
             ts = targets[:CURVE_POINTS].reshape(x.shape[0], -1).double().cpu().numpy()[order]
             prediction = [(f'y{i + 1}', ys[:, i]) for i in range(ys.shape[1])]
             zs = z.reshape(z.shape[0], -1).double().cpu().numpy()[order]
-            if simulate is not None and ts.shape[1] == ys.shape[1] + zs.shape[1]:
-                # targets packed as (y*, x*): show the network output next to x*
+            if simulate is not None and ts.shape[1] == ys.shape[1] + zs.shape[1] and \
+                    experiment.conditions is no_conditions:
+                # targets packed as (y*, x*): show the network output next to x* (with conditions, the targets'
+                # rest may be the conditions, e.g. sin(a/x)'s (y*, a))
                 prediction += [(f'network output z{i + 1}', zs[:, i]) for i in range(zs.shape[1])]
             return {'mode': 'curve', 'x': xs[order],
                     'truth': [(f'target y{i + 1}', ts[:, i]) for i in range(ts.shape[1])], 'prediction': prediction}
-        z, _ = forward(net, inputs, index)
-        y = simulate(z) if simulate is not None else z
+        z, x = forward(net, inputs, index)
+        y = experiment.simulate_batch(z, x, _to(take(targets, index, _forwarded(net)), device)) \
+            if simulate is not None else z
         truth = _field_panels('target', take(targets, index))
         prediction = _field_panels('prediction', y)
         if simulate is not None:

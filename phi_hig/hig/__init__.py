@@ -3,7 +3,9 @@
 * `spectral`: the spectral core — frozen `HalfInverse` settings and `apply_half_inverse`, the one function that
   applies them to a Jacobian operator (path choice, cut-off, fallbacks); `half_inverse` for a given J.
 * `jacobian` / `factors`: the stacked per-sample Jacobian of network + physics from one replicated pass, held as
-  per-layer factors (`JacobianFactors`) so that J is never formed.
+  per-layer factors (`JacobianFactors`) so that J is never formed; `layers`: which layers are held as factors
+  (parameters used elsewhere, e.g. tied weights, are not) and the refusal of batch norm, dropout and other random
+  draws in training mode.
 * `distributed`: the same operator across ``torch.distributed`` ranks (`DistributedJacobian`).
 * `optimizer`: the `HIG` optimizer and `hig_step`, the training step users call.
 * `arrays`: the array operations of the spectral core per backend (torch, jax.numpy).

@@ -1,7 +1,8 @@
 """The HIG Jacobian operator across ``torch.distributed`` ranks: data-parallel HIG steps.
 
 Each rank holds a contiguous slice of the global batch, in rank order, and differentiates network + physics for
-its own samples only (`phi_hig.hig.jacobian.jacobian_factors`). `DistributedJacobian` implements the Jacobian-operator
+its own samples (and their conditions, which each rank passes for its own slice) only
+(`phi_hig.hig.jacobian.jacobian_factors`). `DistributedJacobian` implements the Jacobian-operator
 protocol of `phi_hig.hig` over the *global* stacked Jacobian ``J = [J_0; J_1; …]`` (rank-major rows), so that
 `phi_hig.hig.apply_half_inverse` runs unchanged:
 

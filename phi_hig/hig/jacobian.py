@@ -12,17 +12,20 @@ padding mode; any elementwise activations between layers) called once per forwar
 the per-sample layer input ``a`` and the back-propagated signal ``δ`` at the layer output for every (sample,
 output) row. This works for any physics written with PyTorch or PhiML/PhiFlow operations, including a Dirichlet
 ``field.laplace`` and ``solve_linear`` that ``torch.func.vmap`` cannot trace, and needs no Python loop over
-samples. The result is a `phi_hig.hig.factors.JacobianFactors`, the Jacobian operator the HIG core applies; the
-columns of all other parameters (layers of unknown type, shared weights) are formed per sample with
-``torch.func`` from ``P`` (vectorized over samples with ``vmap``, chunked) — only these columns are ever formed
-as a matrix.
+samples. The physics may take per-example conditions (initial states, boundary values, parameters;
+`phi_hig.convert.Conditions`), which the pass repeats with their samples. `physics_jacobian` is the same pass
+without a network (the generic inverses of `phi_hig.sip.inverses` use it).
+
+The result is a `phi_hig.hig.factors.JacobianFactors`, the Jacobian operator the HIG core applies; the columns of
+all other parameters (layers of unknown type, shared or tied weights: `phi_hig.hig.layers`) are formed per sample
+with ``torch.func`` from ``P`` (vectorized over samples with ``vmap``, chunked; the conditions enter through ``P``)
+— only these columns are ever formed as a matrix.
 
 Every allocation of ``J``, ``G``, ``JᵀJ`` or ``P`` is estimated first and refused above ``max_bytes`` with a
 `JacobianTooLargeError` that names the size.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -30,12 +33,14 @@ from torch import nn
 
 from ..backend import torch_backend
 from ..checks import check_size
-from ..errors import InvalidInputError
+from ..convert import Conditions
+from ..errors import InvalidInputError, PhiHigError
 from .factors import DEFAULT_CHUNK_BYTES, JacobianFactors, LayerFactor
+from .layers import accepts_input, factored_layers, layer_delta, layer_input, refuse_sample_mixing
 from .spectral import DEFAULT_MAX_BYTES, gram_bytes
 
-__all__ = ['physics_jacobian', 'per_sample_jacobian', 'gram', 'jacobian_factors', 'JacobianFactors',
-           'DEFAULT_MAX_BYTES', 'DEFAULT_CHUNK_BYTES', 'DEFAULT_CHUNK_ROWS']
+__all__ = ['physics_jacobian', 'per_sample_jacobian', 'gram', 'jacobian_factors', 'physics_function',
+           'JacobianFactors', 'DEFAULT_MAX_BYTES', 'DEFAULT_CHUNK_BYTES', 'DEFAULT_CHUNK_ROWS']
 
 DEFAULT_CHUNK_ROWS = 16384
 """Default number of replicated rows (samples × outputs) processed in one backward pass."""
@@ -49,54 +54,119 @@ def _flat_batch(t: torch.Tensor, name: str) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def physics_jacobian(simulate: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *,
-                     y: Optional[torch.Tensor] = None,
-                     chunk_rows: int = DEFAULT_CHUNK_ROWS, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
-    """The block-diagonal Jacobian of a batched simulation: ``P[i, k, j] = ∂y_(i,k)/∂z_(i,j)``.
+def physics_function(simulate: Optional[Callable], conditions=None) -> Callable:
+    """The physics ``z -> y`` of a step: ``simulate``, or the identity (y = the network output) when None.
+
+    The one place where ``simulate=None`` is decided. Raises `InvalidInputError` for a ``simulate`` that is
+    neither None nor callable, and for conditions given with ``simulate=None`` (the identity takes none)."""
+    if simulate is None:
+        if bool(conditions) if isinstance(conditions, (Conditions, tuple, dict)) else conditions is not None:
+            raise InvalidInputError("conditions were given but simulate is None: the identity takes no conditions; "
+                                    "pass the simulate(z, …) that uses them")
+        return _identity
+    if not callable(simulate):
+        raise InvalidInputError(f"simulate must be None or a callable z -> y, got {type(simulate).__name__}")
+    return simulate
+
+
+def _identity(z):
+    return z
+
+
+def physics_jacobian(simulate: Callable, z: torch.Tensor, *, conditions=None, y: Optional[torch.Tensor] = None,
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS, max_bytes: Optional[float] = DEFAULT_MAX_BYTES,
+                     name: str = 'simulate'):
+    """The block-diagonal Jacobian of a batched function: ``P[i, k, j] = ∂y_(i,k)/∂z_(i,j)``.
 
     One backward pass on a batch that repeats every sample |y| times with the k-th unit cotangent on the k-th
-    copy (chunked to ``chunk_rows`` rows), under PhiML's torch backend (`phi_hig.backend.torch_backend`).
+    copy (chunked to ``chunk_rows`` rows), under PhiML's torch backend (`phi_hig.backend.torch_backend`): the
+    same replicated pass as `jacobian_factors`, without a network.
 
     Args:
         simulate: ``z -> y``, batch first, treating batch entries independently (entry i of the output may
-            depend on entry i of the input only). It may use PyTorch and PhiML/PhiFlow operations and must
-            accept any batch size.
+            depend on entry i of the input and of the conditions only). It may use PyTorch and PhiML/PhiFlow
+            operations and must accept any batch size.
         z: the simulation input, ``(b, *z_shape)``.
-        y: ``simulate(z)``, if already computed.
+        conditions: per-example values ``simulate`` takes besides z, replicated with z
+            (`phi_hig.convert.Conditions`: a tuple → ``simulate(z, *conditions)``, a dict → ``simulate(z,
+            **conditions)``, one value → ``simulate(z, conditions)``).
+        y: ``simulate(z)``, if already computed (only its size per sample is used).
         chunk_rows: at most this many replicated rows (samples × outputs) per backward pass.
         max_bytes: refuse to allocate P above this size.
+        name: how messages call ``simulate`` (e.g. 'forward').
 
     Returns:
         ``(y, P)``: ``y = simulate(z)`` detached and flattened to ``(b, |y|)``, and ``P`` of shape
         ``(b, |y|, |z|)`` in z's dtype.
+
+    Raises:
+        InvalidInputError: ``simulate`` fails on the replicated batch, returns another batch size or a value
+            without gradient; a condition whose batch does not match z.
 
     >>> import torch
     >>> y, P = physics_jacobian(lambda z: z ** 2, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     >>> tuple(P.shape), P[1].tolist()   # ∂(z_j²)/∂z_j = 2·z_j, one block per example
     ((2, 2, 2), [[6.0, 0.0], [0.0, 8.0]])
     """
-    z = z.detach()
-    b = z.shape[0]
-    nz = z[0].numel()
-    if y is None:
-        with torch.no_grad(), torch_backend():
-            y = simulate(z)
-    yf = _flat_batch(y, 'simulate(z)')
-    if yf.shape[0] != b:
-        raise InvalidInputError(f"simulate(z) returned batch size {yf.shape[0]} for an input of batch size {b}")
-    ny = yf.shape[1]
-    check_size("The physics Jacobian", (b, ny, nz), z.element_size(), max_bytes)
-    P = torch.empty(b, ny, nz, dtype=z.dtype, device=z.device)
-    eye = torch.eye(ny, dtype=yf.dtype, device=z.device)
-    for chunk in _sample_chunks(b, ny, chunk_rows):
-        zc = z[chunk]
-        n = zc.shape[0]
-        zr = zc.repeat_interleave(ny, dim=0).requires_grad_(True)
-        with torch.enable_grad(), torch_backend():
-            yrf = _flat_batch(simulate(zr), 'simulate(z)')
-            grad, = torch.autograd.grad(yrf, zr, eye.to(yrf.dtype).repeat(n, 1), allow_unused=True)
-        P[chunk] = 0 if grad is None else grad.reshape(n, ny, nz)
-    return yf.detach(), P
+    simulate = physics_function(simulate, conditions)
+    if not isinstance(z, torch.Tensor) or z.ndim == 0 or z.shape[0] == 0:
+        raise InvalidInputError(f"z must be a torch tensor of at least one example, batch first; got "
+                                f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+    z, b = z.detach(), z.shape[0]
+    conditions = _conditions(conditions, b)
+    if y is not None:
+        yf = _flat_batch(y, f'{name}(z)')
+        if yf.shape[0] != b:
+            raise InvalidInputError(f"{name}(z) returned batch size {yf.shape[0]} for an input of batch size {b}")
+        ny = yf.shape[1]
+    else:
+        ny = _output_size(None, z, simulate, conditions, name)
+    result = _replicated_pass(None, z, simulate, conditions, ny, {}, chunk_rows, max_bytes, name=name)
+    if result is None:
+        raise InvalidInputError(f"{name}(z) must return the same number of values per row for every batch size "
+                                f"(examples must be independent); y has {ny} per row")
+    return result[0], result[1]
+
+
+def _conditions(conditions, b: int):
+    return conditions if isinstance(conditions, Conditions) else Conditions(conditions, b)
+
+
+def _evaluate(simulate: Callable, z: torch.Tensor, conditions, rows: torch.Tensor, b: int, ny, name: str):
+    """``simulate`` on the rows ``rows`` of the examples (z and the conditions' rows), flattened to ``(N, |y|)``.
+
+    A failure that is not phi_hig's own, or a result with another batch size, is refused with an
+    `InvalidInputError` that explains the replicated batches and points to ``conditions=`` (the original error
+    chained)."""
+    n = int(rows.numel())
+    try:
+        y = conditions.call(simulate, z, rows)
+    except PhiHigError:
+        raise
+    except Exception as err:
+        raise InvalidInputError(_rows_message(name, f"failed on {_rows(n, b, ny)}: {type(err).__name__}: {err}",
+                                              b, ny)) from err
+    if not isinstance(y, torch.Tensor) or y.ndim == 0 or y.shape[0] != n:
+        got = f"batch size {y.shape[0]}" if isinstance(y, torch.Tensor) and y.ndim else \
+            f"a {type(y).__name__}{' scalar' if isinstance(y, torch.Tensor) else ''}"
+        raise InvalidInputError(_rows_message(name, f"returned {got} for {_rows(n, b, ny)}", b, ny))
+    return y.reshape(n, -1)
+
+
+def _rows(n: int, b: int, ny) -> str:
+    if ny is None:
+        return "a batch of 1 row (the first example alone, to learn |y|)"
+    return f"a batch of {n} rows ({'all' if n == b * ny else f'{n // ny} of the'} {b} examples, each repeated " \
+           f"|y| = {ny} times)"
+
+
+def _rows_message(name: str, problem: str, b: int, ny) -> str:
+    total = "b·|y| rows" if ny is None else f"b·|y| = {b}·{ny} = {b * ny} rows"
+    return (f"{name} {problem}. The step evaluates {name} on {total}, every example repeated |y| times (in chunks "
+            f"of at most chunk_rows), to get the per-sample Jacobian in one backward pass: {name} must treat the "
+            f"rows independently and accept any batch size. Pass the per-example values it needs (initial states, "
+            f"boundary values, parameters) as conditions=, which the step repeats with z, instead of closing over "
+            f"the batch of {b}.")
 
 
 def _sample_chunks(b: int, ny: int, chunk_rows: int):
@@ -107,7 +177,7 @@ def _sample_chunks(b: int, ny: int, chunk_rows: int):
 
 def _trainable(net: nn.Module, params: Optional[Sequence[torch.Tensor]], modules: list) -> list:
     """The trainable parameters (default: all that require grad), checked to belong to ``net``, with no batch norm
-    of ``modules`` (``list(net.modules())``) in training mode."""
+    or dropout of ``modules`` (``list(net.modules())``) in training mode."""
     if params is None:
         params = [p for p in net.parameters() if p.requires_grad]
     params = list(params)
@@ -116,85 +186,14 @@ def _trainable(net: nn.Module, params: Optional[Sequence[torch.Tensor]], modules
     owned = {id(p) for p in net.parameters()}
     if any(id(p) not in owned for p in params):
         raise InvalidInputError("params must be parameters of net")
-    for m in modules:
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
-            raise InvalidInputError(f"per-sample Jacobians are undefined with batch norm in training mode "
-                                    f"({type(m).__name__} mixes the samples of a batch); call net.eval() or "
-                                    f"remove it")
+    refuse_sample_mixing(net, modules)
     return params
 
 
-_STRUCTURED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
-"""Layer types whose columns of J are held as factors (convolutions with ``groups == 1`` only)."""
-
-
-_LAYER_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _candidate_layers(net: nn.Module, params: list, modules: list) -> dict:
-    """``{module: (weight column, bias column)}`` for the Linear / Conv layers (groups = 1) that own
-    trainable parameters, each owned by exactly one module; the other parameters go to the dense block.
-    Cached per network for the same parameter list and module tree (``modules = list(net.modules())``)."""
-    key = (tuple(id(p) for p in params), tuple(id(m) for m in modules))
-    hit = _LAYER_CACHE.get(net)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    col = {id(p): i for i, p in enumerate(params)}
-    owners = {}
-    for m in modules:
-        for p in m.parameters(recurse=False):
-            if id(p) in col:
-                owners.setdefault(id(p), set()).add(m)
-    layers = {}
-    for m in modules:
-        if type(m) not in _STRUCTURED_TYPES or getattr(m, 'groups', 1) != 1:
-            continue
-        own = [p for p in m.parameters(recurse=False) if id(p) in col]
-        if not own or any(len(owners[id(p)]) != 1 for p in own):
-            continue
-        layers[m] = (col.get(id(m.weight)), col.get(id(m.bias)) if m.bias is not None else None)
-    _LAYER_CACHE[net] = (key, layers)
-    return layers
-
-
-def _input_ok(m: nn.Module, x, out, rows: int) -> bool:
-    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or x.shape[0] != rows or out.shape[0] != rows:
-        return False
-    if isinstance(m, nn.Conv2d):
-        return x.ndim == 4
-    if isinstance(m, nn.Conv1d):
-        return x.ndim == 3
-    return x.ndim >= 2
-
-
-def _layer_input(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The per-sample factor ``a``: ``(n, F)`` for a Linear layer on ``(n, F)``, else ``(n, F, L)`` with L
-    positions (unfolded, padded patches for convolutions, in the weight's ``(in, kh, kw)`` order)."""
-    n = x.shape[0]
-    if isinstance(m, nn.Linear):
-        return x if x.ndim == 2 else x.reshape(n, -1, x.shape[-1]).transpose(1, 2).contiguous()
-    mode = 'constant' if m.padding_mode == 'zeros' else m.padding_mode
-    pad = list(m._reversed_padding_repeated_twice)
-    if any(pad):
-        x = torch.nn.functional.pad(x, pad, mode=mode)
-    if isinstance(m, nn.Conv1d):
-        x = x.unsqueeze(2)
-        kernel, dilation, stride = (1, m.kernel_size[0]), (1, m.dilation[0]), (1, m.stride[0])
-    else:
-        kernel, dilation, stride = m.kernel_size, m.dilation, m.stride
-    return torch.nn.functional.unfold(x, kernel, dilation=dilation, padding=0, stride=stride)
-
-
-def _layer_delta(m: nn.Module, grad: torch.Tensor) -> torch.Tensor:
-    """The per-row signal ``δ``: ``(R, out)`` or ``(R, out, L)`` matching `_layer_input`."""
-    R = grad.shape[0]
-    if isinstance(m, nn.Linear):
-        return grad if grad.ndim == 2 else grad.reshape(R, -1, grad.shape[-1]).transpose(1, 2).contiguous()
-    return grad.reshape(R, grad.shape[1], -1)
-
-
-def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: int, max_bytes, objective=None):
-    """One forward and one backward pass of ``simulate(net(·))`` on every sample repeated ``ny`` times.
+def _replicated_pass(net, inputs, simulate, conditions, ny: int, layers: dict, chunk_rows: int, max_bytes,
+                     objective=None, name: str = 'simulate'):
+    """One forward and one backward pass of ``simulate(net(·), conditions)`` on every sample (and its conditions)
+    repeated ``ny`` times; ``net`` None: of ``simulate`` alone, on ``inputs`` = z (`physics_jacobian`).
 
     Returns ``(y (b, |y|), P (b, |y|, |z|), factors, objective)``, or None when ``ny`` is not |y| (then the caller
     learns |y| and calls again); ``objective`` is ``(value, gradient)`` of ``objective(y)`` when one is given and the
@@ -214,23 +213,25 @@ def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: i
     chunks = _sample_chunks(b, ny, chunk_rows)
     try:
         for chunk in chunks:
-            xc = inputs[chunk]
-            n = xc.shape[0]
+            n = chunk.stop - chunk.start
+            rows = torch.arange(chunk.start, chunk.stop, device=inputs.device).repeat_interleave(ny)
             calls.clear()
             captured.clear()
             with torch.enable_grad(), torch_backend():
-                zr = net(xc.repeat_interleave(ny, dim=0))
-                yr = simulate(zr)
-                if not isinstance(yr, torch.Tensor) or yr.ndim == 0 or yr.shape[0] != n * ny or yr[0].numel() != ny:
+                zr = net(inputs[rows]) if net is not None else inputs[rows].requires_grad_(True)
+                yrf = _evaluate(simulate, zr, conditions, rows, b, ny, name)
+                if yrf.shape[1] != ny:
                     return None
-                yrf = yr.reshape(n * ny, ny)
+                if not yrf.requires_grad:
+                    raise InvalidInputError(f"{name} is not differentiable in its input: its output carries no "
+                                            f"gradient (detached, NumPy or integer?)")
                 if P is None:
                     nz = zr[0].numel()
                     check_size("The physics Jacobian", (b, ny, nz), zr.element_size(), max_bytes)
                     P = torch.empty(b, ny, nz, dtype=zr.dtype, device=zr.device)
                     eye = torch.eye(ny, dtype=yrf.dtype, device=yrf.device)
                 for m in list(valid):
-                    if calls.get(m, 0) != 1 or not _input_ok(m, *captured[m], n * ny):
+                    if calls.get(m, 0) != 1 or not accepts_input(m, *captured[m], n * ny):
                         del valid[m]
                 outs = [captured[m][1] for m in valid]
                 if objective is not None and len(chunks) == 1:  # its gradient in the same backward call
@@ -245,8 +246,8 @@ def _replicated_pass(net, inputs, simulate, ny: int, layers: dict, chunk_rows: i
             ys.append(yrf.detach()[::ny])
             for m, gr in zip(valid, grads[1:]):
                 with torch.no_grad():
-                    inputs_a[m].append(_layer_input(m, captured[m][0].detach()[::ny]))
-                    deltas[m].append(_layer_delta(m, torch.zeros_like(captured[m][1]) if gr is None else gr.detach()))
+                    inputs_a[m].append(layer_input(m, captured[m][0].detach()[::ny]))
+                    deltas[m].append(layer_delta(m, torch.zeros_like(captured[m][1]) if gr is None else gr.detach()))
     finally:
         for h in handles:
             h.remove()
@@ -280,26 +281,47 @@ def _generic_matrix(net, params, inputs, P, chunk_rows, max_bytes) -> torch.Tens
 
     J = torch.empty(b * ny, n_params, dtype=params[0].dtype, device=params[0].device)
     for chunk in _sample_chunks(b, ny, chunk_rows):
-        J[chunk.start * ny:chunk.stop * ny] = vmap(rows_of_sample)(inputs[chunk], P[chunk]).reshape(-1, n_params)
+        try:
+            J[chunk.start * ny:chunk.stop * ny] = vmap(rows_of_sample)(inputs[chunk], P[chunk]).reshape(-1, n_params)
+        except PhiHigError:
+            raise
+        except Exception as err:
+            cause = str(err).strip().splitlines()[0] if str(err).strip() else ''
+            raise InvalidInputError(
+                f"the Jacobian columns of {_names(sel_names)} (parameters outside factored Linear / Conv layers, or "
+                f"structured=False) are formed per example with torch.func.vjp and vmap, which failed on the "
+                f"network's forward pass: {type(err).__name__}: {cause} — the forward pass must be traceable by "
+                f"torch.func (no .item() or branches on values, no in-place changes of parameters or buffers, no "
+                f"random draws)") from err
     return J
 
 
-def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *, params=None,
-                     structured: Optional[bool] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+def _names(names: list) -> str:
+    return ', '.join(names) if len(names) <= 4 else f"{', '.join(names[:4])} and {len(names) - 4} more"
+
+
+def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Optional[Callable], *, conditions=None,
+                     params=None, structured: Optional[bool] = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                      max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_bytes: float = DEFAULT_CHUNK_BYTES,
                      n_out: Optional[int] = None, objective: Optional[Callable] = None) -> JacobianFactors:
-    """The stacked per-sample Jacobian of ``simulate(net(inputs))`` as a Jacobian operator, in factored form.
+    """The stacked per-sample Jacobian of ``simulate(net(inputs), conditions)`` as a Jacobian operator, in factored
+    form.
 
     Parameters of ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` layers (``groups == 1``, any padding mode,
     stride and dilation) that are called once per forward pass on batch-first inputs are held as layer
     factors; all other parameters (unknown layers, shared weights) get their columns of J per sample from
-    ``torch.func``, chunked. Limitation: a layer's weight used outside its own ``forward`` (e.g.
-    ``F.linear(x, layer.weight)`` elsewhere) is not seen by the hooks; pass ``structured=False`` for such nets.
+    ``torch.func``, chunked. A layer whose parameters are also used outside its own call (tied weights, e.g.
+    ``F.linear(h, enc.weight.t())`` elsewhere) is found in the autograd graph of a forward pass and its parameters
+    get their columns from ``torch.func`` too (`phi_hig.hig.layers.factored_layers`).
 
     Args:
-        net: a ``torch.nn.Module`` (e.g. from ``phiml.nn.dense_net``), without batch norm in training mode.
+        net: a ``torch.nn.Module`` (e.g. from ``phiml.nn.dense_net``), without batch norm or dropout in training
+            mode and without other random draws in its forward pass (`InvalidInputError`).
         inputs: network inputs, batch first.
-        simulate: batched physics ``z -> y`` (see `physics_jacobian`); use ``lambda z: z`` for none.
+        simulate: batched physics ``z -> y`` (see `physics_jacobian`); None for the identity.
+        conditions: per-example values ``simulate`` takes besides z, replicated and sliced with z: a tuple →
+            ``simulate(z, *conditions)``, a dict → ``simulate(z, **conditions)``, one value → ``simulate(z,
+            conditions)`` (the rule and what is per-example: `phi_hig.convert.Conditions`).
         params: the trainable parameters (column order); default all parameters that require grad.
         structured: True: every parameter must be in a structured layer (else `InvalidInputError`);
             False: form J per sample for all parameters; None (default): structured where possible.
@@ -311,51 +333,64 @@ def jacobian_factors(net: nn.Module, inputs: torch.Tensor, simulate: Callable, *
             when the pass is one chunk its value and gradient come from the same backward call and are stored in
             the result's ``objective`` as ``(value, gradient)`` (else ``objective`` is None).
     """
+    simulate = physics_function(simulate, conditions)
     modules = list(net.modules())
     params = _trainable(net, params, modules)
     if inputs.shape[0] == 0:
         raise InvalidInputError("inputs must hold at least one example, got an empty batch")
-    layers = _candidate_layers(net, params, modules) if structured is not False else {}
+    conditions = _conditions(conditions, inputs.shape[0])
+    layers = factored_layers(net, params, modules, inputs[:1])  # refuses random draws whatever `structured`
+    layers = layers if structured is not False else {}
     pass_args = (layers, chunk_rows, max_bytes, objective)
-    result = _replicated_pass(net, inputs, simulate, int(n_out), *pass_args) if n_out else None
+    result = _replicated_pass(net, inputs, simulate, conditions, int(n_out), *pass_args) if n_out else None
     if result is None:
-        result = _replicated_pass(net, inputs, simulate, _output_size(net, inputs, simulate), *pass_args)
+        n_out = _output_size(net, inputs, simulate, conditions)
+        result = _replicated_pass(net, inputs, simulate, conditions, n_out, *pass_args)
         if result is None:
-            raise InvalidInputError("simulate(z) must return one row per input row with the same number of values "
-                                    "for every batch size (examples must be independent)")
+            raise InvalidInputError("simulate(z) must return the same number of values per row for every batch "
+                                    "size (examples must be independent)")
     y, P, factors, value = result
     covered = {c for f in factors for c in (f.weight_col, f.bias_col) if c is not None}
     rest = [i for i in range(len(params)) if i not in covered]
     if structured and rest:
-        raise InvalidInputError("structured=True needs every trainable parameter in an nn.Linear / nn.Conv1d / "
-                                "nn.Conv2d (groups=1) layer applied once per forward pass to batch-first inputs")
+        names = {id(p): n for n, p in net.named_parameters()}
+        raise InvalidInputError(f"structured=True needs every trainable parameter in an nn.Linear / nn.Conv1d / "
+                                f"nn.Conv2d (groups=1) layer applied once per forward pass to batch-first inputs and "
+                                f"used nowhere else (no tied weights); not so: "
+                                f"{_names([names.get(id(params[i]), f'params[{i}]') for i in rest])}")
     block = _generic_matrix(net, [params[i] for i in rest], inputs, P, chunk_rows, max_bytes) if rest else None
     return JacobianFactors(y, params, factors, rest, block, max_bytes=max_bytes, chunk_bytes=chunk_bytes,
                            objective=value)
 
 
-def _output_size(net: nn.Module, inputs: torch.Tensor, simulate: Callable) -> int:
-    """|y|: the number of values ``simulate(net(·))`` returns per example, from a no-grad pass of one example."""
+def _output_size(net: Optional[nn.Module], inputs: torch.Tensor, simulate: Callable, conditions: Conditions,
+                 name: str = 'simulate') -> int:
+    """|y|: the number of values ``simulate(net(·))`` (``net`` None: ``simulate(·)``) returns per example, from a
+    no-grad pass of the first example and its conditions."""
+    first = torch.zeros(1, dtype=torch.long, device=inputs.device)
     with torch.no_grad(), torch_backend():
-        return _flat_batch(simulate(net(inputs[:1])), 'simulate(net(inputs))').shape[1]
+        z = inputs[:1] if net is None else net(inputs[:1])
+        return _evaluate(simulate, z, conditions, first, inputs.shape[0], None, name).shape[1]
 
 
-def per_sample_jacobian(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwargs) -> torch.Tensor:
-    """The stacked per-sample Jacobian ``J`` of ``simulate(net(inputs))``, shape ``(b·|y|, |θ|)``.
+def per_sample_jacobian(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, conditions=None,
+                        **kwargs) -> torch.Tensor:
+    """The stacked per-sample Jacobian ``J`` of ``simulate(net(inputs), conditions)``, shape ``(b·|y|, |θ|)``.
 
     Rows are sample-major (row ``i·|y| + k`` is output k of sample i); columns follow the trainable
-    parameters in ``net.parameters()`` order, each flattened row-major. Keyword arguments as in
-    `jacobian_factors`. Raises `JacobianTooLargeError` before allocating above ``max_bytes``.
+    parameters in ``net.parameters()`` order, each flattened row-major. ``simulate`` None is the identity;
+    ``conditions`` and keyword arguments as in `jacobian_factors`. Raises `JacobianTooLargeError` before allocating
+    above ``max_bytes``.
 
     >>> import torch
     >>> net = torch.nn.Linear(2, 1)
     >>> per_sample_jacobian(net, torch.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()   # row i: ∂y_i/∂(w, b) = (x_i, 1)
     [[1.0, 2.0, 1.0], [3.0, 4.0, 1.0]]
     """
-    return jacobian_factors(net, inputs, simulate or (lambda z: z), **kwargs).matrix()
+    return jacobian_factors(net, inputs, simulate, conditions=conditions, **kwargs).matrix()
 
 
-def gram(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwargs) -> torch.Tensor:
+def gram(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, conditions=None, **kwargs) -> torch.Tensor:
     """The float64 Gram matrix ``J Jᵀ`` (``b·|y| × b·|y|``) of `per_sample_jacobian`, without forming J when
     the network's parameters all sit in Linear / Conv layers. Raises `JacobianTooLargeError` before allocating
     above ``max_bytes``.
@@ -365,8 +400,8 @@ def gram(net: nn.Module, inputs: torch.Tensor, simulate: Callable = None, **kwar
     >>> G.dtype, G.tolist()
     (torch.float64, [[6.0, 12.0], [12.0, 26.0]])
     """
-    simulate = simulate or (lambda z: z)
-    n_out = _output_size(net, inputs, simulate)
+    simulate, conditions = physics_function(simulate, conditions), _conditions(conditions, inputs.shape[0])
+    n_out = _output_size(net, inputs, simulate, conditions)
     n_params = sum(p.numel() for p in kwargs.get('params') or net.parameters() if p.requires_grad)
     gram_bytes('gram', inputs.shape[0] * n_out, n_params, kwargs.get('max_bytes', DEFAULT_MAX_BYTES))
-    return jacobian_factors(net, inputs, simulate, n_out=n_out, **kwargs).gram()
+    return jacobian_factors(net, inputs, simulate, conditions=conditions, n_out=n_out, **kwargs).gram()

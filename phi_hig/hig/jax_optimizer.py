@@ -36,7 +36,7 @@ import jax.numpy as jnp
 
 from .. import checks
 from ..backend import is_jax_array, x64
-from ..convert import BatchLayout, NetworkCall
+from ..convert import BatchLayout, Conditions, NetworkCall
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
@@ -245,20 +245,6 @@ def _hashable(value):
         return ('id', id(value))
 
 
-def _call_simulate(simulate: Optional[Callable], z, conditions):
-    """``simulate(z, *conditions)`` for a tuple, ``simulate(z, **conditions)`` for a dict, ``simulate(z, conditions)``
-    for a single value, ``simulate(z)`` without conditions; the identity for ``simulate=None``."""
-    if simulate is None:
-        return z
-    if conditions is None:
-        return simulate(z)
-    if isinstance(conditions, tuple):
-        return simulate(z, *conditions)
-    if isinstance(conditions, dict):
-        return simulate(z, **conditions)
-    return simulate(z, conditions)
-
-
 def _compiled_pass(optimizer: JaxHIG, net, structure: StaxStructure, simulate, loss, recipe: _Recipe, b: int):
     key = (id(structure), simulate, loss, recipe.key)
     passes = _compiled(net)['passes']
@@ -274,7 +260,8 @@ def _compiled_pass(optimizer: JaxHIG, net, structure: StaxStructure, simulate, l
         layouts = []
 
         def simulate_flat(z_native):
-            y = _call_simulate(simulate, call.wrap(z_native), conditions)
+            z = call.wrap(z_native)
+            y = z if simulate is None else Conditions(conditions).call(simulate, z)
             if not layouts:
                 layouts.append(BatchLayout(y, b, call.batch, backend='jax'))
             return layouts[0].flatten(y)
@@ -342,6 +329,7 @@ def jax_hig_direction(net, optimizer: JaxHIG, inputs, targets, simulate: Optiona
     b = int(x.shape[0])
     if optimizer._n_out:  # |y| known from the last step: refuse a too large Gram before any pass
         gram_path(settings, b * optimizer._n_out, sum(int(leaf.size) for leaf in leaves), optimizer.max_bytes)
+    Conditions(conditions)  # the form (a dict's keys are names), refused before anything runs
     recipe = _Recipe((call.inputs, targets, conditions), 'inputs, targets, conditions')
     t0 = time.perf_counter()
     structure = optimizer.structure(net, leaves, treedef, x)
@@ -372,8 +360,9 @@ def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Cal
 
     Args:
         conditions: per-example (or shared) inputs of the physics: a tuple (``simulate(z, *conditions)``), a dict
-            (``simulate(z, **conditions)``) or a single value (``simulate(z, conditions)``). The physics runs on the
-            whole batch, so batched values are passed as they are, aligned with z.
+            (``simulate(z, **conditions)``) or a single value (``simulate(z, conditions)``), the rule of
+            `phi_hig.convert.Conditions`. The physics runs on the whole batch, so batched values are passed as they
+            are, aligned with z.
         group: must be None or False: distributed HIG on JAX is not supported.
 
     Raises:

@@ -6,6 +6,11 @@ Usage, with torch tensors, PhiML tensors or PhiFlow Fields alike::
     info = phi_hig.hig_step(net, opt, inputs, targets, simulate, loss)
     print(info.loss)
 
+Physics that depends on each example's initial state, boundary values or parameters takes them as conditions,
+aligned with the inputs (the step repeats them with z wherever it repeats z)::
+
+    info = phi_hig.hig_step(net, opt, inputs, targets, lambda u, x0: rk4(x0, u), loss, conditions=(x0,))
+
 **Scale of g and how to pick η.** ``g`` is the gradient of the **batch-mean** loss ``(1/b)·Σ_i loss_i`` with
 respect to the simulation outputs. The update is linear in g, so this normalization decides what η means: it
 matches the authors' oscillator and quantum-dipole code (η = 1; Schnell, Holl & Thuerey 2022, appendix B). A
@@ -30,12 +35,14 @@ from ..backend import torch_backend
 from .distributed import DistributedJacobian, active_group
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
-from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors
-from ..convert import BatchLayout, NetworkCall, is_jax_network, refuse_tensorflow
+from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors, physics_function
+from ..convert import BatchLayout, Conditions, NetworkCall, is_jax_network, refuse_tensorflow
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo']
 
 _SETTING_KEYS = ('truncation', 'kappa', 'beta', 'relative', 'path')
+_OPTION_KEYS = ('max_bytes', 'chunk_rows', 'structured')  # the settings held as attributes, not in param_groups
+_OPTIONS_ENTRY = 'hig'  # their entry in state_dict()
 
 
 class HIG(torch.optim.Optimizer):
@@ -65,7 +72,10 @@ class HIG(torch.optim.Optimizer):
             next release).
 
     The settings live in every parameter group under the keys ``truncation``, ``kappa``, ``beta``, ``relative``
-    and ``path``; `load_state_dict` also takes a state saved by an earlier release (key ``method``).
+    and ``path``; ``max_bytes``, ``chunk_rows`` and ``structured`` are attributes, which `state_dict` saves under
+    the key ``'hig'``; `load_state_dict` also takes a state saved by an earlier release (key ``method``, no
+    ``'hig'``). A `hig_step` counts as the optimizer's step for torch's learning-rate schedulers (which warn when
+    they step before the optimizer did).
 
     >>> import torch
     >>> opt = HIG(torch.nn.Linear(2, 1), learning_rate=0.5, truncation=1e-5)
@@ -88,15 +98,11 @@ class HIG(torch.optim.Optimizer):
                  structured: Optional[bool] = None, *, method: Optional[str] = None):
         settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
         lr = checks.number('learning_rate', learning_rate, low=0)
-        if max_bytes is not None:
-            max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
-        chunk_rows = checks.integer('chunk_rows', chunk_rows, low=1)
-        if structured not in (None, True, False):
-            raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
+        options = _options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
         params = _parameters(net)
         defaults = dict(lr=lr, **{k: getattr(settings, k) for k in _SETTING_KEYS})
         super().__init__(params, defaults)
-        self.max_bytes, self.chunk_rows, self.structured = max_bytes, chunk_rows, structured
+        self.max_bytes, self.chunk_rows, self.structured = (options[k] for k in _OPTION_KEYS)
         self._n_out = None  # |y| of the last step: lets the next step read y off the replicated physics pass
 
     def step(self, closure=None):
@@ -125,15 +131,33 @@ class HIG(torch.optim.Optimizer):
             self._settings = (first, HalfInverse(**dict(zip(_SETTING_KEYS, first))))
         return self._settings[1]
 
+    def state_dict(self) -> dict:
+        """``torch.optim.Optimizer.state_dict`` plus, under the key ``'hig'``, the settings held outside the
+        parameter groups (``max_bytes``, ``chunk_rows``, ``structured``): a `load_state_dict` round trip restores
+        every setting."""
+        state = super().state_dict()
+        state[_OPTIONS_ENTRY] = {k: getattr(self, k) for k in _OPTION_KEYS}
+        return state
+
     def load_state_dict(self, state_dict: dict) -> None:
-        """``torch.optim.Optimizer.load_state_dict``, also of a state saved before the setting ``method`` was renamed
-        ``path``: a group's ``method`` is read as its ``path`` (the settings are validated at the next step)."""
+        """``torch.optim.Optimizer.load_state_dict`` and the settings of `state_dict`'s ``'hig'`` entry, validated
+        before anything changes; also a state of an earlier release: without that entry (or some of its keys) the
+        current values stay, and a group's ``method`` (the old name of ``path``) is read as its ``path`` (the
+        settings are validated at the next step)."""
+        options = state_dict.get(_OPTIONS_ENTRY) if isinstance(state_dict, dict) else None
+        if options is not None:
+            if not isinstance(options, dict) or set(options) - set(_OPTION_KEYS):
+                raise InvalidInputError(f"state_dict['{_OPTIONS_ENTRY}'] must be a dict with keys among "
+                                        f"{', '.join(_OPTION_KEYS)}, got {options!r}")
+            options = _options(dict({k: getattr(self, k) for k in _OPTION_KEYS}, **options))
         groups = state_dict.get('param_groups') if isinstance(state_dict, dict) else None
         if groups and any(isinstance(g, dict) and 'method' in g for g in groups):
             renamed = [dict({k: v for k, v in g.items() if k != 'method'}, path=g.get('path', g['method']))
                        if isinstance(g, dict) and 'method' in g else g for g in groups]
             state_dict = dict(state_dict, param_groups=renamed)
         super().load_state_dict(state_dict)
+        if options is not None:
+            self.max_bytes, self.chunk_rows, self.structured = (options[k] for k in _OPTION_KEYS)
 
     def params(self) -> list:
         """The trainable parameters, in the column order of the Jacobian."""
@@ -175,6 +199,19 @@ class HIG(torch.optim.Optimizer):
                                      "weights were left untouched")
         for p, u in updates:
             p.sub_(u)
+        self._opt_called = True  # a step was made: what torch's lr schedulers look for (their wrapper of step())
+
+
+def _options(options: dict) -> dict:
+    """The settings HIG holds outside its parameter groups (``max_bytes``, ``chunk_rows``, ``structured``),
+    validated."""
+    max_bytes, chunk_rows, structured = (options[k] for k in _OPTION_KEYS)
+    if max_bytes is not None:
+        max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
+    chunk_rows = checks.integer('chunk_rows', chunk_rows, low=1)
+    if not (structured is None or isinstance(structured, bool)):
+        raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
+    return dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured)
 
 
 def _parameters(net) -> list:
@@ -260,10 +297,10 @@ def _sync(device) -> None:
 
 
 def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional[Callable],
-             loss: Callable, *, group=None, conditions=None) -> HIGStepInfo:
+             loss: Callable, conditions=None, *, group=None) -> HIGStepInfo:
     """One HIG (or Gauss–Newton, κ = −1) update of ``net``'s parameters held by ``optimizer``.
 
-    Computes ``y = simulate(net(inputs))``, the per-example losses ``loss(y, targets)``, the gradient ``g`` of their
+    Computes ``y = simulate(net(inputs), conditions)``, the per-example losses ``loss(y, targets)``, the gradient ``g`` of their
     mean with respect to y, the stacked per-sample Jacobian of network + physics as a Jacobian operator, and
     applies ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` (truncated; `phi_hig.hig.apply_half_inverse`). Invariant: either the
     whole update is applied or, on error, none of it.
@@ -272,7 +309,8 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     JAX, compiled (`phi_hig.hig.jax_optimizer.jax_hig_step`), with the same arguments and diagnostics.
 
     Args:
-        net: a ``torch.nn.Module`` or a PhiML JAX network. It is called like PhiFlow calls networks: ``field.native_call(net, inputs)``
+        net: a ``torch.nn.Module`` or a PhiML JAX network. It is called like PhiFlow calls networks:
+            ``field.native_call(net, inputs)``
             for a Field, ``math.native_call(net, inputs)`` for a PhiML tensor, ``net(inputs)`` for a torch tensor.
         optimizer: a `HIG` built on ``net``'s parameters.
         inputs: the network inputs: a batch-first torch tensor, a PhiML tensor or a PhiFlow Field (batch dims =
@@ -282,7 +320,15 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
             caller's to refuse; its result must still hold one value per example).
         simulate: the physics ``z -> y`` in the form of the network output (Field → Field, e.g.
             ``field.laplace``; Tensor → Tensor; torch → torch), treating examples independently and accepting
-            any batch size; None for the identity.
+            any batch size: the step evaluates it on b·|y| rows, every example repeated |y| times, to get the
+            physics Jacobian in one backward pass. None for the identity.
+        conditions: what ``simulate`` needs per example besides z (initial states, boundary values, masks,
+            parameters), aligned with the inputs: a tuple → ``simulate(z, *conditions)``, a dict →
+            ``simulate(z, **conditions)``, one value → ``simulate(z, conditions)``. Torch tensors (batch first),
+            PhiML tensors and Fields with the inputs' batch dims are per-example: ``simulate`` receives the rows
+            that go with z, in z's form; values without a batch (numbers, PhiML tensors without batch dims) are
+            passed unchanged (the rule: `phi_hig.convert.Conditions`). Under a process group each rank passes
+            the conditions of its own slice.
         loss: ``loss(y, targets)`` per example: a PhiML tensor with exactly the batch dims of y, or a torch
             tensor of shape ``(b,)``; differentiable in y.
         group: the ``torch.distributed`` process group whose ranks hold the slices of the global batch (rank
@@ -291,14 +337,15 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
             of the *global* batch-mean loss, the Gram matrix and its eigendecomposition are formed once on rank 0
             (`phi_hig.hig.distributed.DistributedJacobian`), and every rank applies the same update, so weights stay
             identical across ranks. Without a process group this is the one-process step.
-        conditions: per-example inputs of the physics besides z (``simulate(z, *conditions)`` for a tuple,
-            ``**conditions`` for a dict, ``simulate(z, conditions)`` otherwise). On JAX.
 
     Raises:
         NonFiniteStepError: non-finite loss, gradient, Jacobian or update (weights untouched).
         JacobianTooLargeError: the Jacobian or Gram matrix would exceed ``optimizer.max_bytes``.
         InvalidInputError: unsupported kinds (the message says what is supported), a wrong loss shape, invalid
-            settings or learning rates, an empty batch or batch norm in training mode.
+            settings or learning rates, an empty batch, batch norm or dropout in training mode (or other random
+            draws of the network), a condition whose batch does not match the inputs, or a ``simulate`` that fails
+            on the replicated batch or returns another batch size (the message gives the rows and points to
+            ``conditions=``; the original error is chained).
 
     Example: a full Gauss–Newton step (κ = −1, η = b) fits a linear model to linear data exactly.
 
@@ -315,15 +362,14 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
         return jax_hig_step(net, optimizer, inputs, targets, simulate, loss, conditions=conditions, group=group)
     if not isinstance(optimizer, HIG):
         raise InvalidInputError(f"optimizer must be a phi_hig.HIG, got {type(optimizer).__name__}")
-    if conditions is not None:  # the torch step's conditions= is another branch's (the issue on conditions)
-        raise InvalidInputError("conditions= is supported by the JAX step in this version; on torch wrap them into "
-                                "the network output")
     settings = optimizer.settings
     checks.learning_rates(optimizer.param_groups)
     call = NetworkCall(net, inputs)
     x = call.native_inputs
     if x.ndim == 0 or x.shape[0] == 0:
         raise InvalidInputError(f"inputs must hold at least one example, got a batch of shape {tuple(x.shape)}")
+    simulate = physics_function(simulate, conditions)
+    conditions = Conditions(conditions, x.shape[0], call.batch)
     params = optimizer.params()
     device = params[0].device if params else x.device
     group = active_group(group)
@@ -332,15 +378,14 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     t0 = time.perf_counter()
     layouts = []  # the layout of simulate's output, fixed by its first call
 
-    def simulate_native(z_native: torch.Tensor) -> torch.Tensor:
-        z_user = call.wrap(z_native)
-        y_user = z_user if simulate is None else simulate(z_user)
+    def simulate_native(z_native: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        y_user = simulate(call.wrap(z_native), *args, **kwargs)
         if not layouts:
             layouts.append(BatchLayout(y_user, x.shape[0], call.batch))
         return layouts[0].flatten(y_user)
 
     objective = _loss_objective(loss, layouts, targets)
-    operator = jacobian_factors(net, x, simulate_native, params=params, chunk_rows=optimizer.chunk_rows,
+    operator = jacobian_factors(net, x, simulate_native, conditions=conditions, params=params, chunk_rows=optimizer.chunk_rows,
                                 max_bytes=optimizer.max_bytes, structured=optimizer.structured,
                                 n_out=optimizer._n_out, objective=objective)
     optimizer._n_out = operator.n_out

@@ -54,32 +54,46 @@ def value_label(v) -> str:
     return f'{v:g}' if isinstance(v, float) else str(v)
 
 
-def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: str = 'test_loss') -> None:
+def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: str = 'test_loss') -> list:
     """The final ``key`` of a hyperparameter sweep: a line over the one swept key with several values, or a
-    heat map over the first two such keys (log10 colour) with one panel per value of a third (first 12).
+    heat map over the first two such keys (log10 colour) with one panel per value of a third (first 12). A point
+    without a final value (it diverged or failed: ``key`` NaN) is drawn flagged: a red × with its status's first
+    word, at the top of the line plot or in its cell of the heat map.
 
     Args:
-        rows: one dict per grid point with the swept keys and ``key`` (a flagged point: NaN, drawn empty).
+        rows: one dict per grid point with the swept keys, ``key`` and ``status``.
         grid: swept key -> its values, in sweep order.
         path: PNG file.
         title: figure title.
+
+    Returns:
+        The points drawn flagged, as ``(values of the varied keys, status word)``, in row order.
     """
     import itertools
     import numpy as np
     plt = pyplot()
     varied = [k for k, values in grid.items() if len(values) > 1] or list(grid)[:1]
     value = {tuple(r[k] for k in varied): r.get(key, float('nan')) for r in rows}
+    flagged = [(tuple(r[k] for k in varied), (str(r.get('status') or 'no value').split() or ['no value'])[0])
+               for r in rows if not finite(r.get(key))]
+    words = dict(flagged)
     if len(varied) == 1:
         xs = grid[varied[0]]
         ys = [value.get((x,), float('nan')) for x in xs]
         numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in xs)
         fig, ax = plt.subplots(figsize=(5, 4))
         ax.plot(xs if numeric else range(len(xs)), ys, 'o-')
+        for i, x in enumerate(xs):
+            if (x,) in words:  # no final value: marked at the top, in axes coordinates
+                at = x if numeric else i
+                ax.plot([at], [0.95], 'x', color='red', ms=10, mew=2, transform=ax.get_xaxis_transform())
+                ax.annotate(words[(x,)], (at, 0.95), xycoords=ax.get_xaxis_transform(), xytext=(0, -14),
+                            textcoords='offset points', ha='center', fontsize=8, color='red')
         if numeric and max(xs) > 10 * min(xs):
             ax.set_xscale('log')
         if not numeric:
             ax.set_xticks(range(len(xs)), [value_label(x) for x in xs])
-        if all(finite(y) and y > 0 for y in ys):
+        if any(finite(y) for y in ys) and all(y > 0 for y in ys if finite(y)):
             ax.set_yscale('log')
         ax.set(xlabel=varied[0], ylabel=f"final {key.replace('_', ' ')}", title=title)
     else:
@@ -93,6 +107,11 @@ def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: 
                     v = value.get((x, y) + tuple(fixed), float('nan'))
                     image[i, j] = math.log10(v) if finite(v) and v > 0 else np.nan
             im = ax.imshow(image, origin='lower', aspect='auto', cmap='viridis')
+            for i, y in enumerate(grid[ky]):
+                for j, x in enumerate(grid[kx]):
+                    if (x, y) + tuple(fixed) in words:
+                        ax.text(j, i, f"×\n{words[(x, y) + tuple(fixed)]}", ha='center', va='center', color='red',
+                                fontsize=8)
             ax.set_xticks(range(len(grid[kx])), [value_label(x) for x in grid[kx]])
             ax.set_yticks(range(len(grid[ky])), [value_label(y) for y in grid[ky]])
             where = ', '.join(f'{k} = {value_label(v)}' for k, v in zip(rest, fixed))
@@ -101,6 +120,7 @@ def sweep_figure(rows: List[dict], grid: dict, path: str, title: str = '', key: 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return flagged
 
 
 def _smooth(values, window: int):

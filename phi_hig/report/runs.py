@@ -14,7 +14,7 @@ from .. import checks
 from ..errors import InvalidInputError
 from ..files import atomic_write
 
-__all__ = ['BASE_COLUMNS', 'NUMBER_COLUMNS', 'write_metrics_csv', 'read_run']
+__all__ = ['BASE_COLUMNS', 'NUMBER_COLUMNS', 'write_metrics_csv', 'write_summary', 'read_run']
 
 
 BASE_COLUMNS = ['experiment', 'method', 'step', 'wall_time', 'train_loss', 'test_loss']
@@ -33,6 +33,24 @@ def write_metrics_csv(records: List[dict], path: str) -> None:
     for r in records:
         writer.writerow({k: ('' if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
     atomic_write(path, text.getvalue())
+
+
+def write_summary(summary: dict, path: str) -> None:
+    """``summary`` as indented JSON (NumPy scalars as floats; NaN and ±Inf as JSON's NaN / Infinity)."""
+    atomic_write(path, json.dumps(summary, indent=2, default=float))
+
+
+def _text(path: str) -> str:
+    """The UTF-8 text of ``path``; a byte that is not UTF-8 is refused naming its row (line) and column."""
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        return raw.decode('utf-8')
+    except UnicodeDecodeError as err:
+        row = raw.count(b'\n', 0, err.start) + 1
+        col = err.start - (raw.rfind(b'\n', 0, err.start) + 1) + 1
+        raise InvalidInputError(f"{path} is unreadable: row {row}, column {col} holds the byte "
+                                f"0x{raw[err.start]:02x}, which is not UTF-8 text") from None
 
 
 def _number(text: str):
@@ -60,7 +78,8 @@ def read_run(path: str) -> tuple:
         InvalidInputError: naming the file, when ``metrics.csv`` or ``summary.json`` is unreadable or malformed:
             columns ``method`` or ``step`` missing, a row with more or fewer cells than the header, or, naming
             the row and the column, a ``step`` that is not an integer >= 0 or a ``wall_time`` / ``train_loss`` /
-            ``test_loss`` that is neither a number nor empty.
+            ``test_loss`` that is neither a number nor empty, a byte that is not UTF-8, or no row at all (a
+            header only).
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"run directory {path!r} does not exist")
@@ -68,14 +87,15 @@ def read_run(path: str) -> tuple:
     if not os.path.exists(csv_path):
         raise FileNotFoundError(f"{path!r} has no metrics.csv (write one with `python -m phi_hig run ... --out DIR`)")
     try:
-        with open(csv_path, newline='') as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in ('method', 'step') if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InvalidInputError(f"{csv_path}: missing columns {missing}")
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        reader = csv.DictReader(io.StringIO(_text(csv_path), newline=''))
+        missing = [c for c in ('method', 'step') if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidInputError(f"{csv_path}: missing columns {missing}")
+        rows = list(reader)
+    except (OSError, csv.Error) as err:
         raise InvalidInputError(f"{csv_path} is unreadable ({type(err).__name__}: {err})") from None
+    if not rows:
+        raise InvalidInputError(f"{csv_path} holds no records (a header only): nothing to report")
     for i, row in enumerate(rows):
         if None in row or any(v is None for v in row.values()):
             raise InvalidInputError(f"{csv_path} is malformed: row {i + 2} has more or fewer cells than the header")

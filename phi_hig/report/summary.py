@@ -7,33 +7,34 @@ in the time budget, diverged) get no ratios: their row says why instead.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 import sys
 from typing import List
 
-from ..checks import is_finite as finite
+from ..checks import is_finite as finite, is_number
 from ..errors import InvalidInputError
 from ..files import atomic_write, remove_stale_temporaries
+from ..rundir import INDEX_FILE, REPORT_FILES, RESULT_FILES
 from . import figures as rf
 from .figures import plot_curves
-from .runs import read_run, write_metrics_csv
+from .runs import read_run, write_metrics_csv, write_summary
 
 __all__ = ['write_run', 'summary_rows', 'write_report', 'main', 'REPORT_FILES']
 
 
-def write_run(result, out: str) -> None:
-    """Write ``out/metrics.csv``, ``out/summary.json`` and ``out/curves.png`` for a `RunResult`."""
+def write_run(result, out: str, curves: bool = True) -> None:
+    """Write ``out/metrics.csv``, ``out/summary.json`` and (with ``curves``) ``out/curves.png``
+    (`phi_hig.rundir.RESULT_FILES`) for a `RunResult`. No lock: `phi_hig.training.runner.run` calls it through its
+    ``write`` argument while it holds the run folder."""
+    metrics, summary, figure = (os.path.join(out, name) for name in RESULT_FILES)
     os.makedirs(out, exist_ok=True)
-    for name in ('metrics.csv', 'summary.json'):
-        remove_stale_temporaries(os.path.join(out, name))  # of a write a kill interrupted
-    write_metrics_csv(result.records, os.path.join(out, 'metrics.csv'))
-    atomic_write(os.path.join(out, 'summary.json'), json.dumps(result.summary, indent=2, default=float))
-    plot_curves(result.records, os.path.join(out, 'curves.png'), title=result.summary.get('experiment', ''))
-
-
-REPORT_FILES = ('report.md', 'report_loss.png', 'report_final.png', 'report_metrics.png', 'report_trajectory.png')
-"""Files `write_report` may write (the last three only when there is something to show)."""
+    for path in (metrics, summary):
+        remove_stale_temporaries(path)  # of a write a kill interrupted
+    write_metrics_csv(result.records, metrics)
+    write_summary(result.summary, summary)
+    if curves:
+        plot_curves(result.records, figure, title=result.summary.get('experiment', ''))
 
 
 def _methods(records, summary) -> list:
@@ -59,12 +60,14 @@ def summary_rows(records: List[dict], summary: dict, baseline: str = None, key: 
     for m in methods:
         mine = [r for r in records if r['method'] == m]
         values = [r[key] for r in mine if finite(r.get(key))]
+        evaluated = [r[key] for r in mine if is_number(r.get(key)) and not math.isnan(r[key])]  # ±Inf is a value
         f = final.get(m, {})
         steps = f.get('steps', mine[-1]['step'] if mine else 0)
         seconds = f.get('train_seconds', mine[-1]['wall_time'] if mine else float('nan'))
         per_step = f.get('seconds_per_step', seconds / steps if steps else float('nan'))
-        last = f.get(key, values[-1] if values else float('nan')) if key == 'test_loss' else \
-            (values[-1] if values else float('nan'))
+        last = evaluated[-1] if evaluated else float('nan')
+        if key in f:  # the runner's final value (NaN for a method that diverged or failed)
+            last = f[key]
         flags = list(f.get('flags') or [])
         rows.append(dict(method=m, status=f.get('status', ''), batch_size=f.get('batch_size', float('nan')),
                          steps=steps, train_seconds=seconds, seconds_per_step=per_step, final=last,
@@ -88,8 +91,11 @@ def summary_rows(records: List[dict], summary: dict, baseline: str = None, key: 
 
 
 def _fmt(v, spec: str = '.3e') -> str:
+    """A table cell: ``v`` formatted; ±Inf as ``inf`` / ``-inf`` (a value, not a missing one); NaN and None as –."""
     if isinstance(v, str):
         return v
+    if is_number(v) and math.isinf(v):
+        return 'inf' if v > 0 else '-inf'
     return format(v, spec) if finite(v) else '–'
 
 
@@ -208,7 +214,8 @@ def main(argv=None) -> int:
 
     DIR is a run directory (``metrics.csv`` + ``summary.json``) or a folder of them (each gets its report,
     and DIR an ``index.md``). Every run is read before any report is written: an unreadable or malformed file
-    is exit code 2 with one line ``phi_hig: error: …`` naming it, and nothing written.
+    is exit code 2 with one line ``phi_hig: error: …`` naming it, and nothing written; a file that cannot be
+    written (a full disk, no permission) is exit code 1 with one such line.
     """
     from ..cli import Parser, report_error
     p = Parser(prog='python -m phi_hig report',
@@ -236,14 +243,16 @@ def main(argv=None) -> int:
                 ratio = f"not compared: {r['note']}" if r['flags'] else f"ratio {_fmt(r['ratio'], '.3g')}"
                 print(f"  {r['method']:<10} batch {_fmt(r['batch_size'], 'd'):>6}  steps {r['steps']:>7}  "
                       f"{_fmt(r['seconds_per_step'], '.2e')} s/step  final {_fmt(r['final'])}  {ratio}")
+        if len(runs) > 1:
+            index = os.path.join(args.out or args.dir, INDEX_FILE)
+            atomic_write(index, '# Reports\n\n' + ''.join(f"- [{os.path.basename(os.path.dirname(m))}]"
+                                                          f"({os.path.relpath(m, os.path.dirname(index))})\n"
+                                                          for m in written))
+            print(index)
     except (InvalidInputError, FileNotFoundError) as err:
         return report_error(err)
-    if len(runs) > 1:
-        index = os.path.join(args.out or args.dir, 'index.md')
-        atomic_write(index, '# Reports\n\n' + ''.join(f"- [{os.path.basename(os.path.dirname(m))}]"
-                                                      f"({os.path.relpath(m, os.path.dirname(index))})\n"
-                                                      for m in written))
-        print(index)
+    except OSError as err:  # a full disk, no permission: one line naming the file
+        return report_error(f"cannot write {err.filename}: {err.strerror or err}", code=1)
     return 0
 
 

@@ -1,10 +1,11 @@
 """Generic inverse updates for SIP training of low-dimensional problems given as batched torch functions.
 
-An *inverse* is a callable `inverse(x, y_target, *, y=None, **conditions) -> Δx` returning the update of one
+An *inverse* is a callable `inverse(x, y_target, *conditions, y=None, **named) -> Δx` returning the update of one
 inverse-solver step (η = 1), the contract of `phi_hig.sip.sip_step`. The factories here build inverses for a
-batched torch or JAX function `forward(x, **conditions) -> y` (`x: (B, n)`, `y: (B, m)`, rows independent examples;
-the inverse works on the backend of the `x` it is given, JAX derivatives from `phi_hig.sip.jax_inverses`);
-each inverse minimizes the per-example loss `L(x) = ½‖forward(x) − y*‖²` (or a given `loss(y, y*) -> (B,)`):
+batched torch or JAX function `forward(x, *conditions, **named) -> y` (`x: (B, n)`, `y: (B, m)`, rows
+independent examples; the conditions as `sip_step` passes them, `phi_hig.convert.Conditions`; the inverse works on
+the backend of the `x` it is given, JAX derivatives from `phi_hig.sip.jax_inverses`); each inverse minimizes the
+per-example loss `L(x) = ½‖forward(x) − y*‖²` (or a given `loss(y, y*) -> (B,)`):
 
 * `gradient_descent`: `Δx = −η·∂L/∂x`; with η = 1 SIP equals back-propagation (Holl, Koltun & Thuerey 2021,
   appendix A.1, Theorem 1);
@@ -29,8 +30,10 @@ from phiml.math import batch, channel, Solve
 
 from .. import checks
 from ..backend import is_jax_array, torch_backend
+from ..convert import Conditions
 from ..errors import InvalidInputError, NonFiniteStepError
 from ..hig.arrays import array_ops
+from ..hig.jacobian import physics_jacobian
 from ..hig.spectral import HalfInverse, batched_half_inverse
 from .step import l2_loss
 
@@ -58,8 +61,8 @@ def gradient_descent(forward: Callable, *, learning_rate: float = 1., loss: Call
     _check_functions(forward, loss)
     learning_rate = checks.number('learning_rate', learning_rate, low=0, low_open=True)
 
-    def inverse(x, y_target, *, y=None, **conditions):
-        grad, _ = _derivatives(forward, loss, x, y_target, conditions, hessian=False)
+    def inverse(x, y_target, *conditions, y=None, **named):
+        grad, _ = _derivatives(forward, loss, x, y_target, conditions, named, hessian=False)
         return -learning_rate * grad
     return inverse
 
@@ -77,8 +80,8 @@ def newton(forward: Callable, *, loss: Callable = None) -> Callable:
     """
     _check_functions(forward, loss)
 
-    def inverse(x, y_target, *, y=None, **conditions):
-        grad, hess = _derivatives(forward, loss, x, y_target, conditions)
+    def inverse(x, y_target, *conditions, y=None, **named):
+        grad, hess = _derivatives(forward, loss, x, y_target, conditions, named)
         if is_jax_array(x):
             import jax.numpy as jnp
             step = jnp.linalg.solve(hess, grad[..., None])
@@ -111,8 +114,8 @@ def saddle_free_newton(forward: Callable, *, max_step: float = 1., loss: Callabl
     _check_functions(forward, loss)
     max_step = checks.number('max_step', max_step, low=0, low_open=True)
 
-    def inverse(x, y_target, *, y=None, **conditions):
-        grad, hess = _derivatives(forward, loss, x, y_target, conditions)
+    def inverse(x, y_target, *conditions, y=None, **named):
+        grad, hess = _derivatives(forward, loss, x, y_target, conditions, named)
         xp = array_ops(grad).xp
         eigenvalues, q = xp.linalg.eigh(hess)
         along = xp.einsum('bni,bn->bi', q, grad)
@@ -134,12 +137,12 @@ def gauss_newton(forward: Callable, *, truncation: float = 1e-6, relative: bool 
     _check_functions(forward, None)
     settings = _pseudo_inverse(truncation, relative)
 
-    def inverse(x, y_target, *, y=None, **conditions):
+    def inverse(x, y_target, *conditions, y=None, **named):
         if is_jax_array(x):
             from .jax_inverses import jacobian
-            jac, y = jacobian(forward, x, y_target, conditions)
+            jac, y = jacobian(forward, x, y_target, conditions, named)
         else:
-            jac, y = _jacobian(forward, x, y_target, conditions)
+            jac, y = _jacobian(forward, x, y_target, conditions, named)
         ops = array_ops(jac)
         with ops.scope():
             return ops.cast(batched_half_inverse(settings, jac, ops.float64(y_target - y)), x)
@@ -182,14 +185,14 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
     iterations = checks.integer('iterations', iterations, low=1)
     method = checks.choice('method', method, ITERATIVE_METHODS)
 
-    def inverse(x, y_target, *, y=None, **conditions):
+    def inverse(x, y_target, *conditions, y=None, **named):
         if is_jax_array(x):
-            return _iterate_on_jax(forward, loss, x, y_target, conditions, iterations, method)
+            return _iterate_on_jax(forward, loss, x, y_target, conditions, named, iterations, method)
         _check_batched(x, y_target)
         per_example = loss or l2_loss
         target = y_target.detach()
         with torch.no_grad():  # everything that can refuse runs here, before the optimizer's worker threads
-            y0 = forward(x.detach(), **conditions) if y is None else y
+            y0 = forward(x.detach(), *conditions, **named) if y is None else y
             _finite_forward(y0)
             _per_example_loss(per_example, y0, target)
         failure = []
@@ -197,7 +200,7 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
         def objective(params):
             native = params.native(['examples', 'params'])
             try:
-                value = per_example(forward(native, **conditions), target)
+                value = per_example(forward(native, *conditions, **named), target)
             except Exception as err:  # raising inside math.minimize would leave its threads waiting forever:
                 failure.append(err)   # end the optimization with a NaN objective, re-raise afterwards
                 value = native.sum(-1) * float('nan')
@@ -216,12 +219,15 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
 class Inverse:
     """One SIP inverse solver of an experiment and its options.
 
-    Calling the Inverse, `inverse(z, targets, *, y=None, **overrides)`, runs
-    `solve(z, targets, y=y, **resolve(overrides))`: one inverse-physics step (η = 1) from the network output `z`,
-    returning `Δz` of the shape of `z` (the `phi_hig.sip.sip_step` contract).
+    Calling the Inverse, `inverse(z, targets, *conditions, y=None, **overrides)`, runs
+    `solve(z, targets, *conditions, y=y, **resolve(overrides))`: one inverse-physics step (η = 1) from the network
+    output `z`, returning `Δz` of the shape of `z` (the `phi_hig.sip.sip_step` contract).
 
     Attributes:
-        solve: `solve(z, targets, *, y=None, **options) -> Δz`; `y` is the simulation of `z` when known.
+        solve: `solve(z, targets, *conditions, y=None, **options) -> Δz`; `y` is the simulation of `z` when known.
+            The conditions are those of the experiment's physics (`phi_hig.experiments.Experiment.conditions`),
+            passed as `phi_hig.sip_step` passes them (a tuple by position, a dict by name, one value as one
+            argument); an experiment without conditions passes none.
         options: option name -> default value (int, float, bool or str); the keyword arguments `solve` takes
             besides `y`. Read-only.
         check: optional `check(options)` run on every complete set of options; raises `InvalidInputError`
@@ -268,8 +274,10 @@ class Inverse:
             self.check(options)
         return options
 
-    def __call__(self, z, targets, *, y=None, **overrides):
-        return self.solve(z, targets, y=y, **self.resolve(overrides))
+    def __call__(self, z, targets, *conditions, y=None, **overrides):
+        """`solve(z, targets, *conditions, y=y, **options)` with the options `resolve(overrides)` (conditions by
+        name: call `solve` with resolved options)."""
+        return self.solve(z, targets, *conditions, y=y, **self.resolve(overrides))
 
 
 def newton_inverse(simulate: Callable, n_y: int, max_step: float) -> Inverse:
@@ -297,24 +305,24 @@ def _option_value(key: str, value, default):
 
 # --------------------------------------------------------------------------------------------------- helpers
 
-def _derivatives(forward, loss, x, y_target, conditions, hessian=True):
+def _derivatives(forward, loss, x, y_target, conditions: tuple, named: dict, hessian=True):
     """Per-example gradient and Hessian of the loss on the backend of ``x`` (torch or JAX)."""
     if is_jax_array(x):
         from .jax_inverses import gradient_and_hessian
-        return gradient_and_hessian(forward, loss, x, y_target, conditions, hessian)
-    return _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian)
+        return gradient_and_hessian(forward, loss, x, y_target, conditions, named, hessian)
+    return _gradient_and_hessian(forward, loss, x, y_target, conditions, named, hessian)
 
 
-def _iterate_on_jax(forward, loss, x, y_target, conditions, iterations: int, method: str):
+def _iterate_on_jax(forward, loss, x, y_target, conditions: tuple, named: dict, iterations: int, method: str):
     """`iterative` for JAX arrays: ``iterations`` steps of PhiML's ``math.minimize`` under its JAX backend, from x."""
     from phiml.backend.jax import JAX
     from .jax_inverses import check_batched, finite_forward
     check_batched(x, y_target)
-    finite_forward(forward(x, **conditions))
+    finite_forward(forward(x, *conditions, **named))
     per_example = loss or l2_loss
 
     def objective(params):
-        return math.wrap(per_example(forward(params.native(['examples', 'params']), **conditions), y_target),
+        return math.wrap(per_example(forward(params.native(['examples', 'params']), *conditions, **named), y_target),
                          batch('examples'))
     x0 = math.wrap(x, batch('examples'), channel('params'))
     solve = Solve(method, 0, 0, max_iterations=iterations, x0=x0, suppress=[math.NotConverged, math.Diverged])
@@ -369,11 +377,12 @@ def _differentiable(y, x) -> None:
     """Refuse a forward whose output does not carry x's gradient (detached, NumPy, integer): no gradient-based
     inverse step exists for it."""
     if not (isinstance(y, torch.Tensor) and y.requires_grad):
-        raise InvalidInputError("forward(x) is not differentiable in x: its output carries no gradient (detached, "
-                                "NumPy or integer?); the gradient-based inverses need a differentiable torch forward")
+        raise InvalidInputError("forward is not differentiable in its input x: its output carries no gradient "
+                                "(detached, NumPy or integer?); the gradient-based inverses need a differentiable "
+                                "torch forward")
 
 
-def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
+def _gradient_and_hessian(forward, loss, x, y_target, conditions: tuple, named: dict, hessian=True):
     """Per-example gradient `(B, n)` and Hessian `(B, n, n)` of `loss(forward(x), y*)`, by n extra backward passes.
 
     Examples are independent, so the Hessian of the summed loss is block-diagonal and row `j` of every block is
@@ -383,7 +392,7 @@ def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
     loss = loss or l2_loss
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        y = forward(x, **conditions)
+        y = forward(x, *conditions, **named)
         _differentiable(y, x)
         _finite_forward(y)
         total = loss(y, y_target.detach()).sum()
@@ -395,17 +404,13 @@ def _gradient_and_hessian(forward, loss, x, y_target, conditions, hessian=True):
     return grad.detach(), torch.stack(rows, dim=1).detach()
 
 
-def _jacobian(forward, x, y_target, conditions):
-    """Per-example Jacobian `(B, m, n)` of a batched forward, by m backward passes, and `y = forward(x)`."""
+def _jacobian(forward, x, y_target, conditions: tuple, named: dict):
+    """Per-example Jacobian `(B, m, n)` of a batched forward and `y = forward(x)`, from the replicated pass of
+    `phi_hig.hig.jacobian.physics_jacobian` (the conditions repeated with their examples)."""
     _check_batched(x, y_target)
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        y = forward(x, **conditions)
-        if not isinstance(y, torch.Tensor) or y.shape != y_target.shape:
-            raise InvalidInputError(f"forward(x) must return a torch tensor of the shape of y_target "
-                                    f"{tuple(y_target.shape)}, got {getattr(y, 'shape', type(y).__name__)}")
-        _differentiable(y, x)
-        _finite_forward(y)
-        rows = [torch.autograd.grad(y[:, i].sum(), x, retain_graph=True, allow_unused=True)[0] for i in range(y.shape[1])]
-    rows = [torch.zeros_like(x) if r is None else r for r in rows]
-    return torch.stack(rows, dim=1).detach(), y.detach()
+    y, jac = physics_jacobian(forward, x, conditions=Conditions(conditions, x.shape[0], named=named), name='forward')
+    if y.shape != y_target.shape:
+        raise InvalidInputError(f"forward(x) must return a torch tensor of the shape of y_target "
+                                f"{tuple(y_target.shape)}, got {y.shape}")
+    _finite_forward(y)
+    return jac, y

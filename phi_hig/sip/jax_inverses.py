@@ -3,8 +3,8 @@
 The factories of `phi_hig.inverses` (gradient descent, Newton, saddle-free Newton, Gauss–Newton, iterative) build one
 inverse for torch and JAX alike; where ``x`` is a JAX array they take their per-example derivatives from here:
 ``jax.vmap`` over examples of ``jax.grad`` / ``jax.hessian`` / ``jax.jacrev`` of one example's loss or output
-(examples independent: the Hessian of the summed loss is block-diagonal). Conditions with a leading batch of B are
-per example (mapped with x); other conditions are shared. Only imported for JAX values; imports JAX.
+(examples independent: the Hessian of the summed loss is block-diagonal). Conditions (by position or by name) that
+are JAX arrays with a leading batch of B are per example (mapped with x); other conditions are shared. Only imported for JAX values; imports JAX.
 """
 from __future__ import annotations
 
@@ -41,23 +41,26 @@ def finite_forward(y) -> None:
                                  f"{' …' if len(bad) > 10 else ''}; no inverse step exists there")
 
 
-def _per_example(forward: Callable, x, conditions: dict) -> tuple:
-    """``(f(x_i, per-example conditions_i), mapped conditions)``: one example's forward as a function of its row."""
+def _per_example(forward: Callable, x, conditions: tuple, named: dict) -> tuple:
+    """``(f(x_i, per-example conditions_i), mapped conditions)``: one example's forward as a function of its row;
+    the mapped conditions are ``{position or name: batched array}``."""
     b = x.shape[0]
-    mapped = {k: v for k, v in conditions.items() if is_jax_array(v) and v.ndim >= 1 and v.shape[0] == b}
-    shared = {k: v for k, v in conditions.items() if k not in mapped}
+    given = {**dict(enumerate(conditions)), **named}
+    mapped = {k: v for k, v in given.items() if is_jax_array(v) and v.ndim >= 1 and v.shape[0] == b}
 
     def one(x_i, cond_i):
-        return forward(x_i[None], **shared, **{k: v[None] for k, v in cond_i.items()})[0]
+        values = {k: (cond_i[k][None] if k in cond_i else v) for k, v in given.items()}
+        args = [values[i] for i in range(len(conditions))]
+        return forward(x_i[None], *args, **{k: values[k] for k in named})[0]
     return one, mapped
 
 
-def gradient_and_hessian(forward: Callable, loss: Optional[Callable], x, y_target, conditions: dict,
+def gradient_and_hessian(forward: Callable, loss: Optional[Callable], x, y_target, conditions: tuple, named: dict,
                          hessian: bool = True) -> tuple:
     """Per-example gradient ``(B, n)`` and Hessian ``(B, n, n)`` (None unless ``hessian``) of
     ``loss(forward(x), y*)`` (default ½‖·‖²), after checking the inputs and that ``forward(x)`` is finite."""
     check_batched(x, y_target)
-    one, mapped = _per_example(forward, x, conditions)
+    one, mapped = _per_example(forward, x, conditions, named)
     finite_forward(jax.vmap(one)(x, mapped))
 
     def loss_one(x_i, t_i, cond_i):
@@ -75,10 +78,10 @@ def gradient_and_hessian(forward: Callable, loss: Optional[Callable], x, y_targe
     return grad, jax.vmap(jax.hessian(loss_one))(x, y_target, mapped)
 
 
-def jacobian(forward: Callable, x, y_target, conditions: dict) -> tuple:
+def jacobian(forward: Callable, x, y_target, conditions: tuple, named: dict) -> tuple:
     """Per-example Jacobian ``(B, m, n)`` of a batched forward and ``y = forward(x)``."""
     check_batched(x, y_target)
-    one, mapped = _per_example(forward, x, conditions)
+    one, mapped = _per_example(forward, x, conditions, named)
     y = jax.vmap(one)(x, mapped)
     if y.shape != y_target.shape:
         raise InvalidInputError(f"forward(x) must return a JAX array of the shape of y_target {tuple(y_target.shape)}, "

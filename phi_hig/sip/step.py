@@ -5,8 +5,9 @@ through an inverse solver instead of the physics gradient: `x̃ = x + U(y*|x)` i
 the network minimizes the proxy loss `½‖NN(y*) − stop_gradient(x̃)‖²` with any optimizer. The physics never
 enters the autograd graph.
 
-An *inverse* is any callable `inverse(x, y_target, *, y=None, **conditions) -> Δx` returning the update of one
-inverse-solver step (η = 1). The physics modules in `phi_hig.physics` provide analytic ones; `phi_hig.inverses`
+An *inverse* is any callable `inverse(x, y_target, *conditions, y=None, **named) -> Δx` returning the update of
+one inverse-solver step (η = 1); the conditions reach it (and the forward physics) as in `phi_hig.hig_step`
+(`phi_hig.convert.Conditions`). The physics modules in `phi_hig.physics` provide analytic ones; `phi_hig.inverses`
 builds generic ones (Newton, saddle-free Newton, Gauss–Newton, a few L-BFGS-B iterations) for batched torch or JAX
 functions.
 
@@ -26,8 +27,8 @@ from phiml.math import non_batch
 
 from .. import checks
 from ..errors import InvalidInputError, NonFiniteStepError
-from ..convert import (NATIVE, all_finite, call_network, detach, example_mean, is_boolean, is_jax_network, kind,
-                       values_of)
+from ..convert import (NATIVE, Conditions, all_finite, call_network, detach, example_mean, examples_of, is_boolean,
+                       is_jax_network, kind, values_of)
 from ..processes import refuse_together
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
@@ -133,7 +134,7 @@ class SIPStepResult(NamedTuple):
 
 
 def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics,
-             conditions: dict = None, *,
+             conditions=None, *,
              loss: Callable = None,
              inverse_options: dict = None) -> SIPStepResult:
     """One SIP training step: predict, detach, run one inverse-solver step, minimize the proxy loss.
@@ -141,8 +142,10 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     Equivalent to::
 
         x = network(inputs); x0 = stop_gradient(x)
-        y = forward(x0, **conditions);  dx = inverse(x0, targets, **conditions, y=y, **inverse_options)
+        y = forward(x0, *args, **named);  dx = inverse(x0, targets, *args, y=y, **named, **inverse_options)
         mean_over_batch(sip_loss(x, x0 + dx)).backward(); optimizer.step()
+
+    with ``args`` / ``named`` the conditions by position / by name (see ``conditions``).
 
     With `inverse = −∂L/∂x` (one gradient-descent step with η = 1) the network gradient equals that of
     back-propagating `mean(L)` through the physics (Holl, Koltun & Thuerey 2021, appendix A.1, Theorem 1).
@@ -160,10 +163,13 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
             (``phiml.nn.adam(net)`` on the JAX backend).
         inputs: Network input, or a tuple of inputs.
         targets: Target observations `y*`.
-        physics: A module (or object) with `forward(x, **conditions)` and `inverse(x, y_target, *, y, **conditions)`,
-            e.g. `phi_hig.physics.heat`, or a `(forward, inverse)` pair.
-        conditions: Known simulation inputs passed by name to `forward` and `inverse` (heat: `diffusivity`,
-            `dt`; fluid: `m0`).
+        physics: A module (or object) with `forward(x, *args, **named)` and `inverse(x, y_target, *args, y,
+            **named)` (the conditions), e.g. `phi_hig.physics.heat`, or a `(forward, inverse)` pair.
+        conditions: Known simulation inputs of `forward` and `inverse`, the same rule as `phi_hig.hig_step`: a
+            dict is passed by name (heat: `diffusivity`, `dt`; fluid: `m0`), a tuple by position after `x`
+            (after `x, y_target` for the inverse), one value as one positional argument. Per-example ones
+            (torch tensors batch first, PhiML tensors / Fields with batch dims) must have the prediction's batch;
+            values without a batch are shared (`phi_hig.convert.Conditions`).
         loss: Per-example physics loss `loss(y, y_target)` for the report. Defaults to `physics.loss` if the
             physics module defines one, else `l2_loss`.
         inverse_options: Extra keyword arguments for `inverse` only (e.g. `noise` for heat).
@@ -173,7 +179,8 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
 
     Raises:
         InvalidInputError: an argument is of the wrong kind, a learning rate of the optimizer is not a finite
-            number >= 0, `forward` / `inverse` cannot take the conditions and options given, the inputs or targets
+            number >= 0, `forward` / `inverse` cannot take the conditions and options given, a per-example
+            condition does not have the prediction's batch, the inputs or targets
             are not finite, `Δx` does not have exactly the shape of the prediction, or the prediction carries no
             gradient.
         NonFiniteStepError: the proxy loss is not finite.
@@ -191,7 +198,7 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     True
     """
     forward, inverse = _physics_pair(physics)
-    conditions = _mapping('conditions', conditions)
+    given = Conditions(conditions)
     inverse_options = _mapping('inverse_options', inverse_options)
     if loss is None:
         loss = getattr(physics, 'loss', l2_loss) if not isinstance(physics, tuple) else l2_loss
@@ -210,13 +217,15 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     for i, value in enumerate(inputs if isinstance(inputs, tuple) else (inputs,)):
         _require_finite(f'inputs[{i}]' if isinstance(inputs, tuple) else 'inputs', value)
     _require_finite('targets', targets)
-    _check_call('the physics forward', forward, ('x',), conditions)
-    _check_call('the physics inverse', inverse, ('x', 'y_target'), dict(conditions, y=None, **inverse_options))
+    _check_call('the physics forward', forward, ('x',), given, {})
+    _check_call('the physics inverse', inverse, ('x', 'y_target'), given, dict(y=None, **inverse_options))
     prediction = _predict(network, inputs)
     x0 = detach(prediction)
+    if given:  # per-example conditions must have the prediction's batch
+        given = Conditions(conditions, *examples_of('the predictions', x0), examples='the predictions')
     with torch.no_grad():
-        y = forward(x0, **conditions)
-        dx = inverse(x0, targets, y=y, **conditions, **inverse_options)
+        y = forward(x0, *given.args, **given.kwargs)
+        dx = inverse(x0, targets, *given.args, y=y, **given.kwargs, **inverse_options)
         physics_loss = loss(y, targets)
     _require_numbers('the inverse update dx', dx)
     require_same_shape('the inverse update dx', dx, 'the prediction x', x0)
@@ -238,18 +247,19 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     return SIPStepResult(detach(physics_loss), detach(proxy))
 
 
-def _check_call(what: str, fn: Callable, positional: tuple, keywords: dict) -> None:
-    """Refuse (`InvalidInputError`) when ``fn`` cannot take ``positional`` arguments and ``keywords`` by name: a
-    missing or unknown condition or inverse option, named before anything runs."""
+def _check_call(what: str, fn: Callable, positional: tuple, conditions: Conditions, keywords: dict) -> None:
+    """Refuse (`InvalidInputError`) when ``fn`` cannot take ``positional`` arguments, the conditions and ``keywords``
+    by name: a missing or unknown condition or inverse option, named before anything runs."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or C callable without a signature: let the call tell
         return
     try:
-        signature.bind(*positional, **keywords)
+        signature.bind(*positional, *conditions.args, **conditions.kwargs, **keywords)
     except TypeError as err:
+        names = conditions.labels[:len(conditions.args)] + list(conditions.kwargs) + list(keywords)
         raise InvalidInputError(f"{what} {getattr(fn, '__name__', fn)!r} cannot take the conditions / inverse "
-                                f"options given ({', '.join(keywords) or 'none'}): {err}") from None
+                                f"options given ({', '.join(names) or 'none'}): {err}") from None
 
 
 def _mapping(name: str, value) -> dict:

@@ -31,7 +31,8 @@ from typing import List, Mapping, Optional, Tuple
 
 import torch
 
-from ..errors import InvalidInputError
+from .. import checks, rundir
+from ..errors import InvalidInputError, RunFileError
 from ..files import append_durable, atomic_write, read_lines, remove_stale_temporaries
 
 __all__ = ['FORMAT', 'Checkpoint', 'CheckpointWarning', 'CheckpointWriter', 'checkpoint_path', 'previous_path',
@@ -46,18 +47,18 @@ class CheckpointWarning(UserWarning):
 
 
 def checkpoint_path(out: str, method: str) -> str:
-    """The latest checkpoint of ``method`` in run folder ``out``."""
-    return os.path.join(out, f'checkpoint_{method}.pt')
+    """The latest checkpoint of ``method`` in run folder ``out`` (named by `phi_hig.rundir.checkpoint_file`)."""
+    return os.path.join(out, rundir.checkpoint_file(method))
 
 
 def previous_path(out: str, method: str) -> str:
     """The checkpoint before the latest (the fallback when the latest cannot be read)."""
-    return os.path.join(out, f'checkpoint_{method}.prev.pt')
+    return os.path.join(out, rundir.previous_file(method))
 
 
 def history_path(out: str, method: str) -> str:
     """The append-only history of ``method``'s records (one JSON object a line)."""
-    return os.path.join(out, f'history_{method}.jsonl')
+    return os.path.join(out, rundir.history_file(method))
 
 
 # --- plain data + packed tensors ------------------------------------------------------------------------------
@@ -161,6 +162,27 @@ def _save(content: dict) -> bytes:
     return buf.getvalue()
 
 
+_ZIP = b'PK\x03\x04'
+"""The first bytes of every file ``torch.save`` writes (a zip archive)."""
+
+
+def _load(path: str):
+    """``torch.load(path, weights_only=True)`` of a file that is a torch zip archive; a damaged file is refused in
+    phi_hig's words (torch's own message may advise loading with ``weights_only=False``, which runs code)."""
+    with open(path, 'rb') as f:
+        head = f.read(len(_ZIP))
+    if head != _ZIP:
+        what = 'zeros' if head and not head.strip(b'\0') else repr(head)
+        raise ValueError(f"not a torch zip file (its first bytes are {what}): damaged or not a checkpoint")
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        if 'weights_only' in first or 'Weights only load failed' in first or len(first) > 160:
+            first = 'it holds something other than plain data and tensors, or is damaged'
+        raise ValueError(f"cannot be loaded ({type(err).__name__}: {first})") from None
+
+
 def read_checkpoint(path: str) -> Checkpoint:
     """Read a checkpoint with ``weights_only=True`` (no code runs).
 
@@ -168,7 +190,7 @@ def read_checkpoint(path: str) -> Checkpoint:
         InvalidInputError: naming the file, when it is missing, torn, corrupted or not a phi_hig checkpoint.
     """
     try:
-        raw = torch.load(path, map_location='cpu', weights_only=True)
+        raw = _load(path)
         if not isinstance(raw, dict) or raw.get('format') != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
         if raw.get('checksum') != _checksum(raw):
@@ -227,10 +249,17 @@ def _history(path: str, method: str, ck: Checkpoint) -> Tuple[List[dict], List[s
         raise InvalidInputError(f"history {path} holds {len(lines)} complete records, checkpoint "
                                 f"{os.path.basename(ck.path)} needs {ck.records}")
     lines = lines[:ck.records]
-    try:
-        records = [json.loads(line) for line in lines]
-    except ValueError as err:
-        raise InvalidInputError(f"history {path} is corrupted ({err})") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise InvalidInputError(f"history {path} is corrupted: line {number} ({err})") from None
+        if not isinstance(record, dict) or record.get('method') != method or \
+                not checks.is_integer(record.get('step')) or record['step'] < 0:
+            raise InvalidInputError(f"history {path} is corrupted: line {number} is not a record of {method} "
+                                    f"(a JSON object with its method and step), got {line[:60]!r}")
+        records.append(record)
     if records and (records[-1].get('step') != ck.step or records[-1].get('method') != method):
         raise InvalidInputError(f"history {path}: record {ck.records} is step {records[-1].get('step')} of "
                                 f"{records[-1].get('method')!r}, checkpoint {os.path.basename(ck.path)} is step "
@@ -268,8 +297,8 @@ def load_for_resume(out: str, method: str, identity: dict, renamed: Optional[Map
             records, lines = _history(history_path(out, method), method, ck)
         except _IdentityError:
             raise
-        except InvalidInputError as err:
-            problems.append(str(err))
+        except InvalidInputError as err:  # each problem names the checkpoint it was found for
+            problems.append(str(err) if path in str(err) else f"checkpoint {path}: {err}")
             continue
         for problem in problems:
             warnings.warn(f"{problem}; resuming {method} from {path} (step {ck.step})", CheckpointWarning, 2)
@@ -329,8 +358,11 @@ class CheckpointWriter:
         self._busy = False
         self._error: Optional[BaseException] = None
         self._closed = False
+        self.method = method
         self.last_submit = -float('inf')
         """`time.perf_counter` of the last `submit`."""
+        self.written: Optional[int] = None
+        """The step of the last checkpoint written completely (None before the first)."""
         self._thread = threading.Thread(target=self._loop, name=f'phi_hig-checkpoint-{method}', daemon=True)
         self._thread.start()
 
@@ -338,6 +370,17 @@ class CheckpointWriter:
     def idle(self) -> bool:
         """True when nothing is being written or waiting: a new snapshot would be written at once."""
         return not self._busy and self._blob is None and self._error is None
+
+    @property
+    def failed(self) -> bool:
+        """True once a write failed (until the failure is raised by `check`, `submit` or `flush`)."""
+        return self._error is not None
+
+    def check(self, step: int) -> None:
+        """Raise a failed write now (the training stops at ``step``, the step it has made): `RunFileError` naming the
+        file, the step and the last checkpoint written."""
+        with self._cond:
+            self._raise(step)
 
     def submit(self, ck: Checkpoint, new_records: List[dict]) -> None:
         """Queue a checkpoint and the records made since the last submit. Returns once the state is copied
@@ -368,10 +411,17 @@ class CheckpointWriter:
                 self._cond.notify_all()
             self._thread.join()
 
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
+    def _raise(self, step: Optional[int] = None) -> None:
+        if self._error is None:
+            return
+        error, self._error = self._error, None
+        if not isinstance(error, OSError) or isinstance(error, RunFileError):
             raise error
+        where = f"could not write {error.filename}" if error.filename else "could not write a checkpoint"
+        stopped = f"{self.method} stopped at step {step}" if step is not None else f"{self.method} stopped"
+        last = f"its last checkpoint written is step {self.written} (with resume, the run continues from there)" \
+            if self.written is not None else "no checkpoint of it was written"
+        raise RunFileError(f"{where}: {error.strerror or error}; {stopped}; {last}") from error
 
     def _loop(self) -> None:
         while True:
@@ -383,7 +433,8 @@ class CheckpointWriter:
                 blob, lines, self._blob, self._lines, self._busy = self._blob, self._lines, None, [], True
             try:
                 self._write(blob, lines)
-            except BaseException as err:  # reported to the training thread by submit / flush
+                self.written = blob['step']
+            except BaseException as err:  # reported to the training thread by check / submit / flush
                 with self._cond:
                     self._error = err
             finally:

@@ -126,8 +126,16 @@ _STEPS: Dict[tuple, object] = {}
 
 
 def _as_jax(value):
+    """A torch tensor as a JAX array; tuples, lists and dicts of them likewise; anything else unchanged."""
     import jax.numpy as jnp
-    return jnp.asarray(value.detach().cpu().numpy())
+    import torch
+    if isinstance(value, torch.Tensor):
+        return jnp.asarray(value.detach().cpu().numpy())
+    if isinstance(value, (tuple, list)):
+        return type(value)(_as_jax(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_jax(v) for k, v in value.items()}
+    return value
 
 
 def _first_order_step(method, inputs, targets) -> float:
@@ -142,19 +150,21 @@ def _first_order_step(method, inputs, targets) -> float:
         _, update, get_params = trainer.first_order()
         simulate, loss, twin, clip = method.simulate, method.loss, trainer.twin, method.clip
 
-        def objective(params, x, t):
+        def objective(params, x, t, conditions):
+            from ..convert import Conditions
             from ..hig.jax_jacobian import call_with_parameters
-            return loss(simulate(call_with_parameters(twin, params, x)), t).mean()
+            return loss(Conditions(conditions).call(simulate, call_with_parameters(twin, params, x)), t).mean()
 
-        def step(i, state, x, t):
-            value, grads = jax.value_and_grad(objective)(get_params(state), x, t)
+        def step(i, state, x, t, conditions):
+            value, grads = jax.value_and_grad(objective)(get_params(state), x, t, conditions)
             if clip is not None:
                 from jax.example_libraries.optimizers import clip_grads
                 grads = clip_grads(grads, clip)
             new = update(i, grads, state)
             return value, new, get_params(new)
         _STEPS[key] = jax.jit(step)
-    value, new, params = _STEPS[key](trainer.count, trainer.state, _as_jax(inputs), _as_jax(targets))
+    value, new, params = _STEPS[key](trainer.count, trainer.state, _as_jax(inputs), _as_jax(targets),
+                                     _as_jax(method.conditions(inputs, targets)))
     value = float(value)
     if not math.isfinite(value):
         raise NonFiniteStepError(f"{method.name}: the loss is not finite; the weights were left untouched")
@@ -172,7 +182,7 @@ def _half_inverse_step(method, inputs, targets) -> float:
     trainer.bind(method.net)
     trainer.state.param_groups[0]['lr'] = trainer.param_groups[0]['lr']
     method.last_info = hig_step(trainer.twin, trainer.state, _as_jax(inputs), _as_jax(targets), method.simulate,
-                                method.loss)
+                                method.loss, _as_jax(method.conditions(inputs, targets)))
     trainer.count += 1
     trainer.mirror(method.net)
     return method.last_info.loss

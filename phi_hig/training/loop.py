@@ -51,8 +51,9 @@ def has_value(record: dict, key: str = 'test_loss') -> bool:
 
 
 def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) -> dict:
-    """Held-out loss (batch mean over the whole test set) and the experiment's metrics, without gradients,
-    with the network in eval mode (restored afterwards)."""
+    """Held-out loss (batch mean over the whole test set, each chunk simulated with its conditions,
+    `Experiment.simulate_batch`) and the experiment's metrics, without gradients, with the network in eval mode
+    (restored afterwards)."""
     inputs, targets = experiment.test_set
     device = next(net.parameters()).device
     was_training = net.training
@@ -63,7 +64,7 @@ def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) ->
             for start in range(0, inputs.shape[0], chunk):
                 x, t = inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device)
                 z = net(x)
-                total += float(experiment.loss(experiment.simulate(z), t).sum())
+                total += float(experiment.loss(experiment.simulate_batch(z, x, t), t).sum())
                 n += x.shape[0]
             out = {'test_loss': total / n}
             if experiment.metrics is not None:
@@ -105,11 +106,17 @@ class MethodRun:
     With several processes (`phi_hig.processes`) every rank steps on its slice of the same global batch: a kind that
     needs DDP (`MethodKind.needs_ddp`: first-order, SIP) trains a ``DistributedDataParallel`` wrapper of ``net``,
     HIG / GN distribute their step themselves (`phi_hig.hig_step`); rank 0 evaluates, keeps the records and writes
-    the checkpoints (``writers`` collects the writer, closed by `run`).
+    the checkpoints (``writers`` collects the writer, closed by `run`). ``label`` names the run in progress lines
+    (``[toy/hig lr=0.1]``).
+
+    Invariant: outside a step (``stepping`` False) the records end at the step the network is at, so a checkpoint
+    taken then resumes exactly.
     """
 
-    def __init__(self, spec: RunSpec, name: str, net, resumed, device, writers: list):
+    def __init__(self, spec: RunSpec, name: str, net, resumed, device, writers: list, label: Optional[str] = None):
         self.spec, self.name, self.net, self.device = spec, name, net, device
+        self.tag = f"[{spec.experiment.name}/{name}{' ' + label if label else ''}]"
+        self.stepping = False
         self.experiment, self.root = spec.experiment, processes.is_root()
         self.stepper = processes.data_parallel(net, device) if spec.kind(name).needs_ddp else net
         self.method = make_method(name, self.stepper, self.experiment, validated=spec.hyperparameters[name],
@@ -142,21 +149,26 @@ class MethodRun:
             (spec.seconds is not None and self.train_time >= spec.seconds)
 
     def train(self, control: Optional[RunControl], progress: bool, on_record: Optional[Callable]) -> None:
-        """Step until the budget is spent, the method fails or ``control`` stops it; then evaluate and checkpoint
-        its last state (`finish`)."""
+        """Step until the budget is spent, the method fails or ``control`` stops or interrupts it; then evaluate (not
+        when interrupted) and checkpoint its last state (`finish`). A checkpoint write that failed stops it at once
+        (`phi_hig.errors.RunFileError`)."""
         if self.fresh and on_record and self.root:
             on_record(self.records[0], self.method)
         last_print = time.perf_counter()
         while not self.done():
-            if control is not None and not control.proceed():
-                self.status = f'stopped at step {self.step}'
+            if control is not None and not self._proceed(control):
                 break
+            self.stepping = True
             loss = self.update()
             if loss is None:
+                self.stepping = False
                 break
             record = self.record(loss)
+            self.stepping = False
             if not self.root:
                 continue
+            if self.writer is not None and self.writer.failed:
+                self.writer.check(self.step)
             self.watch.see(record)
             if on_record:
                 on_record(record, self.method)
@@ -166,9 +178,28 @@ class MethodRun:
             if progress and (time.perf_counter() - last_print > 2.0 or self.done()):
                 last_print = time.perf_counter()
                 test = [r['test_loss'] for r in self.records if has_value(r)][-1]
-                print(f"[{self.experiment.name}/{self.name}] step {self.step:6d}  train {self.train_time:7.1f}s  "
+                print(f"{self.tag} step {self.step:6d}  train {self.train_time:7.1f}s  "
                       f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
         self.finish()
+
+    def _proceed(self, control: RunControl) -> bool:
+        """Whether to make the next step (every rank alike); if not, the status says why."""
+        go = control.proceed()
+        interrupted = control.interrupted is not None
+        if processes.world_size() > 1:  # a signal may reach the ranks at different steps: stop together
+            go = processes.all_true(go)
+            interrupted = not go and not processes.all_true(not interrupted)
+        if not go:
+            self.status = f"{'interrupted' if interrupted else 'stopped'} at step {self.step}"
+        return go
+
+    def interrupted(self) -> None:
+        """A ``KeyboardInterrupt`` ended the training: the status says so, and the last complete step is
+        checkpointed when the interrupt came between steps (else the last checkpoint written stays the latest)."""
+        if self.status == 'ok':
+            self.status = f"interrupted at step {self.records[-1]['step']}"
+        if self.writer is not None and not self.stepping and self.saved < len(self.records):
+            self.checkpoint()
 
     def update(self) -> Optional[float]:
         """One timed step on this rank's slice of the next global batch; the batch-mean loss, or None when the step
@@ -206,8 +237,9 @@ class MethodRun:
         return record
 
     def finish(self) -> None:
-        """Evaluate a stopped method's last state, write its last checkpoint, flag too few steps."""
-        if not self.evaluated and not self.status.startswith(('diverged', 'failed')):
+        """Evaluate a stopped method's last state (not an interrupted one's: its records stay those of an
+        uninterrupted run), write its last checkpoint, flag too few steps."""
+        if not self.evaluated and not self.status.startswith(('diverged', 'failed', 'interrupted')):
             self.records[-1].update(_evaluate_on_root(self.experiment, self.net))
         if self.writer is not None and self.saved < len(self.records):
             self.checkpoint()

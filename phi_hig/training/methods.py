@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..experiments.base import no_conditions, simulate_batch
 from .hyperparameters import BATCH_SIZE, Hyperparameter
 from .kinds import (FIRST_ORDER, METHODS, SECOND_ORDER, MethodKind, RenamedHyperparameterWarning, get_kind,
                     inverse_choices, kind_of, offered, optimizer_args)
@@ -199,12 +200,16 @@ class Method:
         optimizer: the optimizer (checkpointed by the runner).
         inverse: for SIP, the experiment's inverse (a `phi_hig.sip.inverses.Inverse`), called with the
             ``inverse_options`` hyperparameter.
+        conditions: ``conditions(inputs, targets)``, the physics' conditions of a batch (the experiment's
+            `phi_hig.experiments.Experiment.conditions`): a step passes them to ``simulate``, `phi_hig.hig_step` or
+            `phi_hig.sip_step` (`simulate_batch`).
         last_info: diagnostics of the last step (a `HIGStepInfo` for hig/gn, else None).
     """
 
     def __init__(self, name: str, net: nn.Module, simulate, loss, hyper: dict, inverse=None, *,
-                 backend: str = 'torch'):
+                 backend: str = 'torch', conditions=None):
         self.name, self.net, self.simulate, self.loss, self.hyper = name, net, simulate, loss, dict(hyper)
+        self.conditions = no_conditions if conditions is None else conditions
         self.kind = kind_of(name, hyper)
         self.base, self.backend = self.kind.name, backend
         self.inverse = inverse
@@ -212,6 +217,11 @@ class Method:
         self.last_info = None
         self._builder = self.kind.builder(backend)
         self.optimizer = self._builder.build(net.parameters(), self.hyper)
+
+    def simulate_batch(self, z, inputs, targets):
+        """``simulate(z, …)`` for the predictions z of the batch ``(inputs, targets)``, with the batch's conditions
+        (`phi_hig.experiments.base.simulate_batch`)."""
+        return simulate_batch(self.simulate, self.conditions, z, inputs, targets)
 
     def step(self, inputs: torch.Tensor, targets) -> float:
         """One update; returns the batch-mean physics loss before the update.
@@ -268,4 +278,5 @@ def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict]
         hyper = validate_hyperparameters(experiment, name, overrides, device=device)
     inverse = inverse_choices(experiment).get(hyper['inverse']) if 'inverse' in hyper else None
     simulate, loss = experiment.jax_physics if backend == 'jax' else (experiment.simulate, experiment.loss)
-    return Method(name, net, simulate, loss, hyper, inverse=inverse, backend=backend)
+    return Method(name, net, simulate, loss, hyper, inverse=inverse, conditions=experiment.conditions,
+                  backend=backend)

@@ -11,11 +11,17 @@ atomic, carry the spec's identity and resume exactly. Each method steps through 
 The loop of one method is `phi_hig.training.loop.MethodRun`. Honest results: the runner warns (`RunWarning`)
 and flags a method in ``summary['final'][m]['flags']`` when its training loss grows to 10× its first value
 (``'loss_grew'``), when it finishes fewer than 10 steps in its time budget (``'few_steps'``) and when it diverged
-(``'diverged'``); reports print no ratios for flagged methods.
+(``'diverged'``); reports print no ratios for flagged methods, and a method that diverged or failed has no final
+values in ``summary['final']`` (NaN: its last evaluation predates the failure; its records keep every value).
+
+A run with an output folder claims it (`phi_hig.rundir.claim`, see `run`) and ends early with every checkpoint on
+disk when stopped, interrupted (`RunControl.interrupt`, a ``KeyboardInterrupt``) or unable to write a checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -24,7 +30,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .. import checks, processes
+from .. import checks, processes, rundir
 from ..errors import InvalidInputError
 from ..experiments.base import Experiment
 from .checkpoint import load_for_resume
@@ -37,10 +43,13 @@ __all__ = ['train', 'run', 'train_variants', 'RunResult', 'RunControl', 'RunWarn
 
 
 class RunControl:
-    """Pause, resume and stop a running `train` from another thread (e.g. a GUI). Thread-safe.
+    """Pause, resume and stop a running `train` from another thread (e.g. a GUI), or interrupt it from a signal
+    handler (the command line's Ctrl-C / SIGTERM). Thread-safe; `interrupt` is also safe in a signal handler.
 
-    The runner asks `proceed` before every step: a paused run waits there, a stopped one ends the current method
-    (its last state evaluated and checkpointed) and skips the methods after it.
+    The runner asks `proceed` before every step: a paused run waits there; a stopped one ends the current method
+    (its last state evaluated and checkpointed, status ``stopped at step N``) and skips the methods after it; an
+    interrupted one does the same without the extra evaluation (status ``interrupted at step N``), so that
+    ``resume`` continues it exactly as if it had not stopped.
 
     Example:
         >>> control = RunControl()
@@ -50,12 +59,17 @@ class RunControl:
         >>> control.stop()  # also releases a paused run
         >>> control.stopped, control.proceed()
         (True, False)
+        >>> other = RunControl()
+        >>> other.interrupt('SIGTERM')
+        >>> other.interrupted, other.stopped, other.proceed()
+        ('SIGTERM', False, False)
     """
 
     def __init__(self):
         self._stop = threading.Event()
         self._go = threading.Event()
         self._go.set()
+        self._interrupted: Optional[str] = None
 
     def pause(self) -> None:
         """Hold the run before its next step (until `resume` or `stop`)."""
@@ -75,15 +89,27 @@ class RunControl:
         """True between `pause` and `resume` / `stop`."""
         return not self._go.is_set()
 
+    def interrupt(self, reason: str = 'interrupt') -> None:
+        """End the run after its current step as interrupted (e.g. ``reason='SIGINT'``); takes no lock, so a signal
+        handler may call it. A paused run is not released (the command line never pauses)."""
+        if self._interrupted is None:
+            self._interrupted = str(reason)
+
     @property
     def stopped(self) -> bool:
         """True once `stop` was called."""
         return self._stop.is_set()
 
+    @property
+    def interrupted(self) -> Optional[str]:
+        """The reason given to `interrupt` (None before)."""
+        return self._interrupted
+
     def proceed(self) -> bool:
-        """Block while paused; False once a stop was requested."""
-        self._go.wait()
-        return not self._stop.is_set()
+        """Block while paused; False once a stop or an interrupt was requested."""
+        if self._interrupted is None:
+            self._go.wait()
+        return not self._stop.is_set() and self._interrupted is None
 
 
 @dataclass
@@ -124,42 +150,83 @@ def _resume(spec: RunSpec) -> dict:
     return value
 
 
+@contextlib.contextmanager
+def _claimed(spec: RunSpec):
+    """``spec.out`` claimed for the run by rank 0 (`phi_hig.rundir.claim`: locked, no other run's files unless resumed
+    or overwritten) while inside; a refusal is raised on every rank before anything is written."""
+    if spec.out is None:
+        yield
+        return
+    folder, refusal = None, None
+    if processes.is_root():
+        try:
+            folder = rundir.claim(spec.out, resume=spec.resume, overwrite=spec.overwrite)
+        except (InvalidInputError, OSError) as err:
+            refusal = err
+    refused = processes.broadcast_object(None if refusal is None else str(refusal))
+    if refusal is not None:
+        raise refusal
+    if refused is not None:
+        raise InvalidInputError(refused)
+    try:
+        yield
+    finally:
+        if folder is not None:
+            folder.release()
+
+
 def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] = None,
-        control: Optional[RunControl] = None, initial_state: Optional[dict] = None) -> RunResult:
+        control: Optional[RunControl] = None, initial_state: Optional[dict] = None, label: Optional[str] = None,
+        write: Optional[Callable] = None) -> RunResult:
     """Run a validated `RunSpec`: each method from the same initial weights on the same data stream.
 
-    With ``spec.resume``, every method's checkpoint is read and checked against the spec's identity before
-    any training (`phi_hig.training.checkpoint.load_for_resume`), so a mismatch refuses the whole run.
+    With ``spec.out``, the run claims the folder while it runs (`phi_hig.rundir.claim`): a kernel lock that a second
+    run is refused by (naming this one's PID and command), and no other run's files in it unless ``spec.resume`` or
+    ``spec.overwrite``. With ``spec.resume``, every method's checkpoint is read and checked against the spec's identity
+    before any training (`phi_hig.training.checkpoint.load_for_resume`), so a mismatch refuses the whole run.
+
+    Ends early, with every checkpoint on disk: ``control`` stops or interrupts it (statuses ``stopped at step N`` /
+    ``interrupted at step N``; the methods after the current one are skipped); a ``KeyboardInterrupt`` (no signal
+    handler is installed here) checkpoints the last complete step when the interrupt came between steps (else the
+    last checkpoint written stays the latest), calls ``write`` with the records so far and is re-raised; a
+    checkpoint that cannot be written (a full disk) stops the run at once with `phi_hig.errors.RunFileError`.
 
     Args:
         spec: from `phi_hig.training.spec.run_spec`.
         progress: print a progress line to stderr every few seconds.
         on_record: called as ``on_record(record, method)`` after every record (live views; ``method.net``
             and ``method.last_info`` give the network and the last HIG diagnostics).
-        control: a `RunControl` to pause or stop the run from another thread.
+        control: a `RunControl` to pause, stop or interrupt the run from another thread or a signal handler.
         initial_state: a ``state_dict`` to start every method from instead of the seeded initialization.
+        label: names the run in its progress lines (``[toy/hig lr=0.1]``; a sweep's point).
+        write: called as ``write(result)`` on rank 0 with the `RunResult` once training ended (also when it was
+            stopped, interrupted or hit by a ``KeyboardInterrupt``), while ``spec.out`` is still claimed: the command
+            line writes ``metrics.csv``, ``summary.json`` and the figures there (`phi_hig.report.write_run`).
 
     Raises:
-        InvalidInputError: ``spec`` is not a `RunSpec`, ``progress`` not a bool, ``on_record`` not callable,
-            ``control`` not a `RunControl`, ``initial_state`` not a state dict of the experiment's network, or a
-            checkpoint to resume from does not match or cannot be used (nothing trained).
+        InvalidInputError: ``spec`` is not a `RunSpec`, ``progress`` not a bool, ``on_record`` / ``write`` not
+            callable, ``control`` not a `RunControl`, ``label`` not a str, ``initial_state`` not a state dict of the
+            experiment's network, ``spec.out`` claimed by another run or holding another run's files, or a checkpoint
+            to resume from does not match or cannot be used (nothing trained, nothing written).
+        RunFileError: a checkpoint could not be written (the run stopped at once).
     """
     if not isinstance(spec, RunSpec):
         raise InvalidInputError(f"spec must be a RunSpec (phi_hig.run_spec), got {type(spec).__name__}")
     progress = checks.flag('progress', progress)
-    if on_record is not None and not callable(on_record):
-        raise InvalidInputError(f"on_record must be a function on_record(record, method) or None, got {on_record!r}")
+    for name, function in (('on_record', on_record), ('write', write)):
+        if function is not None and not callable(function):
+            raise InvalidInputError(f"{name} must be a function or None, got {function!r}")
     if control is not None and not isinstance(control, RunControl):
         raise InvalidInputError(f"control must be a phi_hig.RunControl or None, got {control!r} "
                                 f"({type(control).__name__})")
+    if label is not None and not isinstance(label, str):
+        raise InvalidInputError(f"label must be a str or None, got {label!r}")
     if initial_state is not None and not isinstance(initial_state, Mapping):
         raise InvalidInputError(f"initial_state must be a state_dict of the experiment's network (a dict of "
                                 f"tensors) or None, got {type(initial_state).__name__}")
     experiment = spec.experiment
     if spec.world_size != processes.world_size():
         raise InvalidInputError(f"the spec is for {spec.world_size} process(es), but {processes.world_size()} run")
-    resumed = _resume(spec) if spec.resume else {}
-    device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     net0 = experiment.make_net()
     if initial_state is not None:  # strict: every key of the network, of its shape, and no other
@@ -168,39 +235,73 @@ def run(spec: RunSpec, *, progress: bool = True, on_record: Optional[Callable] =
         except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as err:
             raise InvalidInputError(f"initial_state does not fit the network of {experiment.name!r}: "
                                     f"{' '.join(str(err).split())}") from None
-    records, statuses, nets, watches, writers = [], {}, {}, {}, []
+    with _claimed(spec):
+        resumed = _resume(spec) if spec.resume else {}
+        return _train(spec, net0, resumed, progress, on_record, control, label, write)
+
+
+def _train(spec: RunSpec, net0, resumed: dict, progress, on_record, control, label, write) -> RunResult:
+    """The methods of `run`, one after the other, each from a copy of ``net0``."""
+    device = torch.device(spec.device)
+    runs: List[MethodRun] = []
+    writers: list = []
     previous_threads = torch.get_num_threads()
-    threads = spec.threads or experiment.threads or previous_threads
+    threads = spec.threads or spec.experiment.threads or previous_threads
     torch.set_num_threads(threads)
     try:
         for name in spec.methods:
-            net = copy.deepcopy(net0).to(device)
-            one = MethodRun(spec, name, net, resumed.get(name), device, writers)
-            one.train(control, progress, on_record)
-            records += one.records
-            statuses[name], nets[name], watches[name] = one.status, net, one.watch
-            if control is not None and control.stopped:
-                break
+            if control is not None and (control.stopped or control.interrupted):
+                break  # a stopped or interrupted run skips the methods after the current one
+            runs.append(MethodRun(spec, name, copy.deepcopy(net0).to(device), resumed.get(name), device, writers,
+                                  label))
+            runs[-1].train(control, progress, on_record)
+    except KeyboardInterrupt:
+        if runs:
+            runs[-1].interrupted()
+        _close(writers, raising=False)
+        _write(write, _result(spec, runs, threads))
+        raise
+    except BaseException:
+        _close(writers, raising=False)
+        raise
     finally:
         torch.set_num_threads(previous_threads)
-        errors = []
-        for writer in writers:  # every checkpoint on disk before the run returns
-            try:
-                writer.close()
-            except Exception as err:
-                errors.append(err)
-        if errors and sys.exc_info()[0] is None:
-            raise errors[0]
-    methods = [m for m in spec.methods if m in statuses]  # a stopped run skips the methods after it
-    summary = _summary(spec, methods, records, statuses, watches, threads)
-    return RunResult(records, summary, nets, spec)
+    _close(writers, raising=True)  # every checkpoint on disk before the run returns
+    result = _result(spec, runs, threads)
+    _write(write, result)
+    return result
+
+
+def _close(writers: list, raising: bool) -> None:
+    """Close every checkpoint writer (waiting for its last write); re-raise the first failure if ``raising``."""
+    errors = []
+    for writer in writers:
+        try:
+            writer.close()
+        except Exception as err:
+            errors.append(err)
+    if errors and raising:
+        raise errors[0]
+
+
+def _result(spec: RunSpec, runs: list, threads: int) -> RunResult:
+    records = [r for one in runs for r in one.records]
+    summary = _summary(spec, [one.name for one in runs], records, {one.name: one.status for one in runs},
+                       {one.name: one.watch for one in runs}, threads)
+    return RunResult(records, summary, {one.name: one.net for one in runs}, spec)
+
+
+def _write(write: Optional[Callable], result: RunResult) -> None:
+    """``write(result)`` on rank 0, when some method has records."""
+    if write is not None and processes.is_root() and result.records:
+        write(result)
 
 
 def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]] = ('adam', 'hig'), *,
           steps: Optional[int] = None, seconds: Optional[float] = None, seed: int = 0,
           eval_every: Optional[int] = None, overrides: Optional[Dict[str, dict]] = None,
           device: Union[str, torch.device] = 'cpu', progress: bool = True, out: Optional[str] = None,
-          checkpoint_every: Optional[int] = None, resume: bool = False,
+          checkpoint_every: Optional[int] = None, resume: bool = False, overwrite: bool = False,
           threads: Optional[int] = None, on_record: Optional[Callable] = None,
           control: Optional[RunControl] = None, initial_state: Optional[dict] = None,
           preset: Optional[str] = None, settings: Optional[dict] = None, backend: str = 'torch') -> RunResult:
@@ -220,18 +321,26 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
         overrides: per method, hyperparameters replacing the experiment's defaults.
         device: where networks and data live.
         progress: print a progress line to stderr every few seconds.
-        out: if given, write checkpoints there (with ``checkpoint_every``) and read them with ``resume``.
+        out: if given, write checkpoints there (with ``checkpoint_every``) and read them with ``resume``. The
+            run claims the folder (`run`): locked while it runs; another run's files in it are refused unless
+            ``resume`` or ``overwrite``.
         checkpoint_every: checkpoint cadence in steps (at most every `MIN_CHECKPOINT_INTERVAL` s; a method's
             last state is always written).
         resume: continue from checkpoints in ``out`` where they exist.
+        overwrite: delete the files of another run in ``out`` first (only files phi_hig writes).
         threads: torch intra-op threads while training (default: the experiment's recommendation, else
             torch's current setting); restored afterwards.
         on_record, control, initial_state: see `run`.
         preset, settings: for an experiment given by name.
         backend: 'torch' or 'jax' (`run_spec`).
 
+    Installs no signal handler: a ``KeyboardInterrupt`` (Ctrl-C) ends the run with its checkpoints on disk (the
+    last complete step when the interrupt came between steps) and is re-raised (`run`).
+
     Raises:
-        InvalidInputError: any bad argument, named by its Python name, before anything trains (`run_spec`, `run`).
+        InvalidInputError: any bad argument, named by its Python name, before anything trains (`run_spec`, `run`);
+            ``out`` in use by another run or holding another run's files.
+        RunFileError: a checkpoint could not be written (the run stopped at once).
 
     Example:
         >>> import phi_hig
@@ -243,7 +352,8 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
     """
     spec = run_spec(experiment, methods, preset=preset, settings=settings, overrides=overrides, steps=steps,
                     seconds=seconds, seed=seed, eval_every=eval_every, device=str(device), threads=threads,
-                    out=out, checkpoint_every=checkpoint_every, resume=resume, backend=backend)
+                    out=out, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
+                    backend=backend)
     return run(spec, progress=progress, on_record=on_record, control=control, initial_state=initial_state)
 
 
@@ -257,6 +367,9 @@ def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dic
         mine = [r for r in records if r['method'] == m]
         evaluated = [r for r in mine if has_value(r)]
         last = evaluated[-1] if evaluated else {}
+        if statuses[m].startswith(('diverged', 'failed')):  # its last evaluation predates the failure: no final value
+            last = {k: (float('nan') if checks.is_number(v) and k not in ('step', 'wall_time') else v)
+                    for k, v in last.items()}
         steps_done = mine[-1]['step'] if mine else 0
         t = mine[-1]['wall_time'] if mine else 0.0
         final[m] = dict(status=statuses[m], steps=steps_done, train_seconds=t,
@@ -279,11 +392,15 @@ def train_variants(experiment: Experiment, variants: Sequence[tuple], **train_ar
     Each variant is one `train` of ``method`` with its ``overrides`` and the same other arguments, so all start
     from the same initial weights and consume the same data stream. Every variant's `RunSpec` is built (and so
     validated) before the first one trains. In each result the records carry the label as their ``method``;
-    ``summary['final']`` stays keyed by the method name.
+    ``summary['final']`` stays keyed by the method name. With ``out``, each variant runs in its own folder in it
+    (`phi_hig.rundir.point_folder`).
     """
     run_args = {k: train_args.pop(k) for k in ('progress', 'on_record', 'control', 'initial_state') if k in train_args}
-    specs = [(label, run_spec(experiment, [method], overrides={method: overrides} if overrides else None, **train_args))
-             for label, method, overrides in variants]
+    out = train_args.pop('out', None)
+    specs = [(label, run_spec(experiment, [method], overrides={method: overrides} if overrides else None,
+                              out=None if out is None else os.path.join(out, rundir.point_folder(i, label)),
+                              **train_args))
+             for i, (label, method, overrides) in enumerate(variants)]
     results = {}
     for label, spec in specs:
         result = run(spec, **run_args)

@@ -62,6 +62,7 @@ class RunSpec:
             `phi_hig.training.runner.MIN_CHECKPOINT_INTERVAL` seconds between two and always writes a method's last
             state.
         resume: continue from the checkpoints in ``out``.
+        overwrite: replace the files of another run in ``out`` (`phi_hig.rundir.claim`).
         world_size: number of training processes (1: this runner).
         backend: 'torch' (default) or 'jax' (`phi_hig.training.jax_steps`: a PhiML JAX twin of the network trains
             through the experiment's ``jax_physics``; one process, CPU).
@@ -88,6 +89,7 @@ class RunSpec:
     checkpoint_every: Optional[int] = None
     resume: bool = False
     world_size: int = 1
+    overwrite: bool = False
     backend: str = 'torch'
 
     def kind(self, method: str) -> MethodKind:
@@ -334,14 +336,14 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
              settings: Optional[Mapping] = None, overrides: Optional[Mapping[str, Mapping]] = None,
              common: Optional[Mapping] = None, steps: Optional[int] = None, seconds: Optional[float] = None,
              seed: int = 0, eval_every: Optional[int] = None, device='cpu', threads: Optional[int] = None, out=None,
-             checkpoint_every: Optional[int] = None, resume: bool = False,
+             checkpoint_every: Optional[int] = None, resume: bool = False, overwrite: bool = False,
              memory_limit: Optional[float] = DEFAULT_BATCH_BYTES, world_size: int = 1,
              backend: str = 'torch') -> RunSpec:
     """Validate everything about a run and return its `RunSpec`. Nothing is trained, written or allocated.
 
     The arguments fall in groups, checked in this order: the budget (``steps``, ``seconds``, ``seed``,
     ``eval_every``), the machine (``device``, ``threads``, ``world_size``), the output (``out``,
-    ``checkpoint_every``, ``resume``), then the experiment (``experiment``, ``preset``, ``settings``), its methods
+    ``checkpoint_every``, ``resume``, ``overwrite``), then the experiment (``experiment``, ``preset``, ``settings``), its methods
     and their hyperparameters (``methods``, ``common``, ``overrides``) and their memory (``memory_limit``).
 
     Args:
@@ -359,9 +361,13 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
         eval_every: evaluation cadence in steps (default: the experiment's).
         device: torch device.
         threads: torch threads (>= 1).
-        out: output folder (created when the run writes; must not be an existing file).
+        out: output folder (created when the run writes; must not be an existing file). A run claims it
+            (`phi_hig.rundir.claim`): locked while the run writes, and refused when it holds another run's files
+            unless ``resume`` or ``overwrite``.
         checkpoint_every: checkpoint cadence in steps (>= 1; needs ``out``).
         resume: True to continue from the checkpoints in ``out`` (needs ``out``).
+        overwrite: True to delete the files of another run in ``out`` first (only files phi_hig writes; a folder
+            holding anything else is refused when the run starts). Needs ``out``; not with ``resume``.
         memory_limit: bytes one batch's inputs and targets may take (a number > 0; None: no limit).
         world_size: number of training processes.
         backend: 'torch' or 'jax' (JAX: an experiment with ``jax_physics``, methods whose kind has a JAX builder,
@@ -393,6 +399,7 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
     if out is not None:
         out = _writable_folder(out)
     resume = checks.flag('resume', resume)
+    overwrite = checks.flag('overwrite', overwrite)
     if memory_limit is not None:
         memory_limit = checks.number('memory_limit', memory_limit, low=0, low_open=True,
                                      hint='bytes of one batch of inputs and targets; None: no limit')
@@ -403,6 +410,11 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
         raise InvalidInputError("checkpoint_every needs out (the folder the checkpoints go to)")
     if resume and out is None:
         raise InvalidInputError("resume needs out (the folder holding the checkpoints)")
+    if overwrite and out is None:
+        raise InvalidInputError("overwrite needs out (the folder whose files it replaces)")
+    if overwrite and resume:
+        raise InvalidInputError("give resume or overwrite, not both: a run either continues the one in its folder "
+                                "or replaces it")
     backend = checks.choice('backend', backend, BACKENDS)
     if backend == 'jax' and world_size > 1:
         raise InvalidInputError(f"backend 'jax' trains in one process; distributed runs (torchrun, world_size="
@@ -430,4 +442,5 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
                    settings=_frozen(experiment.settings), methods=tuple(definitions), hyperparameters=_frozen(hyper),
                    steps=steps, seconds=float(seconds) if seconds is not None else None, seed=seed,
                    eval_every=int(eval_every or experiment.eval_every), device=device, threads=threads, out=out,
-                   checkpoint_every=checkpoint_every, resume=bool(resume), world_size=world_size, backend=backend)
+                   checkpoint_every=checkpoint_every, resume=bool(resume), world_size=world_size,
+                   overwrite=bool(overwrite), backend=backend)

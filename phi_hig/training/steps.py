@@ -5,8 +5,10 @@ for a `phi_hig.training.methods.Method` and returns the batch-mean loss before i
 * `half_inverse_step`: `phi_hig.hig_step` (HIG, Gauss–Newton);
 * `sip_torch_step`: `phi_hig.sip_step` through the experiment's inverse (SIP; Holl, Koltun & Thuerey 2022, §3.2).
 
-Each refuses a non-finite loss with `phi_hig.errors.NonFiniteStepError` before any weight changes, and a learning
-rate that is not a finite number >= 0 with `phi_hig.errors.InvalidInputError`.
+Each passes the physics the batch's conditions (``method.conditions(inputs, targets)``, the experiment's
+`phi_hig.experiments.Experiment.conditions`). Each refuses a non-finite loss with
+`phi_hig.errors.NonFiniteStepError` before any weight changes, and a learning rate that is not a finite number >= 0
+with `phi_hig.errors.InvalidInputError`.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def first_order_step(method, inputs, targets) -> float:
     ``method.clip`` first; a non-finite loss is refused (on every rank together) before any gradient exists."""
     checks.learning_rates(method.optimizer.param_groups, f"{method.name}: ")
     method.optimizer.zero_grad(set_to_none=True)
-    loss = example_mean(method.loss(method.simulate(method.net(inputs)), targets))
+    loss = example_mean(method.loss(method.simulate_batch(method.net(inputs), inputs, targets), targets))
     if not processes.refuse_together(bool(torch.isfinite(loss)), method.net, loss.device):
         raise NonFiniteStepError(f"{method.name}: the loss is not finite; the weights were left untouched")
     loss.backward()
@@ -39,7 +41,8 @@ def first_order_step(method, inputs, targets) -> float:
 
 def half_inverse_step(method, inputs, targets) -> float:
     """One `phi_hig.hig_step` (which checks its own learning rates); its diagnostics become ``method.last_info``."""
-    method.last_info = hig_step(method.net, method.optimizer, inputs, targets, method.simulate, method.loss)
+    method.last_info = hig_step(method.net, method.optimizer, inputs, targets, method.simulate, method.loss,
+                                conditions=method.conditions(inputs, targets))
     return method.last_info.loss
 
 
@@ -52,7 +55,8 @@ def sip_torch_step(method, inputs, targets) -> float:
         raise InvalidInputError(f"method {method.name!r} is SIP and needs an experiment with an inverse physics solver")
     optimizer = method.optimizer if method.clip is None else _Clipped(method.optimizer, method.net, method.clip)
     result = sip_step(method.net, optimizer, inputs, targets, (method.simulate, method.inverse.solve),
-                      loss=method.loss, inverse_options=dict(method.hyper.get('inverse_options') or {}))
+                      method.conditions(inputs, targets), loss=method.loss,
+                      inverse_options=dict(method.hyper.get('inverse_options') or {}))
     physics_loss = float(example_mean(result.physics_loss))
     if not math.isfinite(physics_loss):
         raise NonFiniteStepError(f"{method.name}: the physics loss is not finite")
