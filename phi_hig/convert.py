@@ -585,7 +585,7 @@ class Conditions:
         from phiml import math
         from phi.field import Field
         if key not in self._natives:  # the packed native (b, |rest|) on the torch backend, once
-            user = _to_torch_backend(value)
+            user = _to_backend(value)
             values = math.expand(user.values if isinstance(user, Field) else user, examples)
             rest = values.shape.non_batch
             self._natives[key] = user, values.native([examples, rest] if rest else [examples]).detach(), rest
