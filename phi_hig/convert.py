@@ -9,7 +9,8 @@ dimension. This module is the one place that converts between what a user passes
   receives and the wrapping of native outputs of *any* batch size back into the user's kind;
 * `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back;
 * the primitives every other module uses instead of its own ``isinstance`` chain: `kind` (which of the kinds a
-  value is), `network_backend` / `is_jax_network` (which backend a network trains on), `values_of` (the PhiML tensor of a Field or Tensor), `detach`, `is_boolean`, `all_finite`,
+  value is), `network_backend` / `is_jax_network` (which backend a network trains on), `values_of` (the PhiML
+  tensor of a Field or Tensor), `detach`, `is_boolean`, `all_finite`,
   `example_mean`, and `native_of` / `from_native` (a PhiML tensor as a native array in its own precision,
   and back).
 * `Conditions` holds the per-example conditions of a batched function (initial states, boundary values,

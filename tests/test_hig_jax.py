@@ -355,7 +355,7 @@ def test_refusals_name_what_is_supported():
             pnn.update_weights(net, opt, lambda v: math.l2_loss(v), math.wrap(x, batch('b'), channel('v')))
     with pytest.raises(InvalidInputError, match='torch tensor, but the network is a JAX network'):
         hig_step(net, opt, x, torch.ones(2, 2), None, loss)
-    with pytest.raises(InvalidInputError, match='inputs is a jax array but the network is a torch network; phi_hig supports'):
+    with pytest.raises(InvalidInputError, match='inputs is a jax array but the network is a torch network; phi_hig'):
         hig_step(twin, HIG(twin), x, x, None, loss)
     with pytest.raises(InvalidInputError, match='distributed HIG steps .* torch networks only'):
         hig_step(net, opt, x, x, None, loss, group=object())

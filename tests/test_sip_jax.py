@@ -12,7 +12,6 @@ from phiml.backend.torch import TORCH  # noqa: E402
 from phiml.math import batch, spatial, extrapolation  # noqa: E402
 from phiml import nn as pnn  # noqa: E402
 
-import phi_hig  # noqa: E402
 from phi_hig import inverses, sip_step, InvalidInputError  # noqa: E402
 from phi_hig.physics import heat, poisson, fluid  # noqa: E402
 

@@ -71,6 +71,7 @@ def toy(gamma: float = 0.01, n_points: Count = 1024, batch_size: Count = 256, hi
     return Experiment(
         name='toy', make_net=make_net, simulate=simulate, loss=loss, methods=methods,
         train_set=(x_train, _targets(x_train)), test_set=(x_test, _targets(x_test)), metrics=metrics,
-        eval_every=50, threads=1, jax_physics=(jax_simulate, loss), settings=dict(gamma=gamma, n_points=n_points, batch_size=batch_size, hidden=hidden,
+        eval_every=50, threads=1, jax_physics=(jax_simulate, loss),
+        settings=dict(gamma=gamma, n_points=n_points, batch_size=batch_size, hidden=hidden,
                                      preset=preset),
         description="HIG paper toy: y = (z1, γ z2) fitted to (sin 6x, cos 9x)")

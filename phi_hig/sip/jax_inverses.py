@@ -1,10 +1,11 @@
-"""The derivatives behind `phi_hig.sip.inverses` for batched JAX functions ``forward(x (B, n), **conditions) -> (B, m)``.
+"""The derivatives behind `phi_hig.sip.inverses` for batched JAX functions ``forward(x (B, n), …) -> (B, m)``.
 
 The factories of `phi_hig.inverses` (gradient descent, Newton, saddle-free Newton, Gauss–Newton, iterative) build one
 inverse for torch and JAX alike; where ``x`` is a JAX array they take their per-example derivatives from here:
 ``jax.vmap`` over examples of ``jax.grad`` / ``jax.hessian`` / ``jax.jacrev`` of one example's loss or output
-(examples independent: the Hessian of the summed loss is block-diagonal). Conditions (by position or by name) that
-are JAX arrays with a leading batch of B are per example (mapped with x); other conditions are shared. Only imported for JAX values; imports JAX.
+(examples independent: the Hessian of the summed loss is block-diagonal). Conditions (by position or by name)
+that are JAX arrays with a leading batch of B are per example (mapped with x); other conditions are shared.
+Only imported for JAX values; imports JAX.
 """
 from __future__ import annotations
 
