@@ -55,7 +55,7 @@ def main(argv=None):
     parser.add_argument('--gammas', default='1,0.01', help='comma-separated γ values')
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    table = {}
+    table, notes = {}, []
     for gamma in [float(g) for g in args.gammas.split(',')]:
         experiment = toy(gamma=gamma)
         for seed in range(args.seeds):
@@ -63,6 +63,8 @@ def main(argv=None):
             write_metrics_csv(result.records, os.path.join(args.out, f'toy_gamma_{gamma:g}_seed{seed}.csv'))
             if seed == 0:
                 figure(result, experiment, os.path.join(args.out, f'fig1_gamma_{gamma:g}.png'), gamma)
+                notes += [f"{m} at γ = {gamma:g}: {note}" for m in METHODS
+                          for note in result.summary['final'][m]['expected']]
             for m in METHODS:
                 f = result.summary['final'][m]
                 table.setdefault((gamma, m), []).append((f['test_loss'], f['saturation'], f['steps'] / f['train_seconds']))
@@ -72,7 +74,7 @@ def main(argv=None):
         losses = [r[0] for r in rows]
         lines.append(f"{gamma:6g} {m:>6} {statistics.median(losses):10.3e} {min(losses):10.3e} {max(losses):10.3e} "
                      f"{statistics.median(r[1] for r in rows):8.3f} {statistics.median(r[2] for r in rows):8.0f}")
-    print_table(lines, os.path.join(args.out, 'table.txt'))
+    print_table(lines + notes, os.path.join(args.out, 'table.txt'))
     with open(os.path.join(args.out, 'table.json'), 'w') as f:
         json.dump({f'{g:g}/{m}': rows for (g, m), rows in table.items()}, f, indent=1)
     print(f"figures and CSV files in {args.out}/")

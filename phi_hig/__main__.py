@@ -59,17 +59,52 @@ def _per_method(items, what: str) -> dict:
 
 
 def cmd_list(args) -> int:
-    """``list``: every registered experiment and the methods it offers (those it defines and every registered method
-    kind offered to it, `phi_hig.training.kinds.offered`); returns the exit status 0."""
-    from .experiments import NAMES, available, get
+    """``list``: every registered experiment with its description, its settings at the paper preset (what ``--set``
+    changes) and the methods it offers (those it defines and every registered method kind offered to it,
+    `phi_hig.training.kinds.offered`), each with its batch size and cost per step at the paper preset: measured on
+    the reference CPU (`phi_hig.training.costs`; nothing is trained here), and for HIG / GN the (b·|y|)² float64 Gram
+    matrix its step forms. Returns the exit status 0."""
+    from .checks import human_bytes
+    from .experiments import NAMES, available, factory, get
+    from .experiments.settings import parameters
+    from .training.costs import human_seconds, reference_costs
     from .training.kinds import offered
-    ready = available()
-    print(f"{'experiment':<16} methods")
-    for name in NAMES:
-        if name in ready:
-            print(f"{name:<16} {', '.join(offered(get(name, preset='test')))}")
-        else:
-            print(f"{name:<16} (planned)")
+    ready, reference = available(), reference_costs()
+    measured = reference.get('experiments', {})
+    for name in args.experiments or NAMES:
+        factory(name)  # an unknown name is refused, naming the known ones
+        if name not in ready:
+            print(f"{name}  (planned)\n")
+            continue
+        small = get(name, preset='test')  # the offered methods, without the paper size's data
+        entry = measured.get(name) or {}
+        print(f"{name}: {entry.get('description') or small.description}")
+        defaults = {k: v for k, (_, v) in parameters(factory(name)).items()}  # what --set changes
+        built = entry.get('settings') or {}  # as the paper preset resolved them (e.g. a default of None)
+        print('  settings: ' + ' '.join(f'{k}={built.get(k, v)!r}' for k, v in defaults.items()))
+        if entry:
+            print(f"  network: {entry['parameters']} parameters; |y| = {entry['outputs']} values per example")
+        print(f"    {'method':<22} {'batch':>6} {'s/step':>9}  HIG / GN: the float64 matrix of a step")
+        for method in offered(small):
+            cost = entry.get('methods', {}).get(method) or {}
+            gram = ''
+            for what, nbytes in (cost.get('memory') or {}).items():
+                rows, params = cost['batch_size'] * entry['outputs'], entry['parameters']
+                gram = (f"b·|y| = {rows} rows > |θ| = {params}: the dual |θ|², {human_bytes(nbytes)}" if
+                        params < rows and 'Gram' in what else f"b·|y| = {rows} rows: {what} "
+                        f"{'(b·|y|)²' if 'Gram' in what else 'J'}, {human_bytes(nbytes)}")
+            print(f"    {method:<22} {cost.get('batch_size', '?'):>6} "
+                  f"{human_seconds(cost.get('seconds_per_step', float('nan'))):>9}  {gram}")
+        print()
+    if reference:
+        machine = reference['machine']
+        print(f"s/step: training seconds per step at the paper preset, measured by python -m benchmarks.step_costs "
+              f"on {reference['date']} ({machine['cpu']}, {machine['cores']} cores, load average "
+              f"{machine['load_before'][0]}); '–': not measured. Other sizes: python -m phi_hig run … --steps 3. "
+              f"A HIG / GN step grows with (b·|y|)² in memory and up to (b·|y|)³ in time (README, 'The cost of a "
+              f"HIG step').")
+    else:
+        print("s/step: no reference costs in this installation (phi_hig/training/step_costs.json).")
     return 0
 
 
@@ -128,6 +163,9 @@ def cmd_run(args, control) -> int:
             flags = f"  [{', '.join(f['flags'])}]" if f['flags'] else ''
             print(f"{m:<10} {f['batch_size']:>6} {f['steps']:>7} {f['seconds_per_step']:>9.2e} "
                   f"{f.get('test_loss', float('nan')):>11.3e}  {f['status']}{flags}")
+        for m, f in result.summary['final'].items():  # a result the experiment expects, e.g. the toy's GN plateau
+            for note in f.get('expected', []):
+                print(f"{m}: {note}")
         wrote = f"wrote {args.out}/metrics.csv, summary.json, curves.png" if args.out and result.records else ''
         if control.interrupted is None:
             if wrote:
@@ -257,7 +295,9 @@ def parser() -> Parser:
     from .training.runner import MIN_CHECKPOINT_INTERVAL
     p = Parser(prog='python -m phi_hig', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest='command', required=True, metavar='{list,run,sweep,report,gui,bench}')
-    sub.add_parser('list', help='experiments and the methods each supports')
+    listing = sub.add_parser('list', help='experiments, their settings, methods and cost per step (measured on the '
+                                          'reference CPU; nothing is trained)')
+    listing.add_argument('experiments', nargs='*', metavar='EXPERIMENT', help='only these (default: every one)')
     run = sub.add_parser('run', help='train methods on an experiment and compare them')
     run.add_argument('experiment')
     run.add_argument('--methods', help="comma-separated methods (default: all of the experiment's methods)")
@@ -306,19 +346,20 @@ def main(argv=None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a one-line argparse error (2)
         return exit_.code if isinstance(exit_.code, int) else 2
-    from .training.checkpoint import CheckpointWarning
-    from .training.kinds import RenamedHyperparameterWarning
-    from .training.runner import RunWarning
+    from .training import WARNINGS
     from . import processes
     if processes.launched() and args.command != 'run':
         return report_error(f"{args.command} runs in one process; only 'run' splits its batches across torchrun's "
                             f"processes")
     if args.command == 'list':
-        return cmd_list(args)
+        try:
+            return cmd_list(args)
+        except InvalidInputError as err:
+            return report_error(err)
     from .training.runner import RunControl
     args.argv, control = argv, RunControl()
     try:
-        with plain_warnings(RunWarning, CheckpointWarning, RenamedHyperparameterWarning), interrupts(control):
+        with plain_warnings(*WARNINGS), interrupts(control):
             return {'run': cmd_run, 'sweep': cmd_sweep}[args.command](args, control)
     except InvalidInputError as err:
         return report_error(err)

@@ -1,7 +1,8 @@
 """Conventions every phi_hig command line shares (``python -m phi_hig``, ``report``, ``gui``, the demos).
 
 * Every refusal is exit code 2 and one line ``phi_hig: error: …`` on stderr (`Parser`, `fail`), argparse's
-  own errors included; warnings of a run are lines ``phi_hig: warning: …`` (`plain_warnings`). The library names
+  own errors included; warnings of a run are lines ``phi_hig: warning: …`` (`plain_warnings`, `show_plainly`),
+  never a Python warning with its source line. The library names
   its Python arguments (``steps must be …``); both lines name them by their flags (``--steps must be …``,
   `as_flags`), in this one place.
 * Ctrl-C (SIGINT) and SIGTERM during a run or sweep end it after its current step with its files written
@@ -26,7 +27,7 @@ from typing import Iterable, List
 from .errors import InvalidInputError
 
 __all__ = ['Parser', 'fail', 'report_error', 'parse_value', 'parse_assignments', 'parse_values', 'plain_warnings',
-           'as_flags', 'interrupts', 'FLAGS', 'PREFIX', 'EXIT_STATUS']
+           'show_plainly', 'as_flags', 'interrupts', 'FLAGS', 'PREFIX', 'EXIT_STATUS']
 
 PREFIX = 'phi_hig: error: '
 FLAGS = {'steps': '--steps', 'seconds': '--seconds', 'seed': '--seed', 'eval_every': '--eval-every',
@@ -128,24 +129,35 @@ def parse_values(text: str, what: str) -> List:
     return values
 
 
-@contextlib.contextmanager
-def plain_warnings(*categories):
-    """Show warnings of ``categories`` as one line ``phi_hig: warning: …`` each (arguments named by their flags,
-    `as_flags`), while inside."""
+def show_plainly(*categories) -> None:
+    """From now on, show warnings of ``categories`` as one line ``phi_hig: warning: …`` each on stderr (no file,
+    line number or source line; arguments named by their flags, `as_flags`), every time they occur; other warnings
+    as before. For a program that owns its process (the demos); `plain_warnings` does the same for a block."""
     original = warnings.showwarning
+    if getattr(original, 'plain_categories', None) is not None:  # already installed: widen it
+        categories = tuple(original.plain_categories) + categories
+        original = original.original
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, categories):
             sys.stderr.write(f"phi_hig: warning: {' '.join(as_flags(message).split())}\n")
+            sys.stderr.flush()
         else:
             original(message, category, filename, lineno, file, line)
 
+    show.plain_categories, show.original = categories, original
     warnings.showwarning = show
+    for category in categories:
+        warnings.simplefilter('always', category)
+
+
+@contextlib.contextmanager
+def plain_warnings(*categories):
+    """`show_plainly` while inside: warnings of ``categories`` as one line ``phi_hig: warning: …`` each."""
+    original = warnings.showwarning
     try:
         with warnings.catch_warnings():
-            for category in categories:
-                warnings.simplefilter('always', category)
-            warnings.showwarning = show
+            show_plainly(*categories)
             yield
     finally:
         warnings.showwarning = original

@@ -27,7 +27,13 @@ def demo_parser(doc: str, name: str, *, quiet: bool = False, **defaults) -> argp
     ``defaults`` adds the option of that name in `SHARED_OPTIONS` with that default, e.g. ``seconds=10.0`` adds
     ``--seconds`` with a default of 10 s; ``quiet=True`` adds the ``--quiet`` flag. The demo adds its own options
     to the parser returned.
+
+    A demo owns its process: from this call on, phi_hig's warnings (`phi_hig.training.WARNINGS`) print as one line
+    ``phi_hig: warning: …`` each, as on the command line (`phi_hig.cli.show_plainly`).
     """
+    from .cli import show_plainly
+    from .training import WARNINGS
+    show_plainly(*WARNINGS)
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     for option, default in defaults.items():
         if option not in SHARED_OPTIONS:

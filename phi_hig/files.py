@@ -5,7 +5,9 @@ Every file phi_hig must not lose to a kill (checkpoints, the training history, a
 
 * `atomic_write` writes a temporary file in the target's folder, flushes and fsyncs it, then renames it over
   the target with `os.replace` and fsyncs the folder. A reader sees either the old file or the new one,
-  never a mix; a kill leaves at most a stray ``.NAME.*.tmp`` file (`remove_stale_temporaries`).
+  never a mix; a kill leaves at most a stray ``.NAME.*.tmp`` file (`remove_stale_temporaries`). The file gets the
+  mode an ordinary ``open(path, 'w')`` would give it: a new file ``0o666`` less the process's umask, a replaced
+  file its previous mode (not the ``0o600`` of the temporary file).
 * `append_durable` appends complete lines and fsyncs; a kill can leave at most one torn last line, which
   readers drop (`read_lines`).
 """
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import tempfile
+import threading
 from typing import Callable, Iterable, List, Union
 
-__all__ = ['atomic_write', 'append_durable', 'read_lines', 'remove_stale_temporaries', 'fsync_folder']
+__all__ = ['atomic_write', 'umask', 'append_durable', 'read_lines', 'remove_stale_temporaries', 'fsync_folder']
 
 _PAUSE_ENV = 'PHI_HIG_TEST_WRITE_PAUSE'
 """Test hook: seconds to sleep halfway through every atomic write (widens the window a kill can hit)."""
@@ -36,6 +40,38 @@ def fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the system says it
+    (``/proc/self/status``); elsewhere set and restored at once under a lock.
+
+    >>> 0 <= umask() <= 0o777
+    True
+    """
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _mode_for(path: str) -> int:
+    """The permission bits an ordinary ``open(path, 'w')`` leaves ``path`` with: its own if it exists, else
+    ``0o666`` less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~umask()
+
+
 def atomic_write(path: str, data: Union[bytes, str, Callable]) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
@@ -44,13 +80,17 @@ def atomic_write(path: str, data: Union[bytes, str, Callable]) -> None:
         data: the bytes or text to write, or a callable ``data(file)`` writing into a binary file object.
 
     Invariant: at every moment ``path`` is either its previous complete content (or absent) or the new
-    complete content; the new content is on disk (fsynced) before it becomes visible under ``path``. A write that
-    fails (e.g. ``OSError`` ENOSPC, ``PermissionError``) raises its `OSError` naming ``path`` (``err.filename``).
+    complete content; the new content is on disk (fsynced) before it becomes visible under ``path``. Its mode is
+    that of an ordinary write (module docstring): a new file follows the umask. A write that fails (e.g.
+    ``OSError`` ENOSPC, ``PermissionError``) raises its `OSError` naming ``path`` (``err.filename``).
     """
     folder = os.path.dirname(os.path.abspath(path))
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
+            if hasattr(os, 'fchmod'):  # POSIX; elsewhere the temporary file's mode stands
+                os.fchmod(f.fileno(), mode)
             if callable(data):
                 data(f)
             else:

@@ -3,6 +3,7 @@
 # dashboard's browser test, then run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "phi_hig tests: setting up .venv (scripts/setup.sh), then the test suite"
 bash scripts/setup.sh
 
 # Chromium + chromedriver for tests/test_gui.py: installed from Debian packages when missing and we are root
@@ -29,4 +30,5 @@ fi
 . .venv/bin/activate
 # dash registers a pytest plugin (dash.testing) that we do not use; keep it out of the run
 export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} -p no:dash"
+echo "phi_hig tests: python -m pytest -q tests $*"
 python -m pytest -q tests "$@"

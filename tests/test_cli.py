@@ -1,5 +1,6 @@
 """The command line refuses before it trains: exit code 2, one line ``phi_hig: error: …`` naming the problem, no
-output written; ``--resume`` refuses a checkpoint of another run; the sweep takes any hyperparameter."""
+output written; ``--resume`` refuses a checkpoint of another run; the sweep takes any hyperparameter; ``list`` shows
+costs before anything trains; warnings are one line each."""
 import csv
 import json
 import os
@@ -285,3 +286,72 @@ def test_an_interrupted_sweep_keeps_every_point_that_ended(tmp_path, capsys, mon
                                                                         ('0.1', 'interrupted at step 3')]
     assert sorted(os.listdir(out)) == ['000_lr=0.01', '001_lr=0.1', 'metrics.csv', 'summary.json', 'sweep.csv',
                                        'sweep.png']
+
+
+# --- what a new user meets first: the listing, the learning rate's names, warnings --------------------------------
+def test_list_shows_description_settings_and_measured_cost_per_method(capsys):
+    """``list toy heat``: each experiment's description and paper-preset settings (the factory's defaults), its
+    methods with the batch size and seconds per step of the reference measurement (phi_hig/training/step_costs.json),
+    and for HIG / GN the size of the float64 matrix its step forms, here from a hand count: the toy's b·|y| = 256·2
+    rows exceed |θ| = 30 (1 → 7 → 2: 7·1 + 7 + 2·7 + 2), so the dual 30² float64 matrix, 7200 bytes."""
+    from phi_hig.training.costs import human_seconds, reference_costs
+    assert cli(['list', 'toy', 'heat']) == 0
+    out = capsys.readouterr().out
+    toy_part, heat_part = out.split('\nheat: ')[0], out.split('\nheat: ')[1]
+    assert toy_part.startswith('toy: HIG paper toy') and 'gamma=0.01' in toy_part and 'n_points=1024' in toy_part
+    reference = reference_costs()['experiments']
+    for name, part in (('toy', toy_part), ('heat', heat_part)):
+        for method, cost in reference[name]['methods'].items():
+            row = next(line for line in part.splitlines() if line.split()[:1] == [method])
+            assert row.split()[1] == str(cost['batch_size']), row
+            assert human_seconds(cost['seconds_per_step']) in row, row
+    hig = next(line for line in toy_part.splitlines() if line.split()[:1] == ['hig'])
+    assert 'b·|y| = 512 rows > |θ| = 30' in hig and '7.03 KiB' in hig, hig
+    assert 's/step: training seconds per step at the paper preset' in out
+    assert cli(['list', 'toys']) == 2
+    one_error_line(capsys.readouterr().err, "unknown experiment 'toys'")
+
+
+def test_the_learning_rate_is_lr_or_learning_rate_everywhere(capsys):
+    """``lr`` (torch.optim's name, recorded) and ``learning_rate`` (HIG's and PhiML's) are one key: in ``--hp`` for
+    every kind, in `phi_hig.HIG`, in ``overrides``; both at once is refused naming both."""
+    import phi_hig
+    from phi_hig import run_spec
+    from phi_hig.errors import InvalidInputError
+    spec = run_spec('toy', 'adam,hig', preset='test', steps=1, common={'lr': 0.5},
+                    overrides={'hig': {'learning_rate': 0.3}})
+    assert spec.hyperparameters['hig']['lr'] == 0.3 and 'learning_rate' not in spec.hyperparameters['hig']
+    assert spec.hyperparameters['adam']['lr'] == 0.5  # --lr for every method, learning_rate for one replaces it
+    with pytest.raises(InvalidInputError, match="give 'lr' or 'learning_rate'"):
+        run_spec('toy', 'hig', preset='test', steps=1, overrides={'hig': {'learning_rate': 0.3, 'lr': 0.2}})
+    net = torch.nn.Linear(2, 1)
+    assert phi_hig.HIG(net, lr=0.3).param_groups[0]['lr'] == phi_hig.HIG(net, learning_rate=0.3).param_groups[0]['lr']
+    with pytest.raises(InvalidInputError, match='learning_rate or as lr'):
+        phi_hig.HIG(net, learning_rate=0.2, lr=0.3)
+    assert cli(RUN + ['--steps', '1', '--methods', 'hig,sgd', '--hp', 'hig.learning_rate=0.3',
+                      '--hp', 'sgd.learning_rate=0.01']) == 0
+    capsys.readouterr()
+
+
+def test_warnings_are_one_line_without_source(capsys):
+    """The command line's and the demos' warnings: one line ``phi_hig: warning: …`` each, no file, line number or
+    source line (a demo's parser switches them on for its process); other warnings are left alone."""
+    import warnings
+    from phi_hig.cli import plain_warnings
+    from phi_hig.demo import demo_parser
+    from phi_hig.training import RunWarning
+    with plain_warnings(RunWarning):
+        warnings.warn('adam: only 3 step(s)\n  in the time budget', RunWarning)
+    assert capsys.readouterr().err == 'phi_hig: warning: adam: only 3 step(s) in the time budget\n'
+    original = warnings.showwarning
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('always')
+            warnings.showwarning = lambda message, *args, **kwargs: sys.stderr.write(f'other: {message}\n')
+            demo_parser('doc', 'toy', seconds=1.0)
+            warnings.warn('gn: the training loss grew', RunWarning)
+            warnings.warn('something else', UserWarning)
+        assert capsys.readouterr().err.splitlines() == ['phi_hig: warning: gn: the training loss grew',
+                                                        'other: something else']
+    finally:
+        warnings.showwarning = original

@@ -104,6 +104,22 @@ def test_dashboard_sets_settings_and_any_hyperparameter():
     assert run.snapshot()['config']['settings'] == {'gamma': 1}
 
 
+def test_the_page_starts_from_the_demos_setting():
+    """Opened on the toy, the page shows the demo's first setting (γ = 1, Adam, Gauss–Newton and HIG; `SHOWCASE`),
+    in which HIG ends ahead of Adam, not the factory's γ = 0.01; given methods still win, and other experiments
+    keep their defaults."""
+    from phi_hig.gui.state import SHOWCASE
+    d = Dashboard()
+    assert d.page_settings('toy')['gamma'] == 1.0 and d.setting_defaults('toy')['gamma'] == 0.01
+    assert d.preselected(d.methods('toy'), 'toy') == ['adam', 'gn', 'hig'] == list(SHOWCASE['toy']['methods'])
+    assert d.page_settings('heat') == d.setting_defaults('heat')
+    assert Dashboard(defaults=dict(methods=['adam', 'hig'])).preselected(d.methods('toy'), 'toy') == ['adam', 'hig']
+    # the learning rate's other spelling in a method's "more" field replaces the "learning rate lr" column
+    run = d.start('toy', ['adam'], {'adam': {'lr': '0.3'}}, steps='1', preset='test',
+                  more={'adam': 'learning_rate=0.05'})
+    assert run.wait(60) and run.result.summary['hyperparameters']['adam']['lr'] == 0.05
+
+
 def test_dashboard_sets_sip_inverse_options():
     from test_methods import _options_experiment
     calls = []

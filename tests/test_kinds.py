@@ -106,8 +106,9 @@ def test_a_registered_kind_is_offered_validated_and_refused_like_the_built_in_on
 
 def test_the_command_line_and_the_dashboard_offer_a_registered_kind(sign_kind, tmp_path, capsys):
     assert cli(['list']) == 0
-    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
-    assert all(listed[name].endswith('signsgd') for name in NAMES if 'planned' not in listed[name])
+    blocks = [b for b in capsys.readouterr().out.split('\n\n') if b.strip() and not b.startswith('s/step')]
+    listed = {b.split(':')[0]: b.strip().splitlines()[-1].split()[0] for b in blocks}  # its last method row
+    assert listed == {name: 'signsgd' for name in NAMES}
     out = str(tmp_path / 'run')
     assert cli(['run', 'toy', '--preset', 'test', '--methods', 'adam,signsgd', '--steps', '3', '--quiet',
                 '--hp', 'signsgd.lr=0.01', '--out', out]) == 0

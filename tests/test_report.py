@@ -225,3 +225,51 @@ def test_a_byte_that_is_not_utf8_is_located_by_its_row(tmp_path, capsys):
     (run / 'metrics.csv').write_bytes(b'\n'.join(lines) + b'\n')
     assert main([str(run)]) == 2
     one_error_line(capsys.readouterr().err, 'metrics.csv is unreadable: row 701, column 24 holds the byte 0xff')
+
+
+def test_report_says_which_batch_size_was_used(tmp_path):
+    """A run whose methods used another batch size than the experiment's setting: the report's settings line says
+    what was used (it printed the setting alone before)."""
+    import json
+    from phi_hig import train
+    from phi_hig.report.summary import settings_line
+    result = train('toy', ['adam', 'sgd'], preset='test', steps=2, progress=False,
+                   overrides={'adam': {'batch_size': 8}})
+    summary = json.loads(json.dumps(result.summary, default=float))  # as summary.json holds it
+    assert settings_line(summary['settings'], summary['hyperparameters']) == (
+        "gamma=0.01, n_points=64, batch_size=16 (the experiment's default; used: adam 8, sgd 16), hidden=7, "
+        "preset=test")
+
+
+def test_overlapping_curves_get_their_own_dashes_markers_and_width():
+    """Two methods with the same curve stay two visible lines: a dash pattern and marker each, the earlier wider and
+    below."""
+    from phi_hig.report.figures import method_styles
+    styles = method_styles(['adam', 'sip', 'hig'], points=40)
+    assert len({s['linestyle'] for s in styles.values()}) == 3 and len({s['marker'] for s in styles.values()}) == 3
+    assert styles['adam']['lw'] > styles['sip']['lw'] > styles['hig']['lw']
+    assert styles['adam']['zorder'] < styles['sip']['zorder'] < styles['hig']['zorder']
+
+
+@pytest.mark.parametrize('mask, mode', [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_result_files_follow_the_umask(run_dir, tmp_path, mask, mode):
+    """metrics.csv and summary.json (`write_run`'s atomic writes) get the mode of any new file: 0o666 less the umask
+    (the temporary file's 0o600 before); a replaced file keeps its mode."""
+    import json
+    import stat
+    from phi_hig.files import atomic_write
+    from phi_hig.report import write_metrics_csv
+    _, result = run_dir
+    old = os.umask(mask)
+    try:
+        os.makedirs(tmp_path / 'run')
+        write_metrics_csv(result.records, str(tmp_path / 'run' / 'metrics.csv'))
+        atomic_write(str(tmp_path / 'run' / 'summary.json'), json.dumps(result.summary, default=float))
+        atomic_write(str(tmp_path / 'kept'), 'a')
+        os.chmod(tmp_path / 'kept', 0o640)
+        atomic_write(str(tmp_path / 'kept'), 'b')
+    finally:
+        os.umask(old)
+    for name in ('metrics.csv', 'summary.json'):
+        assert stat.S_IMODE(os.stat(tmp_path / 'run' / name).st_mode) == mode, name
+    assert stat.S_IMODE(os.stat(tmp_path / 'kept').st_mode) == 0o640 and open(tmp_path / 'kept').read() == 'b'

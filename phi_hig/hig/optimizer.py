@@ -38,7 +38,7 @@ from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, 
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors, physics_function
 from ..convert import BatchLayout, Conditions, NetworkCall, is_jax_network, refuse_tensorflow
 
-__all__ = ['HIG', 'hig_step', 'HIGStepInfo']
+__all__ = ['HIG', 'hig_step', 'HIGStepInfo', 'learning_rate_of', 'hig_options']
 
 _SETTING_KEYS = ('truncation', 'kappa', 'beta', 'relative', 'path')
 _OPTION_KEYS = ('max_bytes', 'chunk_rows', 'structured')  # the settings held as attributes, not in param_groups
@@ -58,7 +58,9 @@ class HIG(torch.optim.Optimizer):
     Args:
         net: a ``torch.nn.Module`` (e.g. ``phiml.nn.dense_net(...)`` on the torch backend) or an iterable of
             parameters / parameter groups; or a PhiML JAX network.
-        learning_rate: η ≥ 0; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring).
+        learning_rate: η ≥ 0; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring). Also
+            accepted as ``lr``, its name in ``torch.optim`` and where it is stored (``param_groups[i]['lr']``); the
+            command line's ``--hp hig.lr=…`` / ``--hp hig.learning_rate=…`` are the same key.
         truncation, kappa, beta, relative, path: the `phi_hig.hig.HalfInverse` settings: τ (relative to
             σ_max unless ``relative=False``), κ ∈ [−1, 1], β, and the linear-algebra path 'auto' (the float64
             Gram matrix, its dual when |θ| < b·|y|, a float64 SVD of J when the kept spectrum is below the Gram
@@ -81,6 +83,8 @@ class HIG(torch.optim.Optimizer):
     >>> opt = HIG(torch.nn.Linear(2, 1), learning_rate=0.5, truncation=1e-5)
     >>> opt.settings.kappa, opt.settings.path, opt.param_groups[0]['lr']
     (-0.5, 'auto', 0.5)
+    >>> HIG(torch.nn.Linear(2, 1), lr=0.5).param_groups[0]['lr']  # torch.optim's name
+    0.5
     >>> HIG(torch.nn.Linear(2, 1), kappa=-2)
     Traceback (most recent call last):
     phi_hig.errors.InvalidInputError: kappa must be a finite number >= -1 and <= 1 (-0.5 HIG, -1 Gauss-Newton, 1 gradient descent), got -2
@@ -95,10 +99,10 @@ class HIG(torch.optim.Optimizer):
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
                  beta: float = 0.0, relative: bool = True, path: str = AUTO,
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 structured: Optional[bool] = None, *, method: Optional[str] = None):
+                 structured: Optional[bool] = None, *, lr: Optional[float] = None, method: Optional[str] = None):
+        lr = learning_rate_of(learning_rate, lr)
         settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
-        lr = checks.number('learning_rate', learning_rate, low=0)
-        options = _options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
+        options = hig_options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
         params = _parameters(net)
         defaults = dict(lr=lr, **{k: getattr(settings, k) for k in _SETTING_KEYS})
         super().__init__(params, defaults)
@@ -149,7 +153,7 @@ class HIG(torch.optim.Optimizer):
             if not isinstance(options, dict) or set(options) - set(_OPTION_KEYS):
                 raise InvalidInputError(f"state_dict['{_OPTIONS_ENTRY}'] must be a dict with keys among "
                                         f"{', '.join(_OPTION_KEYS)}, got {options!r}")
-            options = _options(dict({k: getattr(self, k) for k in _OPTION_KEYS}, **options))
+            options = hig_options(dict({k: getattr(self, k) for k in _OPTION_KEYS}, **options))
         groups = state_dict.get('param_groups') if isinstance(state_dict, dict) else None
         if groups and any(isinstance(g, dict) and 'method' in g for g in groups):
             renamed = [dict({k: v for k, v in g.items() if k != 'method'}, path=g.get('path', g['method']))
@@ -202,9 +206,35 @@ class HIG(torch.optim.Optimizer):
         self._opt_called = True  # a step was made: what torch's lr schedulers look for (their wrapper of step())
 
 
-def _options(options: dict) -> dict:
-    """The settings HIG holds outside its parameter groups (``max_bytes``, ``chunk_rows``, ``structured``),
-    validated."""
+def learning_rate_of(learning_rate: float = 1.0, lr: Optional[float] = None) -> float:
+    """The learning rate η of a `HIG` (torch or JAX) given as ``learning_rate`` or as ``lr`` (torch.optim's name),
+    validated: a finite number ≥ 0, given once.
+
+    >>> learning_rate_of(0.5), learning_rate_of(lr=0.25)
+    (0.5, 0.25)
+
+    Raises:
+        InvalidInputError: both spellings are given, or η is not a finite number ≥ 0.
+    """
+    if lr is not None:
+        if learning_rate != 1.0:
+            raise InvalidInputError(f"give the learning rate once, as learning_rate or as lr (its torch.optim "
+                                    f"name), got learning_rate={learning_rate!r} and lr={lr!r}")
+        learning_rate = lr
+    return checks.number('learning_rate', learning_rate, low=0)
+
+
+def hig_options(options: dict) -> dict:
+    """The settings a `HIG` (torch or JAX) holds outside its parameter groups (``max_bytes``, ``chunk_rows``,
+    ``structured``), validated.
+
+    >>> hig_options(dict(max_bytes=None, chunk_rows=16, structured=None))
+    {'max_bytes': None, 'chunk_rows': 16, 'structured': None}
+
+    Raises:
+        InvalidInputError: ``max_bytes`` is not None or a number > 0, ``chunk_rows`` not an integer ≥ 1, or
+            ``structured`` not None, True or False.
+    """
     max_bytes, chunk_rows, structured = (options[k] for k in _OPTION_KEYS)
     if max_bytes is not None:
         max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)

@@ -11,7 +11,7 @@ from ..checks import is_finite as finite
 from .runs import BASE_COLUMNS
 
 __all__ = ['pyplot', 'plot_curves', 'value_label', 'sweep_figure', 'plot_loss', 'plot_final', 'metric_columns',
-           'plot_metrics', 'plot_trajectory', 'method_colors']
+           'plot_metrics', 'plot_trajectory', 'method_colors', 'method_styles']
 
 
 def pyplot():
@@ -144,6 +144,23 @@ def method_colors(methods):
     return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
 
+def method_styles(methods, points: int = 0):
+    """Per method, the keyword arguments of its line besides the colour (`method_colors`): a dash pattern and a marker
+    of its own, and an earlier method drawn wider and below a later one, so that identical curves (e.g. two methods
+    whose diagnostic is the same) stay visible as two lines. ``points``: the points of a line (markers at about 8 of
+    them).
+
+    >>> s = method_styles(['adam', 'sip'], points=80)
+    >>> s['adam']['linestyle'], s['sip']['linestyle'], s['adam']['lw'] > s['sip']['lw'], s['sip']['markevery']
+    ('-', '--', True, 10)
+    """
+    dashes, markers = ['-', '--', '-.', ':'], ['o', 's', '^', 'D', 'v', 'P', 'X', '*']
+    n = len(methods)
+    return {m: dict(linestyle=dashes[i % len(dashes)], marker=markers[i % len(markers)], ms=4,
+                    markevery=max(1, points // 8), lw=1.2 + 1.2 * (n - 1 - i) / max(1, n - 1), zorder=2 + i)
+            for i, m in enumerate(methods)}
+
+
 def plot_loss(records, methods, path, key, title):
     """The report's loss figure: ``key`` against step (left) and training wall time (right), log scale, one colour
     per method; for ``key='test_loss'`` the training loss too, smoothed, as thin lines. Non-finite and
@@ -172,8 +189,9 @@ def plot_loss(records, methods, path, key, title):
             axes[1].plot(t, sm, color=colors[m], alpha=0.3, lw=1)
         if test:
             s, t, v = zip(*test)
-            axes[0].plot(s, v, color=colors[m], lw=2, label=m)
-            axes[1].plot(t, v, color=colors[m], lw=2, label=m)
+            style = method_styles(methods, len(v))[m]
+            axes[0].plot(s, v, color=colors[m], label=m, **style)
+            axes[1].plot(t, v, color=colors[m], label=m, **style)
             drawn = True
     for ax, xlabel in zip(axes, ['step', 'training wall time [s]']):
         ax.set_yscale('log')
@@ -242,7 +260,8 @@ def metric_columns(records) -> list:
 
 
 def plot_metrics(records, methods, cols, path, title, max_panels=9):
-    """One panel per diagnostic column (against step, one colour per method), at most ``max_panels``.
+    """One panel per diagnostic column (against step, one colour, dash pattern and marker per method,
+    `method_styles`), at most ``max_panels``.
 
     Args:
         records: the run's metric rows.
@@ -269,7 +288,7 @@ def plot_metrics(records, methods, cols, path, title, max_panels=9):
             pts = [(r['step'], r[c]) for r in records if r['method'] == m and finite(r.get(c))]
             if pts:
                 s, v = zip(*pts)
-                ax.plot(s, v, color=colors[m], lw=1.5, label=m)
+                ax.plot(s, v, color=colors[m], label=m, **method_styles(methods, len(v))[m])
         ax.set_title(c, fontsize=9)
         ax.set_xlabel('step', fontsize=8)
         ax.tick_params(labelsize=7)

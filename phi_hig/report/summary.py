@@ -20,7 +20,7 @@ from . import figures as rf
 from .figures import plot_curves
 from .runs import read_run, write_metrics_csv, write_summary
 
-__all__ = ['write_run', 'summary_rows', 'write_report', 'main', 'REPORT_FILES']
+__all__ = ['write_run', 'summary_rows', 'write_report', 'settings_line', 'main', 'REPORT_FILES']
 
 
 def write_run(result, out: str, curves: bool = True) -> None:
@@ -88,6 +88,24 @@ def summary_rows(records: List[dict], summary: dict, baseline: str = None, key: 
         r['time_ratio'] = r['seconds_per_step'] / base['seconds_per_step'] if ok else float('nan')
         r['baseline'] = baseline
     return rows
+
+
+def settings_line(settings: dict, hyperparameters: dict) -> str:
+    """The experiment's settings as ``key=value, …``; a setting that is also a hyperparameter (``batch_size``, a
+    default ``lr``) and that a method ran with another value of says what was used: ``batch_size=128 (the
+    experiment's default; used: adam 32, sip 32)``.
+
+    >>> settings_line({'gamma': 1, 'batch_size': 128}, {'adam': {'batch_size': 32}, 'hig': {'batch_size': 128}})
+    "gamma=1, batch_size=128 (the experiment's default; used: adam 32, hig 128)"
+    """
+    out = []
+    for k, v in settings.items():
+        used = {m: h[k] for m, h in (hyperparameters or {}).items() if isinstance(h, dict) and k in h}
+        if used and any(u != v for u in used.values()):
+            out.append(f"{k}={v} (the experiment's default; used: {', '.join(f'{m} {u}' for m, u in used.items())})")
+        else:
+            out.append(f'{k}={v}')
+    return ', '.join(out)
 
 
 def _fmt(v, spec: str = '.3e') -> str:
@@ -175,13 +193,16 @@ def _write_report(path: str, records: List[dict], summary: dict, out, baseline, 
     notes = [w for m in methods for w in (summary.get('final', {}).get(m, {}).get('warnings') or [])]
     if notes:
         lines += ['', '## Warnings', ''] + [f'- {w}' for w in notes]
+    expected = [f'- **{m}**: {w}' for m in methods for w in (summary.get('final', {}).get(m, {}).get('expected') or [])]
+    if expected:
+        lines += ['', '## Results the experiment expects', ''] + expected
     hyper = summary.get('hyperparameters') or {}
     if hyper:
         lines += ['', '## Hyperparameters', '']
         for m, h in hyper.items():
             lines.append(f"- **{m}**: " + ', '.join(f'{k}={v}' for k, v in h.items()))
     if summary.get('settings'):
-        lines += ['', '## Experiment settings', '', ', '.join(f'{k}={v}' for k, v in summary['settings'].items())]
+        lines += ['', '## Experiment settings', '', settings_line(summary['settings'], hyper)]
     lines += ['', '## Figures', '']
     captions = {'report_loss.png': f"{key.replace('_', ' ')} against step and training wall time (log scale)",
                 'report_final.png': f"final {key.replace('_', ' ')} per method, ratio to {base}",

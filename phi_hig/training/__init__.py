@@ -13,6 +13,13 @@
 """
 from .spec import RunSpec, run_spec, build_experiment, check_device
 from .runner import train, run, train_variants, evaluate, RunResult, RunControl, RunWarning
+from .checkpoint import CheckpointWarning
+from .kinds import RenamedHyperparameterWarning
 
 __all__ = ['train', 'run', 'train_variants', 'evaluate', 'RunResult', 'RunControl', 'RunWarning', 'RunSpec',
-           'run_spec', 'build_experiment', 'check_device']
+           'run_spec', 'build_experiment', 'check_device', 'WARNINGS']
+
+WARNINGS = (RunWarning, CheckpointWarning, RenamedHyperparameterWarning)
+"""The warnings a run may give (a result not comparable as it stands, a checkpoint not used, an old hyperparameter
+name): what the command line and the demos print as one line ``phi_hig: warning: …`` each
+(`phi_hig.cli.plain_warnings`)."""

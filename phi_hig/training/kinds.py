@@ -292,7 +292,7 @@ class HalfInverseKind(MethodKind):
     def hyperparameters(self, experiment, chosen):
         """HIG's constructor keys (``lr`` for ``learning_rate``), κ defaulting to this kind's, ``path`` one of
         `phi_hig.hig.spectral.PATHS`."""
-        spec = signature_spec(HIG.__init__, skip=('self', 'net', *self.renamed), rename={'learning_rate': 'lr'})
+        spec = signature_spec(HIG.__init__, skip=('self', 'net', 'lr', *self.renamed), rename={'learning_rate': 'lr'})
         spec['kappa'] = Hyperparameter('kappa', self.kappa, 'float')
         spec['path'] = Hyperparameter('path', spec['path'].default, 'choice', choices=PATHS)
         return spec

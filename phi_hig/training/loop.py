@@ -7,14 +7,25 @@ kind (`phi_hig.training.kinds`), measures training time around the steps only, e
 (`RunWarning`: the loss grew to `GROWTH_LIMIT` × its first value, fewer than `MIN_STEPS` steps in a time budget,
 divergence) and hands snapshots to a `phi_hig.training.checkpoint.CheckpointWriter` at most every
 `MIN_CHECKPOINT_INTERVAL` seconds.
+
+A time budget is kept, not overrun: a step is started only if the last step's time still fits in what is left of
+the budget (the first step always runs; when it alone overruns the budget, the method's note says so). Costs are
+said up front: `budget_warnings` warns before anything trains when a method's reference cost
+(`phi_hig.training.costs`) leaves fewer than `MIN_STEPS` steps in the budget, and a method without a reference is
+warned about as soon as its first steps show it.
+
+A loss growth that is the experiment's result (`phi_hig.experiments.base.Experiment.expected`, for a method that
+trains with the experiment's own hyperparameters: the toy's Gauss–Newton) is reported as that result — a progress
+line and ``summary['final'][m]['expected']`` — not warned about.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
 
 import torch
 
@@ -22,13 +33,15 @@ from .. import checks, processes
 from ..errors import InvalidInputError, NonFiniteStepError
 from ..experiments.base import DataStream, Experiment
 from .checkpoint import Checkpoint, CheckpointWriter
-from .methods import make_method
+from .costs import human_seconds, reference_cost
+from .methods import MethodDefinition, make_method
 from .spec import RunSpec
 
 if TYPE_CHECKING:  # the runner imports this module; the annotation only names its RunControl
     from .runner import RunControl
 
-__all__ = ['MethodRun', 'RunWarning', 'evaluate', 'has_value', 'GROWTH_LIMIT', 'MIN_STEPS', 'MIN_CHECKPOINT_INTERVAL']
+__all__ = ['MethodRun', 'RunWarning', 'evaluate', 'has_value', 'budget_warnings', 'GROWTH_LIMIT', 'MIN_STEPS',
+           'MIN_CHECKPOINT_INTERVAL']
 
 GROWTH_LIMIT = 10.0
 """A training loss this many times its first value flags the method ('loss_grew')."""
@@ -74,24 +87,61 @@ def evaluate(experiment: Experiment, net: torch.nn.Module, chunk: int = 1024) ->
         net.train(was_training)
 
 
-class Watch:
-    """The honesty checks of one method: training-loss growth (warned once) and too few steps."""
+def budget_warnings(spec: RunSpec) -> set:
+    """Before anything trains: warn (`RunWarning`) for each method of ``spec`` whose reference cost per step
+    (`phi_hig.training.costs.reference_cost`: measured at the same settings and batch size) leaves fewer than
+    `MIN_STEPS` steps in the time budget ``spec.seconds``; returns the methods warned about (their `MethodRun` does
+    not warn again)."""
+    warned = set()
+    if spec.seconds is None or not processes.is_root():
+        return warned
+    for name in spec.methods:
+        cost = reference_cost(spec.experiment, name, spec.hyperparameters[name]['batch_size'])
+        if cost is None or spec.steps is not None and spec.steps < MIN_STEPS:
+            continue
+        per_step = cost['seconds_per_step']
+        if per_step * MIN_STEPS > spec.seconds:
+            fit = int(spec.seconds // per_step)
+            warnings.warn(f"{name}: a step takes about {human_seconds(per_step)} at this size (measured on the "
+                          f"reference CPU, python -m phi_hig list), so its budget of {spec.seconds:g} s fits about "
+                          f"{fit} step(s), fewer than the {MIN_STEPS} a comparison needs; give it seconds >= "
+                          f"{per_step * MIN_STEPS:.3g} or a step budget", RunWarning, stacklevel=3)
+            warned.add(name)
+    return warned
 
-    def __init__(self, name: str, records: List[dict]):
-        self.name, self.first, self.flags, self.notes = name, None, [], []
+
+def _plain(value):
+    """``value`` with mappings as dicts and tuples as lists (hyperparameters compared as they are recorded)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=lambda v: dict(v) if isinstance(v, Mapping) else
+                                 str(v)))
+
+
+class Watch:
+    """The honesty checks of one method: training-loss growth (warned once, or reported as the experiment's
+    ``expected`` result) and too few steps."""
+
+    def __init__(self, name: str, records: List[dict], expected: Optional[str] = None):
+        self.name, self.first, self.flags, self.notes, self.expected, self.observed = name, None, [], [], expected, []
         for r in records:
             self.see(r, warn=False)
 
-    def see(self, record: dict, warn: bool = True) -> None:
+    def see(self, record: dict, warn: bool = True) -> Optional[str]:
+        """Check one record; returns the note of an expected behaviour the moment it is observed (without the
+        method's name), else None."""
         loss = record.get('train_loss')
         if not checks.is_finite(loss):
-            return
+            return None
         if self.first is None:
             self.first = loss
-        elif 'loss_grew' not in self.flags and loss > GROWTH_LIMIT * abs(self.first) and loss > 0:
-            self.flag('loss_grew', f"{self.name}: the training loss grew to {loss / abs(self.first):.3g}× its first "
-                                   f"value ({self.first:.3e} -> {loss:.3e}) at step {record['step']}: η may be too "
-                                   f"large (README, 'Choosing η')", warn)
+        elif 'loss_grew' not in self.flags and not self.observed and loss > GROWTH_LIMIT * abs(self.first) and \
+                loss > 0:
+            grew = (f"the training loss grew to {loss / abs(self.first):.3g}× its first value "
+                    f"({self.first:.3e} -> {loss:.3e}) at step {record['step']}")
+            if self.expected:
+                self.observed.append(f"{grew}, as expected: {self.expected}")
+                return self.observed[-1]
+            self.flag('loss_grew', f"{self.name}: {grew}: η may be too large (docs: HIG guide, 'Choosing η')", warn)
+        return None
 
     def flag(self, code: str, note: str, warn: bool = True) -> None:
         self.flags.append(code)
@@ -113,7 +163,8 @@ class MethodRun:
     taken then resumes exactly.
     """
 
-    def __init__(self, spec: RunSpec, name: str, net, resumed, device, writers: list, label: Optional[str] = None):
+    def __init__(self, spec: RunSpec, name: str, net, resumed, device, writers: list, label: Optional[str] = None,
+                 warned: bool = False):
         self.spec, self.name, self.net, self.device = spec, name, net, device
         self.tag = f"[{spec.experiment.name}/{name}{' ' + label if label else ''}]"
         self.stepping = False
@@ -126,6 +177,9 @@ class MethodRun:
         self.stream = DataStream(self.experiment, spec.seed)
         torch.manual_seed(spec.seed + 1)
         self.status, self.step, self.train_time, self.fresh = 'ok', 0, 0.0, resumed is None
+        self.last_step = None  # seconds of the last step (the same on every rank)
+        self.warned_budget = warned  # the budget was found too small already (`budget_warnings`)
+        self.overran = None  # the first step's time when it alone overran the time budget
         if resumed is None:
             self.records = [dict(experiment=self.experiment.name, method=name, step=0, wall_time=0.0,
                                  train_loss=float('nan'), **_evaluate_on_root(self.experiment, net))]
@@ -133,7 +187,7 @@ class MethodRun:
             ck, self.records = resumed
             self._restore(ck)
         self.saved = 0 if resumed is None else len(self.records)  # records[saved:]: not yet handed to the writer
-        self.watch = Watch(name, self.records)
+        self.watch = Watch(name, self.records, self._expected())
         # whether the last record holds an evaluation, the same on every rank (resumed records are rank 0's)
         self.evaluated = resumed is None or has_value(self.records[-1])
         self.identity = spec.identity
@@ -142,11 +196,50 @@ class MethodRun:
         if self.writer is not None:
             writers.append(self.writer)  # closed (waited for) by `run` at the end: the last write overlaps what follows
 
+    def _expected(self) -> Optional[str]:
+        """The experiment's expected behaviour of this method (`Experiment.expected`) if it trains with the
+        experiment's own hyperparameters, else None."""
+        note = (getattr(self.experiment, 'expected', None) or {}).get(self.name)
+        if not note:
+            return None
+        own = MethodDefinition(self.experiment, self.name).validate(device=self.device)
+        return note if _plain(own) == _plain(self.spec.hyperparameters[self.name]) else None
+
     def done(self) -> bool:
-        """Whether the budget (steps or training seconds) is spent."""
+        """Whether the budget (steps or training seconds) is spent: the step budget is reached, or the training
+        time plus the last step's time would pass the time budget (a step that would overrun it is not started)."""
         spec = self.spec
-        return (spec.steps is not None and self.step >= spec.steps) or \
-            (spec.seconds is not None and self.train_time >= spec.seconds)
+        if spec.steps is not None and self.step >= spec.steps:
+            return True
+        if spec.seconds is None:
+            return False
+        return self.train_time >= spec.seconds or \
+            (self.last_step is not None and self.train_time + self.last_step > spec.seconds)
+
+    def _check_budget(self) -> None:
+        """After the first steps of a time budget, warn once (`RunWarning`) when their time leaves fewer than
+        `MIN_STEPS` steps: after the first step if it alone spent the budget, else after the second (the first often
+        pays for one-time set-up)."""
+        spec = self.spec
+        if spec.seconds is None or not self.root or self.step > 2 or \
+                (spec.steps is not None and spec.steps < MIN_STEPS):
+            return
+        if self.step == 1 and self.train_time >= spec.seconds:
+            self.overran = self.train_time
+        if self.warned_budget:
+            return
+        if self.overran is not None:
+            message = (f"{self.name}: its first step took {human_seconds(self.train_time)}, past the whole budget of "
+                       f"{spec.seconds:g} s: it stops after this step, and its values are not comparable")
+        elif self.step == 2 and 2 + (spec.seconds - self.train_time) / self.last_step < MIN_STEPS:
+            fit = 2 + int(max(0.0, spec.seconds - self.train_time) // self.last_step)
+            message = (f"{self.name}: a step takes about {human_seconds(self.last_step)}, so its budget of "
+                       f"{spec.seconds:g} s fits about {fit} step(s), fewer than the {MIN_STEPS} a comparison needs; "
+                       f"give it seconds >= {self.last_step * MIN_STEPS:.3g} or a step budget")
+        else:
+            return
+        self.warned_budget = True
+        warnings.warn(message, RunWarning, stacklevel=3)
 
     def train(self, control: Optional[RunControl], progress: bool, on_record: Optional[Callable]) -> None:
         """Step until the budget is spent, the method fails or ``control`` stops or interrupts it; then evaluate (not
@@ -169,7 +262,10 @@ class MethodRun:
                 continue
             if self.writer is not None and self.writer.failed:
                 self.writer.check(self.step)
-            self.watch.see(record)
+            observed = self.watch.see(record)
+            if observed and progress:
+                print(f"{self.tag} {observed}", file=sys.stderr, flush=True)
+            self._check_budget()
             if on_record:
                 on_record(record, self.method)
             if self.writer is not None and self.step % self.spec.checkpoint_every == 0 and self.writer.idle and \
@@ -177,10 +273,16 @@ class MethodRun:
                 self.checkpoint()
             if progress and (time.perf_counter() - last_print > 2.0 or self.done()):
                 last_print = time.perf_counter()
-                test = [r['test_loss'] for r in self.records if has_value(r)][-1]
-                print(f"{self.tag} step {self.step:6d}  train {self.train_time:7.1f}s  "
-                      f"loss {loss:.3e}  test {test:.3e}", file=sys.stderr, flush=True)
+                print(self.progress_line(loss), file=sys.stderr, flush=True)
         self.finish()
+
+    def progress_line(self, loss: float) -> str:
+        """``[experiment/method] step N  train Ts  loss L  test V``; a test value not evaluated at this step says
+        at which step it was (``test 1.2e-03 (step 100)``), so a repeated value does not read as no learning."""
+        last = next(r for r in reversed(self.records) if has_value(r))
+        test = f"{last['test_loss']:.3e}" + (f" (step {last['step']})" if last['step'] != self.step else '')
+        return (f"{self.tag} step {self.step:6d}  train {self.train_time:7.1f}s  "
+                f"loss {loss:.3e}  test {test}")
 
     def _proceed(self, control: RunControl) -> bool:
         """Whether to make the next step (every rank alike); if not, the status says why."""
@@ -206,7 +308,7 @@ class MethodRun:
         was refused (the status says why: 'diverged' or 'failed', the weights untouched)."""
         x, t = self.stream.next(self.batch_size)
         x, t = x[self.rows].to(self.device), t[self.rows].to(self.device)
-        t0 = time.perf_counter()
+        before, t0 = self.train_time, time.perf_counter()
         try:
             loss = self.method.step(x, t)
         except (NonFiniteStepError, InvalidInputError) as err:
@@ -221,6 +323,7 @@ class MethodRun:
             loss = loss if self.stepper is self.net else processes.all_mean(loss)
             self.train_time = processes.agree_max(self.train_time) if self.spec.seconds is not None else \
                 self.train_time
+        self.last_step = self.train_time - before
         self.step += 1
         return loss
 
@@ -246,8 +349,10 @@ class MethodRun:
         spec = self.spec
         if self.status == 'ok' and spec.seconds is not None and self.step < MIN_STEPS and \
                 (spec.steps is None or self.step < spec.steps) and self.root:
+            overran = f"; its first step took {human_seconds(self.overran)}, past the budget" if self.overran else ''
             self.watch.flag('few_steps', f"{self.name}: only {self.step} step(s) in the time budget of "
-                                         f"{spec.seconds:g} s (< {MIN_STEPS}): its final values are not comparable")
+                                         f"{spec.seconds:g} s (< {MIN_STEPS}){overran}: its final values are not "
+                                         f"comparable", warn=not self.warned_budget)
 
     def checkpoint(self) -> None:
         """Hand the current state and the records made since the last checkpoint to the writer."""

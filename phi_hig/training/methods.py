@@ -19,6 +19,10 @@ dashboard) validates through `MethodDefinition.validate` (`validate_hyperparamet
 * ``sip``: Adam's keys plus ``batch_size``, ``clip``, ``inverse`` (a key of the experiment's inverses) and
   ``inverse_options.<name>`` for each option of the chosen inverse.
 
+The learning rate is ``lr`` (torch.optim's name, and the key records, summaries and checkpoints hold) and may be
+given as ``learning_rate`` too (`phi_hig.HIG`'s and PhiML's name; `ALIASES`), to every method, in ``--hp``, the
+dashboard and `phi_hig.train`'s ``overrides``; giving both is refused.
+
 An unknown or inapplicable key, or a value of the wrong type (a bool is not a number; an int is accepted for a
 float), is refused with `InvalidInputError` naming the method and the key.
 """
@@ -35,12 +39,15 @@ from .hyperparameters import BATCH_SIZE, Hyperparameter
 from .kinds import (FIRST_ORDER, METHODS, SECOND_ORDER, MethodKind, RenamedHyperparameterWarning, get_kind,
                     inverse_choices, kind_of, offered, optimizer_args)
 
-__all__ = ['METHODS', 'FIRST_ORDER', 'SECOND_ORDER', 'VARIANT_KEYS', 'Hyperparameter', 'MethodDefinition',
+__all__ = ['METHODS', 'FIRST_ORDER', 'SECOND_ORDER', 'VARIANT_KEYS', 'ALIASES', 'Hyperparameter', 'MethodDefinition',
            'hyperparameter_spec', 'validate_hyperparameters', 'inverse_choices', 'make_method', 'Method',
            'RenamedHyperparameterWarning']
 
 VARIANT_KEYS = ('base', 'inverse', 'clip')
 """Keys of a method variant (see `make_method`): never passed to the optimizer."""
+ALIASES = {'learning_rate': 'lr'}
+"""Another spelling -> the key: accepted, without a warning, by every method that has the key and not the spelling
+itself, and recorded under the key."""
 
 
 def _flatten(values: Optional[Mapping]) -> dict:
@@ -102,8 +109,25 @@ class MethodDefinition:
         return self._specs[key]
 
     def accepts(self, key: str) -> bool:
-        """Whether the method accepts ``key`` (or an old name of one)."""
-        return key in self.spec() or key in self.kind.renamed
+        """Whether the method accepts ``key`` (or an old name or another spelling of one, `ALIASES`)."""
+        spec = self.spec()
+        return key in spec or key in self.kind.renamed or (key in ALIASES and ALIASES[key] in spec)
+
+    def canonical(self, values: Mapping) -> dict:
+        """``values`` with every other spelling of a key (`ALIASES`) under the key itself.
+
+        Raises:
+            InvalidInputError: a key is given under both spellings.
+        """
+        spec = self.spec()
+        out = dict(values)
+        for alias, key in ALIASES.items():
+            if alias in out and alias not in spec and key in spec:
+                if key in out:
+                    raise InvalidInputError(f"{self.name}: give {key!r} or {alias!r} (the same hyperparameter), not "
+                                            f"both; got {key}={out[key]!r} and {alias}={out[alias]!r}")
+                out[key] = out.pop(alias)
+        return out
 
     def validate(self, overrides: Optional[Mapping] = None, *, device='cpu') -> dict:
         """The full hyperparameters: the experiment's defaults updated by ``overrides``, checked.
@@ -114,7 +138,8 @@ class MethodDefinition:
 
         Args:
             overrides: key -> value; SIP inverse options as ``{'inverse_options': {...}}`` or
-                ``{'inverse_options.NAME': value}``; an old key name (HIG's ``method``) warns and means the new one.
+                ``{'inverse_options.NAME': value}``; an old key name (HIG's ``method``) warns and means the new one;
+                ``learning_rate`` means ``lr`` (`ALIASES`).
             device: the torch device the method will train on (a valid one:
                 `phi_hig.training.spec.check_device`).
 
@@ -129,7 +154,7 @@ class MethodDefinition:
                 optimizer cannot step with on ``device``.
         """
         name, kind = self.name, self.kind
-        overrides = kind.current_names(name, _flatten(overrides))
+        overrides = self.canonical(kind.current_names(name, _flatten(overrides)))
         if 'base' in overrides:
             raise InvalidInputError(f"{name}: 'base' cannot be overridden (it names what the variant {name!r} is)")
         merged = kind.current_names(name, {k: v for k, v in _flatten(self.defaults).items() if k != 'base'})

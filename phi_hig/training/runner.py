@@ -13,6 +13,9 @@ and flags a method in ``summary['final'][m]['flags']`` when its training loss gr
 (``'loss_grew'``), when it finishes fewer than 10 steps in its time budget (``'few_steps'``) and when it diverged
 (``'diverged'``); reports print no ratios for flagged methods, and a method that diverged or failed has no final
 values in ``summary['final']`` (NaN: its last evaluation predates the failure; its records keep every value).
+A loss growth the experiment declares as its result (`phi_hig.experiments.base.Experiment.expected`) is
+recorded in ``summary['final'][m]['expected']`` instead, with no flag. A time budget is kept (a step that would
+overrun it is not started) and checked before training (`phi_hig.training.loop.budget_warnings`).
 
 A run with an output folder claims it (`phi_hig.rundir.claim`, see `run`) and ends early with every checkpoint on
 disk when stopped, interrupted (`RunControl.interrupt`, a ``KeyboardInterrupt``) or unable to write a checkpoint.
@@ -34,8 +37,8 @@ from .. import checks, processes, rundir
 from ..errors import InvalidInputError
 from ..experiments.base import Experiment
 from .checkpoint import load_for_resume
-from .loop import (GROWTH_LIMIT, MIN_CHECKPOINT_INTERVAL, MIN_STEPS, MethodRun, RunWarning, evaluate,
-                   has_value)
+from .loop import (GROWTH_LIMIT, MIN_CHECKPOINT_INTERVAL, MIN_STEPS, MethodRun, RunWarning, budget_warnings,
+                   evaluate, has_value)
 from .spec import RunSpec, run_spec
 
 __all__ = ['train', 'run', 'train_variants', 'RunResult', 'RunControl', 'RunWarning', 'evaluate',
@@ -248,12 +251,13 @@ def _train(spec: RunSpec, net0, resumed: dict, progress, on_record, control, lab
     previous_threads = torch.get_num_threads()
     threads = spec.threads or spec.experiment.threads or previous_threads
     torch.set_num_threads(threads)
+    warned = budget_warnings(spec)  # before anything trains
     try:
         for name in spec.methods:
             if control is not None and (control.stopped or control.interrupted):
                 break  # a stopped or interrupted run skips the methods after the current one
             runs.append(MethodRun(spec, name, copy.deepcopy(net0).to(device), resumed.get(name), device, writers,
-                                  label))
+                                  label, warned=name in warned))
             runs[-1].train(control, progress, on_record)
     except KeyboardInterrupt:
         if runs:
@@ -375,7 +379,7 @@ def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dic
         final[m] = dict(status=statuses[m], steps=steps_done, train_seconds=t,
                         seconds_per_step=t / steps_done if steps_done else float('nan'),
                         batch_size=spec.hyperparameters[m]['batch_size'], flags=list(watches[m].flags),
-                        warnings=list(watches[m].notes),
+                        warnings=list(watches[m].notes), expected=list(watches[m].observed),
                         **{k: v for k, v in last.items() if k not in ('experiment', 'method')})
     return dict(experiment=spec.name, preset=spec.preset, settings=identity['settings'], methods=list(methods),
                 hyperparameters={m: identity['hyperparameters'][m] for m in methods}, seed=spec.seed,

@@ -321,9 +321,9 @@ def _hyperparameters(definitions: Mapping[str, MethodDefinition], overrides: dic
             raise InvalidInputError(f"common[{key!r}]: none of the methods run ({', '.join(names)}) has a "
                                     f"hyperparameter {key!r}")
         for m in takers:
-            given[m][key] = value
+            given[m].update(definitions[m].canonical({key: value}))
     for m, values in overrides.items():
-        given[m].update(values)
+        given[m].update(definitions[m].canonical(values))  # learning_rate given for a method replaces a common lr
     hyper = {m: definition.validate(given[m], device=device) for m, definition in definitions.items()}
     for m in names:  # each rank takes an equal contiguous slice of the global batch
         if hyper[m]['batch_size'] % world_size:
