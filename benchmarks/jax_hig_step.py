@@ -1,6 +1,6 @@
 """The JAX HIG step next to a bare eigh of its Gram matrix, a jitted JAX Adam step and the torch HIG step.
 
-    python -m benchmarks.jax_hig_step                   # toy and poisson41k, writes results/jax_hig_step_cpu.md
+    python -m benchmarks.jax_hig_step                   # toy and poisson41k: results/jax_hig_step_cpu.md, .json
     python -m benchmarks.jax_hig_step --cases toy --reps 20
     python -m benchmarks.jax_hig_step --tiny --output /tmp/x.md   # tiny sizes (the test runs this)
 
@@ -19,6 +19,7 @@ d_ref from a float64 SVD of J formed in float64 from the step's layer factors (t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -187,6 +188,8 @@ def main(argv=None) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     from phi_hig.files import atomic_write
     atomic_write(args.output, text)
+    record = dict(command=command.strip(), load_before=load_before, load_after=os.getloadavg(), rows=rows)
+    atomic_write(os.path.splitext(args.output)[0] + '.json', json.dumps(record, indent=1) + '\n')
     print(text)
     return args.output
 

@@ -1,5 +1,7 @@
 """benchmarks/jax_hig_step.py runs at its tiny size and writes its table (the project's rule: every benchmark script
 is run by a test at a tiny size)."""
+import json
+
 import pytest
 
 pytest.importorskip('jax')
@@ -16,3 +18,6 @@ def test_the_jax_hig_step_benchmark_runs_at_tiny_size(tmp_path):
     # path's error is ≈ 2e-17·(σ_max/σ)² (phi_hig.hig.spectral)
     toy, poisson = (float(row.split('|')[-3]) for row in rows)
     assert poisson < 1e-6 and toy < 1e-3, (toy, poisson)
+    with open(tmp_path / 'b.json') as f:  # the same figures, machine-readable, beside the table
+        record = json.load(f)
+    assert [r['case'] for r in record['rows']] == ['toy', 'poisson41k'] and len(record['load_before']) == 3
