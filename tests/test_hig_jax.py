@@ -361,6 +361,11 @@ def test_refusals_name_what_is_supported():
         hig_step(net, opt, x, x, None, loss, group=object())
     with pytest.raises(InvalidInputError, match='built on another network'):
         hig_step(stax_mlp([2, 3, 2])[0], opt, x, x, None, loss)
+    assert HIG(net, lr=0.25).param_groups[0]['lr'] == 0.25  # torch.optim's spelling, as for a torch network
+    with pytest.raises(InvalidInputError, match='give the learning rate once'):
+        HIG(net, learning_rate=0.5, lr=0.25)
+    with pytest.raises(InvalidInputError, match='chunk_rows must be'):
+        HIG(net, chunk_rows=0)
 
     class KerasModel:  # what a TensorFlow user would pass
         __module__ = 'keras.src.models.sequential'
