@@ -42,6 +42,8 @@ def _budget_args(p):
     p.add_argument('--eval-every', type=int, help='evaluation cadence in steps')
     p.add_argument('--threads', type=int, help="torch threads (default: the experiment's recommendation)")
     p.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda'")
+    p.add_argument('--backend', default='torch', choices=('torch', 'jax'),
+                   help="train on torch (default) or on PhiML's JAX backend (toy, poisson8; one process, CPU)")
     p.add_argument('--out', help='output folder (metrics.csv, summary.json, curves.png)')
     p.add_argument('--init-from', metavar='RUN_DIR:METHOD',
                    help='start every method from the final weights of METHOD in the run folder RUN_DIR (a run made '
@@ -122,7 +124,7 @@ def _spec(args, methods, overrides=None, common=None, experiment=None, **extra):
     return run_spec(experiment, methods, preset=preset, settings=settings,
                     overrides=overrides, common=common, steps=args.steps, seconds=args.seconds, seed=args.seed,
                     eval_every=args.eval_every, device=args.device, threads=args.threads, init_from=args.init_from,
-                    **extra)
+                    backend=args.backend, **extra)
 
 
 def _interrupted(control, where: str, wrote: str, then: str) -> int:

@@ -32,8 +32,8 @@ __all__ = ['Parser', 'fail', 'report_error', 'parse_value', 'parse_assignments',
 PREFIX = 'phi_hig: error: '
 FLAGS = {'steps': '--steps', 'seconds': '--seconds', 'seed': '--seed', 'eval_every': '--eval-every',
          'threads': '--threads', 'device': '--device', 'out': '--out', 'checkpoint_every': '--checkpoint-every',
-         'resume': '--resume', 'overwrite': '--overwrite', 'methods': '--methods', 'overrides': '--hp', 'port': '--port',
-         'init_from': '--init-from'}
+         'resume': '--resume', 'overwrite': '--overwrite', 'methods': '--methods', 'overrides': '--hp',
+         'port': '--port', 'init_from': '--init-from', 'backend': '--backend'}
 """Python argument (of `phi_hig.run_spec`, `phi_hig.train`, the dashboard) -> the command-line flag that sets it."""
 _ARGUMENT = re.compile(r"(?<![\w.'\"-])(" + '|'.join(FLAGS) +
                        r")(?= must\b| needs\b| is empty| is an existing| names\b| given\b| or\b|,|:| ')|(?<=needs )(" +

@@ -1,6 +1,6 @@
-"""Batches of PhiFlow Fields, PhiML tensors and torch tensors as batch-first torch tensors, and back.
+"""Batches of PhiFlow Fields, PhiML tensors and native arrays as batch-first native arrays (torch or JAX), and back.
 
-A HIG step differentiates per example, which needs the stacked values as torch tensors with one leading batch
+A HIG step differentiates per example, which needs the stacked values as native arrays with one leading batch
 dimension. This module is the one place that converts between what a user passes (a PhiFlow ``Field``, a PhiML
 ``Tensor`` or a torch tensor) and that layout:
 
@@ -8,18 +8,22 @@ dimension. This module is the one place that converts between what a user passes
   ``math.native_call`` (PhiML tensors) do, or directly (torch tensors), and exposes the native input the network
   receives and the wrapping of native outputs of *any* batch size back into the user's kind;
 * `BatchLayout` flattens simulation outputs and losses of any kind to ``(b, |y|)`` / ``(b,)`` and back;
-* the primitives every other module uses instead of its own ``isinstance`` chain: `kind` (which of the three a
-  value is), `values_of` (the PhiML tensor of a Field or Tensor), `detach`, `is_boolean`, `all_finite`,
+* the primitives every other module uses instead of its own ``isinstance`` chain: `kind` (which of the kinds a
+  value is), `network_backend` / `is_jax_network` (which backend a network trains on), `values_of` (the PhiML
+  tensor of a Field or Tensor), `detach`, `is_boolean`, `all_finite`,
   `example_mean`, and `native_of` / `from_native` (a PhiML tensor as a native array in its own precision,
   and back).
 * `Conditions` holds the per-example conditions of a batched function (initial states, boundary values,
   parameters) and hands it the rows of any batch of examples, in the form z has there.
 
-Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) and values on
-the torch or NumPy backend (NumPy values are converted to torch). All batch dims of a PhiML value are examples
-and are packed into one leading dimension in their shape order; the replicated batches of a Jacobian pass use a
-single batch dim named like the first one. Anything else (JAX / TensorFlow networks or arrays) is refused with
-`phi_hig.errors.InvalidInputError` naming what is supported.
+Supported: torch networks (``torch.nn.Module``, e.g. ``phiml.nn`` networks on the torch backend) with values on
+the torch or NumPy backend (NumPy values are converted to torch), and PhiML's JAX networks (``StaxNet``, e.g.
+``phiml.nn.mlp`` after ``from phi.jax.flow import *``) with JAX arrays or values on the JAX or NumPy backend
+(converted to JAX). All batch dims of a PhiML value are examples and are packed into one leading dimension in their
+shape order; the replicated batches of a Jacobian pass use a single batch dim named like the first one. Anything
+else (TensorFlow / Keras networks, a torch network with JAX values, …) is refused with
+`phi_hig.errors.InvalidInputError` naming what is supported. Nothing here imports JAX; a JAX value is recognized
+only once JAX is loaded.
 """
 from __future__ import annotations
 
@@ -28,14 +32,20 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from .backend import is_jax_array
 from .errors import InvalidInputError
 
 __all__ = ['NetworkCall', 'BatchLayout', 'Conditions', 'call_network', 'kind', 'kind_of', 'values_of', 'detach',
-           'is_boolean', 'all_finite', 'example_mean', 'native_of', 'from_native', 'rows_batch', 'SUPPORTED']
+           'is_boolean', 'all_finite', 'example_mean', 'native_of', 'from_native', 'rows_batch', 'network_backend',
+           'is_jax_network', 'refuse_tensorflow', 'SUPPORTED', 'NATIVE']
 
 SUPPORTED = ("torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network "
-             "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`)")
+             "(torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`); or JAX arrays, PhiML "
+             "tensors and PhiFlow Fields on the JAX or NumPy backend, with a PhiML JAX network (StaxNet, e.g. "
+             "phiml.nn.mlp after `from phi.jax.flow import *`)")
 """What `NetworkCall` and `BatchLayout` accept, for error messages."""
+NATIVE = ('torch', 'jax')
+"""The kinds of `kind` that are native arrays of a backend (batch first)."""
 
 
 def _loaded_class(module: str, name: str):
@@ -46,9 +56,10 @@ def _loaded_class(module: str, name: str):
 
 
 def kind(value) -> Optional[str]:
-    """'torch' (a torch tensor), 'tensor' (a PhiML tensor), 'field' (a PhiFlow Field) or None (anything else).
+    """'torch' (a torch tensor), 'jax' (a JAX array), 'tensor' (a PhiML tensor), 'field' (a PhiFlow Field) or None
+    (anything else).
 
-    The one dispatch of the three kinds phi_hig accepts; it never raises and imports nothing.
+    The one dispatch of the kinds phi_hig accepts; it never raises and imports nothing.
 
     >>> import numpy as np, torch
     >>> from phiml import math
@@ -57,6 +68,8 @@ def kind(value) -> Optional[str]:
     """
     if isinstance(value, torch.Tensor):
         return 'torch'
+    if is_jax_array(value):
+        return 'jax'
     tensor = _loaded_class('phiml.math', 'Tensor')
     if tensor is not None and isinstance(value, tensor):
         return 'tensor'
@@ -79,26 +92,65 @@ def values_of(value):
     return value.values if k == 'field' else (value if k == 'tensor' else None)
 
 
-def kind_of(name: str, value) -> str:
-    """'torch', 'tensor' (PhiML) or 'field' (PhiFlow) on a backend phi_hig supports (torch or NumPy).
+def network_backend(net) -> str:
+    """'torch' for a ``torch.nn.Module``, 'jax' for a PhiML JAX network (`is_jax_network`).
 
     Raises:
-        InvalidInputError: ``value`` is of another kind, or a PhiML value lives on another backend (JAX,
-            TensorFlow); the message names ``name`` and what is supported.
+        InvalidInputError: anything else, naming what is supported (TensorFlow / Keras networks by name).
+    """
+    if isinstance(net, torch.nn.Module):
+        return 'torch'
+    refuse_tensorflow(net)
+    if is_jax_network(net):
+        return 'jax'
+    raise InvalidInputError(f"the network is a {type(net).__module__}.{type(net).__name__}; phi_hig supports "
+                            f"{SUPPORTED}")
+
+
+def refuse_tensorflow(net) -> None:
+    """Raise `InvalidInputError` for a TensorFlow / Keras network, naming the networks phi_hig trains; nothing else.
+
+    >>> refuse_tensorflow(object())
+    """
+    module = type(net).__module__ or ''
+    if module.startswith(('tensorflow', 'keras', 'tf_keras')):
+        raise InvalidInputError(f"the network is a {module}.{type(net).__name__}: TensorFlow / Keras networks are not "
+                                f"supported; phi_hig trains torch.nn.Module networks and PhiML's JAX networks "
+                                f"(StaxNet)")
+
+
+def is_jax_network(net) -> bool:
+    """Whether ``net`` is a PhiML JAX network (``StaxNet``), or any callable with a non-callable ``parameters``
+    attribute (a pytree) once JAX is loaded; never imports JAX."""
+    if (type(net).__module__ or '').startswith('phiml.backend.jax'):
+        return True
+    return callable(net) and 'jax' in sys.modules and hasattr(net, 'parameters') and not callable(net.parameters)
+
+
+def kind_of(name: str, value, backend: str = 'torch') -> str:
+    """'torch' / 'jax' (a native array of ``backend``), 'tensor' (PhiML) or 'field' (PhiFlow) on a backend phi_hig
+    supports for a ``backend`` network (that backend or NumPy).
+
+    Raises:
+        InvalidInputError: ``value`` is of another kind, a native array of the other backend, or a PhiML value on
+            another backend; the message names ``name`` and what is supported.
 
     >>> import torch
     >>> kind_of('x', torch.zeros(2))
     'torch'
     >>> kind_of('x', [1.0])
     Traceback (most recent call last):
-    phi_hig.errors.InvalidInputError: x is a builtins.list; phi_hig supports torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network (torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`)
+    phi_hig.errors.InvalidInputError: x is a builtins.list; phi_hig supports torch tensors, PhiML tensors and PhiFlow Fields on the torch or NumPy backend, with a torch network (torch.nn.Module, e.g. phiml.nn networks after `from phi.torch.flow import *`); or JAX arrays, PhiML tensors and PhiFlow Fields on the JAX or NumPy backend, with a PhiML JAX network (StaxNet, e.g. phiml.nn.mlp after `from phi.jax.flow import *`)
     """
     k = kind(value)
     if k is None:
         raise InvalidInputError(f"{name} is a {type(value).__module__}.{type(value).__name__}; phi_hig supports "
                                 f"{SUPPORTED}")
-    if k != 'torch':
-        _check_backend(name, values_of(value))
+    if k in NATIVE and k != backend:
+        raise InvalidInputError(f"{name} is a {k} array but the network is a {backend} network; phi_hig supports "
+                                f"{SUPPORTED}")
+    if k not in NATIVE:
+        _check_backend(name, values_of(value), backend)
     return k
 
 
@@ -112,6 +164,9 @@ def detach(value):
     """
     if isinstance(value, torch.Tensor):
         return value.detach()
+    if is_jax_array(value):
+        import jax
+        return jax.lax.stop_gradient(value)
     from phiml import math
     return math.stop_gradient(value)
 
@@ -126,6 +181,8 @@ def is_boolean(value) -> bool:
     """
     if isinstance(value, torch.Tensor):
         return value.dtype == torch.bool
+    if is_jax_array(value):
+        return value.dtype == bool
     values = values_of(value)
     return values is not None and values.dtype.kind is bool
 
@@ -141,6 +198,9 @@ def all_finite(value) -> bool:
     """
     if isinstance(value, torch.Tensor):
         return not (value.is_floating_point() or value.is_complex()) or bool(torch.isfinite(value).all())
+    if is_jax_array(value):
+        import numpy as np
+        return bool(np.isfinite(np.asarray(value)).all()) if np.issubdtype(value.dtype, np.inexact) else True
     values = values_of(value)
     if values is None or not values.available:
         return True
@@ -177,20 +237,24 @@ def from_native(native, groups: Sequence):
         return math.reshaped_tensor(native, groups, convert=False)
 
 
-def _check_backend(name: str, tensor) -> None:
-    backend = tensor.default_backend.name
-    if backend not in ('torch', 'numpy'):
-        raise InvalidInputError(f"{name} lives on PhiML's {backend} backend; phi_hig supports {SUPPORTED}")
+def _check_backend(name: str, tensor, backend: str = 'torch') -> None:
+    found = tensor.default_backend.name
+    if found not in (backend, 'numpy'):
+        raise InvalidInputError(f"{name} lives on PhiML's {found} backend but the network is a {backend} network; "
+                                f"phi_hig supports {SUPPORTED}")
 
 
-def _to_torch_backend(value):
-    """A PhiML tensor / Field on the NumPy backend converted to torch (data only; torch ones unchanged)."""
+def _to_backend(value, backend: str = 'torch'):
+    """A PhiML tensor / Field on the NumPy backend converted to ``backend`` (data only; others unchanged)."""
     from phiml import math
-    from phiml.backend.torch import TORCH
     values = values_of(value)
-    if values.default_backend.name == 'torch':
+    if values.default_backend.name == backend:
         return value
-    converted = math.convert(values, TORCH)
+    if backend == 'torch':
+        from phiml.backend.torch import TORCH as target
+    else:
+        from phiml.backend.jax import JAX as target
+    converted = math.convert(values, target)
     return value.with_values(converted) if kind(value) == 'field' else converted
 
 
@@ -203,10 +267,10 @@ def _native_call(kind: str) -> Callable:
 
 
 def call_network(network, *inputs):
-    """``network(*inputs)`` the way PhiFlow calls networks: a ``torch.nn.Module`` through ``field.native_call``
-    when an input is a Field, through ``math.native_call`` when one is a PhiML tensor, directly otherwise (and any
-    other callable directly)."""
-    if isinstance(network, torch.nn.Module):
+    """``network(*inputs)`` the way PhiFlow calls networks: a ``torch.nn.Module`` or a PhiML JAX network through
+    ``field.native_call`` when an input is a Field, through ``math.native_call`` when one is a PhiML tensor, directly
+    otherwise (and any other callable directly)."""
+    if isinstance(network, torch.nn.Module) or is_jax_network(network):
         from phi.field import Field
         from phiml.math import Tensor
         if any(isinstance(i, Field) for i in inputs):
@@ -238,27 +302,26 @@ def rows_batch(batch, n: int):
 
 
 class NetworkCall:
-    """A torch network applied to a batch of user inputs the way PhiFlow calls networks.
+    """A torch or PhiML JAX network applied to a batch of user inputs the way PhiFlow calls networks.
 
     Invariant: ``wrap(net(native_inputs))`` equals ``field.native_call(net, inputs)`` for a Field,
-    ``math.native_call(net, inputs)`` for a PhiML tensor and ``net(inputs)`` for a torch tensor.
+    ``math.native_call(net, inputs)`` for a PhiML tensor and ``net(inputs)`` for a native array.
 
     Attributes:
-        kind: 'torch', 'tensor' or 'field'.
-        native_inputs: the batch-first torch tensor the network receives.
-        batch: the batch shape of PhiML inputs (None for torch tensors).
+        backend: 'torch' or 'jax' (`network_backend` of the network).
+        kind: 'torch' / 'jax' (a native array), 'tensor' or 'field'.
+        native_inputs: the batch-first native array the network receives.
+        batch: the batch shape of PhiML inputs (None for native arrays).
     """
 
     def __init__(self, net, inputs, name: str = 'inputs'):
-        if not isinstance(net, torch.nn.Module):
-            raise InvalidInputError(f"the network is a {type(net).__module__}.{type(net).__name__}; phi_hig supports "
-                                    f"{SUPPORTED}")
-        self.kind = kind_of(name, inputs)
-        if self.kind == 'torch':
+        self.backend = network_backend(net)
+        self.kind = kind_of(name, inputs, self.backend)
+        if self.kind in NATIVE:
             self.inputs, self.native_inputs, self.batch = inputs, inputs, None
             self._check_dtype(name)
             return
-        self.inputs = _to_torch_backend(inputs)
+        self.inputs = _to_backend(inputs, self.backend)
         captured = []
 
         def capture(x):
@@ -276,12 +339,17 @@ class NetworkCall:
 
     def _check_dtype(self, name: str) -> None:
         dtype = getattr(self.native_inputs, 'dtype', None)
-        if dtype is None or not dtype.is_floating_point:
+        if self.backend == 'jax':
+            import numpy as np
+            floating = dtype is not None and np.issubdtype(dtype, np.floating)
+        else:
+            floating = dtype is not None and dtype.is_floating_point
+        if not floating:
             raise InvalidInputError(f"{name} must hold floating-point values (a network's input), got {dtype}")
 
-    def wrap(self, native: torch.Tensor):
+    def wrap(self, native):
         """A native network output with any leading batch size N as a value of the input's kind."""
-        if self.kind == 'torch':
+        if self.kind in NATIVE:
             return native
         n = int(native.shape[0])
         template = self.inputs if n == self.batch.volume else self._template(n)
@@ -305,10 +373,10 @@ class BatchLayout:
     and the other dims in the first output's order, so the rows of replicated batches line up.
     """
 
-    def __init__(self, value, n_examples: int, batch=None, name: str = 'simulate(z)'):
-        self.name, self.b = name, int(n_examples)
-        self.kind = kind_of(name, value)
-        if self.kind == 'torch':
+    def __init__(self, value, n_examples: int, batch=None, name: str = 'simulate(z)', backend: str = 'torch'):
+        self.name, self.b, self.backend = name, int(n_examples), backend
+        self.kind = kind_of(name, value, backend)
+        if self.kind in NATIVE:
             if value.ndim == 0:
                 raise InvalidInputError(f"{name} must have a leading batch dimension, got a scalar")
             self.tail = tuple(value.shape[1:])
@@ -327,10 +395,10 @@ class BatchLayout:
             batch = batch_shape(**{own_batch.names[0]: self.b})
         self.batch = batch
 
-    def flatten(self, value) -> torch.Tensor:
-        """``(N, |y|)`` torch tensor of a value of this layout's kind (any batch size N)."""
-        if self.kind == 'torch':
-            if not isinstance(value, torch.Tensor) or value.ndim == 0 or tuple(value.shape[1:]) != self.tail:
+    def flatten(self, value):
+        """``(N, |y|)`` native array of a value of this layout's kind (any batch size N)."""
+        if self.kind in NATIVE:
+            if kind(value) != self.kind or value.ndim == 0 or tuple(value.shape[1:]) != self.tail:
                 raise InvalidInputError(f"{self.name} returned {type(value).__name__} of shape "
                                         f"{tuple(getattr(value, 'shape', ()))}, expected (N, {', '.join(map(str, self.tail))})")
             return value.reshape(value.shape[0], -1)
@@ -342,17 +410,17 @@ class BatchLayout:
                                     f" expected {self.rest}")
         return values.native([values.shape.batch, self.rest])
 
-    def unflatten(self, native: torch.Tensor):
+    def unflatten(self, native):
         """The inverse of `flatten` for the first value's batch: ``(b, |y|)`` → a value of this kind."""
-        if self.kind == 'torch':
+        if self.kind in NATIVE:
             return native.reshape(native.shape[0], *self.tail)
         from phiml import math
         values = math.reshaped_tensor(native, [self.batch, self.rest], convert=False)
         return self.template.with_values(values) if self.kind == 'field' else values
 
-    def per_example(self, loss) -> torch.Tensor:
-        """A per-example loss (torch ``(b,)`` or a PhiML tensor with exactly the batch dims) as a torch ``(b,)``."""
-        if isinstance(loss, torch.Tensor):
+    def per_example(self, loss):
+        """A per-example loss (native ``(b,)`` or a PhiML tensor with exactly the batch dims) as a native ``(b,)``."""
+        if kind(loss) == self.backend:
             if loss.shape != (self.b,):
                 raise InvalidInputError(f"loss(y, targets) must return one value per example, shape ({self.b},), "
                                         f"got {tuple(loss.shape)}")
@@ -361,16 +429,21 @@ class BatchLayout:
         if kind(loss) != 'tensor' or batch is None or set(loss.shape.names) != set(batch.names) or \
                 any(loss.shape.get_size(d) != batch.get_size(d) for d in batch.names):
             raise InvalidInputError(f"loss(y, targets) must return one value per example: a PhiML tensor with exactly "
-                                    f"the batch dims {batch} of y (or a torch tensor of shape ({self.b},)), got "
+                                    f"the batch dims {batch} of y (or a native array of shape ({self.b},)), got "
                                     f"{getattr(loss, 'shape', type(loss).__name__)}")
         return loss.native([batch])
 
 
+def _on_jax(value) -> bool:
+    values = values_of(value)
+    return values is not None and values.default_backend.name == 'jax'
+
+
 def examples_of(name: str, value) -> tuple:
-    """``(b, batch)``: the number of examples of a batch-first torch tensor (``batch`` None), or the volume and
-    shape of the batch dims of a PhiML tensor or Field."""
-    kind = kind_of(name, value)
-    if kind == 'torch':
+    """``(b, batch)``: the number of examples of a batch-first torch tensor or JAX array (``batch`` None), or the
+    volume and shape of the batch dims of a PhiML tensor or Field (on any backend phi_hig trains on)."""
+    kind = kind_of(name, value, 'jax' if is_jax_array(value) or _on_jax(value) else 'torch')
+    if kind in NATIVE:
         if value.ndim == 0:
             raise InvalidInputError(f"{name} must have a leading batch dimension, got a scalar")
         return int(value.shape[0]), None
@@ -513,7 +586,7 @@ class Conditions:
         from phiml import math
         from phi.field import Field
         if key not in self._natives:  # the packed native (b, |rest|) on the torch backend, once
-            user = _to_torch_backend(value)
+            user = _to_backend(value)
             values = math.expand(user.values if isinstance(user, Field) else user, examples)
             rest = values.shape.non_batch
             self._natives[key] = user, values.native([examples, rest] if rest else [examples]).detach(), rest

@@ -7,7 +7,9 @@ appends known conditions to a network's output; one parameter count.
 * `Conditioned`: `z = (net(x), x[:, columns])`, for physics that needs known inputs next to the prediction (or
   pass them to the physics as conditions: `phi_hig.hig_step(..., conditions=…)`);
 * `accept_conditioned_keys`: a network that also loads the state dicts of its `Conditioned` wrapper;
-* `parameter_count`: the number of trainable parameters.
+* `parameter_count`: the number of trainable parameters;
+* `jax_twin`: a PhiML JAX network (``StaxNet``) computing the same function as a dense torch network, with its
+  weights copied (the JAX backend of the runner and the JAX benchmark start from the torch weights).
 
 `unet` builds the U-net of Holl, Koltun & Thuerey 2021 (appendix B.2, B.4): max-pool down, bilinear up, two
 (3×3 conv → batch norm → ReLU) blocks per level, skip connections by concatenation, a final 1×1 convolution. Its
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 from .errors import InvalidInputError
 
 __all__ = ['unet', 'PeriodicUNet', 'dense', 'keras_dense', 'Conditioned', 'accept_conditioned_keys',
-           'parameter_count']
+           'parameter_count', 'jax_twin']
 
 
 class _DoubleConv(nn.Sequential):
@@ -201,3 +203,46 @@ def parameter_count(net: nn.Module) -> int:
     networks, which freeze nothing, this is the count the papers state; buffers (batch-norm statistics) are not
     parameters."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+_STAX_ACTIVATIONS = {nn.Tanh: 'Tanh', nn.ReLU: 'Relu', nn.Sigmoid: 'Sigmoid'}
+
+
+def jax_twin(net: nn.Module):
+    """A PhiML JAX network (``StaxNet``: ``stax.Dense`` layers and activations) equal to ``net`` as a function, with
+    ``net``'s weights copied (transposed to stax's ``(in, out)``) in ``net``'s dtype.
+
+    Invariant: for a batch-first input x, ``jax_twin(net)(x)`` equals ``net(x)`` to round-off. Imports JAX and
+    PhiML's JAX backend (which sets ``jax_enable_x64``) when called.
+
+    Args:
+        net: an ``nn.Sequential`` of ``nn.Linear``, ``nn.Tanh``, ``nn.ReLU`` and ``nn.Sigmoid`` (e.g. `dense`,
+            `keras_dense`).
+
+    Raises:
+        InvalidInputError: another layer type (the message names the supported ones).
+    """
+    import jax.numpy as jnp
+    from jax.example_libraries import stax
+    from phiml.backend.jax.stax_nets import StaxNet
+    supported = (nn.Linear, *_STAX_ACTIVATIONS)
+    if not isinstance(net, nn.Sequential) or not all(isinstance(m, supported) for m in net):
+        found = type(net).__name__ if not isinstance(net, nn.Sequential) else \
+            ', '.join(sorted({type(m).__name__ for m in net if not isinstance(m, supported)}))
+        raise InvalidInputError(f"jax_twin needs an nn.Sequential of nn.Linear, nn.Tanh, nn.ReLU and nn.Sigmoid "
+                                f"layers (a dense network); got {found}")
+    layers, params = [], []
+    for m in net:
+        if isinstance(m, nn.Linear):
+            layers.append(stax.Dense(m.out_features))
+            weight = m.weight.detach().cpu().numpy().T
+            bias = m.bias.detach().cpu().numpy() if m.bias is not None else weight[0] * 0
+            params.append((jnp.asarray(weight), jnp.asarray(bias)))
+        else:
+            layers.append(getattr(stax, _STAX_ACTIVATIONS[type(m)]))
+            params.append(())
+    init, apply = stax.serial(*layers)
+    first = next(m for m in net if isinstance(m, nn.Linear))
+    twin = StaxNet(init, apply, (-1, first.in_features))
+    twin.parameters = params
+    return twin

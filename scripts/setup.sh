@@ -13,9 +13,11 @@
 #        pypi    whatever pip's configured indexes give for that version (from PyPI on Linux: a CUDA build, GBs)
 #        keep    the torch already in .venv, whatever its build
 #      A torch already in .venv of the chosen build and version is kept.
-#   4. phi_hig itself (editable) with its test, gui and docs extras (gui: the dashboard of `python -m phi_hig gui`;
-#      docs: the documentation build, whose tests run in the suite; EXTRAS=,more adds further extras), the other versions pinned by scripts/constraints.txt
-#   5. a check: the torch build installed (version, CPU or CUDA), phiflow, phiml
+#   4. phi_hig itself (editable) with its test, gui, docs and jax extras (gui: the dashboard of
+#      `python -m phi_hig gui`; docs: the documentation build, whose tests run in the suite; jax: the CPU build of
+#      JAX, jax[cpu], so that the JAX tests run; EXTRAS=,more adds further extras), the other versions pinned by
+#      scripts/constraints.txt
+#   5. a check: the torch build installed (version, CPU or CUDA), phiflow, phiml, jax
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -160,7 +162,7 @@ if cuda or any('+cu' in v for v in torch):
 fi
 
 # --- 4. phi_hig
-extras="test,gui,docs${EXTRAS:-}"
+extras="test,gui,docs,jax${EXTRAS:-}"
 stage "phi_hig (editable) with the extras $extras, versions from scripts/constraints.txt"
 quietly phi_hig python -m pip install -c scripts/constraints.txt -e ".[$extras]" \
     || stop "pip install -e .[$extras] failed" "$LOGS/phi_hig.log"
@@ -169,10 +171,10 @@ done_stage
 # --- 5. check
 stage "check"
 line=$(python -c "
-import torch, phi, phiml, phi_hig
-print(phi_hig.__version__, phi.__version__, phiml.__version__)" 2>"$LOGS/check.log") \
-    || stop "phi_hig does not import" "$LOGS/check.log"
+import torch, phi, phiml, jax, phi_hig
+print(phi_hig.__version__, phi.__version__, phiml.__version__, jax.__version__)" 2>"$LOGS/check.log") \
+    || stop "phi_hig does not import (or jax, its jax extra, does not)" "$LOGS/check.log"
 set -- $line
 have=$(torch_build)
-done_stage "phi_hig $1 with $(describe "$have"), phiflow $2, phiml $3"
+done_stage "phi_hig $1 with $(describe "$have"), phiflow $2, phiml $3, jax $4 (CPU)"
 say "ready in $((SECONDS - START)) s: .venv/bin/python has $(describe "$have")"

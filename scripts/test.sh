@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: set up .venv (test + gui extras), make sure headless Chromium is there for the
-# dashboard's browser test, then run the whole test suite.
+# The project's test command: set up .venv (test, gui, docs and jax extras), make sure headless Chromium is there
+# for the dashboard's browser test, then run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "phi_hig tests: setting up .venv (scripts/setup.sh), then the test suite"
@@ -30,5 +30,7 @@ fi
 . .venv/bin/activate
 # dash registers a pytest plugin (dash.testing) that we do not use; keep it out of the run
 export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} -p no:dash"
+# the JAX tests must run here, not skip: a jax that does not import fails the run (tests/conftest.py)
+export PHI_HIG_REQUIRE_JAX=1
 echo "phi_hig tests: python -m pytest -q tests $*"
 python -m pytest -q tests "$@"

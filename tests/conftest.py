@@ -6,6 +6,20 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+REQUIRE_JAX = 'PHI_HIG_REQUIRE_JAX'
+"""Set (to 1) by scripts/test.sh, the project's test command that CI runs: the JAX tests skip where jax is not
+installed (a checkout without the extra), but under the test command a missing jax fails the run."""
+
+
+def pytest_sessionstart(session):
+    """Under `REQUIRE_JAX` the run stops at once, failed, when jax does not import (the JAX tests never skip in CI)."""
+    if os.environ.get(REQUIRE_JAX, '') not in ('', '0'):
+        try:
+            import jax  # noqa: F401
+        except ImportError as err:
+            pytest.exit(f"{REQUIRE_JAX} is set but jax does not import ({err}): scripts/setup.sh installs the jax "
+                        f"extra (pip install -e '.[jax]'), so that the JAX tests run instead of skipping", returncode=1)
+
 
 @pytest.fixture(autouse=True)
 def seeded_global_generators():

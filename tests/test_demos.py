@@ -49,6 +49,8 @@ LIBRARY = {
     'hig_fields': (['--steps', '3'], {'hig', 'adam'}),
     'sip_heat': (['--steps', '2', '--resolution', '16'], {'sip', 'adam'}),
     'oscillators_conditions': (['--epochs', '1', '--samples', '64'], {'hig'}),
+    'hig_fields_jax': (['--steps', '3'], {'hig', 'adam'}),         # the same on PhiFlow's JAX backend
+    'sip_heat_jax': (['--steps', '2', '--resolution', '16'], {'sip', 'adam'}),
 }
 LINES = {'oscillators_conditions': 50}  # the port of the PBDL book's notebook (issue: at most 50 lines)
 

@@ -132,7 +132,7 @@ def test_jax_backed_tensor_is_refused():
     from phiml.math import batch, channel
     net = torch.nn.Linear(2, 2)
     x = math.convert(math.random_normal(batch(b=4), channel(vector=2)), JAX)
-    with pytest.raises(InvalidInputError, match=r"jax backend; phi_hig supports"):
+    with pytest.raises(InvalidInputError, match=r"jax backend but the network is a torch network; phi_hig supports"):
         hig_step(net, HIG(net), x, x, None, lambda y, t: math.l2_loss(y - t))
 
 

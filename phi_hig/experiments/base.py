@@ -86,6 +86,8 @@ class Experiment:
         block: number of examples ``generate`` draws at a time (lower it when generating is expensive).
         threads: torch intra-op threads to train with (None: leave torch's setting). Tiny problems run
             fastest on one thread, and much slower with several threads on a loaded machine.
+        jax_physics: ``(simulate, loss)`` for batch-first JAX arrays (the same physics and per-sample loss): the
+            experiment trains under ``backend='jax'`` (`phi_hig.training.jax_steps`); None: it does not.
         expected: per method, a behaviour of its default hyperparameters that is this experiment's result rather
             than a misconfiguration, in words (e.g. the toy's Gauss–Newton, whose full steps overshoot and saturate
             the network: Schnell, Holl & Thuerey 2022, §2.1). When the method trains with the experiment's own
@@ -109,6 +111,7 @@ class Experiment:
     description: str = ''
     threads: Optional[int] = None
     block: int = 4096
+    jax_physics: Optional[Tuple[Callable, Callable]] = None
     expected: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):

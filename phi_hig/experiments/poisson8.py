@@ -109,6 +109,7 @@ def poisson8(preset: str = 'paper', network: Literal['paper', 'code'] = 'paper',
     return Experiment(
         name='poisson8', make_net=make_net, simulate=simulate, loss=loss, methods=methods, generate=generate,
         test_set=test, metrics=metrics, eval_every=20 if preset == 'paper' else 1, threads=1,
+        jax_physics=(simulate, loss),  # PhiFlow's field.laplace and the loss run on JAX arrays as they are
         settings=dict(preset=preset, network=network, res=res, hidden=list(hidden), parameters=n_params,
                       n_test=n_test, batch_size=batch_size, data_seed=data_seed),
         description=f"Poisson {res}×{res} (HIG §3.2): net {'-'.join(map(str, sizes))} tanh ({n_params} parameters)")

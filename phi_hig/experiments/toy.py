@@ -42,8 +42,12 @@ def toy(gamma: float = 0.01, n_points: Count = 1024, batch_size: Count = 256, hi
     def simulate(z):
         return torch.stack([z[:, 0], gamma * z[:, 1]], dim=-1)
 
-    def loss(y, target):
+    def loss(y, target):  # torch tensors and JAX arrays alike
         return 0.5 * ((y - target) ** 2).sum(-1)
+
+    def jax_simulate(z):
+        import jax.numpy as jnp
+        return jnp.stack([z[:, 0], gamma * z[:, 1]], axis=-1)
 
     def metrics(net, inputs, targets):
         """Neuron saturation (mean |h|, per-unit mean and std of the hidden activations over the set) and
@@ -67,7 +71,8 @@ def toy(gamma: float = 0.01, n_points: Count = 1024, batch_size: Count = 256, hi
     return Experiment(
         name='toy', make_net=make_net, simulate=simulate, loss=loss, methods=methods,
         train_set=(x_train, _targets(x_train)), test_set=(x_test, _targets(x_test)), metrics=metrics,
-        eval_every=50, threads=1, settings=dict(gamma=gamma, n_points=n_points, batch_size=batch_size, hidden=hidden,
+        eval_every=50, threads=1, jax_physics=(jax_simulate, loss),
+        settings=dict(gamma=gamma, n_points=n_points, batch_size=batch_size, hidden=hidden,
                                      preset=preset),
         description="HIG paper toy: y = (z1, γ z2) fitted to (sin 6x, cos 9x)",
         expected={'gn': "full Gauss–Newton steps (η = b) overshoot, saturate the tanh units and plateau, as in "

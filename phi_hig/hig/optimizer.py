@@ -36,9 +36,9 @@ from .distributed import DistributedJacobian, active_group
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors, physics_function
-from ..convert import BatchLayout, Conditions, NetworkCall
+from ..convert import BatchLayout, Conditions, NetworkCall, is_jax_network, refuse_tensorflow
 
-__all__ = ['HIG', 'hig_step', 'HIGStepInfo']
+__all__ = ['HIG', 'hig_step', 'HIGStepInfo', 'learning_rate_of', 'hig_options']
 
 _SETTING_KEYS = ('truncation', 'kappa', 'beta', 'relative', 'path')
 _OPTION_KEYS = ('max_bytes', 'chunk_rows', 'structured')  # the settings held as attributes, not in param_groups
@@ -52,9 +52,12 @@ class HIG(torch.optim.Optimizer):
     `hig_step`, not by ``loss.backward(); opt.step()``. The learning rate lives in ``param_groups[i]['lr']``, so
     torch learning-rate schedulers and ``state_dict`` round trips work; it is validated at every step.
 
+    ``HIG(net, …)`` on a PhiML JAX network (``StaxNet``) returns a `phi_hig.hig.jax_optimizer.JaxHIG` with the same
+    arguments, for `hig_step` on JAX.
+
     Args:
         net: a ``torch.nn.Module`` (e.g. ``phiml.nn.dense_net(...)`` on the torch backend) or an iterable of
-            parameters / parameter groups.
+            parameters / parameter groups; or a PhiML JAX network.
         learning_rate: η ≥ 0; the step is ``θ ← θ − η·d`` with g of the batch-mean loss (module docstring). Also
             accepted as ``lr``, its name in ``torch.optim`` and where it is stored (``param_groups[i]['lr']``); the
             command line's ``--hp hig.lr=…`` / ``--hp hig.learning_rate=…`` are the same key.
@@ -87,18 +90,19 @@ class HIG(torch.optim.Optimizer):
     phi_hig.errors.InvalidInputError: kappa must be a finite number >= -1 and <= 1 (-0.5 HIG, -1 Gauss-Newton, 1 gradient descent), got -2
     """
 
+    def __new__(cls, net=None, *args, **kwargs):
+        if cls is HIG and is_jax_network(net):
+            from .jax_optimizer import JaxHIG
+            return JaxHIG(net, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
                  beta: float = 0.0, relative: bool = True, path: str = AUTO,
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  structured: Optional[bool] = None, *, lr: Optional[float] = None, method: Optional[str] = None):
-        if lr is not None:  # torch.optim's name of the learning rate
-            if learning_rate != 1.0:
-                raise InvalidInputError(f"give the learning rate once, as learning_rate or as lr (its torch.optim "
-                                        f"name), got learning_rate={learning_rate!r} and lr={lr!r}")
-            learning_rate = lr
+        lr = learning_rate_of(learning_rate, lr)
         settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
-        lr = checks.number('learning_rate', learning_rate, low=0)
-        options = _options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
+        options = hig_options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
         params = _parameters(net)
         defaults = dict(lr=lr, **{k: getattr(settings, k) for k in _SETTING_KEYS})
         super().__init__(params, defaults)
@@ -149,7 +153,7 @@ class HIG(torch.optim.Optimizer):
             if not isinstance(options, dict) or set(options) - set(_OPTION_KEYS):
                 raise InvalidInputError(f"state_dict['{_OPTIONS_ENTRY}'] must be a dict with keys among "
                                         f"{', '.join(_OPTION_KEYS)}, got {options!r}")
-            options = _options(dict({k: getattr(self, k) for k in _OPTION_KEYS}, **options))
+            options = hig_options(dict({k: getattr(self, k) for k in _OPTION_KEYS}, **options))
         groups = state_dict.get('param_groups') if isinstance(state_dict, dict) else None
         if groups and any(isinstance(g, dict) and 'method' in g for g in groups):
             renamed = [dict({k: v for k, v in g.items() if k != 'method'}, path=g.get('path', g['method']))
@@ -202,9 +206,35 @@ class HIG(torch.optim.Optimizer):
         self._opt_called = True  # a step was made: what torch's lr schedulers look for (their wrapper of step())
 
 
-def _options(options: dict) -> dict:
-    """The settings HIG holds outside its parameter groups (``max_bytes``, ``chunk_rows``, ``structured``),
-    validated."""
+def learning_rate_of(learning_rate: float = 1.0, lr: Optional[float] = None) -> float:
+    """The learning rate η of a `HIG` (torch or JAX) given as ``learning_rate`` or as ``lr`` (torch.optim's name),
+    validated: a finite number ≥ 0, given once.
+
+    >>> learning_rate_of(0.5), learning_rate_of(lr=0.25)
+    (0.5, 0.25)
+
+    Raises:
+        InvalidInputError: both spellings are given, or η is not a finite number ≥ 0.
+    """
+    if lr is not None:
+        if learning_rate != 1.0:
+            raise InvalidInputError(f"give the learning rate once, as learning_rate or as lr (its torch.optim "
+                                    f"name), got learning_rate={learning_rate!r} and lr={lr!r}")
+        learning_rate = lr
+    return checks.number('learning_rate', learning_rate, low=0)
+
+
+def hig_options(options: dict) -> dict:
+    """The settings a `HIG` (torch or JAX) holds outside its parameter groups (``max_bytes``, ``chunk_rows``,
+    ``structured``), validated.
+
+    >>> hig_options(dict(max_bytes=None, chunk_rows=16, structured=None))
+    {'max_bytes': None, 'chunk_rows': 16, 'structured': None}
+
+    Raises:
+        InvalidInputError: ``max_bytes`` is not None or a number > 0, ``chunk_rows`` not an integer ≥ 1, or
+            ``structured`` not None, True or False.
+    """
     max_bytes, chunk_rows, structured = (options[k] for k in _OPTION_KEYS)
     if max_bytes is not None:
         max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
@@ -221,8 +251,9 @@ def _parameters(net) -> list:
     elif hasattr(net, '__iter__') and not isinstance(net, (torch.Tensor, np.ndarray, str, bytes, dict)):
         params = list(net)
     else:
+        refuse_tensorflow(net)
         raise InvalidInputError(f"HIG(net): net must be a torch.nn.Module or an iterable of its parameters (or "
-                                f"parameter groups), got {type(net).__name__}")
+                                f"parameter groups), or a PhiML JAX network (StaxNet), got {type(net).__name__}")
     if not params:
         raise InvalidInputError("HIG got no parameters: the network has none (or the list is empty)")
     for p in params:
@@ -304,8 +335,12 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     applies ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` (truncated; `phi_hig.hig.apply_half_inverse`). Invariant: either the
     whole update is applied or, on error, none of it.
 
+    On a PhiML JAX network (with the `phi_hig.hig.jax_optimizer.JaxHIG` that ``HIG(net)`` built) the step runs on
+    JAX, compiled (`phi_hig.hig.jax_optimizer.jax_hig_step`), with the same arguments and diagnostics.
+
     Args:
-        net: a ``torch.nn.Module``. It is called like PhiFlow calls networks: ``field.native_call(net, inputs)``
+        net: a ``torch.nn.Module`` or a PhiML JAX network. It is called like PhiFlow calls networks:
+            ``field.native_call(net, inputs)``
             for a Field, ``math.native_call(net, inputs)`` for a PhiML tensor, ``net(inputs)`` for a torch tensor.
         optimizer: a `HIG` built on ``net``'s parameters.
         inputs: the network inputs: a batch-first torch tensor, a PhiML tensor or a PhiFlow Field (batch dims =
@@ -352,6 +387,9 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     >>> print(f"w = {net.weight.item():.3f}, b = {net.bias.item():.3f}, rank {info.rank}")
     w = 2.000, b = 1.000, rank 2
     """
+    if not isinstance(optimizer, HIG) and is_jax_network(net):
+        from .jax_optimizer import jax_hig_step
+        return jax_hig_step(net, optimizer, inputs, targets, simulate, loss, conditions=conditions, group=group)
     if not isinstance(optimizer, HIG):
         raise InvalidInputError(f"optimizer must be a phi_hig.HIG, got {type(optimizer).__name__}")
     settings = optimizer.settings

@@ -13,7 +13,10 @@ Two objects split the work, in the roles PhiML's ``Solve`` and a linear operator
   `phi_hig.hig.jacobian.JacobianFactors` holds J as per-layer factors without forming it.
 
 `apply_half_inverse(settings, operator, g)` is the one function that applies the settings to an operator: the
-choice of path, the size checks, the cut-off and the fallbacks live there only. Paths, all exact and float64:
+choice of path, the size checks, the cut-off and the fallbacks live there only, for every backend. The operator and
+``g`` are torch tensors or JAX arrays; the few operations that differ (float64 arrays, eigh, SVD, products) come
+from `phi_hig.hig.arrays.array_ops` of ``g``, so a JAX operator is applied without creating a torch tensor, and
+its float64 parts run under ``jax.enable_x64`` whatever JAX's global setting. Paths, all exact and float64:
 
 * **Gram** (``'gram'``): ``eigh(J Jᵀ)`` and ``d = Jᵀ U Λ^(κ−1) Uᵀ g``, or, when ``n < m``, the dual
   ``eigh(JᵀJ)`` and ``d = V Λ^(κ−1) Vᵀ Jᵀg`` (``'dual'`` forces the dual). Squaring σ squares the condition
@@ -40,8 +43,10 @@ import numpy as np
 import torch
 
 from .. import checks
+from ..backend import is_jax_array
 from ..convert import from_native, kind, native_of
 from ..errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepError
+from .arrays import array_ops
 
 __all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
            'gram_bytes', 'batched_half_inverse', 'half_inverse', 'eigh64', 'choose_path', 'PATHS', 'AUTO',
@@ -100,31 +105,33 @@ class JacobianOperator(Protocol):
     """The stacked Jacobian ``J`` (``n_rows × n_params``) as the core consumes it.
 
     Implementations: `DenseJacobian` (a given matrix), `phi_hig.hig.jacobian.JacobianFactors` (per-layer factors of
-    network + physics, J never formed) and, across ``torch.distributed`` ranks, an operator whose ``gram()``
-    gathers the rows of every rank. Contract: ``gram()`` returns ``J Jᵀ`` and ``gram_dual()`` returns ``JᵀJ`` as
-    float64 tensors accumulated in float64; ``vjp(c)`` returns ``Jᵀc`` as a float64 ``(n_params,)`` tensor for a
-    vector ``c`` of length ``n_rows``; ``matrix()`` returns J (any floating dtype). Each may raise
-    `phi_hig.errors.JacobianTooLargeError` before allocating. The core calls ``gram()`` or ``gram_dual()`` at most
-    once and then ``vjp`` at most twice.
+    network + physics, J never formed), `phi_hig.hig.jax_jacobian.JaxJacobian` (the same on JAX) and, across
+    ``torch.distributed`` ranks, an operator whose ``gram()`` gathers the rows of every rank. Contract: ``gram()``
+    returns ``J Jᵀ`` and ``gram_dual()`` returns ``JᵀJ`` as float64 arrays accumulated in float64; ``vjp(c)``
+    returns ``Jᵀc`` as a float64 ``(n_params,)`` array for a vector ``c`` of length ``n_rows``; ``matrix()`` returns
+    J (any floating dtype); all on the backend of the ``g`` the operator is applied to (torch tensors, or JAX
+    arrays, which the core reads inside ``jax.enable_x64``). Each may raise `phi_hig.errors.JacobianTooLargeError`
+    before allocating. The core calls ``gram()`` or ``gram_dual()`` at most once and then ``vjp`` at most twice.
     """
     n_rows: int
     n_params: int
 
-    def gram(self) -> torch.Tensor:
+    def gram(self):
         """``J Jᵀ`` (``n_rows × n_rows``), float64, accumulated in float64."""
 
-    def gram_dual(self) -> torch.Tensor:
+    def gram_dual(self):
         """``JᵀJ`` (``n_params × n_params``), float64, accumulated in float64."""
 
-    def vjp(self, c: torch.Tensor) -> torch.Tensor:
-        """``Jᵀc`` as a float64 ``(n_params,)`` tensor for a vector ``c`` of length ``n_rows``."""
+    def vjp(self, c):
+        """``Jᵀc`` as a float64 ``(n_params,)`` array for a vector ``c`` of length ``n_rows``."""
 
-    def matrix(self) -> torch.Tensor:
+    def matrix(self):
         """J itself (``n_rows × n_params``, any floating dtype), for the SVD path."""
 
 
 class DenseJacobian:
-    """`JacobianOperator` of a given matrix ``J`` (``m × n``, any float dtype and device).
+    """`JacobianOperator` of a given matrix ``J`` (``m × n``, any float dtype and device; a torch tensor or a JAX
+    array).
 
     The products are formed in float64 from one float64 copy of J, made on first use.
 
@@ -136,31 +143,32 @@ class DenseJacobian:
     [2.0, 3.0]
     """
 
-    def __init__(self, J: torch.Tensor, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
+    def __init__(self, J, max_bytes: Optional[float] = DEFAULT_MAX_BYTES):
         self.J, self.max_bytes = J, max_bytes
         self.n_rows, self.n_params = int(J.shape[0]), int(J.shape[1])
+        self._ops = array_ops(J)
         self._J64 = None
 
-    def _64(self) -> torch.Tensor:
+    def _64(self):
         if self._J64 is None:
-            self._J64 = self.J.to(torch.float64)
+            self._J64 = self._ops.float64(self.J)
         return self._J64
 
-    def gram(self) -> torch.Tensor:
+    def gram(self):
         """``J Jᵀ`` in float64."""
         J = self._64()
         return J @ J.T
 
-    def gram_dual(self) -> torch.Tensor:
+    def gram_dual(self):
         """``JᵀJ`` in float64."""
         J = self._64()
         return J.T @ J
 
-    def vjp(self, c: torch.Tensor) -> torch.Tensor:
+    def vjp(self, c):
         """``Jᵀc`` in float64 on J's device."""
-        return self._64().T @ c.to(device=self.J.device, dtype=torch.float64)
+        return self._64().T @ self._ops.float64(self._ops.on_device_of(c, self.J))
 
-    def matrix(self) -> torch.Tensor:
+    def matrix(self):
         """The matrix J as given (its own dtype and device)."""
         return self.J
 
@@ -222,24 +230,24 @@ def choose_path(path: str, method: Optional[str], where: str) -> str:
     return method
 
 
-def eigh64(G: torch.Tensor) -> tuple:
-    """Eigendecomposition ``(μ ascending, W)`` of a symmetric float64 matrix; only its lower triangle is read.
-
-    ``torch.linalg.eigh``: LAPACK ``syevd`` through torch's BLAS on the CPU (it follows ``torch.set_num_threads``;
-    SciPy's OpenBLAS does not, and with its own threads on shared cores it was 2–3× slower here), cuSOLVER on
-    CUDA.
-    """
-    return torch.linalg.eigh(G)
+def eigh64(G) -> tuple:
+    """Eigendecomposition ``(μ ascending, W)`` of a symmetric float64 matrix (a torch tensor or a JAX array); only
+    its lower triangle is read. `phi_hig.hig.arrays.TorchOps.eigh` / `JaxOps.eigh`: LAPACK ``syevd`` on the CPU,
+    cuSOLVER on CUDA."""
+    ops = array_ops(G)
+    with ops.scope():
+        return ops.eigh(G)
 
 
 # ------------------------------------------------------------------------------------------- the cut-off
 
-def _svd_keep(s: torch.Tensor, s_max: torch.Tensor, settings: HalfInverse, floor_dim: int) -> torch.Tensor:
+def _svd_keep(s, s_max, settings: HalfInverse, floor_dim: int, xp=torch):
     """Mask of the singular values that are kept: ``σ > max(τ·σ_max or τ, max(m, n)·ε₆₄·σ_max)`` and σ_max > 0.
 
-    Works batched: ``s`` (…, k), ``s_max`` broadcastable to it."""
-    user = settings.truncation * s_max if settings.relative else torch.full_like(s_max, settings.truncation)
-    return (s > torch.maximum(user, floor_dim * EPS64 * s_max)) & (s_max > 0)
+    Works batched: ``s`` (…, k), ``s_max`` broadcastable to it; ``xp``: the array namespace (torch, jax.numpy or
+    NumPy)."""
+    user = settings.truncation * s_max if settings.relative else xp.full_like(s_max, settings.truncation)
+    return (s > xp.maximum(user, floor_dim * EPS64 * s_max)) & (s_max > 0)
 
 
 def _gram_threshold(mu_max: float, settings: HalfInverse, floor_dim: int) -> float:
@@ -248,28 +256,20 @@ def _gram_threshold(mu_max: float, settings: HalfInverse, floor_dim: int) -> flo
     return max(user, floor_dim * EPS64 * mu_max)
 
 
-def _gram_diagonal_max(G: torch.Tensor) -> float:
-    """The largest diagonal entry of a Gram matrix: NaN exactly when J has a NaN entry (its row's ``G_ii`` is NaN),
-    and a bound on every entry (``|G_ij| ≤ √(G_ii·G_jj)``), so one reduction tells finiteness and scale."""
-    return float(torch.diagonal(G).max()) if G.numel() else 0.0
-
-
-def _spectral(mu: torch.Tensor, w: torch.Tensor, rhs: torch.Tensor, settings: HalfInverse, floor_dim: int,
-              path: str):
+def _spectral(ops, mu, w, rhs, settings: HalfInverse, floor_dim: int, path: str):
     """``σ_max^β · W diag(μ^((κ−1)/2)) Wᵀ rhs`` over the kept eigenpairs, or None when 'auto' must use the SVD.
 
-    The kept eigenvalues (μ ascending) are a suffix: the kept part of W is a view, never a copy. The decisions are
-    taken on a host copy of μ (n numbers), the products on W's device."""
-    m = mu.detach().cpu().numpy()
+    The kept eigenvalues (μ ascending) are a suffix (``ops.kept_product``). The decisions are taken on a host copy
+    of μ (n numbers), the products on W's device."""
+    m = ops.host(mu)
     mu_max = float(m[-1]) if m.size else 0.0
     if mu_max <= 0.0:
-        return torch.zeros_like(rhs), SpectralInfo(np.zeros(0), 0.0, 0, path)
+        return ops.zeros(rhs.shape[0], like=rhs), SpectralInfo(np.zeros(0), 0.0, 0, path)
     first = int(np.searchsorted(m, _gram_threshold(mu_max, settings, floor_dim), side='right'))
     if settings.path == 'auto' and first < m.size and m[first] < AUTO_GRAM_MIN_RATIO * mu_max:
         return None
-    mu_k, w_k = mu[first:], w[:, first:]
     sigma_max = _pymath.sqrt(mu_max)
-    out = w_k @ (mu_k ** ((settings.kappa - 1.0) / 2.0) * (w_k.T @ rhs))
+    out = ops.kept_product(w, mu, rhs, first, (settings.kappa - 1.0) / 2.0)
     if settings.beta != 0:
         out = out * _power(sigma_max, settings.beta)
     return out, SpectralInfo(np.sqrt(m[first:])[::-1].copy(), sigma_max, m.size - first, path)
@@ -283,13 +283,13 @@ def _power(x: float, p: float) -> float:
         return float('inf')
 
 
-def _normalized(J: torch.Tensor) -> tuple:
+def _normalized(ops, J) -> tuple:
     """``(J64, k)``: J in float64 divided by the exact power of two 2^k with ``2^(k−1) ≤ max|J| < 2^k`` (k = 0 for
     J = 0), so that nothing of a full-rank J under- or overflows however small or large it is."""
-    J64 = J.to(torch.float64)
-    top = float(J64.abs().max()) if J64.numel() else 0.0
+    J64 = ops.float64(J)
+    top = ops.abs_max(J64)
     k = _pymath.frexp(top)[1] if top > 0 else 0
-    return (torch.ldexp(J64, torch.tensor(-k, device=J.device)) if k else J64), k
+    return (ops.ldexp(J64, -k) if k else J64), k
 
 
 def _scaled_settings(settings: HalfInverse, k: int) -> HalfInverse:
@@ -299,7 +299,7 @@ def _scaled_settings(settings: HalfInverse, k: int) -> HalfInverse:
     return HalfInverse(settings.kappa, settings.beta, _pymath.ldexp(settings.truncation, -k), False, settings.path)
 
 
-def _rescaled(d: torch.Tensor, info: SpectralInfo, k: int, settings: HalfInverse) -> tuple:
+def _rescaled(d, info: SpectralInfo, k: int, settings: HalfInverse) -> tuple:
     """Undo `_normalized`: ``d(2^k J') = 2^(k(κ+β)) · d(J')`` (in two factors, so that a representable result is
     never lost to an overflowing intermediate) and σ = 2^k σ'."""
     if k:
@@ -310,23 +310,26 @@ def _rescaled(d: torch.Tensor, info: SpectralInfo, k: int, settings: HalfInverse
     return d, info
 
 
-def _svd_apply(J: torch.Tensor, g64: torch.Tensor, settings: HalfInverse, path: str = 'svd'):
-    """The SVD path on the matrix J, normalized by an exact power of two (`_normalized`)."""
-    if not bool(torch.isfinite(J).all()):
+def _svd_apply(ops, J, g64, settings: HalfInverse, path: str = 'svd'):
+    """The SVD path on the matrix J, normalized by an exact power of two (`_normalized`); the cut-off is decided on
+    a host copy of the singular values."""
+    if not ops.all_finite(J):
         raise NonFiniteStepError("the Jacobian J is not finite (NaN or Inf); the weights were left untouched")
-    J64, k = _normalized(J)
+    J64, k = _normalized(ops, J)
     m, n = J64.shape
     scaled = _scaled_settings(settings, k)
-    u, s, vh = torch.linalg.svd(J64, full_matrices=False)
-    s_max = s[:1]
-    if not s.numel() or float(s_max) == 0.0:
-        return torch.zeros(n, dtype=torch.float64, device=J.device), SpectralInfo(np.zeros(0), 0.0, 0, path)
-    keep = _svd_keep(s, s_max, scaled, max(m, n))
+    u, s, vh = ops.svd(J64)
+    s_host = ops.host(s)
+    if not s_host.size or s_host[0] == 0.0:
+        return ops.zeros(n, like=J64), SpectralInfo(np.zeros(0), 0.0, 0, path)
+    s_max = float(s_host[0])
+    keep_host = _svd_keep(s_host, s_host[:1], scaled, max(m, n), np)
+    keep = ops.mask(keep_host, s)
     s_k = s[keep]
     d = vh[keep].T @ (s_k ** settings.kappa * (u[:, keep].T @ g64))
     if settings.beta != 0:
-        d = d * _power(float(s_max), settings.beta)
-    return _rescaled(d, SpectralInfo(s_k.cpu().numpy(), float(s_max), int(keep.sum()), path), k, settings)
+        d = d * _power(s_max, settings.beta)
+    return _rescaled(d, SpectralInfo(s_host[keep_host].copy(), s_max, int(keep_host.sum()), path), k, settings)
 
 
 # ------------------------------------------------------------------------------------------- the one function
@@ -360,13 +363,14 @@ def gram_path(settings, n_rows: int, n_params: int, max_bytes: Optional[float] =
     return path
 
 
-def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: torch.Tensor, *,
+def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g, *,
                        max_bytes: Optional[float] = DEFAULT_MAX_BYTES) -> tuple:
     """``d = max(σ)^β · V Λ^κ Uᵀ g`` of the operator's J over the kept singular values, in float64.
 
-    Invariants: the path, the cut-off and the fallbacks are those of the module docstring; the result is finite
-    for finite inputs unless its true value overflows float64 (then `NonFiniteStepError`); nothing of size
-    ``n_rows²`` (``n_params²`` on the dual path) is allocated above ``max_bytes``.
+    Invariants: the path, the cut-off and the fallbacks are those of the module docstring, for torch and JAX alike;
+    the result is finite for finite inputs unless its true value overflows float64 (then `NonFiniteStepError`);
+    nothing of size ``n_rows²`` (``n_params²`` on the dual path) is allocated above ``max_bytes``; for a JAX ``g``
+    no torch tensor is created and every float64 array is made inside ``jax.enable_x64``.
 
     A distributed operator (`phi_hig.hig.distributed.DistributedJacobian`) returns its Gram matrices and ``matrix()``
     on its root rank only and provides ``sharing(device)``, through which the core takes every decision from
@@ -376,38 +380,45 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
 
     Args:
         settings: a `HalfInverse`.
-        operator: a `JacobianOperator`.
-        g: the gradient of the loss with respect to the stacked outputs, ``(n_rows,)`` (the global rows).
+        operator: a `JacobianOperator` on the backend of ``g``.
+        g: the gradient of the loss with respect to the stacked outputs, ``(n_rows,)`` (the global rows): a torch
+            tensor or a JAX array.
         max_bytes: limit for the Gram matrices (`phi_hig.errors.JacobianTooLargeError` above it).
 
     Returns:
-        ``(d, info)``: ``d`` of shape ``(n_params,)``, float64, on g's device; a `SpectralInfo`.
+        ``(d, info)``: ``d`` of shape ``(n_params,)``, float64, on g's backend and device; a `SpectralInfo`.
     """
+    ops = array_ops(g)
+    with ops.scope():
+        return _apply(ops, settings, operator, g, max_bytes)
+
+
+def _apply(ops, settings: HalfInverse, operator, g, max_bytes) -> tuple:
     m, n = int(operator.n_rows), int(operator.n_params)
     floor_dim = max(m, n)
-    g64 = g.reshape(-1).to(torch.float64)
+    g64 = ops.float64(g.reshape(-1))
     share = operator.sharing(g64.device) if hasattr(operator, 'sharing') else _Local
     path = gram_path(settings, m, n, max_bytes)
     reason, top = '', None
     if path in ('gram', 'dual'):
         dual = path == 'dual'
         G = operator.gram_dual() if dual else operator.gram()
-        top, = share.numbers([_gram_diagonal_max(G) if share.root else 0.0])
+        top, = share.numbers([ops.diagonal_max(G) if share.root else 0.0])
         if top != top:
             raise NonFiniteStepError("the Jacobian J is not finite (NaN); the weights were left untouched")
         if 2.0 ** -GRAM_SAFE_EXPONENT <= top <= 2.0 ** GRAM_SAFE_EXPONENT:
             rhs = operator.vjp(g64) if dual else g64
-            done = share.root_result(lambda: _spectral(*eigh64(G), rhs, settings, floor_dim,
+            done = share.root_result(lambda: _spectral(ops, *ops.eigh(G), rhs, settings, floor_dim,
                                                        'gram-dual' if dual else 'gram'), n if dual else m)
             del G
             if done is not None:
                 out, info = done
-                return _finite_result(out if dual else operator.vjp(out), info)
+                return _finite_result(ops, out if dual else operator.vjp(out), info)
             reason = 'kept spectrum below the Gram resolution'
         elif settings.path == 'auto':
             reason = 'Gram matrix under- or overflows'
         elif top == 0.0:  # the forced Gram path takes an exactly zero Gram matrix for J = 0
-            return torch.zeros(n, dtype=torch.float64, device=g.device), SpectralInfo(np.zeros(0), 0.0, 0, path)
+            return ops.zeros(n, like=g64), SpectralInfo(np.zeros(0), 0.0, 0, path)
         else:
             raise NonFiniteStepError(
                 f"path={settings.path!r}: the float64 {'JᵀJ' if dual else 'J Jᵀ'} under- or overflows at this "
@@ -416,12 +427,11 @@ def apply_half_inverse(settings: HalfInverse, operator: JacobianOperator, g: tor
         J = operator.matrix()
     except JacobianTooLargeError:
         if reason and top == 0.0:  # a Gram matrix of exact zeros: |J| < 1e-162 everywhere, too large to form
-            return torch.zeros(n, dtype=torch.float64, device=g.device), SpectralInfo(np.zeros(0), 0.0, 0, 'gram',
-                                                                                     'zero Gram matrix')
+            return ops.zeros(n, like=g64), SpectralInfo(np.zeros(0), 0.0, 0, 'gram', 'zero Gram matrix')
         raise
-    d, info = share.root_result(lambda: _svd_apply(J, g64.to(J.device), settings), n)
+    d, info = share.root_result(lambda: _svd_apply(ops, J, ops.on_device_of(g64, J), settings), n)
     info.fallback = reason
-    return _finite_result(d, info)
+    return _finite_result(ops, d, info)
 
 
 class _Local:
@@ -437,45 +447,51 @@ class _Local:
         return compute()
 
 
-def _finite_result(d: torch.Tensor, info: SpectralInfo):
-    if not _pymath.isfinite(float(d.abs().max()) if d.numel() else 0.0):
+def _finite_result(ops, d, info: SpectralInfo):
+    if not _pymath.isfinite(ops.abs_max(d)):
         raise NonFiniteStepError("the half-inverse direction overflows float64 (its true value is out of range); "
                                  "the weights were left untouched")
     return d, info
 
 
-def batched_half_inverse(settings: HalfInverse, J: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def batched_half_inverse(settings: HalfInverse, J, g):
     """Per example ``b``: ``max(σ_b)^β · V_b Λ_b^κ U_bᵀ g_b`` for ``J: (B, m, n)``, ``g: (B, m)``, float64 SVD path.
 
     The same cut-off as `apply_half_inverse` (the batch of small dense Jacobians of a per-example inverse, e.g.
-    the Gauss–Newton SIP inverse). Returns ``(B, n)`` float64.
+    the Gauss–Newton SIP inverse). ``J`` and ``g`` are torch tensors or JAX arrays; returns ``(B, n)`` float64 on
+    their backend.
     """
-    J64 = J.to(torch.float64)
-    u, s, vh = torch.linalg.svd(J64, full_matrices=False)
-    s_max = s[:, :1]
-    keep = _svd_keep(s, s_max, settings, max(J.shape[1], J.shape[2]))
-    power = torch.where(keep, torch.where(keep, s, torch.ones_like(s)) ** settings.kappa, torch.zeros_like(s))
-    d = torch.einsum('bkn,bk->bn', vh, power * torch.einsum('bmk,bm->bk', u, g.to(torch.float64)))
-    if settings.beta != 0:
-        d = d * torch.where(s_max > 0, s_max, torch.ones_like(s_max)) ** settings.beta
+    ops = array_ops(J)
+    xp = ops.xp
+    with ops.scope():
+        u, s, vh = ops.svd(ops.float64(J))
+        s_max = s[:, :1]
+        keep = _svd_keep(s, s_max, settings, max(J.shape[1], J.shape[2]), xp)
+        power = xp.where(keep, xp.where(keep, s, xp.ones_like(s)) ** settings.kappa, xp.zeros_like(s))
+        d = xp.einsum('bkn,bk->bn', vh, power * xp.einsum('bmk,bm->bk', u, ops.float64(g)))
+        if settings.beta != 0:
+            d = d * xp.where(s_max > 0, s_max, xp.ones_like(s_max)) ** settings.beta
     return d
 
 
 # ------------------------------------------------------------------------------------------- dense front end
 
-def _to_torch(name: str, value) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        t = value
-    elif isinstance(value, np.ndarray):
-        t = torch.from_numpy(value)
-    else:
-        raise InvalidInputError(f"{name} must be a NumPy array, a torch tensor or a PhiML tensor, got "
+def _array(name: str, value):
+    """A NumPy array as a torch tensor, a torch tensor or a JAX array as it is; refused unless real floating-point
+    and finite."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    elif not (isinstance(value, torch.Tensor) or is_jax_array(value)):
+        raise InvalidInputError(f"{name} must be a NumPy array, a torch tensor, a JAX array or a PhiML tensor, got "
                                 f"{type(value).__name__}")
-    if not t.dtype.is_floating_point:
-        raise InvalidInputError(f"{name} must have a real floating-point dtype, got {t.dtype}")
-    if not bool(torch.isfinite(t).all()):
-        raise InvalidInputError(f"{name} contains {int((~torch.isfinite(t)).sum())} non-finite value(s) (NaN or Inf)")
-    return t
+    ops = array_ops(value)
+    if not ops.is_real_floating(value):
+        raise InvalidInputError(f"{name} must have a real floating-point dtype, got {value.dtype}")
+    with ops.scope():
+        if not ops.all_finite(value):
+            bad = int((~ops.xp.isfinite(value)).sum())
+            raise InvalidInputError(f"{name} contains {bad} non-finite value(s) (NaN or Inf)")
+    return value
 
 
 def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float = 1e-6, relative: bool = True,
@@ -493,7 +509,8 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
     exact power of two first.
 
     Args:
-        J: the stacked Jacobian ``(m, n)``: a NumPy array, a torch tensor (CPU or CUDA) or a PhiML tensor. For a
+        J: the stacked Jacobian ``(m, n)``: a NumPy array, a torch tensor (CPU or CUDA), a JAX array or a PhiML
+            tensor (NumPy, torch or JAX backend; computed on that backend, float64 inside ``jax.enable_x64``). For a
             PhiML tensor, the rows are the dims of ``g`` (flattened in ``g``'s order) and the columns all other
             dims of ``J``; the result carries those column dims.
         g: the gradient of the loss with respect to the stacked outputs ``(m,)``, same kind as J.
@@ -542,19 +559,24 @@ def half_inverse(J, g, kappa: float = -0.5, beta: float = 0.0, truncation: float
             raise InvalidInputError(f"J {J.shape} has no column dims besides g's dims {g.shape}")
         J, g = native_of(J, [g.shape, phiml_cols]), native_of(g, [g.shape])
     is_numpy = isinstance(J, np.ndarray)
-    Jt, gt = _to_torch('J', J), _to_torch('g', g)
+    Jt, gt = _array('J', J), _array('g', g)
+    ops = array_ops(Jt)
+    if array_ops(gt) is not ops:
+        raise InvalidInputError(f"J and g must be on the same backend, got J on {ops.name} and g on "
+                                f"{array_ops(gt).name}")
     if Jt.ndim != 2:
         raise InvalidInputError(f"J must be 2-D (m, n), got shape {tuple(Jt.shape)}")
     if gt.ndim != 1 or gt.shape[0] != Jt.shape[0]:
         raise InvalidInputError(f"g must have shape ({Jt.shape[0]},) to match J {tuple(Jt.shape)}, got {tuple(gt.shape)}")
-    Jn, k = _normalized(Jt)  # a given J of any scale: no Gram matrix under- or overflows, on any path
-    d, info = apply_half_inverse(_scaled_settings(settings, k), DenseJacobian(Jn, max_bytes), gt.to(Jt.device),
-                                 max_bytes=max_bytes)
-    d, info = _rescaled(d, info, k, settings)
-    d = d.to(Jt.dtype)
-    if not bool(torch.isfinite(d).all()):
-        raise NonFiniteStepError(f"the half-inverse direction overflows {str(Jt.dtype).replace('torch.', '')} (its "
-                                 f"largest float64 entry exceeds that range); pass J in float64")
+    with ops.scope():
+        Jn, k = _normalized(ops, Jt)  # a given J of any scale: no Gram matrix under- or overflows, on any path
+        d, info = apply_half_inverse(_scaled_settings(settings, k), DenseJacobian(Jn, max_bytes),
+                                     ops.on_device_of(gt, Jt), max_bytes=max_bytes)
+        d, info = _rescaled(d, info, k, settings)
+        d = ops.cast(d, Jt)
+        if not ops.all_finite(d):
+            raise NonFiniteStepError(f"the half-inverse direction overflows {str(Jt.dtype).replace('torch.', '')} "
+                                     f"(its largest float64 entry exceeds that range); pass J in float64")
     if is_numpy:
         d = d.numpy()
     if phiml_cols is not None:

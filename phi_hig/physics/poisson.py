@@ -57,7 +57,8 @@ def forward(x: Field, *, solve: Solve = None) -> Field:
 
     Returns:
         `y`, a `CenteredGrid` like `x` with `field.laplace(y) == x` (periodic: `x − mean(x)`; periodic and
-        Neumann: `y` has zero mean) up to the solver tolerance.
+        Neumann: `y` has zero mean) up to the solver tolerance, on the backend of `x` (outside ``jit``, PhiML
+        solves a JAX problem with SciPy; the solution is converted back to JAX, without a gradient).
 
     Raises:
         InvalidInputError: `x` is not a finite `CenteredGrid`, `solve` is not a `Solve`, or the boundaries are
@@ -68,7 +69,10 @@ def forward(x: Field, *, solve: Solve = None) -> Field:
     x = _solvable_source(x)
     if solve is None:
         solve = default_solve(x)
-    return math.solve_linear(field.laplace, x, solve)
+    y = math.solve_linear(field.laplace, x, solve)
+    if y.values.default_backend != x.values.default_backend:  # PhiML solves an eager JAX problem with SciPy
+        y = y.with_values(math.convert(y.values, x.values.default_backend))
+    return y
 
 
 def inverse(x: Field, y_target: Field, *, y: Field = None, solve: Solve = None) -> Field:

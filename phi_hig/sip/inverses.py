@@ -2,8 +2,9 @@
 
 An *inverse* is a callable `inverse(x, y_target, *conditions, y=None, **named) -> Δx` returning the update of one
 inverse-solver step (η = 1), the contract of `phi_hig.sip.sip_step`. The factories here build inverses for a
-batched torch function `forward(x, *conditions, **named) -> y` (`x: (B, n)`, `y: (B, m)`, rows independent
-examples; the conditions as `sip_step` passes them, `phi_hig.convert.Conditions`); each inverse minimizes the
+batched torch or JAX function `forward(x, *conditions, **named) -> y` (`x: (B, n)`, `y: (B, m)`, rows
+independent examples; the conditions as `sip_step` passes them, `phi_hig.convert.Conditions`; the inverse works on
+the backend of the `x` it is given, JAX derivatives from `phi_hig.sip.jax_inverses`); each inverse minimizes the
 per-example loss `L(x) = ½‖forward(x) − y*‖²` (or a given `loss(y, y*) -> (B,)`):
 
 * `gradient_descent`: `Δx = −η·∂L/∂x`; with η = 1 SIP equals back-propagation (Holl, Koltun & Thuerey 2021,
@@ -22,14 +23,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
+import numpy as np
 import torch
 from phiml import math
 from phiml.math import batch, channel, Solve
 
 from .. import checks
-from ..backend import torch_backend
+from ..backend import is_jax_array, torch_backend
 from ..convert import Conditions
 from ..errors import InvalidInputError, NonFiniteStepError
+from ..hig.arrays import array_ops
 from ..hig.jacobian import physics_jacobian
 from ..hig.spectral import HalfInverse, batched_half_inverse
 from .step import l2_loss
@@ -48,7 +51,7 @@ def gradient_descent(forward: Callable, *, learning_rate: float = 1., loss: Call
     back-propagation training (Holl, Koltun & Thuerey 2021, appendix A.1, Theorem 1).
 
     Args:
-        forward: Batched torch function `(B, n) -> (B, m)`.
+        forward: Batched torch or JAX function `(B, n) -> (B, m)`.
         learning_rate: η, a finite number > 0.
         loss: Per-example loss `loss(y, y_target) -> (B,)`; default `½‖y − y*‖²`.
 
@@ -59,7 +62,7 @@ def gradient_descent(forward: Callable, *, learning_rate: float = 1., loss: Call
     learning_rate = checks.number('learning_rate', learning_rate, low=0, low_open=True)
 
     def inverse(x, y_target, *conditions, y=None, **named):
-        grad, _ = _gradient_and_hessian(forward, loss, x, y_target, conditions, named, hessian=False)
+        grad, _ = _derivatives(forward, loss, x, y_target, conditions, named, hessian=False)
         return -learning_rate * grad
     return inverse
 
@@ -72,21 +75,26 @@ def newton(forward: Callable, *, loss: Callable = None) -> Callable:
     the inverse then raises `InvalidInputError` naming the examples and suggesting `saddle_free_newton`.
 
     Args:
-        forward: Batched torch function `(B, n) -> (B, m)`.
+        forward: Batched torch or JAX function `(B, n) -> (B, m)`.
         loss: Per-example loss `loss(y, y_target) -> (B,)`; default `½‖y − y*‖²`.
     """
     _check_functions(forward, loss)
 
     def inverse(x, y_target, *conditions, y=None, **named):
-        grad, hess = _gradient_and_hessian(forward, loss, x, y_target, conditions, named)
-        step, info = torch.linalg.solve_ex(hess, grad.unsqueeze(-1))
-        singular = (info != 0) | ~torch.isfinite(step).all(dim=(1, 2))
+        grad, hess = _derivatives(forward, loss, x, y_target, conditions, named)
+        if is_jax_array(x):
+            import jax.numpy as jnp
+            step = jnp.linalg.solve(hess, grad[..., None])
+            singular = torch.from_numpy(~np.isfinite(np.asarray(step)).all(axis=(1, 2)))
+        else:
+            step, info = torch.linalg.solve_ex(hess, grad.unsqueeze(-1))
+            singular = (info != 0) | ~torch.isfinite(step).all(dim=(1, 2))
         if bool(singular.any()):
             examples = torch.nonzero(singular).flatten().tolist()
             raise InvalidInputError(f"newton: the Hessian of the loss is singular at x for example(s) {examples[:10]}"
                                     f"{' …' if len(examples) > 10 else ''}, so the Newton step -H⁻¹∇L does not exist "
                                     f"there; use saddle_free_newton, which caps the step along flat directions")
-        return -step.squeeze(-1)
+        return -step[..., 0]
     return inverse
 
 
@@ -99,7 +107,7 @@ def saddle_free_newton(forward: Callable, *, max_step: float = 1., loss: Callabl
     and to rotations of `x` (except through the cap), which is what makes it scale-invariant.
 
     Args:
-        forward: Batched torch function `(B, n) -> (B, m)`.
+        forward: Batched torch or JAX function `(B, n) -> (B, m)`.
         max_step: Largest change along any eigen-direction, in units of `x`: a finite number > 0.
         loss: Per-example loss `loss(y, y_target) -> (B,)`; default `½‖y − y*‖²`.
     """
@@ -107,12 +115,13 @@ def saddle_free_newton(forward: Callable, *, max_step: float = 1., loss: Callabl
     max_step = checks.number('max_step', max_step, low=0, low_open=True)
 
     def inverse(x, y_target, *conditions, y=None, **named):
-        grad, hess = _gradient_and_hessian(forward, loss, x, y_target, conditions, named)
-        eigenvalues, q = torch.linalg.eigh(hess)
-        along = torch.einsum('bni,bn->bi', q, grad)
-        step = along / eigenvalues.abs().clamp_min(torch.finfo(grad.dtype).tiny)
-        step = step.clamp(-max_step, max_step)
-        return -torch.einsum('bni,bi->bn', q, step)
+        grad, hess = _derivatives(forward, loss, x, y_target, conditions, named)
+        xp = array_ops(grad).xp
+        eigenvalues, q = xp.linalg.eigh(hess)
+        along = xp.einsum('bni,bn->bi', q, grad)
+        step = along / xp.clip(xp.abs(eigenvalues), xp.finfo(grad.dtype).tiny, None)
+        step = xp.clip(step, -max_step, max_step)
+        return -xp.einsum('bni,bi->bn', q, step)
     return inverse
 
 
@@ -121,7 +130,7 @@ def gauss_newton(forward: Callable, *, truncation: float = 1e-6, relative: bool 
     physics Jacobian `J = ∂y/∂x` of each example (`pseudo_inverse_apply`, float64). The result has the dtype of `x`.
 
     Args:
-        forward: Batched torch function `(B, n) -> (B, m)`.
+        forward: Batched torch or JAX function `(B, n) -> (B, m)`.
         truncation: Singular-value cut-off: a finite number >= 0, and < 1 when `relative`.
         relative: Whether `truncation` is relative to the largest singular value of each example.
     """
@@ -129,9 +138,14 @@ def gauss_newton(forward: Callable, *, truncation: float = 1e-6, relative: bool 
     settings = _pseudo_inverse(truncation, relative)
 
     def inverse(x, y_target, *conditions, y=None, **named):
-        jac, y = _jacobian(forward, x, y_target, conditions, named)
-        residual = (y_target - y).to(torch.float64)
-        return batched_half_inverse(settings, jac, residual).to(x.dtype)
+        if is_jax_array(x):
+            from .jax_inverses import jacobian
+            jac, y = jacobian(forward, x, y_target, conditions, named)
+        else:
+            jac, y = _jacobian(forward, x, y_target, conditions, named)
+        ops = array_ops(jac)
+        with ops.scope():
+            return ops.cast(batched_half_inverse(settings, jac, ops.float64(y_target - y)), x)
     return inverse
 
 
@@ -162,7 +176,7 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
     in the dtype of `x`. Not converging within `iterations` is the normal case and is not an error.
 
     Args:
-        forward: Batched torch function `(B, n) -> (B, m)`.
+        forward: Batched torch or JAX function `(B, n) -> (B, m)`.
         iterations: Optimizer iterations per call, an integer >= 1.
         method: One of `ITERATIVE_METHODS`.
         loss: Per-example loss `loss(y, y_target) -> (B,)`; default `½‖y − y*‖²`.
@@ -172,6 +186,8 @@ def iterative(forward: Callable, *, iterations: int = 1, method: str = 'L-BFGS-B
     method = checks.choice('method', method, ITERATIVE_METHODS)
 
     def inverse(x, y_target, *conditions, y=None, **named):
+        if is_jax_array(x):
+            return _iterate_on_jax(forward, loss, x, y_target, conditions, named, iterations, method)
         _check_batched(x, y_target)
         per_example = loss or l2_loss
         target = y_target.detach()
@@ -288,6 +304,32 @@ def _option_value(key: str, value, default):
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+
+def _derivatives(forward, loss, x, y_target, conditions: tuple, named: dict, hessian=True):
+    """Per-example gradient and Hessian of the loss on the backend of ``x`` (torch or JAX)."""
+    if is_jax_array(x):
+        from .jax_inverses import gradient_and_hessian
+        return gradient_and_hessian(forward, loss, x, y_target, conditions, named, hessian)
+    return _gradient_and_hessian(forward, loss, x, y_target, conditions, named, hessian)
+
+
+def _iterate_on_jax(forward, loss, x, y_target, conditions: tuple, named: dict, iterations: int, method: str):
+    """`iterative` for JAX arrays: ``iterations`` steps of PhiML's ``math.minimize`` under its JAX backend, from x."""
+    from phiml.backend.jax import JAX
+    from .jax_inverses import check_batched, finite_forward
+    check_batched(x, y_target)
+    finite_forward(forward(x, *conditions, **named))
+    per_example = loss or l2_loss
+
+    def objective(params):
+        return math.wrap(per_example(forward(params.native(['examples', 'params']), *conditions, **named), y_target),
+                         batch('examples'))
+    x0 = math.wrap(x, batch('examples'), channel('params'))
+    solve = Solve(method, 0, 0, max_iterations=iterations, x0=x0, suppress=[math.NotConverged, math.Diverged])
+    with JAX:
+        x_new = math.minimize(objective, solve)
+    return (x_new.native(['examples', 'params']) - x).astype(x.dtype)
+
 
 def _check_functions(forward, loss: Optional[Callable]) -> None:
     if not callable(forward):

@@ -8,8 +8,12 @@ enters the autograd graph.
 An *inverse* is any callable `inverse(x, y_target, *conditions, y=None, **named) -> Δx` returning the update of
 one inverse-solver step (η = 1); the conditions reach it (and the forward physics) as in `phi_hig.hig_step`
 (`phi_hig.convert.Conditions`). The physics modules in `phi_hig.physics` provide analytic ones; `phi_hig.inverses`
-builds generic ones (Newton, saddle-free Newton, Gauss–Newton, a few L-BFGS-B iterations) for batched torch
+builds generic ones (Newton, saddle-free Newton, Gauss–Newton, a few L-BFGS-B iterations) for batched torch or JAX
 functions.
+
+Backends: a torch network with any torch optimizer, or a PhiML JAX network (``StaxNet``) with a PhiML JAX optimizer
+(``phiml.nn.adam(net)`` on the JAX backend; the weights are updated by ``phiml.nn.update_weights``,
+`phi_hig.sip.jax_step`). Values are torch tensors, JAX arrays (batch first), PhiML tensors or Fields.
 
 Shapes are never broadcast: a prediction, its correction and the update `Δx` must have exactly the same shape
 (torch) or the same dims with the same sizes (PhiML tensors and Fields; the order of the dims does not matter).
@@ -23,7 +27,8 @@ from phiml.math import non_batch
 
 from .. import checks
 from ..errors import InvalidInputError, NonFiniteStepError
-from ..convert import Conditions, all_finite, call_network, detach, example_mean, examples_of, is_boolean, kind, values_of
+from ..convert import (NATIVE, Conditions, all_finite, call_network, detach, example_mean, examples_of, is_boolean,
+                       is_jax_network, kind, values_of)
 from ..processes import refuse_together
 
 __all__ = ['sip_loss', 'l2_loss', 'sip_step', 'SIPStepResult']
@@ -36,7 +41,7 @@ def sip_loss(prediction, correction):
 
     Args:
         prediction: Network output: a PhiFlow `Field`, a PhiML `Tensor` (batch dims = examples) or a torch
-            tensor whose first dimension indexes examples.
+            tensor or JAX array whose first dimension indexes examples.
         correction: The corrected estimate, of the same kind and exactly the same shape as `prediction` (for a
             Tensor prediction a Field whose values have its shape is accepted).
 
@@ -56,12 +61,13 @@ def sip_loss(prediction, correction):
     phi_hig.errors.InvalidInputError: correction has shape (3, 2) but prediction has shape (2, 2); they must be equal (nothing is broadcast)
     """
     pred_kind, corr_kind = kind(prediction), kind(correction)
-    if pred_kind == 'torch':
-        if corr_kind != 'torch':
-            raise InvalidInputError(f"correction must be a torch tensor like prediction but got {type(correction).__name__}")
+    if pred_kind in NATIVE:
+        if corr_kind != pred_kind:
+            raise InvalidInputError(f"correction must be a {_NATIVE_NAMES[pred_kind]} like prediction but got "
+                                    f"{type(correction).__name__}")
         require_same_shape('correction', correction, 'prediction', prediction)
         diff = prediction - detach(correction)
-        return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(dim=1)
+        return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(1)
     if pred_kind == 'field':
         if corr_kind != 'field':
             raise InvalidInputError(f"correction must be a Field like prediction but got {type(correction).__name__}")
@@ -89,9 +95,9 @@ def l2_loss(y, y_target):
     [1.0, 4.5]
     """
     require_same_shape('y_target', y_target, 'y', y)
-    if kind(y) == 'torch':
+    if kind(y) in NATIVE:
         diff = y - y_target
-        return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(dim=1)
+        return 0.5 * (diff ** 2).reshape(diff.shape[0], -1).sum(1)
     diff = values_of(y - y_target)
     return 0.5 * math.sum(diff ** 2, non_batch(diff))
 
@@ -102,11 +108,11 @@ def require_same_shape(name: str, value, reference_name: str, reference) -> None
 
     A torch tensor never matches a PhiML tensor or Field; a PhiML tensor matches a Field whose values have its shape.
     """
-    if 'torch' in (kind(value), kind(reference)):
-        if not kind(value) == kind(reference) == 'torch':
+    if kind(value) in NATIVE or kind(reference) in NATIVE:
+        if kind(value) != kind(reference):
             raise InvalidInputError(f"{name} is a {type(value).__name__} but {reference_name} is a "
-                                    f"{type(reference).__name__}; both must be torch tensors")
-        if value.shape != reference.shape:
+                                    f"{type(reference).__name__}; both must be torch tensors or both JAX arrays")
+        if tuple(value.shape) != tuple(reference.shape):
             raise InvalidInputError(f"{name} has shape {tuple(value.shape)} but {reference_name} has shape "
                                     f"{tuple(reference.shape)}; they must be equal (nothing is broadcast)")
         return
@@ -150,10 +156,11 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     batch-norm running statistics may have moved).
 
     Args:
-        network: A `torch.nn.Module` (called through `field.native_call` / `math.native_call` when the inputs
-            are PhiFlow Fields / PhiML Tensors, directly for torch tensors) or any callable
-            `network(*inputs) -> x` whose parameters `optimizer` updates.
-        optimizer: Any torch optimizer over the network parameters.
+        network: A `torch.nn.Module` or a PhiML JAX network (called through `field.native_call` /
+            `math.native_call` when the inputs are PhiFlow Fields / PhiML Tensors, directly for native arrays) or
+            any callable `network(*inputs) -> x` whose parameters `optimizer` updates.
+        optimizer: Any torch optimizer over the network parameters; for a JAX network a PhiML JAX optimizer
+            (``phiml.nn.adam(net)`` on the JAX backend).
         inputs: Network input, or a tuple of inputs.
         targets: Target observations `y*`.
         physics: A module (or object) with `forward(x, *args, **named)` and `inverse(x, y_target, *args, y,
@@ -199,7 +206,11 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
         raise InvalidInputError(f"loss must be None or a callable loss(y, y_target) -> per-example values, got {type(loss).__name__}")
     if not callable(network):
         raise InvalidInputError(f"network must be a torch.nn.Module or a callable, got {type(network).__name__}")
-    if not (callable(getattr(optimizer, 'zero_grad', None)) and callable(getattr(optimizer, 'step', None))):
+    on_jax = is_jax_network(network)
+    if on_jax:
+        from .jax_step import check_optimizer
+        check_optimizer(optimizer)
+    elif not (callable(getattr(optimizer, 'zero_grad', None)) and callable(getattr(optimizer, 'step', None))):
         raise InvalidInputError(f"optimizer must be a torch optimizer (zero_grad() and step()), got {type(optimizer).__name__}")
     if hasattr(optimizer, 'param_groups'):
         checks.learning_rates(optimizer.param_groups)
@@ -219,6 +230,10 @@ def sip_step(network, optimizer: torch.optim.Optimizer, inputs, targets, physics
     _require_numbers('the inverse update dx', dx)
     require_same_shape('the inverse update dx', dx, 'the prediction x', x0)
     proxy = sip_loss(prediction, x0 + dx)
+    if on_jax:  # every check above ran; the update is PhiML's update_weights (all or nothing)
+        from .jax_step import update_on_jax
+        update_on_jax(network, optimizer, inputs if isinstance(inputs, tuple) else (inputs,), x0 + dx, proxy)
+        return SIPStepResult(detach(physics_loss), detach(proxy))
     mean_proxy = example_mean(proxy)
     if not refuse_together(bool(torch.isfinite(mean_proxy)), network, mean_proxy.device):
         raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse "
@@ -253,6 +268,9 @@ def _mapping(name: str, value) -> dict:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise InvalidInputError(f"{name} must be None or a dict of keyword arguments, got {value!r}")
     return dict(value)
+
+
+_NATIVE_NAMES = {'torch': 'torch tensor', 'jax': 'JAX array'}
 
 
 def _require_numbers(name: str, value) -> None:

@@ -226,9 +226,11 @@ def identity_difference(saved: dict, current: dict, method: str, renamed: Option
     compared (a run may resume a subset of its methods or add one). ``renamed`` (old key -> current key, the method
     kind's `MethodKind.renamed`): a saved hyperparameter under its old name counts as the current one, so a
     checkpoint written before a rename still matches."""
-    for key in ('experiment', 'preset', 'seed', 'world_size'):
-        if saved.get(key) != current.get(key):
-            return f"was made with {key} {_describe(saved.get(key))}, this run has {key} {_describe(current.get(key))}"
+    for key in ('experiment', 'preset', 'seed', 'world_size', 'backend'):
+        unset = 'torch' if key == 'backend' else None  # an identity without a backend is a torch run's
+        if saved.get(key, unset) != current.get(key, unset):
+            return (f"was made with {key} {_describe(saved.get(key, unset))}, this run has {key} "
+                    f"{_describe(current.get(key, unset))}")
     sources = [identity.get('init_from') or {} for identity in (saved, current)]
     if sources[0].get('fingerprint') != sources[1].get('fingerprint'):  # the weights decide, not where they lay
         return "was made with {}, this run has {}".format(*(

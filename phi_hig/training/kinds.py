@@ -7,8 +7,9 @@ A `MethodKind` owns:
 
 * its hyperparameter spec (`MethodKind.hyperparameters`; the runner's ``batch_size`` is added for every kind), how
   a parsed set is completed (`MethodKind.complete`) and checked beyond its types (`MethodKind.check`);
-* per backend a `Builder`, which builds its optimizer and makes one step (``'torch'`` today; the JAX backend adds a
-  builder per kind with `add_builder`, and a kind lists what it supports in `MethodKind.backends`);
+* per backend a `Builder`, which builds its optimizer and makes one step (``'torch'`` for every kind; ``'jax'`` for
+  'adam', 'sgd', 'hig' and 'gn', added with `add_builder` from `phi_hig.training.jax_steps`; a kind lists what it
+  supports in `MethodKind.backends`);
 * whether several processes train it through ``DistributedDataParallel`` (`MethodKind.needs_ddp`; HIG and GN
   distribute their own step);
 * its memory estimate beyond the batch itself (`MethodKind.memory`; HIG / GN: the float64 Gram matrix,
@@ -434,3 +435,14 @@ for _name, _kappa in SECOND_ORDER.items():
                                                          'Gauss-Newton (truncated pseudo-inverse)') +
                              f", phi_hig.HIG with kappa={_kappa:g}"))
 register(SIPKind())
+
+
+def _add_jax_builders() -> None:
+    """The JAX builders of 'adam', 'sgd', 'hig' and 'gn' (`phi_hig.training.jax_steps`; JAX loads at the first
+    step)."""
+    from .jax_steps import jax_builders
+    for name, builder in jax_builders().items():
+        add_builder(name, 'jax', builder)
+
+
+_add_jax_builders()

@@ -178,7 +178,8 @@ class MethodRun:
         self.stepping = False
         self.experiment, self.root = spec.experiment, processes.is_root()
         self.stepper = processes.data_parallel(net, device) if spec.kind(name).needs_ddp else net
-        self.method = make_method(name, self.stepper, self.experiment, validated=spec.hyperparameters[name])
+        self.method = make_method(name, self.stepper, self.experiment, validated=spec.hyperparameters[name],
+                                  backend=spec.backend)
         self.batch_size = int(self.method.hyper['batch_size'])
         self.rows = processes.local_rows(self.batch_size)  # this rank's slice of each global batch
         self.stream = DataStream(self.experiment, spec.seed)

@@ -218,7 +218,8 @@ class Method:
         name: method name.
         kind: its `phi_hig.training.kinds.MethodKind`.
         base: the kind's name.
-        backend: the backend it trains on ('torch').
+        backend: the backend it trains on ('torch' or 'jax': then ``simulate`` and ``loss`` are the experiment's
+            ``jax_physics`` and the optimizer a `phi_hig.training.jax_steps.JaxTrainer`).
         hyper: the validated hyperparameters in use (`validate_hyperparameters`).
         clip: the maximum global gradient norm (``hyper['clip']``), or None.
         optimizer: the optimizer (checkpointed by the runner).
@@ -259,7 +260,11 @@ class Method:
 
     def load_optimizer_state(self, state: Mapping) -> None:
         """Load an optimizer ``state_dict``, also one saved before a hyperparameter was renamed: a parameter group's
-        old key (the kind's ``renamed``) is read under its current name."""
+        old key (the kind's ``renamed``) is read under its current name (torch optimizers; a JAX method's
+        `phi_hig.training.jax_steps.JaxTrainer` loads its own state)."""
+        if self.backend != 'torch':
+            self.optimizer.load_state_dict(state)
+            return
         groups = []
         for saved, current in zip(state.get('param_groups', []), self.optimizer.state_dict()['param_groups']):
             saved = dict(saved)
@@ -271,7 +276,7 @@ class Method:
 
 
 def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict] = None, *,
-                validated: Optional[Mapping] = None) -> Method:
+                validated: Optional[Mapping] = None, backend: str = 'torch') -> Method:
     """The method ``name`` with the experiment's default hyperparameters, updated by ``overrides``.
 
     An experiment may define *variants* of the kinds as data, under any name, with four extra keys:
@@ -285,7 +290,8 @@ def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict]
       each optimizer step).
 
     ``validated``: hyperparameters `validate_hyperparameters` returned (e.g. a `RunSpec`'s), used as they are
-    instead of ``overrides``.
+    instead of ``overrides``. ``backend``: 'torch' or 'jax' (the experiment's ``jax_physics``; `run_spec` checks
+    that the experiment and the kind support it).
 
     Raises:
         InvalidInputError: see `validate_hyperparameters`.
@@ -296,5 +302,6 @@ def make_method(name: str, net: nn.Module, experiment, overrides: Optional[dict]
         device = next((p.device for p in net.parameters()), 'cpu')
         hyper = validate_hyperparameters(experiment, name, overrides, device=device)
     inverse = inverse_choices(experiment).get(hyper['inverse']) if 'inverse' in hyper else None
-    return Method(name, net, experiment.simulate, experiment.loss, hyper, inverse=inverse,
-                  conditions=experiment.conditions)
+    simulate, loss = experiment.jax_physics if backend == 'jax' else (experiment.simulate, experiment.loss)
+    return Method(name, net, simulate, loss, hyper, inverse=inverse, conditions=experiment.conditions,
+                  backend=backend)

@@ -315,7 +315,8 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
           checkpoint_every: Optional[int] = None, resume: bool = False, overwrite: bool = False,
           threads: Optional[int] = None, on_record: Optional[Callable] = None,
           control: Optional[RunControl] = None, initial_state: Optional[dict] = None,
-          preset: Optional[str] = None, settings: Optional[dict] = None, init_from=None) -> RunResult:
+          preset: Optional[str] = None, settings: Optional[dict] = None, init_from=None,
+          backend: str = 'torch') -> RunResult:
     """Train each method on ``experiment`` from the same initial weights and the same data stream.
 
     Builds the `RunSpec` with `phi_hig.training.spec.run_spec` (which refuses any bad argument before training) and
@@ -348,6 +349,7 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
             (Schnell, Holl & Thuerey 2022, §3.2); refused before anything trains when that method did not finish or
             its network does not fit (`phi_hig.training.initfrom`). Recorded in the checkpoints' identity (a resume
             with other weights is refused) and in ``summary['init_from']``.
+        backend: 'torch' or 'jax' (`run_spec`).
 
     Installs no signal handler: a ``KeyboardInterrupt`` (Ctrl-C) ends the run with its checkpoints on disk (the
     last complete step when the interrupt came between steps) and is re-raised (`run`).
@@ -380,7 +382,7 @@ def train(experiment: Union[Experiment, str], methods: Union[str, Sequence[str]]
     spec = run_spec(experiment, methods, preset=preset, settings=settings, overrides=overrides, steps=steps,
                     seconds=seconds, seed=seed, eval_every=eval_every, device=str(device), threads=threads,
                     out=out, checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
-                    init_from=init_from)
+                    init_from=init_from, backend=backend)
     return run(spec, progress=progress, on_record=on_record, control=control, initial_state=initial_state)
 
 
@@ -408,6 +410,7 @@ def _summary(spec: RunSpec, methods, records, statuses, watches, threads) -> dic
                 hyperparameters={m: identity['hyperparameters'][m] for m in methods}, seed=spec.seed,
                 budget=dict(steps=spec.steps, seconds=spec.seconds), device=spec.device, torch_threads=threads,
                 world_size=spec.world_size, init_from=None if spec.init_from is None else spec.init_from.record,
+                backend=spec.backend,
                 versions=dict(phi_hig=__version__, torch=torch.__version__, phiml=phiml.__version__,
                               phiflow=phi.__version__, numpy=np.__version__, python=sys.version.split()[0]),
                 final=final)

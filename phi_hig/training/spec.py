@@ -34,7 +34,7 @@ from .kinds import MethodKind, ProblemSizes, get_kind, kind_of, offered
 from .methods import MethodDefinition
 
 __all__ = ['RunSpec', 'run_spec', 'build_experiment', 'check_settings', 'check_device', 'check_mapping',
-           'batch_bytes', 'PRESETS', 'DEFAULT_BATCH_BYTES']
+           'batch_bytes', 'PRESETS', 'DEFAULT_BATCH_BYTES', 'BACKENDS']
 
 
 DEFAULT_BATCH_BYTES = 4 * 1024 ** 3
@@ -67,6 +67,8 @@ class RunSpec:
         world_size: number of training processes (1: this runner).
         init_from: the final weights of an earlier run's method that every method starts from
             (`phi_hig.training.initfrom.InitSource`), or None: the seeded initialization.
+        backend: 'torch' (default) or 'jax' (`phi_hig.training.jax_steps`: a PhiML JAX twin of the network trains
+            through the experiment's ``jax_physics``; one process, CPU).
 
     Example:
         >>> import phi_hig
@@ -92,6 +94,7 @@ class RunSpec:
     world_size: int = 1
     overwrite: bool = False
     init_from: Optional[InitSource] = None
+    backend: str = 'torch'
 
     def kind(self, method: str) -> MethodKind:
         """The `phi_hig.training.kinds.MethodKind` of ``method`` (one of `methods`)."""
@@ -100,12 +103,26 @@ class RunSpec:
     @property
     def identity(self) -> dict:
         """The settings that decide a run's numbers, as plain JSON data: experiment, preset, settings, seed,
-        every method's hyperparameters (batch size included), world_size and, with `init_from`, its source
-        (`InitSource.record`). Not the budget, the device, the threads or the output options."""
+        every method's hyperparameters (batch size included), world_size, with `init_from` its source
+        (`InitSource.record`), and a backend other than torch (so that a checkpoint never resumes on another backend,
+        and torch runs keep the identity of earlier releases). Not the budget, the device, the threads or the output
+        options."""
         source = {} if self.init_from is None else dict(init_from=self.init_from.record)
+        backend = {} if self.backend == 'torch' else dict(backend=self.backend)
         return _plain(dict(experiment=self.name, preset=self.preset, settings=dict(self.settings), seed=self.seed,
                            hyperparameters={m: dict(h) for m, h in self.hyperparameters.items()},
-                           world_size=self.world_size, **source))
+                           world_size=self.world_size, **source, **backend))
+
+
+BACKENDS = ('torch', 'jax')
+"""The backends a run trains on (`run_spec`'s ``backend``)."""
+
+
+def _has_jax_physics(get, name: str) -> bool:
+    try:
+        return get(name, preset='test').jax_physics is not None
+    except Exception:  # an experiment that cannot be built here is not offered on JAX either
+        return False
 
 
 def _plain(value):
@@ -326,7 +343,8 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
              common: Optional[Mapping] = None, steps: Optional[int] = None, seconds: Optional[float] = None,
              seed: int = 0, eval_every: Optional[int] = None, device='cpu', threads: Optional[int] = None, out=None,
              checkpoint_every: Optional[int] = None, resume: bool = False, overwrite: bool = False,
-             memory_limit: Optional[float] = DEFAULT_BATCH_BYTES, world_size: int = 1, init_from=None) -> RunSpec:
+             memory_limit: Optional[float] = DEFAULT_BATCH_BYTES, world_size: int = 1, init_from=None,
+             backend: str = 'torch') -> RunSpec:
     """Validate everything about a run and return its `RunSpec`. Nothing is trained, written or allocated.
 
     The arguments fall in groups, checked in this order: the budget (``steps``, ``seconds``, ``seed``,
@@ -364,6 +382,8 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
             (`phi_hig.training.initfrom.load_init_source`: refused when the folder is no run folder, the method is not
             in it or did not finish, or the weights do not fit this run's network). Recorded in the identity: a
             resume with other initial weights is refused.
+        backend: 'torch' or 'jax' (JAX: an experiment with ``jax_physics``, methods whose kind has a JAX builder,
+            one process, device 'cpu').
 
     Raises:
         InvalidInputError: with one line naming the bad argument by its Python name (``steps must be …``).
@@ -407,10 +427,28 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
     if overwrite and resume:
         raise InvalidInputError("give resume or overwrite, not both: a run either continues the one in its folder "
                                 "or replaces it")
+    backend = checks.choice('backend', backend, BACKENDS)
+    if backend == 'jax' and world_size > 1:
+        raise InvalidInputError(f"backend 'jax' trains in one process; distributed runs (torchrun, world_size="
+                                f"{world_size}) are torch only")
+    if backend == 'jax' and device != 'cpu':
+        raise InvalidInputError(f"backend 'jax' trains on JAX's default device (here the CPU); device must be 'cpu', "
+                                f"got {device!r}")
     if init_from is not None:
         parse_init_from(init_from)  # its form, before the experiment is built
     experiment = _experiment_of(experiment, preset, settings)
+    if backend == 'jax' and experiment.jax_physics is None:
+        from ..experiments import NAMES, get
+        ready = [n for n in NAMES if _has_jax_physics(get, n)]
+        raise InvalidInputError(f"backend 'jax': experiment {experiment.name!r} has no JAX physics; the experiments "
+                                f"that train on JAX: {', '.join(ready)}")
     definitions = _definitions(methods, experiment)
+    if backend != 'torch':
+        for name, definition in definitions.items():
+            try:
+                definition.kind.builder(backend)
+            except InvalidInputError as err:
+                raise InvalidInputError(f"methods: {name}: {err}") from None
     hyper = _hyperparameters(definitions, overrides, common, device, world_size)
     _check_memory(definitions, hyper, memory_limit)
     source = None if init_from is None else load_init_source(init_from, experiment, out)
@@ -420,4 +458,4 @@ def run_spec(experiment, methods: Union[None, str, Sequence[str]] = None, *, pre
                    steps=steps, seconds=float(seconds) if seconds is not None else None, seed=seed,
                    eval_every=int(eval_every or experiment.eval_every), device=device, threads=threads, out=out,
                    checkpoint_every=checkpoint_every, resume=bool(resume), world_size=world_size,
-                   overwrite=bool(overwrite), init_from=source)
+                   overwrite=bool(overwrite), init_from=source, backend=backend)

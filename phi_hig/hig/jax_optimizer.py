@@ -1,0 +1,385 @@
+"""HIG, Gauss–Newton and GD on PhiML's JAX networks: the optimizer state and the compiled training step.
+
+``phi_hig.HIG(net, …)`` returns a `JaxHIG` when ``net`` is a PhiML JAX network (``StaxNet``) and
+``phi_hig.hig_step(net, opt, inputs, targets, simulate, loss)`` runs `jax_hig_step`: the same API, settings,
+diagnostics and spectral core (`phi_hig.hig.spectral.apply_half_inverse`) as on torch, JAX end to end (no torch
+tensor is created). What is compiled, and when:
+
+* the network + physics Jacobian pass and the loss gradient (`phi_hig.hig.jax_jacobian.jacobian_pass`): one
+  ``jax.jit`` function per network structure, ``simulate``, ``loss`` and the kinds and static parts of inputs,
+  targets and conditions (a Field's grid, a Tensor's shape) — a second step of the same shapes, a new batch of
+  data and a changed learning rate reuse it (pass the same ``simulate`` and ``loss`` objects every step: a new
+  lambda each step is a new function and compiles again);
+* the float64 Gram matrix, ``Jᵀc`` and J (`phi_hig.hig.jax_jacobian.StaxStructure`), ``eigh`` and the kept-
+  spectrum product (`phi_hig.hig.arrays.JaxOps`), and the update (the learning rate is an argument).
+
+The path choice and the cut-off run on the host from a copy of the Gram eigenvalues.
+`phi_hig.hig.arrays.TRACES` counts how often each compiled function was traced (a test hook).
+
+**The x64 rule.** The Gram matrix, its eigendecomposition and the coefficients are float64, computed inside
+``jax.enable_x64`` whatever JAX's global setting; a float32 network stays float32 (its pass, its update); the
+global setting is never changed. **The StaxNet workaround.** PhiML 1.16 leaves ``net.parameters = None`` when a
+network is built at precision 64 (``StaxNet.initialize`` only sets them below 64 bit): build it at the default
+precision and cast the weights with `cast_parameters` (``jax_enable_x64`` must be set for float64 weights; PhiML's
+JAX backend sets it when imported).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import weakref
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from .. import checks
+from ..backend import is_jax_array, x64
+from ..convert import BatchLayout, Conditions, NetworkCall
+from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
+from .arrays import TRACES
+from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
+from .jacobian import DEFAULT_CHUNK_ROWS
+from .optimizer import HIGStepInfo, hig_options, learning_rate_of
+from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
+
+__all__ = ['JaxHIG', 'jax_hig_step', 'jax_hig_direction', 'JaxDirection', 'cast_parameters', 'require_parameters',
+           'SETTING_KEYS']
+
+SETTING_KEYS = tuple(f.name for f in dataclasses.fields(HalfInverse))
+"""The `HalfInverse` settings a `JaxHIG` keeps in ``param_groups[0]`` beside ``lr``."""
+_CACHE_SIZE = 8
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+"""Per network: its `StaxStructure` s and compiled passes by key, shared by every `JaxHIG` built on it (a new
+optimizer on the same network, e.g. Gauss–Newton after HIG, compiles nothing again)."""
+
+
+def require_parameters(net) -> list:
+    """The leaves of ``net.parameters`` (flattened), refused unless they are floating-point JAX arrays.
+
+    Raises:
+        InvalidInputError: ``net.parameters`` is None (the StaxNet workaround: module docstring) or holds anything
+            else than floating-point JAX arrays.
+    """
+    if getattr(net, 'parameters', None) is None:
+        raise InvalidInputError(
+            "net.parameters is None: PhiML 1.16 initializes a StaxNet's parameters only below 64-bit precision. "
+            "Build the network at the default precision (math.precision 32) and, for float64 weights, cast them "
+            "with phi_hig.hig.cast_parameters(net, 'float64') (with jax_enable_x64 set)")
+    leaves = jax.tree_util.tree_leaves(net.parameters)
+    if not leaves:
+        raise InvalidInputError("HIG got no parameters: the network has none")
+    for leaf in leaves:
+        if not is_jax_array(leaf) or not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise InvalidInputError(f"the parameters of a JAX network must be floating-point JAX arrays, got "
+                                    f"{type(leaf).__name__} {getattr(leaf, 'dtype', '')}")
+    return leaves
+
+
+def cast_parameters(net, dtype) -> None:
+    """Cast every leaf of ``net.parameters`` to ``dtype`` (e.g. ``'float64'``), in place of the old pytree.
+
+    Raises:
+        InvalidInputError: the parameters are None or not JAX arrays, or JAX would truncate ``dtype`` (float64
+            without ``jax_enable_x64``: the network would silently stay float32).
+    """
+    require_parameters(net)
+    cast = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype=dtype), net.parameters)
+    got = jax.tree_util.tree_leaves(cast)[0].dtype
+    if got != np.dtype(dtype):
+        raise InvalidInputError(f"JAX made the parameters {got}, not {np.dtype(dtype)}: float64 needs "
+                                f"jax.config.update('jax_enable_x64', True) (PhiML's JAX backend sets it)")
+    net.parameters = cast
+
+
+class JaxHIG:
+    """Half-inverse gradients (κ = −1/2), Gauss–Newton (κ = −1) or GD (κ = +1) for a PhiML JAX network.
+
+    Built by ``phi_hig.HIG(net, …)`` with the same arguments as the torch `phi_hig.hig.HIG`; the update is made by
+    ``phi_hig.hig_step``. The learning rate and the settings live in ``param_groups[0]`` (validated at every step),
+    so they may change between steps without compiling anything again. `state_dict` is plain numbers and strings
+    (JSON, no pickle); the weights are the network's (``phiml.nn.save_state``).
+
+    Args:
+        net: a PhiML JAX network (``StaxNet``) with parameters (see `require_parameters`).
+        learning_rate (or lr), truncation, kappa, beta, relative, path, max_bytes, structured, method: as for
+            the torch `HIG` (``structured``: None: Dense / Conv layers as factors, other leaves as a dense block;
+            False: every leaf in the dense block; True: refuse leaves outside such layers). ``chunk_rows`` is
+            accepted and unused (the JAX pass is one vmapped backward pass).
+    """
+
+    def __init__(self, net, learning_rate: float = 1.0, truncation: float = 1e-6, kappa: float = -0.5,
+                 beta: float = 0.0, relative: bool = True, path: str = AUTO,
+                 max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 structured: Optional[bool] = None, *, lr: Optional[float] = None, method: Optional[str] = None):
+        lr = learning_rate_of(learning_rate, lr)
+        settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
+        options = hig_options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
+        require_parameters(net)
+        self.param_groups = [dict(lr=lr, **{k: getattr(settings, k) for k in SETTING_KEYS})]
+        self.max_bytes, self.structured = options['max_bytes'], options['structured']
+        self._net = weakref.ref(net)
+        self._n_out = None
+
+    @property
+    def settings(self) -> HalfInverse:
+        """The validated `HalfInverse` settings read from ``param_groups[0]``."""
+        return HalfInverse(**{k: self.param_groups[0][k] for k in SETTING_KEYS})
+
+    def step(self, closure=None):
+        """Not available: use ``phi_hig.hig_step(net, optimizer, inputs, targets, simulate, loss)``."""
+        raise HIGUsageError(_USAGE)
+
+    def zero_grad(self, *args, **kwargs):
+        """What ``phiml.nn.update_weights`` calls when PhiML's default backend is torch: refused (`HIGUsageError`)."""
+        raise HIGUsageError(_USAGE)
+
+    def update(self, *args, **kwargs):
+        """What ``phiml.nn.update_weights(net, optimizer, loss, …)`` calls: refused (`HIGUsageError`), because a
+        summed scalar loss cannot give per-sample Jacobians; use ``phi_hig.hig_step``."""
+        raise HIGUsageError(_USAGE)
+
+    def state_dict(self) -> dict:
+        """``{'param_groups': [{lr, settings…}], 'n_out': |y| or None}``: numbers, booleans and strings only."""
+        return {'param_groups': [dict(g) for g in self.param_groups], 'n_out': self._n_out}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict` (validated first: all or nothing)."""
+        groups = state.get('param_groups') if isinstance(state, dict) else None
+        if not isinstance(groups, list) or len(groups) != 1 or set(groups[0]) != {'lr', *SETTING_KEYS}:
+            raise InvalidInputError(f"state must be a JaxHIG.state_dict() with one parameter group holding lr and "
+                                    f"{', '.join(SETTING_KEYS)}, got {state!r}")
+        HalfInverse(**{k: groups[0][k] for k in SETTING_KEYS})
+        checks.learning_rates(groups)
+        n_out = state.get('n_out')
+        self.param_groups = [dict(groups[0])]
+        self._n_out = None if n_out is None else checks.integer('n_out', n_out, low=1)
+
+    def structure(self, net, leaves: list, treedef, x) -> StaxStructure:
+        """The network's `StaxStructure` for these parameter and input shapes (built on first use, then kept)."""
+        structures = _compiled(net)['structures']
+        key = (treedef, tuple((leaf.shape, leaf.dtype) for leaf in leaves), x.shape, x.dtype, self.structured)
+        if key not in structures:
+            ref = weakref.ref(net)  # the cache is keyed weakly by the network: hold it weakly here too
+
+            def apply(values, inputs):
+                return call_with_parameters(ref(), jax.tree_util.tree_unflatten(treedef, values), inputs)
+            _remember(structures, key, StaxStructure(apply, leaves, x, self.structured))
+        return structures[key]
+
+
+_USAGE = ("HIG needs the per-sample Jacobian of network and physics, which a summed scalar loss cannot provide "
+          "(phiml.nn.update_weights / optimizer.step). Make the update with phi_hig.hig_step(net, optimizer, inputs, "
+          "targets, simulate, loss), where loss(y, targets) returns the loss per sample.")
+
+
+def _compiled(net) -> dict:
+    if net not in _COMPILED:
+        _COMPILED[net] = {'structures': {}, 'passes': {}}
+    return _COMPILED[net]
+
+
+def _remember(cache: dict, key, value) -> None:
+    while len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
+# ------------------------------------------------------------------------- user values as natives + static recipes
+
+class _Recipe:
+    """How to rebuild a user value (array, PhiML tensor, Field, tuple / list / dict of them, or a static object)
+    from its native arrays inside a trace; hashable on its static parts (a Field's grid and boundary, a Tensor's
+    shape), so that equal recipes share one compiled function."""
+
+    def __init__(self, value, name: str):
+        from phi.field import Field
+        from phiml import math
+        self.natives, self.template = [], None
+        if isinstance(value, Field):
+            self.kind, values = 'field', value.values
+            self.template, self.shape = value, values.shape
+            self.key = (self.kind, values.shape, _hashable(value.geometry), _hashable(value.boundary))
+            self.natives = [values.native(values.shape)]
+        elif isinstance(value, math.Tensor):
+            self.kind, self.shape, self.key = 'tensor', value.shape, ('tensor', value.shape)
+            self.natives = [value.native(value.shape)]
+        elif is_jax_array(value) or isinstance(value, np.ndarray):
+            self.kind, self.key, self.natives = 'array', ('array',), [value]
+        elif isinstance(value, (tuple, list, dict)):
+            self.kind = type(value).__name__
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            self.items = {k: _Recipe(v, f'{name}[{k!r}]') for k, v in items}
+            self.key = (self.kind, tuple((k, r.key) for k, r in self.items.items()))
+            self.natives = [n for r in self.items.values() for n in r.natives]
+        elif type(value).__module__.startswith('torch'):
+            raise InvalidInputError(f"{name} is a torch tensor, but the network is a JAX network; pass JAX arrays, "
+                                    f"PhiML tensors or Fields on the JAX backend")
+        else:
+            self.kind, self.value, self.key = 'static', value, ('static', _hashable(value))
+
+    def rebuild(self, natives: list):
+        """The value with its native arrays taken from ``natives`` (consumed from the front)."""
+        from phiml import math
+        if self.kind == 'static':
+            return self.value
+        if self.kind == 'array':
+            return natives.pop(0)
+        if self.kind in ('tensor', 'field'):
+            values = math.wrap(natives.pop(0), self.shape)
+            return values if self.kind == 'tensor' else self.template.with_values(values)
+        items = {k: r.rebuild(natives) for k, r in self.items.items()}
+        return items if self.kind == 'dict' else (list if self.kind == 'list' else tuple)(items.values())
+
+
+def _hashable(value):
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return ('id', id(value))
+
+
+def _compiled_pass(optimizer: JaxHIG, net, structure: StaxStructure, simulate, loss, recipe: _Recipe, b: int):
+    key = (id(structure), simulate, loss, recipe.key)
+    passes = _compiled(net)['passes']
+    if key in passes:
+        return passes[key]
+
+    ref = weakref.ref(net)
+
+    def run(leaves, natives):
+        TRACES['pass'] += 1
+        inputs, targets, conditions = recipe.rebuild(list(natives))
+        call = NetworkCall(ref(), inputs)
+        layouts = []
+
+        def simulate_flat(z_native):
+            z = call.wrap(z_native)
+            y = z if simulate is None else Conditions(conditions).call(simulate, z)
+            if not layouts:
+                layouts.append(BatchLayout(y, b, call.batch, backend='jax'))
+            return layouts[0].flatten(y)
+
+        def objective(y_flat):
+            return layouts[0].per_example(loss(layouts[0].unflatten(y_flat), targets)).mean()
+        return jacobian_pass(structure, leaves, call.native_inputs, simulate_flat, objective)
+    compiled = jax.jit(run)
+    _remember(passes, key, compiled)
+    return compiled
+
+
+def _updated(leaves: list, direction, lr):
+    """``θ − (lr·d).astype(θ.dtype)`` per leaf and whether every cast update is finite (compiled; lr an argument)."""
+    TRACES['update'] += 1
+    new, finite, offset = [], jnp.array(True), 0
+    for leaf in leaves:
+        step = (lr * direction[offset:offset + leaf.size]).reshape(leaf.shape).astype(leaf.dtype)
+        finite = finite & jnp.isfinite(step).all()
+        new.append(leaf - step)
+        offset += leaf.size
+    return new, finite
+
+
+_update = jax.jit(_updated)
+
+
+class JaxDirection(NamedTuple):
+    """What `jax_hig_direction` computed: the direction ``d`` (float64, over the flattened parameter leaves), the
+    `phi_hig.hig.spectral.SpectralInfo`, the batch-mean loss, its gradient ``g`` with respect to the stacked outputs
+    ``(b·|y|,)``, the Jacobian operator and the seconds of the Jacobian pass and of the spectral core."""
+    direction: object
+    info: object
+    loss: float
+    gradient: object
+    operator: JaxJacobian
+    time_jacobian: float
+    time_linalg: float
+
+
+def jax_hig_direction(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
+                      conditions=None, group=None) -> JaxDirection:
+    """The HIG / Gauss–Newton direction ``d = max(σ)^β·V Λ^κ Uᵀ g`` of one `jax_hig_step`, without changing the
+    weights (arguments and refusals as there): the step is ``θ ← θ − lr·d``."""
+    if group not in (None, False):
+        raise InvalidInputError("group=: distributed HIG steps (torch.distributed) are supported for torch networks "
+                                "only; run the JAX step in one process")
+    if not isinstance(optimizer, JaxHIG):
+        raise InvalidInputError(f"optimizer must be phi_hig.HIG(net, ...) built on this JAX network, got "
+                                f"{type(optimizer).__name__}")
+    if optimizer._net() is not net:
+        raise InvalidInputError("optimizer was built on another network: build phi_hig.HIG(net, ...) on this one")
+    if not callable(loss):
+        raise InvalidInputError(f"loss must be a callable loss(y, targets) -> per-example values, got "
+                                f"{type(loss).__name__}")
+    if simulate is not None and not callable(simulate):
+        raise InvalidInputError(f"simulate must be None or a callable z -> y, got {type(simulate).__name__}")
+    settings = optimizer.settings
+    require_parameters(net)
+    leaves, treedef = jax.tree_util.tree_flatten(net.parameters)
+    call = NetworkCall(net, inputs)
+    x = call.native_inputs
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise InvalidInputError(f"inputs must hold at least one example, got a batch of shape {tuple(x.shape)}")
+    b = int(x.shape[0])
+    if optimizer._n_out:  # |y| known from the last step: refuse a too large Gram before any pass
+        gram_path(settings, b * optimizer._n_out, sum(int(leaf.size) for leaf in leaves), optimizer.max_bytes)
+    Conditions(conditions)  # the form (a dict's keys are names), refused before anything runs
+    recipe = _Recipe((call.inputs, targets, conditions), 'inputs, targets, conditions')
+    t0 = time.perf_counter()
+    structure = optimizer.structure(net, leaves, treedef, x)
+    compiled = _compiled_pass(optimizer, net, structure, simulate, loss, recipe, b)
+    y, layer_inputs, deltas, block, value, g = jax.block_until_ready(compiled(leaves, recipe.natives))
+    mean_loss = float(value)
+    if not np.isfinite(mean_loss):
+        raise NonFiniteStepError("the loss is not finite (NaN or Inf); the weights were left untouched")
+    if not np.isfinite(np.asarray(g)).all():
+        raise NonFiniteStepError("the loss gradient g is not finite (NaN or Inf); the weights were left untouched")
+    optimizer._n_out = int(y.shape[1])
+    operator = JaxJacobian(structure, y, layer_inputs, deltas, block, optimizer.max_bytes)
+    t1 = time.perf_counter()
+    d, info = apply_half_inverse(settings, operator, g, max_bytes=optimizer.max_bytes)
+    jax.block_until_ready(d)
+    return JaxDirection(d, info, mean_loss, g, operator, t1 - t0, time.perf_counter() - t1)
+
+
+def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
+                 conditions=None, group=None) -> HIGStepInfo:
+    """One HIG / Gauss–Newton update of a PhiML JAX network's parameters: `phi_hig.hig_step` on JAX.
+
+    ``y = simulate(net(inputs), *conditions)`` (Fields, PhiML tensors on the JAX backend, or batch-first JAX
+    arrays; the network called like ``field.native_call`` / ``math.native_call``), ``g`` = gradient of the
+    batch-mean of ``loss(y, targets)``, and ``θ ← θ − lr·max(σ)^β·V Λ^κ Uᵀ g`` from the float64 spectral core
+    (`jax_hig_direction`). ``net.parameters`` is replaced by the updated pytree, as ``phiml.nn.update_weights``
+    does. Invariant: the whole update is applied or, on error, none of it.
+
+    Args:
+        conditions: per-example (or shared) inputs of the physics: a tuple (``simulate(z, *conditions)``), a dict
+            (``simulate(z, **conditions)``) or a single value (``simulate(z, conditions)``), the rule of
+            `phi_hig.convert.Conditions`. The physics runs on the whole batch, so batched values are passed as they
+            are, aligned with z.
+        group: must be None or False: distributed HIG on JAX is not supported.
+
+    Raises:
+        InvalidInputError, NonFiniteStepError, JacobianTooLargeError: as `phi_hig.hig_step`.
+    """
+    if isinstance(optimizer, JaxHIG):  # a bad learning rate is refused before any work (else: refused below)
+        checks.learning_rates(optimizer.param_groups)
+    found = jax_hig_direction(net, optimizer, inputs, targets, simulate, loss, conditions=conditions, group=group)
+    t2 = time.perf_counter()
+    lr, = checks.learning_rates(optimizer.param_groups)
+    leaves, treedef = jax.tree_util.tree_flatten(net.parameters)
+    with x64():
+        new, finite = _update(leaves, found.direction, lr)
+        if not bool(finite):
+            raise NonFiniteStepError("the update lr·d is not finite in the parameters' dtype (it overflows); the "
+                                     "weights were left untouched")
+    net.parameters = jax.tree_util.tree_unflatten(treedef, jax.block_until_ready(new))
+    info, operator = found.info, found.operator
+    path = info.path
+    if path.startswith('gram') and path != 'gram-dual':
+        path += '+structured' if operator.structured else ('+mixed' if operator.mixed else '')
+    time_linalg = found.time_linalg + time.perf_counter() - t2
+    return HIGStepInfo(found.loss, info.singular_values, info.rank, info.sigma_max, path, found.time_jacobian,
+                       time_linalg, found.time_jacobian + time_linalg)
