@@ -64,8 +64,10 @@ def test_sip_with_a_generic_inverse_on_jax_arrays_equals_torch(float64):
 
 
 def test_the_physics_inverses_run_on_jax_fields(float64):
-    """Poisson and heat compute on JAX and equal their torch results; fluid's reverse simulation runs in NumPy
-    (as documented) and returns the update on the backend of its input."""
+    """Poisson and heat compute on JAX and equal their torch results; the fluid inverse estimates on the backend of
+    its input (JAX here) and agrees with the NumPy estimate within its stated accuracy, 1e-3 (the float32 estimate's
+    bound; JAX's float64 estimate differs from NumPy's by about 7e-5: its vortex prior sampled on JAX differs in the
+    third digit, while the simulations agree to 1e-15)."""
     rng = np.random.default_rng(3)
     x, target = rng.standard_normal((2, 8, 8)), rng.standard_normal((2, 8, 8))
     results = {}
@@ -83,7 +85,7 @@ def test_the_physics_inverses_run_on_jax_fields(float64):
     dv = fluid.inverse(to_jax(example.v0 * 0.5), to_jax(m_target), to_jax(example.m0), steps=2, radius=2.)
     dv_np = fluid.inverse(example.v0 * 0.5, m_target, example.m0, steps=2, radius=2.)
     assert dv.values.default_backend.name == 'jax'
-    assert rel(dv.values.numpy('examples,x,y,vector'), dv_np.values.numpy('examples,x,y,vector')) < 1e-10
+    assert rel(dv.values.numpy('examples,x,y,vector'), dv_np.values.numpy('examples,x,y,vector')) < 1e-3
 
 
 @pytest.mark.parametrize('name,kwargs,tolerance', [('gradient_descent', {}, 1e-12), ('newton', {}, 1e-12),

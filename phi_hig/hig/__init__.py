@@ -22,7 +22,8 @@ from .spectral import (HalfInverse, JacobianOperator, DenseJacobian, SpectralInf
 from .factors import JacobianFactors, LayerFactor
 from .jacobian import per_sample_jacobian, gram, physics_jacobian, jacobian_factors
 from .distributed import DistributedJacobian
-from .optimizer import HIG, hig_step, HIGStepInfo
+from .optimizer import HIG, hig_step
+from .options import HIGStepInfo
 
 __all__ = ['HIG', 'hig_step', 'HIGStepInfo', 'half_inverse', 'HalfInverse', 'apply_half_inverse', 'JacobianOperator',
            'DenseJacobian', 'SpectralInfo', 'gram_path', 'batched_half_inverse', 'JacobianFactors', 'LayerFactor',

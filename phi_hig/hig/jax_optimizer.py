@@ -41,7 +41,7 @@ from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
 from .jacobian import DEFAULT_CHUNK_ROWS
-from .optimizer import HIGStepInfo, hig_options, learning_rate_of
+from .options import HIGStepInfo, hig_options, learning_rate_of
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
 
 __all__ = ['JaxHIG', 'jax_hig_step', 'jax_hig_direction', 'JaxDirection', 'cast_parameters', 'require_parameters',

@@ -23,7 +23,6 @@ dipole 0.5, 8×8 Poisson 0.64.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -36,12 +35,12 @@ from .distributed import DistributedJacobian, active_group
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors, physics_function
+from .options import OPTION_KEYS, HIGStepInfo, hig_options, learning_rate_of
 from ..convert import BatchLayout, Conditions, NetworkCall, is_jax_network, refuse_tensorflow
 
-__all__ = ['HIG', 'hig_step', 'HIGStepInfo', 'learning_rate_of', 'hig_options']
+__all__ = ['HIG', 'hig_step']
 
 _SETTING_KEYS = ('truncation', 'kappa', 'beta', 'relative', 'path')
-_OPTION_KEYS = ('max_bytes', 'chunk_rows', 'structured')  # the settings held as attributes, not in param_groups
 _OPTIONS_ENTRY = 'hig'  # their entry in state_dict()
 
 
@@ -106,7 +105,7 @@ class HIG(torch.optim.Optimizer):
         params = _parameters(net)
         defaults = dict(lr=lr, **{k: getattr(settings, k) for k in _SETTING_KEYS})
         super().__init__(params, defaults)
-        self.max_bytes, self.chunk_rows, self.structured = (options[k] for k in _OPTION_KEYS)
+        self.max_bytes, self.chunk_rows, self.structured = (options[k] for k in OPTION_KEYS)
         self._n_out = None  # |y| of the last step: lets the next step read y off the replicated physics pass
 
     def step(self, closure=None):
@@ -140,7 +139,7 @@ class HIG(torch.optim.Optimizer):
         parameter groups (``max_bytes``, ``chunk_rows``, ``structured``): a `load_state_dict` round trip restores
         every setting."""
         state = super().state_dict()
-        state[_OPTIONS_ENTRY] = {k: getattr(self, k) for k in _OPTION_KEYS}
+        state[_OPTIONS_ENTRY] = {k: getattr(self, k) for k in OPTION_KEYS}
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -150,10 +149,10 @@ class HIG(torch.optim.Optimizer):
         settings are validated at the next step)."""
         options = state_dict.get(_OPTIONS_ENTRY) if isinstance(state_dict, dict) else None
         if options is not None:
-            if not isinstance(options, dict) or set(options) - set(_OPTION_KEYS):
+            if not isinstance(options, dict) or set(options) - set(OPTION_KEYS):
                 raise InvalidInputError(f"state_dict['{_OPTIONS_ENTRY}'] must be a dict with keys among "
-                                        f"{', '.join(_OPTION_KEYS)}, got {options!r}")
-            options = hig_options(dict({k: getattr(self, k) for k in _OPTION_KEYS}, **options))
+                                        f"{', '.join(OPTION_KEYS)}, got {options!r}")
+            options = hig_options(dict({k: getattr(self, k) for k in OPTION_KEYS}, **options))
         groups = state_dict.get('param_groups') if isinstance(state_dict, dict) else None
         if groups and any(isinstance(g, dict) and 'method' in g for g in groups):
             renamed = [dict({k: v for k, v in g.items() if k != 'method'}, path=g.get('path', g['method']))
@@ -161,7 +160,7 @@ class HIG(torch.optim.Optimizer):
             state_dict = dict(state_dict, param_groups=renamed)
         super().load_state_dict(state_dict)
         if options is not None:
-            self.max_bytes, self.chunk_rows, self.structured = (options[k] for k in _OPTION_KEYS)
+            self.max_bytes, self.chunk_rows, self.structured = (options[k] for k in OPTION_KEYS)
 
     def params(self) -> list:
         """The trainable parameters, in the column order of the Jacobian."""
@@ -206,44 +205,6 @@ class HIG(torch.optim.Optimizer):
         self._opt_called = True  # a step was made: what torch's lr schedulers look for (their wrapper of step())
 
 
-def learning_rate_of(learning_rate: float = 1.0, lr: Optional[float] = None) -> float:
-    """The learning rate η of a `HIG` (torch or JAX) given as ``learning_rate`` or as ``lr`` (torch.optim's name),
-    validated: a finite number ≥ 0, given once.
-
-    >>> learning_rate_of(0.5), learning_rate_of(lr=0.25)
-    (0.5, 0.25)
-
-    Raises:
-        InvalidInputError: both spellings are given, or η is not a finite number ≥ 0.
-    """
-    if lr is not None:
-        if learning_rate != 1.0:
-            raise InvalidInputError(f"give the learning rate once, as learning_rate or as lr (its torch.optim "
-                                    f"name), got learning_rate={learning_rate!r} and lr={lr!r}")
-        learning_rate = lr
-    return checks.number('learning_rate', learning_rate, low=0)
-
-
-def hig_options(options: dict) -> dict:
-    """The settings a `HIG` (torch or JAX) holds outside its parameter groups (``max_bytes``, ``chunk_rows``,
-    ``structured``), validated.
-
-    >>> hig_options(dict(max_bytes=None, chunk_rows=16, structured=None))
-    {'max_bytes': None, 'chunk_rows': 16, 'structured': None}
-
-    Raises:
-        InvalidInputError: ``max_bytes`` is not None or a number > 0, ``chunk_rows`` not an integer ≥ 1, or
-            ``structured`` not None, True or False.
-    """
-    max_bytes, chunk_rows, structured = (options[k] for k in _OPTION_KEYS)
-    if max_bytes is not None:
-        max_bytes = checks.number('max_bytes', max_bytes, low=0, low_open=True)
-    chunk_rows = checks.integer('chunk_rows', chunk_rows, low=1)
-    if not (structured is None or isinstance(structured, bool)):
-        raise InvalidInputError(f"structured must be None, True or False, got {structured!r}")
-    return dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured)
-
-
 def _parameters(net) -> list:
     """The parameters (or parameter groups) HIG is built on, refused unless they are torch tensors."""
     if isinstance(net, nn.Module):
@@ -263,30 +224,6 @@ def _parameters(net) -> list:
             raise InvalidInputError(f"HIG needs torch tensors as parameters, got {type(p).__name__}"
                                     f"{'' if not isinstance(p, dict) else ' (a parameter group without tensors)'}")
     return params
-
-
-@dataclass
-class HIGStepInfo:
-    """Diagnostics of one `hig_step`.
-
-    Attributes:
-        loss: batch-mean loss before the update.
-        singular_values: kept singular values of J, descending (NumPy float64).
-        rank: number of kept singular values.
-        sigma_max: largest singular value of J.
-        path: linear-algebra path taken ('gram', 'gram-dual' or 'svd'), '+structured' if J was not formed.
-        time_jacobian: seconds for the Jacobian factors (network and physics passes).
-        time_linalg: seconds for the Gram matrix, its eigendecomposition and the update.
-        time_total: seconds for the whole step.
-    """
-    loss: float
-    singular_values: np.ndarray
-    rank: int
-    sigma_max: float
-    path: str
-    time_jacobian: float
-    time_linalg: float
-    time_total: float
 
 
 def _loss_objective(loss: Callable, layout: list, targets) -> Callable:

@@ -6,7 +6,8 @@
 
 The PDE-specific inverse solvers live with their physics in `phi_hig.physics`.
 """
-from .step import sip_loss, l2_loss, sip_step, SIPStepResult, require_same_shape
+from .loss import sip_loss, l2_loss, require_same_shape
+from .step import sip_step, SIPStepResult
 from . import inverses
 from .inverses import Inverse
 

@@ -35,7 +35,7 @@ from ..errors import InvalidInputError, NonFiniteStepError
 from ..hig.arrays import array_ops
 from ..hig.jacobian import physics_jacobian
 from ..hig.spectral import HalfInverse, batched_half_inverse
-from .step import l2_loss
+from .loss import l2_loss
 
 __all__ = ['Inverse', 'gradient_descent', 'newton', 'saddle_free_newton', 'gauss_newton', 'pseudo_inverse_apply',
            'iterative', 'newton_inverse', 'ITERATIVE_METHODS']

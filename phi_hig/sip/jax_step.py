@@ -33,7 +33,7 @@ def update_on_jax(network, optimizer, inputs: tuple, correction, proxy) -> None:
     """One optimizer step on ``mean(sip_loss(network(*inputs), correction))`` (``correction`` a constant), refused
     before any weight changes when ``proxy`` (the per-example proxy loss at the current weights) is not finite."""
     from phiml.backend.jax import JAX
-    from .step import sip_loss
+    from .loss import sip_loss
     mean = math.mean(proxy, math.batch(proxy)) if isinstance(proxy, math.Tensor) else proxy.mean()
     if not np.isfinite(float(mean.native() if isinstance(mean, math.Tensor) else mean)):
         raise NonFiniteStepError("SIP step: the proxy loss is not finite (non-finite prediction or inverse update); "

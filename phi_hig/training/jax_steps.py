@@ -59,7 +59,7 @@ class JaxTrainer:
         self.twin.parameters = fresh.parameters
         if self.kind in ('hig', 'gn'):
             from ..hig.optimizer import HIG
-            from .kinds import optimizer_args
+            from .steps import optimizer_args
             args = optimizer_args(self.hyper)
             self.state = HIG(self.twin, learning_rate=args.pop('lr', 1.0), **args)
             if self.saved is not None:
@@ -190,7 +190,7 @@ def _half_inverse_step(method, inputs, targets) -> float:
 
 def jax_builders() -> dict:
     """``{kind: Builder}`` for `JAX_KINDS` (`phi_hig.training.kinds.add_builder` registers them)."""
-    from .kinds import Builder
+    from .steps import Builder
 
     def build(kind):
         def make(params, hyper):

@@ -41,7 +41,7 @@ from ..errors import InvalidInputError
 from ..hig.optimizer import HIG
 from ..hig.spectral import DEFAULT_MAX_BYTES, PATHS, gram_bytes, gram_path
 from .hyperparameters import CLIP, Hyperparameter, signature_spec, value_spec
-from .steps import first_order_step, half_inverse_step, sip_torch_step
+from .steps import STEP_KEYS, Builder, first_order_step, half_inverse_step, optimizer_args, sip_torch_step
 
 __all__ = ['MethodKind', 'FirstOrderKind', 'HalfInverseKind', 'SIPKind', 'Builder', 'MemoryNeed', 'ProblemSizes',
            'RenamedHyperparameterWarning', 'register', 'unregister', 'add_builder', 'get_kind', 'kind_of', 'names',
@@ -54,28 +54,11 @@ SECOND_ORDER = MappingProxyType({'hig': -0.5, 'gn': -1.0})
 """The built-in HIG-family kinds and their κ (Schnell, Holl & Thuerey 2022, eq. 5: κ = −1/2 HIG, κ = −1 GN)."""
 METHODS = tuple(FIRST_ORDER) + tuple(SECOND_ORDER) + ('sip',)
 """The built-in kinds (`names` also lists the registered ones)."""
-STEP_KEYS = ('batch_size', 'base', 'inverse', 'clip', 'inverse_options')
-"""Keys the runner or a step reads and no optimizer constructor takes (`optimizer_args` leaves them out)."""
 
 
 class RenamedHyperparameterWarning(DeprecationWarning):
     """A hyperparameter was given by its old name (e.g. HIG's ``method``, now ``path``); it still works for one
     release."""
-
-
-@dataclass(frozen=True)
-class Builder:
-    """How a kind trains on one backend.
-
-    Attributes:
-        build: ``build(params, hyper) -> optimizer``: the optimizer over the network's parameters for validated
-            hyperparameters ``hyper``; it provides ``state_dict`` / ``load_state_dict`` (checkpoints).
-        step: ``step(method, inputs, targets) -> float``: one update of ``method.net`` (``method`` a
-            `phi_hig.training.methods.Method`) returning the batch-mean loss before it; on a non-finite loss it
-            raises `phi_hig.errors.NonFiniteStepError` and leaves the weights untouched.
-    """
-    build: Callable
-    step: Callable
 
 
 @dataclass(frozen=True)
@@ -133,9 +116,7 @@ def inverse_choices(experiment) -> Dict[str, object]:
     return dict(getattr(experiment, 'inverses', None) or {})
 
 
-def optimizer_args(hyper: Mapping) -> dict:
-    """The validated hyperparameters an optimizer constructor takes: all but `STEP_KEYS`."""
-    return {k: v for k, v in hyper.items() if k not in STEP_KEYS}
+
 
 
 class MethodKind:

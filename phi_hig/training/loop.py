@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 import torch
 
@@ -38,11 +39,9 @@ from .costs import human_seconds, reference_cost
 from .methods import MethodDefinition, make_method
 from .spec import RunSpec
 
-if TYPE_CHECKING:  # the runner imports this module; the annotation only names its RunControl
-    from .runner import RunControl
 
-__all__ = ['MethodRun', 'RunWarning', 'evaluate', 'has_value', 'budget_warnings', 'GROWTH_LIMIT', 'MIN_STEPS',
-           'MIN_CHECKPOINT_INTERVAL']
+__all__ = ['MethodRun', 'RunControl', 'RunWarning', 'evaluate', 'has_value', 'budget_warnings', 'GROWTH_LIMIT',
+           'MIN_STEPS', 'MIN_CHECKPOINT_INTERVAL']
 
 GROWTH_LIMIT = 10.0
 """A training loss this many times its first value flags the method ('loss_grew')."""
@@ -55,6 +54,76 @@ costs fsyncs and, in its background thread, hands the GIL back and forth with th
 
 class RunWarning(UserWarning):
     """A run's result should not be compared as it stands (divergence, too few steps)."""
+
+
+class RunControl:
+    """Pause, resume and stop a running `train` from another thread (e.g. a GUI), or interrupt it from a signal
+    handler (the command line's Ctrl-C / SIGTERM). Thread-safe; `interrupt` is also safe in a signal handler.
+
+    The runner asks `proceed` before every step: a paused run waits there; a stopped one ends the current method
+    (its last state evaluated and checkpointed, status ``stopped at step N``) and skips the methods after it; an
+    interrupted one does the same without the extra evaluation (status ``interrupted at step N``), so that
+    ``resume`` continues it exactly as if it had not stopped.
+
+    Example:
+        >>> control = RunControl()
+        >>> control.pause()
+        >>> control.paused
+        True
+        >>> control.stop()  # also releases a paused run
+        >>> control.stopped, control.proceed()
+        (True, False)
+        >>> other = RunControl()
+        >>> other.interrupt('SIGTERM')
+        >>> other.interrupted, other.stopped, other.proceed()
+        ('SIGTERM', False, False)
+    """
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._go = threading.Event()
+        self._go.set()
+        self._interrupted: Optional[str] = None
+
+    def pause(self) -> None:
+        """Hold the run before its next step (until `resume` or `stop`)."""
+        self._go.clear()
+
+    def resume(self) -> None:
+        """Let a paused run go on."""
+        self._go.set()
+
+    def stop(self) -> None:
+        """End the run after its current step (a paused run ends at once)."""
+        self._stop.set()
+        self._go.set()
+
+    @property
+    def paused(self) -> bool:
+        """True between `pause` and `resume` / `stop`."""
+        return not self._go.is_set()
+
+    def interrupt(self, reason: str = 'interrupt') -> None:
+        """End the run after its current step as interrupted (e.g. ``reason='SIGINT'``); takes no lock, so a signal
+        handler may call it. A paused run is not released (the command line never pauses)."""
+        if self._interrupted is None:
+            self._interrupted = str(reason)
+
+    @property
+    def stopped(self) -> bool:
+        """True once `stop` was called."""
+        return self._stop.is_set()
+
+    @property
+    def interrupted(self) -> Optional[str]:
+        """The reason given to `interrupt` (None before)."""
+        return self._interrupted
+
+    def proceed(self) -> bool:
+        """Block while paused; False once a stop or an interrupt was requested."""
+        if self._interrupted is None:
+            self._go.wait()
+        return not self._stop.is_set() and self._interrupted is None
 
 
 def has_value(record: dict, key: str = 'test_loss') -> bool:

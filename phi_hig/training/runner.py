@@ -26,7 +26,6 @@ import contextlib
 import copy
 import os
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -37,82 +36,13 @@ from .. import checks, processes, rundir
 from ..errors import InvalidInputError
 from ..experiments.base import Experiment
 from .checkpoint import load_for_resume
-from .loop import (GROWTH_LIMIT, MIN_CHECKPOINT_INTERVAL, MIN_STEPS, MethodRun, RunWarning, budget_warnings,
-                   evaluate, has_value)
+from .loop import (GROWTH_LIMIT, MIN_CHECKPOINT_INTERVAL, MIN_STEPS, MethodRun, RunControl, RunWarning,
+                   budget_warnings, evaluate, has_value)
 from .spec import RunSpec, run_spec
 
 __all__ = ['train', 'run', 'train_variants', 'RunResult', 'RunControl', 'RunWarning', 'evaluate',
            'GROWTH_LIMIT', 'MIN_STEPS', 'MIN_CHECKPOINT_INTERVAL']
 
-
-class RunControl:
-    """Pause, resume and stop a running `train` from another thread (e.g. a GUI), or interrupt it from a signal
-    handler (the command line's Ctrl-C / SIGTERM). Thread-safe; `interrupt` is also safe in a signal handler.
-
-    The runner asks `proceed` before every step: a paused run waits there; a stopped one ends the current method
-    (its last state evaluated and checkpointed, status ``stopped at step N``) and skips the methods after it; an
-    interrupted one does the same without the extra evaluation (status ``interrupted at step N``), so that
-    ``resume`` continues it exactly as if it had not stopped.
-
-    Example:
-        >>> control = RunControl()
-        >>> control.pause()
-        >>> control.paused
-        True
-        >>> control.stop()  # also releases a paused run
-        >>> control.stopped, control.proceed()
-        (True, False)
-        >>> other = RunControl()
-        >>> other.interrupt('SIGTERM')
-        >>> other.interrupted, other.stopped, other.proceed()
-        ('SIGTERM', False, False)
-    """
-
-    def __init__(self):
-        self._stop = threading.Event()
-        self._go = threading.Event()
-        self._go.set()
-        self._interrupted: Optional[str] = None
-
-    def pause(self) -> None:
-        """Hold the run before its next step (until `resume` or `stop`)."""
-        self._go.clear()
-
-    def resume(self) -> None:
-        """Let a paused run go on."""
-        self._go.set()
-
-    def stop(self) -> None:
-        """End the run after its current step (a paused run ends at once)."""
-        self._stop.set()
-        self._go.set()
-
-    @property
-    def paused(self) -> bool:
-        """True between `pause` and `resume` / `stop`."""
-        return not self._go.is_set()
-
-    def interrupt(self, reason: str = 'interrupt') -> None:
-        """End the run after its current step as interrupted (e.g. ``reason='SIGINT'``); takes no lock, so a signal
-        handler may call it. A paused run is not released (the command line never pauses)."""
-        if self._interrupted is None:
-            self._interrupted = str(reason)
-
-    @property
-    def stopped(self) -> bool:
-        """True once `stop` was called."""
-        return self._stop.is_set()
-
-    @property
-    def interrupted(self) -> Optional[str]:
-        """The reason given to `interrupt` (None before)."""
-        return self._interrupted
-
-    def proceed(self) -> bool:
-        """Block while paused; False once a stop or an interrupt was requested."""
-        if self._interrupted is None:
-            self._go.wait()
-        return not self._stop.is_set() and self._interrupted is None
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The torch steps of the built-in method kinds (`phi_hig.training.kinds`): each makes one update of ``method.net``
-for a `phi_hig.training.methods.Method` and returns the batch-mean loss before it.
+"""What a method kind trains with on one backend (`Builder`: an optimizer builder and a step), and the torch steps of
+the built-in kinds (`phi_hig.training.kinds`): each makes one update of ``method.net`` for a
+`phi_hig.training.methods.Method` and returns the batch-mean loss before it.
 
 * `first_order_step`: a torch first-order optimizer on the batch-mean loss through the physics;
 * `half_inverse_step`: `phi_hig.hig_step` (HIG, Gauss–Newton);
@@ -13,6 +14,8 @@ with `phi_hig.errors.InvalidInputError`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import torch
 
@@ -21,7 +24,30 @@ from ..convert import example_mean
 from ..errors import InvalidInputError, NonFiniteStepError
 from ..hig.optimizer import hig_step
 
-__all__ = ['first_order_step', 'half_inverse_step', 'sip_torch_step']
+__all__ = ['Builder', 'STEP_KEYS', 'optimizer_args', 'first_order_step', 'half_inverse_step', 'sip_torch_step']
+
+STEP_KEYS = ('batch_size', 'base', 'inverse', 'clip', 'inverse_options')
+"""Keys the runner or a step reads and no optimizer constructor takes (`optimizer_args` leaves them out)."""
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How a kind trains on one backend.
+
+    Attributes:
+        build: ``build(params, hyper) -> optimizer``: the optimizer over the network's parameters for validated
+            hyperparameters ``hyper``; it provides ``state_dict`` / ``load_state_dict`` (checkpoints).
+        step: ``step(method, inputs, targets) -> float``: one update of ``method.net`` (``method`` a
+            `phi_hig.training.methods.Method`) returning the batch-mean loss before it; on a non-finite loss it
+            raises `phi_hig.errors.NonFiniteStepError` and leaves the weights untouched.
+    """
+    build: Callable
+    step: Callable
+
+
+def optimizer_args(hyper: Mapping) -> dict:
+    """The validated hyperparameters an optimizer constructor takes: all but `STEP_KEYS`."""
+    return {k: v for k, v in hyper.items() if k not in STEP_KEYS}
 
 
 def first_order_step(method, inputs, targets) -> float:
