@@ -32,13 +32,13 @@ import math
 import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # spinning OpenMP threads on shared cores: 5-50x slower, erratic
-import platform
 import re
 import shlex
 import sys
 import time
 
 import phi_hig
+from phi_hig.bench.machine import cpu_name, load_average
 from phi_hig.cli import parse_assignments
 from phi_hig.files import atomic_write
 from phi_hig.training.checkpoint import read_checkpoint, checkpoint_path
@@ -89,7 +89,7 @@ class Protocol:
         self.experiment = build_experiment('poisson8', args.preset, parse_assignments(args.set, '--set'))
         self.batch = self.experiment.methods['hig']['batch_size']
         self.results = dict(command=shlex.join(['python', '-m', f'benchmarks.{NAME}'] + args.argv),
-                            machine=dict(cpu=_cpu(), cores=os.cpu_count(), load_before=_load()),
+                            machine=dict(cpu=cpu_name(), cores=os.cpu_count(), load_before=load_average()),
                             settings=dict(self.experiment.settings), seeds=args.seeds, phases={})
 
     def train(self, folder: str, method: str, steps: int, **kw):
@@ -173,23 +173,8 @@ class Protocol:
         if self.args.reverse_steps:
             self.reverse()
         self.results.update(wall_seconds=round(time.perf_counter() - started, 1))
-        self.results['machine']['load_after'] = _load()
+        self.results['machine']['load_after'] = load_average()
         return self.results
-
-
-def _load() -> list:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, 'getloadavg') else []
-
-
-def _cpu() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _at(points: list, step: int) -> float:

@@ -18,7 +18,6 @@ import json
 import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # spinning OpenMP threads on shared cores: 5-50x slower, erratic
-import platform
 import shlex
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ import time
 
 import torch
 
+from phi_hig.bench.machine import cpu_name
 from phi_hig.errors import InvalidInputError
 from phi_hig.experiments import available, get
 from phi_hig.training.costs import REFERENCE_FILE
@@ -35,17 +35,6 @@ from phi_hig.training.runner import run
 from phi_hig.training.spec import run_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _cpu() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def simulated_values(experiment) -> int:
@@ -132,7 +121,7 @@ def main(argv=None):
         return
     for name in names:
         experiments[name] = measure(name, args.steps, args.cap, preset=args.preset)
-    machine = dict(cpu=_cpu(), cores=os.cpu_count(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
+    machine = dict(cpu=cpu_name(), cores=os.cpu_count(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
                    load_before=[round(x, 2) for x in load_before],
                    load_after=[round(x, 2) for x in os.getloadavg()])
     data = dict(date=time.strftime('%Y-%m-%d'), commit=commit, machine=machine, seconds=round(time.time() - started),

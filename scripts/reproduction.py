@@ -190,6 +190,7 @@ def keep_run(row: dict, folder: str, results: str = RESULTS, seconds: float = No
     run of hours made apart): ``<id>.csv`` (method, step, wall_time and the columns the row reads, at most
     `MAX_POINTS` per method) and ``<id>.json`` (the command, when, where, the machine's load, the methods' finals;
     ``seconds`` and ``load_before`` when known)."""
+    from phi_hig.bench.machine import cpu_name
     with open(os.path.join(folder, 'metrics.csv'), newline='', encoding='utf-8') as f:
         records = [r for r in csv.DictReader(f) if r.get('test_loss')]
     with open(os.path.join(folder, 'summary.json'), encoding='utf-8') as f:
@@ -208,7 +209,7 @@ def keep_run(row: dict, folder: str, results: str = RESULTS, seconds: float = No
             writer.writerows(_thin(method_records))
     meta = dict(command=row['command'], date=time.strftime('%Y-%m-%d %H:%M'),
                 seconds=None if seconds is None else round(seconds),
-                machine=f"{platform.machine()} {_cpu_name()}, {os.cpu_count()} cores",
+                machine=f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores",
                 load_average_before=None if load_before is None else [round(x, 2) for x in load_before],
                 load_average_after=[round(x, 2) for x in os.getloadavg()],
                 final={m: {k: v for k, v in f.items() if k in ('steps', 'batch_size', 'seconds_per_step',
@@ -218,17 +219,6 @@ def keep_run(row: dict, folder: str, results: str = RESULTS, seconds: float = No
         json.dump(meta, f, indent=1, ensure_ascii=False)
         f.write('\n')
     return path
-
-
-def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'CPU'
 
 
 def main(argv=None) -> int:

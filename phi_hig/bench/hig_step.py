@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import checks
 from ..errors import InvalidInputError
+from .machine import cpu_name
 
 PATHS = ('structured', 'adam', 'gram-dense', 'svd', 'authors', 'reference')
 LABELS = {'authors': '(a) authors: float32 J, float32 SVD, explicit matrix', 'svd': '(b) ours: SVD path (float64)',
@@ -349,12 +349,7 @@ def driver(args) -> str:
             print("oscillators512:")
             results.append(_run_worker('oscillators512', 'adam', args, out_dir))
     load_after = os.getloadavg()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     header = (f"# HIG step benchmark ({args.device})\n\n"
               f"Command: `python -m phi_hig bench {' '.join(args.argv)}`  \n"
               f"Started {started}; machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "

@@ -41,8 +41,8 @@ from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
 from .jacobian import DEFAULT_CHUNK_ROWS
-from .options import HIGStepInfo, hig_options, learning_rate_of
-from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
+from .options import HIGStepInfo, validated_arguments
+from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 
 __all__ = ['JaxHIG', 'jax_hig_step', 'jax_hig_direction', 'JaxDirection', 'cast_parameters', 'require_parameters',
            'SETTING_KEYS']
@@ -113,9 +113,8 @@ class JaxHIG:
                  beta: float = 0.0, relative: bool = True, path: str = AUTO,
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  structured: Optional[bool] = None, *, lr: Optional[float] = None, method: Optional[str] = None):
-        lr = learning_rate_of(learning_rate, lr)
-        settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
-        options = hig_options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
+        lr, settings, options = validated_arguments(learning_rate, truncation, kappa, beta, relative, path, max_bytes,
+                                                    chunk_rows, structured, lr, method)
         require_parameters(net)
         self.param_groups = [dict(lr=lr, **{k: getattr(settings, k) for k in SETTING_KEYS})]
         self.max_bytes, self.structured = options['max_bytes'], options['structured']

@@ -33,9 +33,9 @@ from .. import checks
 from ..backend import torch_backend
 from .distributed import DistributedJacobian, active_group
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
-from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, choose_path, gram_path
+from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors, physics_function
-from .options import OPTION_KEYS, HIGStepInfo, hig_options, learning_rate_of
+from .options import OPTION_KEYS, HIGStepInfo, hig_options, validated_arguments
 from ..convert import BatchLayout, Conditions, NetworkCall, is_jax_network, refuse_tensorflow
 
 __all__ = ['HIG', 'hig_step']
@@ -99,9 +99,8 @@ class HIG(torch.optim.Optimizer):
                  beta: float = 0.0, relative: bool = True, path: str = AUTO,
                  max_bytes: Optional[float] = DEFAULT_MAX_BYTES, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  structured: Optional[bool] = None, *, lr: Optional[float] = None, method: Optional[str] = None):
-        lr = learning_rate_of(learning_rate, lr)
-        settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
-        options = hig_options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
+        lr, settings, options = validated_arguments(learning_rate, truncation, kappa, beta, relative, path, max_bytes,
+                                                    chunk_rows, structured, lr, method)
         params = _parameters(net)
         defaults = dict(lr=lr, **{k: getattr(settings, k) for k in _SETTING_KEYS})
         super().__init__(params, defaults)

@@ -10,11 +10,31 @@ import numpy as np
 
 from .. import checks
 from ..errors import InvalidInputError
+from .spectral import HalfInverse, choose_path
 
-__all__ = ['learning_rate_of', 'hig_options', 'HIGStepInfo', 'OPTION_KEYS']
+__all__ = ['validated_arguments', 'learning_rate_of', 'hig_options', 'HIGStepInfo', 'OPTION_KEYS']
 
 OPTION_KEYS = ('max_bytes', 'chunk_rows', 'structured')
 """The settings a HIG optimizer holds as attributes, not in its parameter groups (`hig_options`)."""
+
+
+def validated_arguments(learning_rate, truncation, kappa, beta, relative, path, max_bytes, chunk_rows, structured,
+                        lr=None, method=None) -> tuple:
+    """The arguments of a HIG optimizer's constructor (torch `phi_hig.HIG` and JAX
+    `phi_hig.hig.jax_optimizer.JaxHIG` alike), validated: ``(η, HalfInverse settings, options)``.
+
+    >>> eta, settings, options = validated_arguments(1.0, 1e-6, -0.5, 0.0, True, 'auto', None, 64, None, lr=0.1)
+    >>> eta, settings.kappa, options['chunk_rows']
+    (0.1, -0.5, 64)
+
+    Raises:
+        InvalidInputError: any argument out of its range (`learning_rate_of`, `phi_hig.hig.spectral.HalfInverse`,
+            `hig_options`).
+    """
+    eta = learning_rate_of(learning_rate, lr)
+    settings = HalfInverse(kappa, beta, truncation, relative, choose_path(path, method, 'HIG'))
+    options = hig_options(dict(max_bytes=max_bytes, chunk_rows=chunk_rows, structured=structured))
+    return eta, settings, options
 
 
 def learning_rate_of(learning_rate: float = 1.0, lr: Optional[float] = None) -> float:
