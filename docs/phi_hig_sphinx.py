@@ -241,10 +241,12 @@ def reproduction_markdown(data: str, figures: str, figure_ref: str) -> str:
         with open(path[:-len('.csv')] + '.json', encoding='utf-8') as f:
             meta = json.load(f)
         steps = ', '.join(f"{m} {f['steps']} steps at batch {f['batch_size']}" for m, f in meta['final'].items())
+        known = [f"load average {meta['load_average_before'][0]:g} when it started"] \
+            if meta.get('load_average_before') else []  # a run made apart (reproduction.py keep) may not say
+        known += [f"{meta['seconds']} s in all"] if meta.get('seconds') is not None else []
         out += [f"![{row['experiment']}]({figure_ref}/{row['id']}.png)", '',
-                f"*Run on {meta['date']} ({meta['machine']}, load average {meta['load_average_before'][0]:g} when "
-                f"it started, {meta['seconds']} s in all): {steps}. The figure and the numbers above come from "
-                f"`benchmarks/results/reproduction/{row['id']}.csv`.*", '']
+                f"*Run on {meta['date']} ({', '.join([meta['machine']] + known)}): {steps}. The figure and the "
+                f"numbers above come from `benchmarks/results/reproduction/{row['id']}.csv`.*", '']
     return '\n'.join(out)
 
 

@@ -231,6 +231,7 @@ def main(argv=None) -> int:
     keep = sub.add_parser('keep', help="keep the evaluations of a row's command run apart with --out RUN_DIR")
     keep.add_argument('id')
     keep.add_argument('run_dir')
+    keep.add_argument('--seconds', type=float, help="the run's wall time, when it was measured (e.g. by /usr/bin/time)")
     figures = sub.add_parser('figures', help='one PNG per row with a result file')
     figures.add_argument('out')
     args = p.parse_args(argv)
@@ -246,7 +247,8 @@ def main(argv=None) -> int:
     if args.command == 'keep':
         if args.id not in table:
             p.error(f"unknown row {args.id}; rows: {', '.join(table)}")
-        print(f"  wrote {os.path.relpath(keep_run(table[args.id], args.run_dir), ROOT)}: {here(table[args.id])}")
+        path = keep_run(table[args.id], args.run_dir, seconds=args.seconds)
+        print(f"  wrote {os.path.relpath(path, ROOT)}: {here(table[args.id])}")
         return 0
     if args.command == 'readme':
         if args.check:

@@ -55,7 +55,8 @@ def timing_table(experiment: Experiment, net, n_examples: int = 4, max_iteration
     repeatedly, per example, until its MAE is at most the network's MAE on that example or `max_iterations`
     updates were made (then `reached` is False and its time is a lower bound). The check reads the ground truth
     and is not timed. Network inference is timed in eval mode as the best of `repeats` batched calls (a loaded
-    machine inflates single timings). Returns per-example rows, the mean and median solver time per example and
+    machine inflates single timings). Both are timed after one untimed warm-up call (the inverse's compiled
+    simulations trace on their first call). Returns per-example rows, the mean and median solver time per example and
     `ratio` (`ratio_median`) = mean (median) solver time / network time per example.
     """
     n_examples = checks.integer('n_examples', n_examples, low=1)
@@ -83,7 +84,8 @@ def timing_table(experiment: Experiment, net, n_examples: int = 4, max_iteration
     finally:
         net.train(was_training)
     t_net = min(times) / n_examples
-    rows = []
+    experiment.inverse(torch.zeros_like(truth[:1]), targets[:1], experiment.conditions(inputs[:1], targets[:1]))
+    rows = []  # (the call above, untimed, traces what the inverse compiles for one example, as net(inputs) did)
     for i in range(n_examples):
         x, t = inputs[i:i + 1], targets[i:i + 1]
         goal = mae(z_net[i:i + 1], i)
