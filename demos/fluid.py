@@ -2,8 +2,8 @@
 inverse, and Table 1 of Holl, Koltun & Thuerey 2022 (inference time of the network vs the iterative inverse solver
 at the same MAE of v₀).
 
-    python demos/fluid.py                                   # 64 × 64, batch 64 (the paper; very slow on a CPU)
-    python demos/fluid.py --resolution 32 --batch 16 --steps 200 --n-test 64   # the CPU run of the README
+    python demos/fluid.py --steps 200                      # 64 × 64, batch 64 (the paper; about an hour on 2 CPU cores)
+    python demos/fluid.py --resolution 32 --batch 16 --steps 200 --n-test 64   # smaller and faster
     python demos/fluid.py --resolution 32 --n-test 64 --table-examples 8 --table-from DIR/checkpoint_sip.pt
     python demos/fluid.py --gui
 
