@@ -178,6 +178,62 @@ def test_the_jax_step_equals_the_torch_step_on_the_same_float64_weights(case, fl
             assert rel(jax_flat(net), torch_flat(twin, conv)) <= (1e-8 if step == 0 else 1e-6)
 
 
+# ------------------------------------------------------------------------ the fused step against the staged step
+
+def _one_step(net, start, opt, problem, fused, monkeypatch):
+    """One step from ``start``, fused or staged: the flattened new weights and the info."""
+    import phi_hig.hig.jax_fused as jax_fused
+    monkeypatch.setattr(jax_fused, 'FUSED_MAX_SIDE', 1024 if fused else 0)
+    net.parameters = start
+    xj, tj, sim, loss = problem
+    info = hig_step(net, opt, xj, tj, sim, loss)
+    return jax_flat(net), info
+
+
+@pytest.mark.parametrize('case', ['mlp-array', 'conv-field-gram', 'conv-array-dual'])
+def test_the_fused_step_equals_the_staged_step(case, float64, monkeypatch):
+    """A small Gram matrix makes the whole step one compiled call (phi_hig.hig.jax_fused);
+    with fusion off (FUSED_MAX_SIDE = 0) the staged step gives the same update (rel. 1e-10), loss, spectrum and path,
+    for HIG with β = −1/2 and for Gauss–Newton."""
+    make_nets, make_problem = CASES[case]
+    net, _ = make_nets()
+    problem = make_problem()[0]
+    start = net.parameters
+    for kappa, beta in ((-0.5, -0.5), (-1.0, 0.0)):
+        opt = HIG(net, learning_rate=0.7, truncation=1e-7, kappa=kappa, beta=beta)
+        fused, info_f = _one_step(net, start, opt, problem, True, monkeypatch)
+        staged, info_s = _one_step(net, start, opt, problem, False, monkeypatch)
+        assert info_f.time_linalg == 0.0 < info_s.time_linalg  # fused: one call, counted in time_jacobian
+        before = jax_flat(type('N', (), {'parameters': start})())
+        assert rel(fused - before, staged - before) < 1e-10
+        assert info_f.path == info_s.path and info_f.rank == info_s.rank
+        assert info_f.loss == pytest.approx(info_s.loss, rel=1e-12)
+        np.testing.assert_allclose(info_f.singular_values, info_s.singular_values, rtol=1e-9)
+        assert info_f.sigma_max == pytest.approx(info_s.sigma_max, rel=1e-12)
+
+
+def test_what_the_fused_step_flags_the_staged_step_decides(float64):
+    """On 'auto', a kept σ below 1e-6·σ_max (a kept Gram eigenvalue below 1e-12·μ_max) is beyond the Gram path: the
+    fused call runs, is discarded, and the staged step takes the SVD path, matching a float64 SVD of jax.jacrev's J.
+    A NaN target: NonFiniteStepError and the weights untouched (the fused update is never applied)."""
+    net, _ = stax_mlp([3, 6, 2])
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((5, 3)))
+    scale = jnp.array([1.0, 3e-7])  # kept Gram eigenvalues ~1e-13·μ_max: above the round-off floor, below 1e-12
+    simulate = lambda z: z * scale
+    loss = lambda y, t: 0.5 * ((y - t) ** 2).sum(-1)
+    J = jacrev_matrix(net, x, simulate)
+    y = np.asarray(simulate(net(x)))
+    expected = -0.5 * reference(J, (y / 5).reshape(-1), -0.5, 0.0, 1e-12)
+    before, fused_before = jax_flat(net), TRACES['fused']
+    info = hig_step(net, HIG(net, learning_rate=0.5, truncation=1e-12), x, jnp.zeros((5, 2)), simulate, loss)
+    assert TRACES['fused'] == fused_before + 1 and info.path == 'svd'
+    assert rel(jax_flat(net) - before, expected) < 1e-7
+    params = net.parameters
+    with pytest.raises(phi_hig.NonFiniteStepError, match='loss is not finite'):
+        hig_step(net, HIG(net), x, jnp.full((5, 2), jnp.nan), simulate, loss)
+    assert net.parameters is params
+
+
 # ------------------------------------------------------------------------------------ the operator vs jax.jacrev
 
 def jacrev_matrix(net, x, simulate):
@@ -251,7 +307,7 @@ def test_the_x64_rule_float64_core_under_jaxs_default_setting(x64_restored):
     seen = []
     from phi_hig.hig.arrays import JaxOps
     original = JaxOps.eigh
-    JaxOps.eigh = lambda self, G: (seen.append(G.dtype), original(self, G))[1]
+    JaxOps.eigh = lambda self, G, **kw: (seen.append(G.dtype), original(self, G, **kw))[1]
     try:
         info = hig_step(net, HIG(net, truncation=1e-4), x, target, simulate, loss)
     finally:

@@ -143,6 +143,11 @@ class JaxOps:
             TRACES['eigh'] += 1
             return jnp.linalg.eigh(G)
 
+        def eigh_unsorted(G):
+            TRACES['eigh'] += 1
+            w, mu = jax.lax.linalg.eigh(G, lower=True, symmetrize_input=False, sort_eigenvalues=False)
+            return mu, w
+
         def diagonal_max(G):
             TRACES['diagonal_max'] += 1
             return jnp.max(jnp.diagonal(G))
@@ -151,12 +156,11 @@ class JaxOps:
             TRACES['abs_max'] += 1
             return jnp.max(jnp.abs(x))
         self._eigh, self._diagonal_max, self._abs_max = jax.jit(eigh), jax.jit(diagonal_max), jax.jit(abs_max)
+        self._eigh_unsorted = jax.jit(eigh_unsorted)
 
         def kept_product(w, mu, rhs, first, exponent):
             TRACES['kept_product'] += 1
-            kept = jnp.arange(mu.shape[0]) >= first
-            safe = jnp.where(kept, mu, 1.0)
-            return w @ (jnp.where(kept, safe ** exponent, 0.0) * (w.T @ rhs))
+            return self.masked_product(w, mu, rhs, jnp.arange(mu.shape[0]) >= first, exponent)
         self._kept_product = jax.jit(kept_product)
 
     @staticmethod
@@ -172,9 +176,11 @@ class JaxOps:
         """A NumPy copy of ``x`` (for the decisions, which run on the host)."""
         return np.asarray(x)
 
-    def eigh(self, G) -> tuple:
-        """``jnp.linalg.eigh`` (LAPACK ``syevd`` on the CPU), compiled once per size."""
-        return self._eigh(G)
+    def eigh(self, G, sort: bool = True) -> tuple:
+        """``jnp.linalg.eigh`` (LAPACK ``syevd`` on the CPU), compiled once per size; ``sort=False``: the eigenpairs
+        in LAPACK's order and only the lower triangle read (no symmetrizing copy, no sort: for a compiled caller
+        that masks instead of slicing, `masked_product`)."""
+        return self._eigh(G) if sort else self._eigh_unsorted(G)
 
     def svd(self, J) -> tuple:
         """The thin SVD ``(U, σ descending, Vᵀ)`` of ``J`` (batched over leading dims)."""
@@ -214,6 +220,13 @@ class JaxOps:
         """``W_k diag(μ_k^e) W_kᵀ rhs`` over the eigenpairs from ``first`` on (masked: one compiled function for every
         ``first``)."""
         return self._kept_product(w, mu, rhs, first, exponent)
+
+    def masked_product(self, w, mu, rhs, keep, exponent):
+        """``W diag(μ^e) Wᵀ rhs`` over the eigenpairs where ``keep`` (a boolean array, any order) is True; traceable
+        (the discarded μ never enter the power, so a zero or negative one gives no NaN)."""
+        xp = self.xp
+        safe = xp.where(keep, mu, 1.0)
+        return w @ (xp.where(keep, safe ** exponent, 0.0) * (w.T @ rhs))
 
     def mask(self, keep: np.ndarray, like):
         """A host boolean mask ``keep`` as an array of the backend, for indexing ``like``."""

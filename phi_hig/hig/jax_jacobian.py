@@ -86,6 +86,13 @@ class StaxStructure:
         self.vjp = jax.jit(self._vjp)
         self.rows = jax.jit(self._rows)
 
+    def check_blocks(self, n_rows: int, max_bytes: Optional[float]) -> None:
+        """Refuse (`phi_hig.errors.JacobianTooLargeError`) a convolution whose float64 column block of J, which
+        ``gram`` forms whole, would exceed ``max_bytes`` for ``n_rows`` rows."""
+        for layer in self.layers:
+            if not layer.dense_rows:
+                check_size("A convolution's column block of J (float64)", (n_rows, layer.n_cols), 8, max_bytes)
+
     # ---------------------------------------------------------------- traced float64 linear algebra of the factors
     def _gram(self, inputs, deltas, block):
         TRACES['gram'] += 1
@@ -225,10 +232,7 @@ class JaxJacobian:
         return self.block is not None and bool(self.structure.layers)
 
     def _check_blocks(self) -> None:
-        for layer in self.structure.layers:
-            if not layer.dense_rows:
-                check_size("A convolution's column block of J (float64)", (self.n_rows, layer.n_cols), 8,
-                           self.max_bytes)
+        self.structure.check_blocks(self.n_rows, self.max_bytes)
 
     def gram(self):
         """``J Jᵀ`` in float64 from the factors (`StaxStructure`), refused above ``max_bytes``."""

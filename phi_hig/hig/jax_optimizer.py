@@ -13,7 +13,11 @@ tensor is created). What is compiled, and when:
 * the float64 Gram matrix, ``Jᵀc`` and J (`phi_hig.hig.jax_jacobian.StaxStructure`), ``eigh`` and the kept-
   spectrum product (`phi_hig.hig.arrays.JaxOps`), and the update (the learning rate is an argument).
 
-The path choice and the cut-off run on the host from a copy of the Gram eigenvalues.
+The path choice and the cut-off run on the host from a copy of the Gram eigenvalues. A step whose Gram matrix is
+small (`phi_hig.hig.jax_fused.fusable`, e.g. the HIG paper's toy) is instead one compiled call, pass, spectral core
+and update (`phi_hig.hig.jax_fused`; its `HIGStepInfo` counts the whole call as ``time_jacobian`` and
+``time_linalg = 0``); whatever that call flags (an 'auto' fallback to the SVD, non-finite values) is discarded and
+made by the staged step, which decides and raises as above.
 `phi_hig.hig.arrays.TRACES` counts how often each compiled function was traced (a test hook).
 
 **The x64 rule.** The Gram matrix, its eigendecomposition and the coefficients are float64, computed inside
@@ -40,7 +44,9 @@ from ..convert import BatchLayout, Conditions, NetworkCall
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
+from ..checks import check_size
 from .jacobian import DEFAULT_CHUNK_ROWS
+from .jax_fused import call_fused, fusable, fused_result, fused_step
 from .options import HIGStepInfo, validated_arguments
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 
@@ -175,7 +181,7 @@ _USAGE = ("HIG needs the per-sample Jacobian of network and physics, which a sum
 
 def _compiled(net) -> dict:
     if net not in _COMPILED:
-        _COMPILED[net] = {'structures': {}, 'passes': {}}
+        _COMPILED[net] = {'structures': {}, 'passes': {}, 'fused': {}}
     return _COMPILED[net]
 
 
@@ -240,7 +246,9 @@ def _hashable(value):
         return ('id', id(value))
 
 
-def _compiled_pass(optimizer: JaxHIG, net, structure: StaxStructure, simulate, loss, recipe: _Recipe, b: int):
+def _compiled_pass(net, structure: StaxStructure, simulate, loss, recipe: _Recipe, b: int) -> tuple:
+    """``(key, run, jax.jit(run), out_shapes)`` of the network + physics pass for these values (cached per network;
+    ``out_shapes`` holds the shape of y once known)."""
     key = (id(structure), simulate, loss, recipe.key)
     passes = _compiled(net)['passes']
     if key in passes:
@@ -264,9 +272,18 @@ def _compiled_pass(optimizer: JaxHIG, net, structure: StaxStructure, simulate, l
         def objective(y_flat):
             return layouts[0].per_example(loss(layouts[0].unflatten(y_flat), targets)).mean()
         return jacobian_pass(structure, leaves, call.native_inputs, simulate_flat, objective)
-    compiled = jax.jit(run)
-    _remember(passes, key, compiled)
-    return compiled
+    _remember(passes, key, (key, run, jax.jit(run), []))
+    return passes[key]
+
+
+def _compiled_fused(net, prepared: "_Prepared", path: str):
+    """The jitted `phi_hig.hig.jax_fused.fused_step` of this pass, static settings and path (cached per network)."""
+    relative, auto = prepared.settings.relative, prepared.settings.path == 'auto'
+    key = (prepared.pass_key, relative, auto, path)
+    fused = _compiled(net)['fused']
+    if key not in fused:
+        _remember(fused, key, jax.jit(fused_step(prepared.structure, prepared.run, relative, auto, path)))
+    return fused[key]
 
 
 def _updated(leaves: list, direction, lr):
@@ -297,10 +314,21 @@ class JaxDirection(NamedTuple):
     time_linalg: float
 
 
-def jax_hig_direction(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
-                      conditions=None, group=None) -> JaxDirection:
-    """The HIG / Gauss–Newton direction ``d = max(σ)^β·V Λ^κ Uᵀ g`` of one `jax_hig_step`, without changing the
-    weights (arguments and refusals as there): the step is ``θ ← θ − lr·d``."""
+class _Prepared(NamedTuple):
+    """A step's validated values and its compiled pass (`_prepare`)."""
+    settings: HalfInverse
+    leaves: list
+    treedef: object
+    b: int
+    recipe: _Recipe
+    structure: StaxStructure
+    pass_key: tuple
+    run: Callable
+    compiled: Callable
+
+
+def _prepare(net, optimizer, inputs, targets, simulate, loss, conditions, group) -> _Prepared:
+    """Every refusal of `jax_hig_direction` that needs no pass, then the step's structure and compiled pass."""
     if group not in (None, False):
         raise InvalidInputError("group=: distributed HIG steps (torch.distributed) are supported for torch networks "
                                 "only; run the JAX step in one process")
@@ -326,21 +354,67 @@ def jax_hig_direction(net, optimizer: JaxHIG, inputs, targets, simulate: Optiona
         gram_path(settings, b * optimizer._n_out, sum(int(leaf.size) for leaf in leaves), optimizer.max_bytes)
     Conditions(conditions)  # the form (a dict's keys are names), refused before anything runs
     recipe = _Recipe((call.inputs, targets, conditions), 'inputs, targets, conditions')
-    t0 = time.perf_counter()
     structure = optimizer.structure(net, leaves, treedef, x)
-    compiled = _compiled_pass(optimizer, net, structure, simulate, loss, recipe, b)
-    y, layer_inputs, deltas, block, value, g = jax.block_until_ready(compiled(leaves, recipe.natives))
+    pass_key, run, compiled, out_shapes = _compiled_pass(net, structure, simulate, loss, recipe, b)
+    if not out_shapes:  # traced once, not run; the compiled pass finds this trace again
+        out_shapes.append(jax.eval_shape(compiled, leaves, recipe.natives)[0].shape)
+    optimizer._n_out = int(out_shapes[0][1])
+    gram_path(settings, b * optimizer._n_out, structure.n_params, optimizer.max_bytes)
+    return _Prepared(settings, leaves, treedef, b, recipe, structure, pass_key, run, compiled)
+
+
+def jax_hig_direction(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
+                      conditions=None, group=None) -> JaxDirection:
+    """The HIG / Gauss–Newton direction ``d = max(σ)^β·V Λ^κ Uᵀ g`` of one `jax_hig_step`, without changing the
+    weights (arguments and refusals as there): the step is ``θ ← θ − lr·d``. Always staged (never
+    `phi_hig.hig.jax_fused`): the pass, then `phi_hig.hig.spectral.apply_half_inverse`."""
+    t0 = time.perf_counter()
+    return _direction(optimizer, _prepare(net, optimizer, inputs, targets, simulate, loss, conditions, group), t0)
+
+
+def _direction(optimizer: JaxHIG, prepared: _Prepared, t0: float) -> JaxDirection:
+    y, layer_inputs, deltas, block, value, g = jax.block_until_ready(
+        prepared.compiled(prepared.leaves, prepared.recipe.natives))
     mean_loss = float(value)
     if not np.isfinite(mean_loss):
         raise NonFiniteStepError("the loss is not finite (NaN or Inf); the weights were left untouched")
     if not np.isfinite(np.asarray(g)).all():
         raise NonFiniteStepError("the loss gradient g is not finite (NaN or Inf); the weights were left untouched")
-    optimizer._n_out = int(y.shape[1])
-    operator = JaxJacobian(structure, y, layer_inputs, deltas, block, optimizer.max_bytes)
+    operator = JaxJacobian(prepared.structure, y, layer_inputs, deltas, block, optimizer.max_bytes)
     t1 = time.perf_counter()
-    d, info = apply_half_inverse(settings, operator, g, max_bytes=optimizer.max_bytes)
+    d, info = apply_half_inverse(prepared.settings, operator, g, max_bytes=optimizer.max_bytes)
     jax.block_until_ready(d)
     return JaxDirection(d, info, mean_loss, g, operator, t1 - t0, time.perf_counter() - t1)
+
+
+def _fused(net, optimizer: JaxHIG, prepared: _Prepared, lr: float, t0: float) -> Optional[HIGStepInfo]:
+    """The step as one compiled call (`phi_hig.hig.jax_fused`) when its path is fusable; None (nothing changed) when
+    it is not or when the fused step flags a case the staged step must decide."""
+    n_rows, n_params = prepared.b * optimizer._n_out, prepared.structure.n_params
+    path = gram_path(prepared.settings, n_rows, n_params, optimizer.max_bytes)
+    if not fusable(path, n_rows, n_params):
+        return None
+    if path == 'gram':
+        prepared.structure.check_blocks(n_rows, optimizer.max_bytes)
+    else:
+        check_size("The Jacobian J (float64)", (n_rows, n_params), 8, optimizer.max_bytes)
+    new, report = call_fused(_compiled_fused(net, prepared, path), prepared.leaves, prepared.recipe.natives, lr,
+                             prepared.settings)
+    done = fused_result(report, path)
+    if done is None:
+        return None
+    net.parameters = jax.tree_util.tree_unflatten(prepared.treedef, new)
+    loss, info = done
+    elapsed = time.perf_counter() - t0
+    return HIGStepInfo(loss, info.singular_values, info.rank, info.sigma_max,
+                       _reported_path(info.path, prepared.structure), elapsed, 0.0, elapsed)
+
+
+def _reported_path(path: str, structure: StaxStructure) -> str:
+    """The path as `HIGStepInfo` names it: 'gram' with '+structured' (no leaf in the dense block) or '+mixed'."""
+    if path.startswith('gram') and path != 'gram-dual':
+        path += '+structured' if not structure.rest else ('+mixed' if structure.layers else '')
+    return path
 
 
 def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
@@ -365,9 +439,14 @@ def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Cal
     """
     if isinstance(optimizer, JaxHIG):  # a bad learning rate is refused before any work (else: refused below)
         checks.learning_rates(optimizer.param_groups)
-    found = jax_hig_direction(net, optimizer, inputs, targets, simulate, loss, conditions=conditions, group=group)
-    t2 = time.perf_counter()
+    t0 = time.perf_counter()
+    prepared = _prepare(net, optimizer, inputs, targets, simulate, loss, conditions, group)
     lr, = checks.learning_rates(optimizer.param_groups)
+    fused = _fused(net, optimizer, prepared, lr, t0)
+    if fused is not None:
+        return fused
+    found = _direction(optimizer, prepared, t0)
+    t2 = time.perf_counter()
     leaves, treedef = jax.tree_util.tree_flatten(net.parameters)
     with x64():
         new, finite = _update(leaves, found.direction, lr)
@@ -375,10 +454,8 @@ def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Cal
             raise NonFiniteStepError("the update lr·d is not finite in the parameters' dtype (it overflows); the "
                                      "weights were left untouched")
     net.parameters = jax.tree_util.tree_unflatten(treedef, jax.block_until_ready(new))
-    info, operator = found.info, found.operator
-    path = info.path
-    if path.startswith('gram') and path != 'gram-dual':
-        path += '+structured' if operator.structured else ('+mixed' if operator.mixed else '')
+    info = found.info
     time_linalg = found.time_linalg + time.perf_counter() - t2
-    return HIGStepInfo(found.loss, info.singular_values, info.rank, info.sigma_max, path, found.time_jacobian,
-                       time_linalg, found.time_jacobian + time_linalg)
+    return HIGStepInfo(found.loss, info.singular_values, info.rank, info.sigma_max,
+                       _reported_path(info.path, prepared.structure), found.time_jacobian, time_linalg,
+                       found.time_jacobian + time_linalg)

@@ -86,7 +86,8 @@ class HIGStepInfo:
         sigma_max: largest singular value of J.
         path: linear-algebra path taken ('gram', 'gram-dual' or 'svd'), '+structured' if J was not formed.
         time_jacobian: seconds for the Jacobian factors (network and physics passes).
-        time_linalg: seconds for the Gram matrix, its eigendecomposition and the update.
+        time_linalg: seconds for the Gram matrix, its eigendecomposition and the update (0 on a fused JAX step,
+            `phi_hig.hig.jax_fused`, whose one compiled call is counted in time_jacobian).
         time_total: seconds for the whole step.
     """
     loss: float

@@ -49,8 +49,8 @@ from ..errors import InvalidInputError, JacobianTooLargeError, NonFiniteStepErro
 from .arrays import array_ops
 
 __all__ = ['HalfInverse', 'JacobianOperator', 'DenseJacobian', 'SpectralInfo', 'apply_half_inverse', 'gram_path',
-           'gram_bytes', 'batched_half_inverse', 'half_inverse', 'eigh64', 'choose_path', 'PATHS', 'AUTO',
-           'DEFAULT_MAX_BYTES']
+           'gram_bytes', 'kept_gram_eigenvalues', 'gram_in_range', 'batched_half_inverse', 'half_inverse', 'eigh64',
+           'choose_path', 'PATHS', 'AUTO', 'DEFAULT_MAX_BYTES']
 
 PATHS = ('auto', 'gram', 'dual', 'svd')
 EPS64 = float(np.finfo(np.float64).eps)
@@ -250,10 +250,37 @@ def _svd_keep(s, s_max, settings: HalfInverse, floor_dim: int, xp=torch):
     return (s > xp.maximum(user, floor_dim * EPS64 * s_max)) & (s_max > 0)
 
 
-def _gram_threshold(mu_max: float, settings: HalfInverse, floor_dim: int) -> float:
-    """The same rule on Gram eigenvalues μ = σ² (μ_max > 0): kept are ``μ > max((τσ_max)² or τ², floor·μ_max)``."""
-    user = settings.truncation ** 2 * (mu_max if settings.relative else 1.0)
-    return max(user, floor_dim * EPS64 * mu_max)
+def kept_gram_eigenvalues(mu, mu_max, truncation, relative: bool, auto: bool, floor_dim: int, xp=np) -> tuple:
+    """``(keep, too_fine)``: the cut-off of `_svd_keep` on Gram eigenvalues μ = σ² (any order), and the 'auto' rule.
+
+    ``keep``: ``μ > max((τσ_max)² or τ², max(m, n)·ε₆₄·μ_max)`` and μ_max > 0 (τ = ``truncation``, relative to
+    σ_max when ``relative``); ``too_fine``: when ``auto`` (the 'auto' path), a kept μ lies below
+    ``AUTO_GRAM_MIN_RATIO·μ_max``, beyond the Gram path's resolution, so the SVD path must decide. ``xp``: NumPy on
+    the host or ``jax.numpy`` inside a compiled step (`phi_hig.hig.jax_fused`, where τ may be traced): the one
+    statement of the rule for both.
+
+    Example:
+        >>> import numpy as np
+        >>> keep, too_fine = kept_gram_eigenvalues(np.array([1e-14, 1e-4, 1.0]), 1.0, 1e-3, True, True, 3)
+        >>> keep.tolist(), bool(too_fine)
+        ([False, True, True], False)
+    """
+    user = truncation ** 2 * (mu_max if relative else 1.0)
+    keep = (mu > xp.maximum(user, floor_dim * EPS64 * mu_max)) & (mu_max > 0)
+    too_fine = xp.any(keep & (mu < AUTO_GRAM_MIN_RATIO * mu_max)) if auto else False
+    return keep, too_fine
+
+
+def gram_in_range(top, xp=np):
+    """Whether the largest diagonal entry ``top`` of a float64 Gram matrix lies in ``[2^-800, 2^800]`` (False for
+    NaN): inside, the Gram path neither under- nor overflows (`GRAM_SAFE_EXPONENT`); ``xp`` as in
+    `kept_gram_eigenvalues`.
+
+    Example:
+        >>> bool(gram_in_range(1.0)), bool(gram_in_range(0.0)), bool(gram_in_range(float('nan')))
+        (True, False, False)
+    """
+    return (top >= 2.0 ** -GRAM_SAFE_EXPONENT) & (top <= 2.0 ** GRAM_SAFE_EXPONENT)
 
 
 def _spectral(ops, mu, w, rhs, settings: HalfInverse, floor_dim: int, path: str):
@@ -265,9 +292,11 @@ def _spectral(ops, mu, w, rhs, settings: HalfInverse, floor_dim: int, path: str)
     mu_max = float(m[-1]) if m.size else 0.0
     if mu_max <= 0.0:
         return ops.zeros(rhs.shape[0], like=rhs), SpectralInfo(np.zeros(0), 0.0, 0, path)
-    first = int(np.searchsorted(m, _gram_threshold(mu_max, settings, floor_dim), side='right'))
-    if settings.path == 'auto' and first < m.size and m[first] < AUTO_GRAM_MIN_RATIO * mu_max:
+    keep, too_fine = kept_gram_eigenvalues(m, mu_max, settings.truncation, settings.relative,
+                                           settings.path == 'auto', floor_dim)
+    if too_fine:
         return None
+    first = m.size - int(keep.sum())
     sigma_max = _pymath.sqrt(mu_max)
     out = ops.kept_product(w, mu, rhs, first, (settings.kappa - 1.0) / 2.0)
     if settings.beta != 0:
@@ -406,7 +435,7 @@ def _apply(ops, settings: HalfInverse, operator, g, max_bytes) -> tuple:
         top, = share.numbers([ops.diagonal_max(G) if share.root else 0.0])
         if top != top:
             raise NonFiniteStepError("the Jacobian J is not finite (NaN); the weights were left untouched")
-        if 2.0 ** -GRAM_SAFE_EXPONENT <= top <= 2.0 ** GRAM_SAFE_EXPONENT:
+        if gram_in_range(top):
             rhs = operator.vjp(g64) if dual else g64
             done = share.root_result(lambda: _spectral(ops, *ops.eigh(G), rhs, settings, floor_dim,
                                                        'gram-dual' if dual else 'gram'), n if dual else m)
