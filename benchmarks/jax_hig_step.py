@@ -90,6 +90,41 @@ def jitted_adam(net, simulate, loss, x, targets):
     return step
 
 
+_RUNTIME = ('DevicePut', 'Handle inputs', 'ParseArguments', 'AllocateOutputBuffersWithInputReuse')
+"""Runtime events of a call that are not operations of the compiled program."""
+
+
+def xla_profile(calls: dict, n: int = 200, top: int = 6) -> dict:
+    """Per name of ``calls`` (name → a function running one step to completion): the ``top`` XLA operations by time
+    per step over ``n`` steps, from a ``jax.profiler`` trace ({op: µs}), plus 'all XLA ops' (the executable's
+    ``ThunkExecutor::Execute`` per step). Empty when the trace cannot be read."""
+    import collections
+    import glob
+    import gzip
+    import tempfile
+    import jax
+    out = {}
+    for name, call in calls.items():
+        for _ in range(20):
+            call()
+        with tempfile.TemporaryDirectory() as folder:
+            with jax.profiler.trace(folder):
+                for _ in range(n):
+                    call()
+            found = glob.glob(os.path.join(folder, '**', '*.trace.json.gz'), recursive=True)
+            if not found:
+                return {}
+            events = json.load(gzip.open(found[0]))['traceEvents']
+        totals = collections.Counter()
+        for e in events:
+            if e.get('ph') == 'X' and not e['name'].startswith('$') and '::' not in e['name'] \
+                    and not e['name'].startswith('PjitFunction') and e['name'] not in _RUNTIME:
+                totals[e['name']] += e['dur'] / n
+        executed = sum(e['dur'] for e in events if e.get('name') == 'ThunkExecutor::Execute') / n
+        out[name] = {'all XLA ops': executed, **dict(totals.most_common(top))}
+    return out
+
+
 def run_case(case: str, reps: int, tiny: bool) -> dict:
     import jax
     import torch
@@ -131,10 +166,14 @@ def run_case(case: str, reps: int, tiny: bool) -> dict:
         phi_hig.hig_step(problem.net, opt_t, problem.inputs, problem.targets, problem.simulate, problem.loss)
         times['torch'].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
+    profile = xla_profile({'JAX HIG step': lambda: phi_hig.hig_step(net, opt, x, targets, simulate, loss),
+                           'jitted JAX Adam': adam}) if case == 'toy' else {}
     d_ref = reference_direction(found, problem.truncation)
     d = np.asarray(found.direction)
     n_params = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(net.parameters))
-    return dict(case=case, rows=f"{b} × {found.operator.n_out}", params=n_params, path=info.path, reps=reps,
+    fused = info.time_linalg == 0.0  # phi_hig.hig.jax_fused: one compiled call
+    return dict(case=case, rows=f"{b} × {found.operator.n_out}", params=n_params,
+                path=info.path + (' (fused)' if fused else ''), reps=reps, profile=profile,
                 jax=med['jax'], eigh=med['eigh'], adam=med['adam'], torch=med['torch'],
                 compile=first_step - med['jax'], compile_eigh=first_eigh - med['eigh'],
                 compile_adam=first_adam - med['adam'], error=float(np.linalg.norm(d - d_ref) / np.linalg.norm(d_ref)),
@@ -161,8 +200,10 @@ def table(rows: list, command: str, load: tuple) -> str:
         f"{os.environ.get('OMP_WAIT_POLICY')}); load average (1/5/15 min) before "
         f"{load[0]}, after {load[1]} (other engineers' jobs share these cores).", "",
         "Medians of alternating repetitions in one process (`block_until_ready`), compilation excluded (its "
-        "column: first call minus median). Update error: ‖d − d_ref‖/‖d_ref‖, d_ref from a float64 SVD of J formed "
-        "in float64 from the step's layer factors. JAX and torch steps on the same (float32) weights and data.", "",
+        "column: first call minus median). Update error: ‖d − d_ref‖/‖d_ref‖ of the staged direction "
+        "(`jax_hig_direction`), d_ref from a float64 SVD of J formed in float64 from the step's layer factors; a "
+        "'(fused)' step is one compiled call (`phi_hig.hig.jax_fused`) whose update equals the staged one to 1e-10 "
+        "(tests/test_hig_jax.py). JAX and torch steps on the same (float32) weights and data.", "",
         "| case | b × \\|y\\| | \\|θ\\| | path | JAX HIG step | bare eigh of its Gram | step / eigh | jitted JAX Adam "
         "| step / Adam | torch HIG step | JAX / torch | compile: step, eigh, Adam | update error | n |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -172,6 +213,13 @@ def table(rows: list, command: str, load: tuple) -> str:
                      f"{r['jax'] / r['adam']:.2f}× | {_seconds(r['torch'])} | {r['jax'] / r['torch']:.2f}× | "
                      f"{_compile_time(r['compile'])}, {_compile_time(r['compile_eigh'])}, {_compile_time(r['compile_adam'])} | "
                      f"{r['error']:.1e} | {r['reps']} |")
+    for r in rows:
+        if r.get('profile'):
+            lines += ["", f"Where the time of one {r['case']} step goes: XLA's own profile (`jax.profiler`, µs per step "
+                      "over 200 steps; 'all XLA ops' is the compiled program's execution, the rest of a step is "
+                      "dispatch and Python):", ""]
+            for name, ops in r['profile'].items():
+                lines.append(f"- {name}: " + ', '.join(f"{op} {us:.1f}" for op, us in ops.items()))
     return '\n'.join(lines) + '\n'
 
 

@@ -129,8 +129,11 @@ class JaxHIG:
 
     @property
     def settings(self) -> HalfInverse:
-        """The validated `HalfInverse` settings read from ``param_groups[0]``."""
-        return HalfInverse(**{k: self.param_groups[0][k] for k in SETTING_KEYS})
+        """The validated `HalfInverse` settings read from ``param_groups[0]`` (validated again whenever they change)."""
+        values = tuple((type(v), v) for v in (self.param_groups[0][k] for k in SETTING_KEYS))
+        if getattr(self, '_validated', (None,))[0] != values:
+            self._validated = (values, HalfInverse(**dict(zip(SETTING_KEYS, (v for _, v in values)))))
+        return self._validated[1]
 
     def step(self, closure=None):
         """Not available: use ``phi_hig.hig_step(net, optimizer, inputs, targets, simulate, loss)``."""

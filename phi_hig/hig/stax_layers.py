@@ -94,7 +94,9 @@ class LayerMap:
         ny, b = delta.shape[:2]
         A = self._patches(a.astype(delta.dtype))                              # (b, P, F)
         D = jnp.moveaxis(delta, self.feature_axis + 1, -1).reshape(ny, b, A.shape[1], -1)   # (|y|, b, P, O)
-        if self.kind == 'dense':
+        if self.kind == 'dense' and A.shape[1] == 1:  # one position: an outer product, not b tiny matmuls
+            W = jnp.swapaxes(D[:, :, 0, None, :] * A[None, :, 0, :, None], 0, 1)  # (b, |y|, in, out)
+        elif self.kind == 'dense':
             W = jnp.einsum('kbpo,bpf->bkfo', D, A)                              # the (in, out) weight
         else:
             numbers = self.params[-1]
