@@ -5,6 +5,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+# XLA compiles every eager JAX operation once per shape, and the tests run tiny shapes a few times each: skipping
+# XLA's optimization passes makes those compilations about a third faster (the JAX tests and demo runs 20–30 %).
+# The tests check results, never speed; the benchmarks run with JAX's defaults. Inherited by the demo subprocesses.
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 
 REQUIRE_JAX = 'PHI_HIG_REQUIRE_JAX'
 """Set (to 1) by scripts/test.sh, the project's test command that CI runs: the JAX tests skip where jax is not

@@ -213,6 +213,8 @@ def _compiled(function, *fields: Field, **constants):
     precision: PhiML's trace key does not hold the dtype (a float32 call would run a float64 trace)."""
     backend, precision = fields[0].values.backend, fields[0].values.dtype.precision
     fields = [f.with_values(math.cast(math.stop_gradient(f.values), math.DType(float, precision))) for f in fields]
+    for f in fields:  # PhiFlow caches a grid's cell centres on first use: inside a JAX trace it would cache a tracer
+        f.geometry.center  # noqa: B018  (that escapes the trace, e.g. into the next compiled call)
     if not backend.supports(Backend.jit_compile):
         return function(*fields, **constants)
     if (function, precision) not in _COMPILED:
