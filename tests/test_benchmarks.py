@@ -27,6 +27,7 @@ SMOKE = {  # script -> arguments of a tiny run that writes nothing into benchmar
     'gpu.sh': None,  # needs a GPU: syntax only (bash -n)
     'poisson_pretraining.py': 'tests/test_init_from.py',  # its smoke run checks the phases' results there
     'jax_hig_step.py': 'tests/test_jax_benchmark.py',  # its smoke run checks the update errors there
+    'toy_ranking.py': 'tests/test_runner_jax.py',  # its 300-step run checks JAX against torch there
 }
 
 
