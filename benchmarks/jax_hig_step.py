@@ -167,7 +167,7 @@ def run_case(case: str, reps: int, tiny: bool) -> dict:
         times['torch'].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     profile = xla_profile({'JAX HIG step': lambda: phi_hig.hig_step(net, opt, x, targets, simulate, loss),
-                           'jitted JAX Adam': adam}) if case == 'toy' else {}
+                           'jitted JAX Adam': adam}, n=10 if tiny else 200) if case == 'toy' else {}
     d_ref = reference_direction(found, problem.truncation)
     d = np.asarray(found.direction)
     n_params = sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(net.parameters))
