@@ -190,23 +190,34 @@ def _one_step(net, start, opt, problem, fused, monkeypatch):
     return jax_flat(net), info
 
 
-@pytest.mark.parametrize('case', ['mlp-array', 'conv-field-gram', 'conv-array-dual'])
+def residual_problem():
+    """PhiML's JAX ``res_net(1, 1, [3])`` (float64) for the raw-array Laplacian problem, b = 2 (stepped with
+    ``structured=False``: every leaf in the dense block, J's columns from vmapped VJPs)."""
+    with JAX, math.precision(32):  # the StaxNet workaround: build at 32 bit, then cast
+        net = pnn.res_net(1, 1, [3], activation='tanh')
+    seeded_float64(net, 5)
+    return net, None
+
+
+@pytest.mark.parametrize('case', ['mlp-array', 'conv-field-gram', 'conv-array-dual', 'res-net-dense-block'])
 def test_the_fused_step_equals_the_staged_step(case, float64, monkeypatch):
     """A small Gram matrix makes the whole step one compiled call (phi_hig.hig.jax_fused);
     with fusion off (FUSED_MAX_SIDE = 0) the staged step gives the same update (rel. 1e-10), loss, spectrum and path,
     for HIG with β = −1/2 and for Gauss–Newton."""
-    make_nets, make_problem = CASES[case]
+    make_nets, make_problem = CASES[case] if case in CASES else (residual_problem, lambda: conv_problem('array', 2))
     net, _ = make_nets()
     problem = make_problem()[0]
     start = net.parameters
     for kappa, beta in ((-0.5, -0.5), (-1.0, 0.0)):
-        opt = HIG(net, learning_rate=0.7, truncation=1e-7, kappa=kappa, beta=beta)
+        opt = HIG(net, learning_rate=0.7, truncation=1e-7, kappa=kappa, beta=beta,
+                  structured=False if case.endswith('dense-block') else None)
         fused, info_f = _one_step(net, start, opt, problem, True, monkeypatch)
         staged, info_s = _one_step(net, start, opt, problem, False, monkeypatch)
         assert info_f.time_linalg == 0.0 < info_s.time_linalg  # fused: one call, counted in time_jacobian
         before = jax_flat(type('N', (), {'parameters': start})())
         assert rel(fused - before, staged - before) < 1e-10
         assert info_f.path == info_s.path and info_f.rank == info_s.rank
+        assert not case.endswith('dense-block') or info_f.path == 'gram'
         assert info_f.loss == pytest.approx(info_s.loss, rel=1e-12)
         np.testing.assert_allclose(info_f.singular_values, info_s.singular_values, rtol=1e-9)
         assert info_f.sigma_max == pytest.approx(info_s.sigma_max, rel=1e-12)
