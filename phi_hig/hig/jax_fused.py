@@ -74,7 +74,7 @@ def fused_step(structure: StaxStructure, run: Callable, relative: bool, auto: bo
         mu, w = ops.eigh(G, sort=False)
         mu_max = jnp.max(mu)
         keep, too_fine = kept_gram_eigenvalues(mu, mu_max, truncation, relative, auto, max(n_rows, n_params), jnp)
-        rhs = structure.vjp(inputs, deltas, block, g64) if dual else g64
+        rhs = J.T @ g64 if dual else g64
         out = ops.masked_product(w, mu, rhs, keep, (kappa - 1.0) / 2.0)
         out = out * jnp.where(mu_max > 0, jnp.sqrt(jnp.where(mu_max > 0, mu_max, 1.0)) ** beta, 0.0)
         d = out if dual else structure.vjp(inputs, deltas, block, out)

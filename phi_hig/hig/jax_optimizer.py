@@ -44,7 +44,6 @@ from ..convert import BatchLayout, Conditions, NetworkCall
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
-from ..checks import check_size
 from .jacobian import DEFAULT_CHUNK_ROWS
 from .jax_fused import call_fused, fusable, fused_result, fused_step
 from .options import HIGStepInfo, validated_arguments
@@ -318,8 +317,10 @@ class JaxDirection(NamedTuple):
 
 
 class _Prepared(NamedTuple):
-    """A step's validated values and its compiled pass (`_prepare`)."""
+    """A step's validated values, the path it starts on (`phi_hig.hig.spectral.gram_path`) and its compiled pass
+    (`_prepare`)."""
     settings: HalfInverse
+    path: str
     leaves: list
     treedef: object
     b: int
@@ -362,8 +363,8 @@ def _prepare(net, optimizer, inputs, targets, simulate, loss, conditions, group)
     if not out_shapes:  # traced once, not run; the compiled pass finds this trace again
         out_shapes.append(jax.eval_shape(compiled, leaves, recipe.natives)[0].shape)
     optimizer._n_out = int(out_shapes[0][1])
-    gram_path(settings, b * optimizer._n_out, structure.n_params, optimizer.max_bytes)
-    return _Prepared(settings, leaves, treedef, b, recipe, structure, pass_key, run, compiled)
+    path = gram_path(settings, b * optimizer._n_out, structure.n_params, optimizer.max_bytes)
+    return _Prepared(settings, path, leaves, treedef, b, recipe, structure, pass_key, run, compiled)
 
 
 def jax_hig_direction(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,
@@ -393,14 +394,13 @@ def _direction(optimizer: JaxHIG, prepared: _Prepared, t0: float) -> JaxDirectio
 def _fused(net, optimizer: JaxHIG, prepared: _Prepared, lr: float, t0: float) -> Optional[HIGStepInfo]:
     """The step as one compiled call (`phi_hig.hig.jax_fused`) when its path is fusable; None (nothing changed) when
     it is not or when the fused step flags a case the staged step must decide."""
-    n_rows, n_params = prepared.b * optimizer._n_out, prepared.structure.n_params
-    path = gram_path(prepared.settings, n_rows, n_params, optimizer.max_bytes)
+    n_rows, n_params, path = prepared.b * optimizer._n_out, prepared.structure.n_params, prepared.path
     if not fusable(path, n_rows, n_params):
         return None
     if path == 'gram':
         prepared.structure.check_blocks(n_rows, optimizer.max_bytes)
     else:
-        check_size("The Jacobian J (float64)", (n_rows, n_params), 8, optimizer.max_bytes)
+        checks.check_size("The Jacobian J (float64)", (n_rows, n_params), 8, optimizer.max_bytes)
     new, report = call_fused(_compiled_fused(net, prepared, path), prepared.leaves, prepared.recipe.natives, lr,
                              prepared.settings)
     done = fused_result(report, path)
