@@ -46,7 +46,7 @@ from .arrays import TRACES
 from .jax_jacobian import JaxJacobian, StaxStructure, call_with_parameters, jacobian_pass
 from .jacobian import DEFAULT_CHUNK_ROWS
 from .jax_fused import call_fused, fusable, fused_result, fused_step
-from .options import HIGStepInfo, validated_arguments
+from .options import HIGStepInfo, reported_path, validated_arguments
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 
 __all__ = ['JaxHIG', 'jax_hig_step', 'jax_hig_direction', 'JaxDirection', 'cast_parameters', 'require_parameters',
@@ -414,10 +414,8 @@ def _fused(net, optimizer: JaxHIG, prepared: _Prepared, lr: float, t0: float) ->
 
 
 def _reported_path(path: str, structure: StaxStructure) -> str:
-    """The path as `HIGStepInfo` names it: 'gram' with '+structured' (no leaf in the dense block) or '+mixed'."""
-    if path.startswith('gram') and path != 'gram-dual':
-        path += '+structured' if not structure.rest else ('+mixed' if structure.layers else '')
-    return path
+    """`phi_hig.hig.options.reported_path` for this structure (no leaf in the dense block: structured)."""
+    return reported_path(path, not structure.rest, bool(structure.rest and structure.layers))
 
 
 def jax_hig_step(net, optimizer: JaxHIG, inputs, targets, simulate: Optional[Callable], loss: Callable, *,

@@ -35,7 +35,7 @@ from .distributed import DistributedJacobian, active_group
 from ..errors import HIGUsageError, InvalidInputError, NonFiniteStepError
 from .spectral import AUTO, DEFAULT_MAX_BYTES, HalfInverse, apply_half_inverse, gram_path
 from .jacobian import DEFAULT_CHUNK_ROWS, jacobian_factors, physics_function
-from .options import OPTION_KEYS, HIGStepInfo, hig_options, validated_arguments
+from .options import OPTION_KEYS, HIGStepInfo, hig_options, reported_path, validated_arguments
 from ..convert import BatchLayout, Conditions, NetworkCall, is_jax_network, refuse_tensorflow
 
 __all__ = ['HIG', 'hig_step']
@@ -369,7 +369,5 @@ def hig_step(net: nn.Module, optimizer: HIG, inputs, targets, simulate: Optional
     optimizer.apply_direction(d)
     _sync(device)
     t2 = time.perf_counter()
-    if info.path.startswith('gram') and info.path != 'gram-dual':
-        info.path += '+structured' if structured else ('+mixed' if mixed else '')
-    return HIGStepInfo(mean_loss, info.singular_values, info.rank, info.sigma_max, info.path, t1 - t0, t2 - t1,
-                       t2 - t0)
+    return HIGStepInfo(mean_loss, info.singular_values, info.rank, info.sigma_max,
+                       reported_path(info.path, structured, mixed), t1 - t0, t2 - t1, t2 - t0)

@@ -12,7 +12,7 @@ from .. import checks
 from ..errors import InvalidInputError
 from .spectral import HalfInverse, choose_path
 
-__all__ = ['validated_arguments', 'learning_rate_of', 'hig_options', 'HIGStepInfo', 'OPTION_KEYS']
+__all__ = ['validated_arguments', 'learning_rate_of', 'hig_options', 'HIGStepInfo', 'reported_path', 'OPTION_KEYS']
 
 OPTION_KEYS = ('max_bytes', 'chunk_rows', 'structured')
 """The settings a HIG optimizer holds as attributes, not in its parameter groups (`hig_options`)."""
@@ -98,3 +98,16 @@ class HIGStepInfo:
     time_jacobian: float
     time_linalg: float
     time_total: float
+
+
+def reported_path(path: str, structured: bool, mixed: bool) -> str:
+    """The path as `HIGStepInfo` names it: a Gram path over J Jᵀ ('gram') gets '+structured' when every parameter
+    was a layer factor (J never formed) or '+mixed' when some were factors and others dense columns.
+
+    Example:
+        >>> reported_path('gram', True, False), reported_path('gram-dual', True, False), reported_path('svd', 0, 0)
+        ('gram+structured', 'gram-dual', 'svd')
+    """
+    if path.startswith('gram') and path != 'gram-dual':
+        path += '+structured' if structured else ('+mixed' if mixed else '')
+    return path
