@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import os
+import sys
 
 import pytest
 
@@ -55,8 +56,17 @@ LIBRARY = {
 LINES = {'oscillators_conditions': 50}  # the port of the PBDL book's notebook (issue: at most 50 lines)
 
 
+FLOW_IMPORTS = ('phi.flow', 'phi.torch.flow', 'phi.jax.flow')
+"""PhiFlow's star-import modules: ``from phi.jax.flow import *`` makes JAX PhiML's default backend only when the
+module is first imported, and conftest.py restores the default backend after every test."""
+
+
 def load(name):
-    """The demo script ``demos/<name>.py`` as a module (its ``__main__`` block does not run)."""
+    """The demo script ``demos/<name>.py`` as a module (its ``__main__`` block does not run), imported as a fresh
+    ``python demos/<name>.py`` would: PhiFlow's star-import modules are imported again, so that the backend the
+    script names becomes the default (else a JAX demo run after another test would train torch networks)."""
+    for module in FLOW_IMPORTS:
+        sys.modules.pop(module, None)
     spec = importlib.util.spec_from_file_location(f'demo_{name}', os.path.join(DEMOS, f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -72,9 +82,14 @@ def test_every_demo_has_a_case():
 def test_library_demo_is_short_runs_and_writes_its_losses(name, tmp_path):
     """Each is a plain PhiFlow script of at most 60 lines that prints and writes its loss curve."""
     with open(os.path.join(DEMOS, f'{name}.py')) as f:
-        assert len(f.read().splitlines()) <= LINES.get(name, 60)
+        source = f.read()
+    assert len(source.splitlines()) <= LINES.get(name, 60)
     argv, methods = LIBRARY[name]
     load(name).main(argv + ['--out', str(tmp_path)])
+    from phiml.backend import default_backend
+    for library in ('torch', 'jax'):  # it ran on the backend it imports, whatever ran before it
+        if f'from phi.{library}.flow import *' in source:
+            assert default_backend().name == library
     with open(tmp_path / 'loss.csv', newline='') as f:
         rows = list(csv.DictReader(f))
     assert {r['method'] for r in rows} == methods
