@@ -56,7 +56,7 @@ LIBRARY = {
 LINES = {'oscillators_conditions': 50}  # the port of the PBDL book's notebook (issue: at most 50 lines)
 
 
-FLOW_IMPORTS = ('phi.flow', 'phi.torch.flow', 'phi.jax.flow')
+FLOW_IMPORTS = ('phi.torch.flow', 'phi.jax.flow')
 """PhiFlow's star-import modules: ``from phi.jax.flow import *`` makes JAX PhiML's default backend only when the
 module is first imported, and conftest.py restores the default backend after every test."""
 
