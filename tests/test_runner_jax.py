@@ -15,14 +15,12 @@ def final_losses(tmp_path) -> dict:
     """Per backend and method, the held-out losses after 300 steps of the paper's toy (γ = 0.01, b = 256) for five
     seeds, from a small run of `benchmarks/toy_ranking.py` (its smoke run: the script is exercised whole)."""
     import json
-    import os
-    import sys
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from benchmarks import toy_ranking
-    output = str(tmp_path / 'toy_ranking.md')
-    toy_ranking.main(['--steps', '300', '--seeds', '5', '--checkpoints', '1', '--output', output])
-    backends = json.load(open(output[:-3] + '.json'))['backends']
-    return {b: {m: [per_step[str(300)][m] for per_step in r['losses'].values()] for m in toy_ranking.METHODS}
+    toy_ranking.main(['--steps', '300', '--seeds', '5', '--checkpoints', '1',
+                      '--output', str(tmp_path / 'toy_ranking.md')])
+    with open(tmp_path / 'toy_ranking.json') as f:
+        backends = json.load(f)['backends']
+    return {b: {m: [per_step['300'][m] for per_step in r['losses'].values()] for m in toy_ranking.METHODS}
             for b, r in backends.items()}
 
 
