@@ -5,18 +5,20 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-# XLA compiles every eager JAX operation once per shape, and the tests run tiny shapes a few times each: skipping
-# XLA's optimization passes makes those compilations about a third faster (the JAX tests and demo runs 20–30 %).
-# The tests check results, never speed; the benchmarks run with JAX's defaults. Inherited by the demo subprocesses.
-os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 
 
 def _compile_faster_on_cpu(tested=('0.10.',)) -> None:
-    """Add ``--xla_cpu_use_fusion_emitters=false`` to ``XLA_FLAGS`` (inherited by the demo subprocesses): XLA's
-    older CPU emitters compile the tests' eager operations in about two thirds of the time (the JAX tests took 109 s
-    with the new emitters, 77 s without, on 2 cores). Only for the jaxlib versions it was tried on: XLA aborts the
-    process on a flag it does not know. The flag is left alone when the user's ``XLA_FLAGS`` names it."""
+    """Make XLA compile the tests' small programs faster (set in the environment, so the subprocesses the tests
+    start inherit it). XLA compiles every eager JAX operation once per shape, and the tests run tiny shapes a few
+    times each; they check results, never speed (the benchmarks run with JAX's defaults).
+
+    * ``JAX_DISABLE_MOST_OPTIMIZATIONS=1``: skips XLA's optimization passes (the JAX tests 20–30 % faster).
+    * ``--xla_cpu_use_fusion_emitters=false`` added to ``XLA_FLAGS``: XLA's older CPU emitters (the JAX tests took
+      109 s with the new emitters, 77 s without, on 2 cores). Only for the jaxlib versions it was tried on, as XLA
+      aborts the process on a flag it does not know; left alone when the user's ``XLA_FLAGS`` names it.
+    """
     from importlib import metadata
+    os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
     try:
         version = metadata.version('jaxlib')
     except metadata.PackageNotFoundError:
